@@ -1,0 +1,325 @@
+"""The one config file: defaults in code, then the TOML file, then ``NEWSLETTER_*`` environment overrides.
+
+Lives in :mod:`ingest` because both layers read it and :mod:`ingest` must not import :mod:`newsletter`.
+Validation errors name the file, the key (with its line when we can find it) and what was expected.
+Secrets (the SMTP password, the signing key) are read from the environment only, never from the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from ingest.errors import ConfigError
+
+ENV_PREFIX = "NEWSLETTER_"
+#: Environment variables that are secrets or options of the CLI, not keys of the file.
+SECRET_ENV = {"smtp_password": "NEWSLETTER_SMTP_PASSWORD", "secret_key": "NEWSLETTER_SECRET_KEY"}
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_CONFIG = PROJECT_ROOT / "config" / "newsletter.toml"
+
+
+def _check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("an IANA time zone name such as 'UTC' or 'Europe/Paris'") from None
+    return value
+
+
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class StorageConfig(_Section):
+    url: str = "sqlite:///../var/newsletter.db"
+
+
+class SeedsConfig(_Section):
+    dirs: list[Path] = Field(default_factory=lambda: [Path("seeds")])
+    boilerplate: list[str] = Field(
+        default_factory=lambda: ["Stay up to date on recent advances in the multidisciplinary approach to cancer."]
+    )
+    max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    timezone: TimeZoneName = "UTC"
+    title_max_chars: int = Field(default=90, ge=20)
+
+
+class FeedConfig(_Section):
+    url: str
+    name: str | None = None
+    interval: int | None = Field(default=None, gt=0, description="minutes between checks")
+    tags: list[str] = Field(default_factory=list)
+
+
+class FetchConfig(_Section):
+    concurrency: int = Field(default=8, gt=0)
+    per_host: int = Field(default=2, gt=0)
+    timeout: float = Field(default=30.0, gt=0)
+    max_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
+    user_agent: str = "feed-newsletter/0.1 (+https://example.org/feed-newsletter)"
+    allow_private_networks: bool = False
+    interval: int = Field(default=60, gt=0, description="default minutes between checks of a feed")
+    max_redirects: int = Field(default=10, ge=0)
+
+
+class PublishConfig(_Section):
+    dir: Path = Path("../var/public")
+    base_url: str = "http://127.0.0.1:8080/"
+    max_entries: int = Field(default=100, gt=0)
+    title: str = "Oncology news"
+    subtitle: str = "Oncology news from many sources, each story once."
+    author: str = "feed-newsletter"
+    id: str = "tag:feed-newsletter.example,2026:feed"
+
+
+class DigestConfig(_Section):
+    timezone: TimeZoneName = "UTC"
+    send_at: str = "mon 08:00"
+    subject: str = "Oncology digest: {count} new stories, {start} to {end}"
+    backlog_days: int = Field(default=14, ge=0)
+    send_empty: bool = False
+    catch_up_hours: int = Field(default=24, ge=0)
+
+    @field_validator("send_at")
+    @classmethod
+    def _send_at(cls, value: str) -> str:
+        if not re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) ([01]\d|2[0-3]):[0-5]\d", value.lower()):
+            raise ValueError("a weekday and a time such as 'mon 08:00'")
+        return value.lower()
+
+
+class MailConfig(_Section):
+    transport: Literal["outbox", "smtp"] = "outbox"
+    outbox_dir: Path = Path("../var/outbox")
+    from_address: str = "Oncology digest <digest@localhost>"
+    host: str = "localhost"
+    port: int = Field(default=25, gt=0, lt=65536)
+    security: Literal["none", "starttls", "tls"] = "none"
+    username: str | None = None
+    rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
+    timeout: float = Field(default=30.0, gt=0)
+    bounce_limit: int = Field(default=3, gt=0)
+
+
+class WebConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, lt=65536)
+
+
+class LogConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Section):
+    """The whole validated config. Paths are absolute once loaded."""
+
+    storage: StorageConfig = StorageConfig()
+    seeds: SeedsConfig = SeedsConfig()
+    feeds: list[FeedConfig] = Field(default_factory=list)
+    fetch: FetchConfig = FetchConfig()
+    publish: PublishConfig = PublishConfig()
+    digest: DigestConfig = DigestConfig()
+    mail: MailConfig = MailConfig()
+    web: WebConfig = WebConfig()
+    log: LogConfig = LogConfig()
+    # Secrets: environment only (see SECRET_ENV); never printed.
+    smtp_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    #: The file the settings came from (None when built from defaults in code).
+    source_path: Path | None = None
+
+
+_SECTIONS = tuple(name for name in Settings.model_fields if name not in (*SECRET_ENV, "source_path"))
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path:
+    """``$NEWSLETTER_CONFIG``, else ``config/newsletter.toml`` here, else the project's bundled one."""
+    env = os.environ if environ is None else environ
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = Path("config/newsletter.toml")
+    return local if local.exists() else BUNDLED_CONFIG
+
+
+def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, merge and validate the config. Raises :class:`ConfigError` with a message for a person."""
+    env = os.environ if environ is None else environ
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: expected a TOML file, found a directory") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the config file (permission denied)") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: the config file is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    for secret, var in SECRET_ENV.items():
+        if _mentions_secret(data, secret):
+            raise ConfigError(f"{path}: {secret!r} is a secret and is read only from the environment variable {var}")
+    _apply_env(data, env, path)
+    for secret, var in SECRET_ENV.items():
+        if env.get(var):
+            data[secret] = env[var]
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, text)) from None
+    return _resolve_paths(settings, path.resolve())
+
+
+def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:
+    if secret in data:
+        return True
+    short = secret.removeprefix("smtp_")
+    return any(isinstance(v, Mapping) and short in v for v in data.values())
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> None:
+    """``NEWSLETTER_FETCH_MAX_BYTES=1000`` sets ``[fetch] max_bytes``. Values are read as TOML when they parse."""
+    for var, raw in sorted(env.items()):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in SECRET_ENV.values():
+            continue
+        rest = var[len(ENV_PREFIX) :].lower()
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is None or section == "feeds":
+            continue  # not ours (another tool's, or a test's own variable)
+        key = rest[len(section) + 1 :]
+        target = data.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table to take the override {var}")
+        target[key] = _env_value(raw)
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def _describe(exc: ValidationError, path: Path, text: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        key = _key_name(loc)
+        where = _line_of(text, loc)
+        at = f" (line {where})" if where else ""
+        got = err.get("input")
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(loc[:-1])
+            msg = f"unknown key; expected one of: {', '.join(known)}" if known else "unknown key"
+        elif err["type"] == "missing":
+            msg = "missing required key"
+        else:
+            msg = err["msg"]
+            for prefix in ("Input should be ", "Value error, "):
+                if msg.startswith(prefix):
+                    msg = "expected " + msg.removeprefix(prefix)
+                    break
+            else:
+                msg = f"expected a valid value ({msg})"
+            if not isinstance(got, dict | list):
+                msg += f", got {got!r}"
+        lines.append(f"{path}: {key}{at}: {msg}")
+    return "\n".join(lines)
+
+
+def _key_name(loc: list[str]) -> str:
+    if not loc:
+        return "(top level)"
+    if loc[0] == "feeds" and len(loc) > 1 and loc[1].isdigit():
+        rest = ".".join(loc[2:])
+        return f"[[feeds]] #{int(loc[1]) + 1} {rest}".rstrip()
+    if len(loc) == 1:
+        return f"[{loc[0]}]" if loc[0] in _SECTIONS else loc[0]
+    return f"[{loc[0]}] {'.'.join(loc[1:])}"
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in loc:
+        if part.isdigit():
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann: object = field.annotation
+        inner = getattr(ann, "__args__", (ann,))[0] if getattr(ann, "__origin__", None) is list else ann
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return []
+        model = inner
+    hidden = {*SECRET_ENV, "source_path"}
+    return [k for k in model.model_fields if k not in hidden]
+
+
+def _line_of(text: str, loc: list[str]) -> int | None:
+    """Best effort: the line of ``key =`` inside the table named by ``loc`` (tomllib keeps no positions)."""
+    if not loc:
+        return None
+    lines = text.splitlines()
+    section, key = loc[0], loc[-1]
+    if len(loc) == 1:
+        pattern = re.compile(rf"^\s*\[+\s*{re.escape(section)}\s*\]+")
+        return next((i + 1 for i, line in enumerate(lines) if pattern.match(line)), None)
+    header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
+    key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
+    current, occurrence = "", -1
+    wanted = int(loc[1]) if section == "feeds" and len(loc) > 2 and loc[1].isdigit() else 0
+    for i, line in enumerate(lines):
+        m = header.match(line)
+        if m:
+            current = m.group(1)
+            if current == section:
+                occurrence += 1
+            continue
+        if current == section and occurrence == wanted and key_re.match(line):
+            return i + 1
+    return None
+
+
+def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
+    base = config_path.parent
+
+    def absolute(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    url = settings.storage.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        url = "sqlite:///" + str(absolute(Path(url.removeprefix("sqlite:///"))))
+    return settings.model_copy(
+        update={
+            "storage": settings.storage.model_copy(update={"url": url}),
+            "seeds": settings.seeds.model_copy(update={"dirs": [absolute(d) for d in settings.seeds.dirs]}),
+            "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
+            "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
+            "source_path": config_path,
+        }
+    )

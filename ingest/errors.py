@@ -1,0 +1,42 @@
+"""The one exception tree of the service.
+
+    NewsletterError                 anything the service reports to a person rather than crashing on
+     ├── ConfigError                the config file or an environment override is wrong (CLI exit 2)
+     ├── UsageError                 a command-line argument is wrong (bad URL, unknown id; CLI exit 2)
+     ├── StoreError                 the database cannot be used (CLI exit 2)
+     │    └── SchemaTooNewError     the database was written by a newer version of this code
+     └── SourceError                one source failed; stored on the source, the others go on
+          └── PageError             a seed page cannot be read (empty, binary, undecodable, too big)
+
+Only errors that are not bugs are wrapped: a bug surfaces with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class NewsletterError(Exception):
+    """Base class: a failure with a message meant for a person."""
+
+
+class ConfigError(NewsletterError):
+    """The config file or an environment override is invalid."""
+
+
+class UsageError(NewsletterError):
+    """A command-line argument is invalid."""
+
+
+class StoreError(NewsletterError):
+    """The database cannot be opened or used."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database schema is newer than this code understands."""
+
+
+class SourceError(NewsletterError):
+    """One source failed; the error is stored on the source."""
+
+
+class PageError(SourceError):
+    """A seed page cannot be read."""

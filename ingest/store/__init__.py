@@ -1,0 +1,318 @@
+"""The store: every SQL statement of the service lives in this package (SQLAlchemy 2 Core, no ORM).
+
+Rows are turned into the frozen records of :mod:`ingest.models` here and never leave as rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sqlalchemy import Connection, Engine, Row, and_, func, select
+
+from ingest.models import ParsedItem, Sighting, Source, Story
+from ingest.store import schema
+from ingest.store.engine import HEAD, make_engine, migrate
+
+__all__ = ["HEAD", "SaveResult", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    new: int  # sightings not seen before
+    seen: int  # sightings already stored, now seen again
+    new_stories: int
+
+
+class Store:
+    """A handle on the database. Create with :meth:`open`; it migrates the schema on the way."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = make_engine(url)
+        try:
+            migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    # ---- sources ---------------------------------------------------------------------------------------------
+
+    def page_source(self, location: str, folder: str, now: datetime) -> Source:
+        """The source of one seed page, created on first sight."""
+        with self.engine.begin() as conn:
+            row = _source_row(conn, location)
+            if row is None:
+                conn.execute(
+                    schema.source.insert().values(
+                        kind="page", location=location, folder=folder, origin="seed", created_at=now, tags=[]
+                    )
+                )
+                row = _source_row(conn, location)
+            assert row is not None
+            return _source(row)
+
+    def source(self, location: str) -> Source | None:
+        with self.engine.connect() as conn:
+            row = _source_row(conn, location)
+            return _source(row) if row is not None else None
+
+    def sources(self, kind: str | None = None) -> list[Source]:
+        counts = (
+            select(schema.sighting.c.source_id, func.count().label("n"))
+            .group_by(schema.sighting.c.source_id)
+            .subquery()
+        )
+        query = (
+            select(schema.source, func.coalesce(counts.c.n, 0).label("sightings"))
+            .outerjoin(counts, counts.c.source_id == schema.source.c.id)
+            .order_by(schema.source.c.kind, schema.source.c.location)
+        )
+        if kind:
+            query = query.where(schema.source.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [_source(row) for row in conn.execute(query)]
+
+    def record_source_error(self, source_id: int, message: str, now: datetime) -> None:
+        """A failed read: the error is kept on the source; what it brought before stays."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(
+                    status="error",
+                    last_error=message,
+                    last_fetch_at=now,
+                    error_count=schema.source.c.error_count + 1,
+                )
+            )
+
+    # ---- sightings and stories ---------------------------------------------------------------------------------
+
+    def save_page(
+        self,
+        source_id: int,
+        items: Sequence[ParsedItem],
+        *,
+        content_hash: str,
+        warning: str | None,
+        now: datetime,
+    ) -> SaveResult:
+        """Store a parsed page's items and its new content hash in one transaction (all or nothing)."""
+        with self.engine.begin() as conn:
+            result = self._save_items(conn, source_id, items, now)
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(
+                    status="active",
+                    content_hash=content_hash,
+                    last_error=None,
+                    warning=warning,
+                    error_count=0,
+                    last_fetch_at=now,
+                    last_success_at=now,
+                )
+            )
+            return result
+
+    def _save_items(self, conn: Connection, source_id: int, items: Sequence[ParsedItem], now: datetime) -> SaveResult:
+        s = schema.sighting
+        existing = {
+            row.key: row.id
+            for row in conn.execute(
+                select(s.c.key, s.c.id).where(s.c.source_id == source_id, s.c.key.in_([i.key for i in items]))
+            )
+        }
+        new = seen = stories = 0
+        done: set[str] = set()
+        for item in items:
+            if item.key in done:
+                continue  # the same item twice on one page: the first appearance is its position
+            done.add(item.key)
+            if item.key in existing:
+                conn.execute(
+                    s.update().where(s.c.id == existing[item.key]).values(last_seen=now, position=item.position)
+                )
+                seen += 1
+                continue
+            story_id = self._new_story(conn, item, now)
+            stories += 1
+            conn.execute(
+                s.insert().values(
+                    source_id=source_id,
+                    key=item.key,
+                    kind=item.kind,
+                    position=item.position,
+                    title=item.title,
+                    title_derived=item.title_derived,
+                    published=item.published,
+                    raw_date=item.raw_date,
+                    summary=item.summary,
+                    content=item.content,
+                    link=item.link,
+                    author=item.author,
+                    tags=list(item.tags),
+                    first_seen=now,
+                    last_seen=now,
+                    story_id=story_id,
+                    match_rule="new",
+                    match_score=1.0,
+                )
+            )
+            new += 1
+        return SaveResult(new=new, seen=seen, new_stories=stories)
+
+    def _new_story(self, conn: Connection, item: ParsedItem, now: datetime) -> int:
+        values = {
+            "title": item.title,
+            "title_derived": item.title_derived,
+            "summary": item.summary,
+            "content": item.content,
+            "link": item.link,
+            "published": item.published,
+            "tags": sorted(set(item.tags)),
+        }
+        result = conn.execute(
+            schema.story.insert().values(first_seen=now, updated=now, content_hash=_content_hash(values), **values)
+        )
+        pk = result.inserted_primary_key
+        assert pk is not None
+        return int(pk[0])
+
+    def stories(self, limit: int | None = None) -> list[Story]:
+        """Live stories (not merged away), newest first: by date, undated ones by when first seen."""
+        st = schema.story
+        counts = (
+            select(schema.sighting.c.story_id, func.count().label("n")).group_by(schema.sighting.c.story_id).subquery()
+        )
+        query = (
+            select(st, func.coalesce(counts.c.n, 0).label("sightings"))
+            .outerjoin(counts, counts.c.story_id == st.c.id)
+            .where(st.c.merged_into.is_(None))
+            .order_by(func.coalesce(st.c.published, st.c.first_seen).desc(), st.c.id.desc())
+        )
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_story(row) for row in conn.execute(query)]
+
+    def sightings(self, story_id: int | None = None) -> list[Sighting]:
+        s, src = schema.sighting, schema.source
+        query = select(s, src.c.location.label("source_location")).join(src, src.c.id == s.c.source_id).order_by(s.c.id)
+        if story_id is not None:
+            query = query.where(s.c.story_id == story_id)
+        with self.engine.connect() as conn:
+            return [_sighting(row) for row in conn.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "sources": conn.execute(select(func.count()).select_from(schema.source)).scalar_one(),
+                "sightings": conn.execute(select(func.count()).select_from(schema.sighting)).scalar_one(),
+                "stories": conn.execute(
+                    select(func.count()).select_from(schema.story).where(and_(schema.story.c.merged_into.is_(None)))
+                ).scalar_one(),
+            }
+
+
+def _content_hash(values: dict[str, Any]) -> str:
+    blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _source_row(conn: Connection, location: str) -> Row[Any] | None:
+    return conn.execute(select(schema.source).where(schema.source.c.location == location)).first()
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):  # a driver that hands JSON back as text
+        value = json.loads(value)
+    return tuple(value or ())
+
+
+def _source(row: Row[Any]) -> Source:
+    m = row._mapping
+    return Source(
+        id=m["id"],
+        kind=m["kind"],
+        location=m["location"],
+        name=m["name"],
+        status=m["status"],
+        last_error=m["last_error"],
+        content_hash=m["content_hash"],
+        sightings=int(m.get("sightings", 0) or 0),
+        folder=m["folder"],
+        url=m["url"],
+        tags=_tags(m["tags"]),
+        last_fetch_at=m["last_fetch_at"],
+        last_success_at=m["last_success_at"],
+        last_status=m["last_status"],
+        error_count=m["error_count"],
+        next_check_at=m["next_check_at"],
+        warning=m["warning"],
+        interval=m["interval"],
+        origin=m["origin"],
+    )
+
+
+def _story(row: Row[Any]) -> Story:
+    m = row._mapping
+    return Story(
+        id=m["id"],
+        title=m["title"],
+        summary=m["summary"],
+        content=m["content"],
+        link=m["link"],
+        published=m["published"],
+        first_seen=m["first_seen"],
+        updated=m["updated"],
+        tags=_tags(m["tags"]),
+        sightings=int(m.get("sightings", 0) or 0),
+    )
+
+
+def _sighting(row: Row[Any]) -> Sighting:
+    m = row._mapping
+    return Sighting(
+        id=m["id"],
+        source_id=m["source_id"],
+        source_location=m["source_location"],
+        kind=m["kind"],
+        key=m["key"],
+        position=m["position"],
+        title=m["title"],
+        published=m["published"],
+        summary=m["summary"],
+        content=m["content"],
+        link=m["link"],
+        tags=_tags(m["tags"]),
+        first_seen=m["first_seen"],
+        last_seen=m["last_seen"],
+        story_id=m["story_id"],
+        title_derived=m["title_derived"],
+        match_rule=m["match_rule"],
+        match_score=m["match_score"],
+    )

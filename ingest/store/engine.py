@@ -1,0 +1,107 @@
+"""Opening the database: engine settings per dialect, and the numbered migrations with their stored version.
+
+SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL needs nothing special. A database newer than this
+code, or a file that is not a database, is refused with a :class:`StoreError` for a person, not a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+
+from ingest.errors import SchemaTooNewError, StoreError
+from ingest.store import schema
+
+Migration = Callable[[Connection], None]
+
+
+def _v1(conn: Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+#: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
+MIGRATIONS: tuple[Migration, ...] = (_v1,)
+HEAD = len(MIGRATIONS)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"[storage] url: not a database URL: {url!r}") from None
+    kwargs: dict[str, Any] = {}
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            path = Path(db)
+            if path.is_dir():
+                raise StoreError(f"{path}: is a directory, expected a SQLite database file")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"{path.parent}: cannot create the database folder: {exc.strerror}") from None
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+    try:
+        engine = create_engine(url, **kwargs)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"[storage] url: no driver for {parsed.drivername!r} ({exc})") from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema to :data:`HEAD`; returns the version found before."""
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        with engine.begin() as conn:
+            found = _stored_version(conn)
+            if found > HEAD:
+                raise SchemaTooNewError(
+                    f"{where}: the database is at schema version {found}, newer than this code (version {HEAD}); "
+                    "upgrade feed-newsletter or point [storage] url at another database"
+                )
+            for step in range(found, HEAD):
+                MIGRATIONS[step](conn)
+            if found == 0:
+                conn.execute(schema.schema_version.insert().values(version=HEAD))
+            elif found < HEAD:
+                conn.execute(schema.schema_version.update().values(version=HEAD))
+            return found
+    except OperationalError as exc:
+        raise StoreError(f"{where}: cannot open the database: {_dbapi_message(exc)}") from None
+    except DBAPIError as exc:
+        message = _dbapi_message(exc)
+        if "not a database" in message or "malformed" in message:
+            raise StoreError(f"{where}: this file is not a SQLite database ({message})") from None
+        raise StoreError(f"{where}: database error: {message}") from None
+
+
+def _stored_version(conn: Connection) -> int:
+    tables = set(inspect(conn).get_table_names())
+    if "schema_version" not in tables:
+        if tables & {"source", "story", "sighting"}:
+            raise StoreError("the database holds tables but no schema version: it was not made by feed-newsletter")
+        return 0
+    version = conn.execute(select(schema.schema_version.c.version)).scalar()
+    return int(version or 0)
+
+
+def _dbapi_message(exc: DBAPIError) -> str:
+    return str(exc.orig).strip() if exc.orig is not None else str(exc)

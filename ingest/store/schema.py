@@ -1,0 +1,192 @@
+"""The tables of DESIGN.md, in SQLAlchemy Core: source, sighting, story, digest, subscriber, delivery.
+
+Portable across SQLite and PostgreSQL: no dialect-only types. Times are stored in UTC and read back aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as UTC; naive datetimes are refused (they are always a bug here)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} given to the store")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, nullable=False),
+)
+
+source = Table(
+    "source",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(8), nullable=False),  # page | feed
+    Column("location", Text, nullable=False, unique=True),  # a page's path, a feed's URL as added
+    Column("name", Text),
+    Column("folder", Text),  # a page's seed folder
+    Column("url", Text),  # a feed's current URL, after permanent redirects
+    Column("tags", JSON, nullable=False, default=list),
+    Column("interval", Integer),  # minutes between checks, None for the default
+    Column("origin", String(16), nullable=False, default="config"),  # config | cli | opml | seed
+    Column("status", String(16), nullable=False, default="active"),  # active | failing | gone | error | removed
+    Column("content_hash", String(64)),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("last_fetch_at", UtcDateTime),
+    Column("last_success_at", UtcDateTime),
+    Column("next_check_at", UtcDateTime),
+    Column("last_status", Integer),
+    Column("error_count", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("warning", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("lease_owner", Text),
+    Column("lease_until", UtcDateTime),
+)
+
+story = Table(
+    "story",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("title_derived", Boolean, nullable=False, default=False),
+    Column("summary", Text, nullable=False, default=""),
+    Column("content", Text, nullable=False, default=""),
+    Column("link", Text),
+    Column("published", UtcDateTime),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("updated", UtcDateTime, nullable=False),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("content_hash", String(64), nullable=False, default=""),
+    Column("merged_into", Integer, ForeignKey("story.id")),  # a merged-away story resolves to its survivor
+    Index(None, "first_seen"),
+    Index(None, "published"),
+)
+
+sighting = Table(
+    "sighting",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("source_id", Integer, ForeignKey("source.id"), nullable=False),
+    Column("key", Text, nullable=False),
+    Column("kind", String(8), nullable=False),  # article | teaser | entry
+    Column("position", Integer, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("title_derived", Boolean, nullable=False, default=False),
+    Column("published", UtcDateTime),
+    Column("raw_date", Text),
+    Column("summary", Text, nullable=False, default=""),
+    Column("content", Text, nullable=False, default=""),
+    Column("link", Text),
+    Column("author", Text),
+    Column("tags", JSON, nullable=False, default=list),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("story_id", Integer, ForeignKey("story.id")),
+    Column("match_rule", Text),
+    Column("match_score", Float),
+    UniqueConstraint("source_id", "key"),
+    Index(None, "story_id"),
+)
+
+digest = Table(
+    "digest",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("period", String(16), nullable=False, unique=True),  # ISO week, e.g. 2026-W48
+    Column("status", String(16), nullable=False, default="pending"),  # pending | sent | skipped | empty
+    Column("period_start", UtcDateTime, nullable=False),
+    Column("period_end", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Column("subject", Text, nullable=False, default=""),
+    Column("html", Text, nullable=False, default=""),
+    Column("text", Text, nullable=False, default=""),
+    Column("note", Text),
+)
+
+digest_story = Table(
+    "digest_story",
+    metadata,
+    Column("digest_id", Integer, ForeignKey("digest.id"), primary_key=True),
+    Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
+    Column("position", Integer, nullable=False),
+)
+
+subscriber = Table(
+    "subscriber",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("email", Text, nullable=False, unique=True),
+    Column("status", String(16), nullable=False, default="pending"),  # pending|confirmed|unsubscribed|bounced
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("confirmed_at", UtcDateTime),
+    Column("unsubscribed_at", UtcDateTime),
+    Column("bounces", Integer, nullable=False, default=0),
+    Column("last_request_at", UtcDateTime),
+)
+
+delivery = Table(
+    "delivery",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
+    Column("subscriber_id", Integer, ForeignKey("subscriber.id"), nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),  # pending | sent | failed | cancelled
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("reply", Text),
+    Column("message_id", Text),
+    Column("next_attempt_at", UtcDateTime),
+    Column("sent_at", UtcDateTime),
+    Column("lease_owner", Text),
+    Column("lease_until", UtcDateTime),
+    UniqueConstraint("digest_id", "subscriber_id"),
+)

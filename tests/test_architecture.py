@@ -1,0 +1,58 @@
+"""The layout rules of DESIGN.md, checked: data flows one way, and each outside library has one home module."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("ingest", "newsletter")
+
+#: library -> the only modules allowed to import it
+HOMES: dict[str, set[str]] = {
+    "feedparser": {"ingest/parse.py"},
+    "httpx": {"ingest/fetch.py"},
+    "sqlalchemy": {"ingest/store"},
+    "nh3": {"ingest/sanitize.py"},
+    "feedgen": {"newsletter/atom.py"},
+    "jinja2": {"newsletter/render.py"},
+    "smtplib": {"newsletter/deliver.py"},
+    "apscheduler": {"newsletter/scheduler.py"},
+    "starlette": {"newsletter/web.py"},
+    "uvicorn": {"newsletter/web.py", "newsletter/service.py"},
+    "pydantic": {"ingest/config.py"},
+    "click": {"newsletter/cli.py"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _modules() -> list[Path]:
+    return [p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))]
+
+
+def test_ingest_never_imports_newsletter() -> None:
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "ingest").rglob("*.py") if "newsletter" in _imports(p)]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("library", sorted(HOMES))
+def test_library_has_one_home(library: str) -> None:
+    homes = HOMES[library]
+    offenders = []
+    for path in _modules():
+        rel = path.relative_to(ROOT).as_posix()
+        if library in _imports(path) and not any(rel == h or rel.startswith(h + "/") for h in homes):
+            offenders.append(rel)
+    assert offenders == [], f"{library} imported outside {sorted(homes)}"

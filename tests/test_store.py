@@ -1,0 +1,103 @@
+"""The store on a real SQLite file: pragmas, migrations, refusal of foreign or newer databases."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from ingest.errors import SchemaTooNewError, StoreError
+from ingest.models import ParsedItem
+from ingest.store import HEAD, Store
+
+NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+
+
+def _item(key: str, title: str = "A title") -> ParsedItem:
+    return ParsedItem(kind="teaser", key=key, position=1, title=title, published=NOW, summary="blurb", tags=("recap",))
+
+
+def test_sqlite_file_gets_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
+    db = tmp_path / "sub" / "n.db"
+    with Store.open(f"sqlite:///{db}") as store, store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 10_000
+    assert db.exists()
+    tables = {r[0] for r in sqlite3.connect(db).execute("select name from sqlite_master where type='table'")}
+    assert {"source", "sighting", "story", "digest", "subscriber", "delivery", "schema_version"} <= tables
+    assert sqlite3.connect(db).execute("select version from schema_version").fetchall() == [(HEAD,)]
+
+
+def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'n.db'}"
+    with Store.open(url) as store:
+        src = store.page_source("/p/a.txt", "/p", NOW)
+        store.save_page(src.id, [_item("k1")], content_hash="h", warning=None, now=NOW)
+    with Store.open(url) as store:
+        assert [s.title for s in store.stories()] == ["A title"]
+        assert store.sightings()[0].tags == ("recap",)
+        assert store.sightings()[0].published == NOW
+
+
+def test_newer_database_refuses_to_start(tmp_path: Path) -> None:
+    db = tmp_path / "n.db"
+    Store.open(f"sqlite:///{db}").close()
+    con = sqlite3.connect(db)
+    con.execute("update schema_version set version = ?", (HEAD + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(SchemaTooNewError, match=rf"schema version {HEAD + 1}, newer than this code"):
+        Store.open(f"sqlite:///{db}")
+
+
+@pytest.mark.parametrize(
+    "content", [b"this is not a database, just text\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4000]
+)
+def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
+    db = tmp_path / "n.db"
+    db.write_bytes(content)
+    with pytest.raises(StoreError, match=r"not a SQLite database|cannot open"):
+        Store.open(f"sqlite:///{db}")
+    assert db.read_bytes() == content  # nothing overwritten
+
+
+def test_foreign_database_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "n.db"
+    con = sqlite3.connect(db)
+    con.execute("create table story (x int)")
+    con.commit()
+    con.close()
+    with pytest.raises(StoreError, match="not made by feed-newsletter"):
+        Store.open(f"sqlite:///{db}")
+
+
+def test_bad_url_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not a database URL"):
+        Store.open("not a url")
+    with pytest.raises(StoreError, match="is a directory"):
+        Store.open(f"sqlite:///{tmp_path}")
+
+
+def test_save_is_idempotent_and_keeps_first_seen(tmp_path: Path) -> None:
+    later = datetime(2026, 11, 28, tzinfo=UTC)
+    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as store:
+        src = store.page_source("/p/a.txt", "/p", NOW)
+        first = store.save_page(src.id, [_item("k1"), _item("k2", "B")], content_hash="h1", warning=None, now=NOW)
+        again = store.save_page(src.id, [_item("k1"), _item("k2", "B")], content_hash="h1", warning=None, now=later)
+        assert (first.new, again.new, again.seen) == (2, 0, 2)
+        sightings = store.sightings()
+        assert {s.first_seen for s in sightings} == {NOW}
+        assert {s.last_seen for s in sightings} == {later}
+        assert store.counts() == {"sources": 1, "sightings": 2, "stories": 2}
+
+
+def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
+    with (
+        Store.open(f"sqlite:///{tmp_path / 'n.db'}") as store,
+        pytest.raises(Exception, match="naive datetime"),
+    ):
+        store.page_source("/p/a.txt", "/p", datetime(2026, 1, 1))
