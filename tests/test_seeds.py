@@ -51,8 +51,9 @@ def test_golden(case: str, update_golden: bool) -> None:
     source = GOLDEN / "seeds" / f"{case}.txt"
     expected_path = source.with_suffix(".json")
     got = _page(_parse(source))
-    if update_golden or not expected_path.exists():
+    if update_golden:
         expected_path.write_text(json.dumps(got, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert expected_path.exists(), f"no golden file for {case}: run pytest --update-golden and review it"
     assert got == json.loads(expected_path.read_text(encoding="utf-8"))
 
 
