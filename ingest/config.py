@@ -25,7 +25,8 @@ from pydantic import (
     field_validator,
 )
 
-from ingest.errors import ConfigError
+from ingest.errors import ConfigError, UsageError
+from ingest.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
 #: Environment variables that are secrets or options of the CLI, not keys of the file.
@@ -70,6 +71,19 @@ class FeedConfig(_Section):
     name: str | None = None
     interval: int | None = Field(default=None, gt=0, description="minutes between checks")
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        try:
+            return check_feed_url(value)
+        except UsageError as exc:
+            raise ValueError(f"an http:// or https:// feed URL ({exc})") from None
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(t.strip().lower() for t in value if t.strip()))
 
 
 class FetchConfig(_Section):

@@ -66,6 +66,8 @@ class Source:
     warning: str | None = None
     interval: int | None = None
     origin: str = "config"
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class Sighting:
 @dataclass(frozen=True, slots=True)
 class Story:
     id: int
+    uid: str  # tag: URI minted at creation, never changed
     title: str
     summary: str
     content: str

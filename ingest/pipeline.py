@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ingest.config import SeedsConfig
+from ingest.config import SeedsConfig, Settings
 from ingest.errors import PageError
 from ingest.seeds import content_hash, parse_page
 from ingest.store import Store
@@ -30,6 +30,11 @@ class SourceReport:
     unchanged: bool = False
     error: str | None = None
     warning: str | None = None
+
+
+def sync_config_feeds(store: Store, settings: Settings, now: datetime) -> None:
+    """The config's ``[[feeds]]`` mirrored into the store's sources."""
+    store.sync_config_feeds([(f.url, f.name, f.tags, f.interval) for f in settings.feeds], now)
 
 
 def seed_files(folder: Path) -> list[Path]:

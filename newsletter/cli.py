@@ -17,10 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.config import Settings, default_config_path, load_settings
-from ingest.errors import NewsletterError
-from ingest.models import Story
-from ingest.pipeline import SourceReport, ingest_seeds, summarize
+from ingest.errors import NewsletterError, UsageError
+from ingest.models import Source, Story
+from ingest.opml import OpmlFeed, read_opml, write_opml
+from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
 from ingest.store import Store
+from ingest.urls import check_feed_url
 
 EXIT_USER_ERROR = 2
 
@@ -76,13 +78,32 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 @cli.command()
+@click.option("--all", "force", is_flag=True, help="Fetch every feed, not only those due.")
 @click.pass_obj
-def ingest(app: App) -> None:
-    """Read the seed folders into the store, a line per source."""
-    reports = ingest_seeds(app.store, app.settings.seeds, now())
+def ingest(app: App, force: bool) -> None:
+    """Read the seed folders and fetch the due feeds."""
+    reports = ingest_all(app, force=force)
     _print_reports(reports)
     if any(r.error for r in reports):
         sys.exit(1)
+
+
+def ingest_all(app: App, *, force: bool = False) -> list[SourceReport]:
+    from ingest.feeds import ingest_feeds  # imports httpx and feedparser: only when fetching
+
+    started = now()
+    reports = ingest_seeds(app.store, app.settings.seeds, started)
+    if not sys.stderr.isatty():
+        return reports + ingest_feeds(app.store, app.settings, started, force=force)
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("fetching feeds", total=None)
+
+        def advance(_report: SourceReport, total: int) -> None:
+            progress.update(task, total=total, advance=1)
+
+        return reports + ingest_feeds(app.store, app.settings, started, force=force, on_progress=advance)
 
 
 def _print_reports(reports: Sequence[SourceReport]) -> None:
@@ -149,9 +170,150 @@ def _stories_table(items: Sequence[Story]) -> None:
 @click.pass_obj
 def run(app: App) -> None:
     """Run the main job: ingest, then list the stories."""
-    reports = ingest_seeds(app.store, app.settings.seeds, now())
-    _print_reports(reports)
+    _print_reports(ingest_all(app))
     _stories_table(app.store.stories())
+
+
+@cli.group()
+def feeds() -> None:
+    """Add, list, remove, import and export feeds."""
+
+
+@feeds.command("add")
+@click.argument("url")
+@click.option("--name", default=None, help="Name shown in listings and the digest.")
+@click.option("--tag", "tags", multiple=True, help="Tag for every story of this feed (repeatable).")
+@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@click.pass_obj
+def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
+    """Follow a feed (http or https URL)."""
+    clean = check_feed_url(url)
+    source, created = app.store.upsert_feed(
+        clean,
+        name=name,
+        tags=[t.strip().lower() for t in tags if t.strip()],
+        interval=interval,
+        origin="cli",
+        now=now(),
+    )
+    click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
+
+
+@feeds.command("remove")
+@click.argument("feed")
+@click.pass_obj
+def feeds_remove(app: App, feed: str) -> None:
+    """Stop following a feed (by id or URL); its stories stay."""
+    source = app.store.find_source(feed)
+    if source is None or source.kind != "feed":
+        raise UsageError(f"no feed with id or URL {feed!r}; see `newsletter feeds list`")
+    app.store.remove_feed(source.id)
+    note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
+    click.echo(f"removed feed #{source.id}: {source.location}{note}")
+
+
+@feeds.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include removed feeds.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
+    """Each feed's status, last fetch, errors and next check."""
+    sync_config_feeds(app.store, app.settings, now())
+    rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
+    if as_json:
+        click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"{len(rows)} feeds")
+    for col in ("id", "feed", "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
+        table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
+    for s in rows:
+        feed = (s.name + "\n" if s.name else "") + s.location
+        if s.url and s.url != s.location:
+            feed += f"\n→ moved to {s.url}"
+        table.add_row(
+            str(s.id),
+            feed,
+            s.status,
+            _when(s.last_fetch_at),
+            str(s.last_status or "-"),
+            str(s.sightings),
+            str(s.error_count),
+            s.last_error or (f"warning: {s.warning}" if s.warning else ""),
+            "never (gone)" if s.status == "gone" else _when(s.next_check_at),
+        )
+    out().print(table)
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _feed_json(s: Source) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "url": s.location,
+        "current_url": s.url or s.location,
+        "name": s.name,
+        "tags": list(s.tags),
+        "status": s.status,
+        "origin": s.origin,
+        "last_fetch": s.last_fetch_at.isoformat() if s.last_fetch_at else None,
+        "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
+        "last_status": s.last_status,
+        "entries": s.sightings,
+        "error_count": s.error_count,
+        "last_error": s.last_error,
+        "warning": s.warning,
+        "next_check": s.next_check_at.isoformat() if s.next_check_at else None,
+    }
+
+
+@feeds.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def feeds_import(app: App, file: Path) -> None:
+    """Follow every feed of an OPML file."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+    added = updated = refused = 0
+    for feed in read_opml(data, name=str(file)):
+        try:
+            clean = check_feed_url(feed.url)
+        except UsageError as exc:
+            click.echo(f"skip   {exc}", err=True)
+            refused += 1
+            continue
+        source, created = app.store.upsert_feed(
+            clean, name=feed.title, tags=feed.tags, interval=None, origin="opml", now=now()
+        )
+        added += created
+        updated += not created
+        click.echo(f"{'added ' if created else 'exists'} #{source.id}: {clean}")
+    click.echo(f"imported {file}: {added} added, {updated} already followed, {refused} refused")
+    if refused:
+        sys.exit(1)
+
+
+@feeds.command("export")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None, help="File to write.")
+@click.pass_obj
+def feeds_export(app: App, output: Path | None) -> None:
+    """Write the followed feeds as OPML 2.0."""
+    sync_config_feeds(app.store, app.settings, now())
+    rows = [s for s in app.store.sources(kind="feed") if s.status != "removed"]
+    data = write_opml(
+        [OpmlFeed(url=s.url or s.location, title=s.name, tags=s.tags) for s in rows],
+        title=app.settings.publish.title,
+        now=now(),
+    )
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        output.write_bytes(data)
+        click.echo(f"wrote {len(rows)} feed(s) to {output}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.servers import hostile_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SEEDS = ROOT / "config" / "seeds"
 GOLDEN = Path(__file__).resolve().parent / "golden"

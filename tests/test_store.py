@@ -12,6 +12,7 @@ from sqlalchemy import text
 from ingest.errors import SchemaTooNewError, StoreError
 from ingest.models import ParsedItem
 from ingest.store import HEAD, Store
+from tests.conftest import GOLDEN
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -101,3 +102,26 @@ def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
         pytest.raises(Exception, match="naive datetime"),
     ):
         store.page_source("/p/a.txt", "/p", datetime(2026, 1, 1))
+
+
+def test_version_1_database_is_migrated_to_head(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    con = sqlite3.connect(db)
+    con.executescript((GOLDEN / "schema_v1.sqlite.sql").read_text())
+    con.execute("insert into schema_version values (1)")
+    con.execute(
+        "insert into story (title, title_derived, summary, content, first_seen, updated, tags, content_hash)"
+        " values ('Old story', 0, '', '', '2026-01-02 03:04:05', '2026-01-02 03:04:05', '[]', '')"
+    )
+    con.commit()
+    con.close()
+    with Store.open(f"sqlite:///{db}") as store:
+        (story,) = store.stories()
+        assert story.title == "Old story"
+        assert story.uid.startswith("tag:feed-newsletter.invalid,2026-01-02:story:")
+        src = store.page_source("/p/a.txt", "/p", NOW)
+        store.save_page(src.id, [_item("k1")], content_hash="h", warning=None, now=NOW)
+        assert len(store.stories()) == 2
+    assert sqlite3.connect(db).execute("select version from schema_version").fetchall() == [(HEAD,)]
+    with Store.open(f"sqlite:///{db}") as store:  # migrating is done once
+        assert store.stories()[-1].uid == story.uid

@@ -17,9 +17,27 @@ from sqlalchemy import Connection, Engine, Row, and_, func, select
 
 from ingest.models import ParsedItem, Sighting, Source, Story
 from ingest.store import schema
-from ingest.store.engine import HEAD, make_engine, migrate
+from ingest.store.engine import DEFAULT_UID_AUTHORITY, HEAD, make_engine, migrate, mint_uid
 
-__all__ = ["HEAD", "SaveResult", "Store"]
+__all__ = ["HEAD", "FeedState", "SaveResult", "Store"]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """A feed source's fetch state after one fetch, written with its entries in one transaction."""
+
+    status: str  # active | failing | gone | empty | not_a_feed
+    last_status: int | None
+    error_count: int
+    next_check_at: datetime | None
+    last_error: str | None = None
+    warning: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    store_validators: bool = False  # True: replace the stored ETag/Last-Modified with these (a fresh 200)
+    url: str | None = None  # a permanently redirected feed's new URL
+    success: bool = False  # the server answered with a usable feed (200 or 304)
+    title: str | None = None  # the feed's own title, used when the source has no name
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +50,20 @@ class SaveResult:
 class Store:
     """A handle on the database. Create with :meth:`open`; it migrates the schema on the way."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, uid_authority: str = DEFAULT_UID_AUTHORITY) -> None:
         self.engine = engine
+        self.uid_authority = uid_authority
 
     @classmethod
-    def open(cls, url: str) -> Store:
+    def open(cls, url: str, *, uid_authority: str = DEFAULT_UID_AUTHORITY) -> Store:
+        """Open (creating or migrating) the database. ``uid_authority`` names us in new stories' tag: URIs."""
         engine = make_engine(url)
         try:
             migrate(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, uid_authority=uid_authority)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -94,6 +114,118 @@ class Store:
             query = query.where(schema.source.c.kind == kind)
         with self.engine.connect() as conn:
             return [_source(row) for row in conn.execute(query)]
+
+    def upsert_feed(
+        self,
+        url: str,
+        *,
+        name: str | None,
+        tags: Sequence[str],
+        interval: int | None,
+        origin: str,
+        now: datetime,
+    ) -> tuple[Source, bool]:
+        """Add a feed, or update and reactivate the one with this URL. Returns (source, created)."""
+        src = schema.source
+        with self.engine.begin() as conn:
+            row = _source_row(conn, url)
+            if row is None:
+                conn.execute(
+                    src.insert().values(
+                        kind="feed",
+                        location=url,
+                        url=url,
+                        name=name,
+                        tags=list(tags),
+                        interval=interval,
+                        origin=origin,
+                        status="active",
+                        created_at=now,
+                        next_check_at=now,
+                    )
+                )
+                created = True
+            else:
+                values: dict[str, Any] = {"tags": list(tags), "interval": interval}
+                if name:
+                    values["name"] = name
+                if row.status == "removed":
+                    values.update(status="active", origin=origin, next_check_at=now, error_count=0)
+                conn.execute(src.update().where(src.c.id == row.id).values(**values))
+                created = False
+            found = _source_row(conn, url)
+            assert found is not None
+            return _source(found), created
+
+    def find_source(self, ident: str) -> Source | None:
+        """A source by id, by location (the URL as added) or by its current URL."""
+        src = schema.source
+        with self.engine.connect() as conn:
+            cond = src.c.location == ident
+            if ident.isdigit():
+                cond = cond | (src.c.id == int(ident))
+            row = conn.execute(select(src).where(cond | (src.c.url == ident)).order_by(src.c.id)).first()
+            return _source(row) if row is not None else None
+
+    def remove_feed(self, source_id: int) -> None:
+        """Stop following a feed. Its sightings and stories stay (nothing is lost); adding it again resumes it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(status="removed", next_check_at=None)
+            )
+
+    def sync_config_feeds(
+        self, feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]], now: datetime
+    ) -> None:
+        """Mirror the config's ``[[feeds]]``: add or update each; a feed dropped from the file stops being polled."""
+        wanted = {url for url, *_ in feeds}
+        for url, name, tags, interval in feeds:
+            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now)
+        src = schema.source
+        with self.engine.begin() as conn:
+            stale = select(src.c.id).where(src.c.kind == "feed", src.c.origin == "config", src.c.status != "removed")
+            if wanted:
+                stale = stale.where(src.c.location.not_in(wanted))
+            ids = [row.id for row in conn.execute(stale)]
+            if ids:
+                conn.execute(src.update().where(src.c.id.in_(ids)).values(status="removed", next_check_at=None))
+
+    def due_feeds(self, now: datetime, *, force: bool = False) -> list[Source]:
+        """Feeds whose next check has come (every live feed with ``force``), oldest due first."""
+        src = schema.source
+        query = select(src).where(src.c.kind == "feed", src.c.status.not_in(("gone", "removed")))
+        if not force:
+            query = query.where((src.c.next_check_at.is_(None)) | (src.c.next_check_at <= now))
+        query = query.order_by(src.c.next_check_at, src.c.id)
+        with self.engine.connect() as conn:
+            return [_source(row) for row in conn.execute(query)]
+
+    def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
+        """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
+        src = schema.source
+        with self.engine.begin() as conn:
+            result = self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0)
+            values: dict[str, Any] = {
+                "status": state.status,
+                "last_status": state.last_status,
+                "error_count": state.error_count,
+                "next_check_at": state.next_check_at,
+                "last_error": state.last_error,
+                "warning": state.warning,
+                "last_fetch_at": now,
+            }
+            if state.success:
+                values["last_success_at"] = now
+            if state.store_validators:
+                values.update(etag=state.etag, last_modified=state.last_modified)
+            if state.url:
+                values["url"] = state.url
+            if state.title:
+                values["name"] = func.coalesce(src.c.name, state.title)
+            conn.execute(src.update().where(src.c.id == source_id).values(**values))
+            return result
 
     def record_source_error(self, source_id: int, message: str, now: datetime) -> None:
         """A failed read: the error is kept on the source; what it brought before stays."""
@@ -196,7 +328,13 @@ class Store:
             "tags": sorted(set(item.tags)),
         }
         result = conn.execute(
-            schema.story.insert().values(first_seen=now, updated=now, content_hash=_content_hash(values), **values)
+            schema.story.insert().values(
+                uid=mint_uid(self.uid_authority, now),
+                first_seen=now,
+                updated=now,
+                content_hash=_content_hash(values),
+                **values,
+            )
         )
         pk = result.inserted_primary_key
         assert pk is not None
@@ -275,6 +413,8 @@ def _source(row: Row[Any]) -> Source:
         warning=m["warning"],
         interval=m["interval"],
         origin=m["origin"],
+        etag=m["etag"],
+        last_modified=m["last_modified"],
     )
 
 
@@ -282,6 +422,7 @@ def _story(row: Row[Any]) -> Story:
     m = row._mapping
     return Story(
         id=m["id"],
+        uid=m["uid"],
         title=m["title"],
         summary=m["summary"],
         content=m["content"],

@@ -6,11 +6,13 @@ code, or a file that is not a database, is refused with a :class:`StoreError` fo
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
@@ -21,11 +23,36 @@ Migration = Callable[[Connection], None]
 
 
 def _v1(conn: Connection) -> None:
+    """Version 1 made every table; on a fresh database the head schema is created at once (see migrate)."""
     schema.metadata.create_all(conn)
 
 
+def _v2(conn: Connection) -> None:
+    """Story uids (Atom ids), blocking keys for dedupe, operator overrides."""
+    if "uid" not in {c["name"] for c in inspect(conn).get_columns("story")}:
+        conn.execute(text("ALTER TABLE story ADD COLUMN uid TEXT"))
+        rows = conn.execute(select(schema.story.c.id, schema.story.c.first_seen)).all()
+        for row in rows:
+            conn.execute(
+                schema.story.update()
+                .where(schema.story.c.id == row.id)
+                .values(uid=mint_uid(DEFAULT_UID_AUTHORITY, row.first_seen))
+            )
+        conn.execute(text("CREATE UNIQUE INDEX uq_story_uid ON story (uid)"))
+    schema.metadata.create_all(conn, tables=[schema.sighting_key, schema.story_override])
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+
+DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
+
+
+def mint_uid(authority: str, created: datetime) -> str:
+    """A tag: URI (RFC 4151) for a new story: the authority, the creation date and a random part."""
+    return f"tag:{authority},{created:%Y-%m-%d}:story:{secrets.token_hex(8)}"
+
+
 HEAD = len(MIGRATIONS)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -77,8 +104,11 @@ def migrate(engine: Engine) -> int:
                     f"{where}: the database is at schema version {found}, newer than this code (version {HEAD}); "
                     "upgrade feed-newsletter or point [storage] url at another database"
                 )
-            for step in range(found, HEAD):
-                MIGRATIONS[step](conn)
+            if found == 0:
+                schema.metadata.create_all(conn)  # a fresh database gets the head schema at once
+            else:
+                for step in range(found, HEAD):
+                    MIGRATIONS[step](conn)
             if found == 0:
                 conn.execute(schema.schema_version.insert().values(version=HEAD))
             elif found < HEAD:

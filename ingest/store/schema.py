@@ -95,6 +95,7 @@ story = Table(
     "story",
     metadata,
     Column("id", Integer, primary_key=True),
+    Column("uid", Text, unique=True),  # the tag: URI minted at creation, never changed (Atom entry id)
     Column("title", Text, nullable=False),
     Column("title_derived", Boolean, nullable=False, default=False),
     Column("summary", Text, nullable=False, default=""),
@@ -134,6 +135,26 @@ sighting = Table(
     Column("match_score", Float),
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
+)
+
+sighting_key = Table(
+    "sighting_key",
+    metadata,
+    Column("key", Text, nullable=False),  # a blocking key of ingest.dedupe: candidates share one
+    Column("sighting_id", Integer, ForeignKey("sighting.id"), nullable=False),
+    Index(None, "key"),
+    Index(None, "sighting_id"),
+)
+
+story_override = Table(
+    "story_override",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(8), nullable=False),  # merge (must link) | split (cannot link)
+    Column("sighting_a", Integer, ForeignKey("sighting.id"), nullable=False),
+    Column("sighting_b", Integer, ForeignKey("sighting.id"), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("note", Text),
 )
 
 digest = Table(
