@@ -7,6 +7,7 @@ Secrets (the SMTP password, the signing key) are read from the environment only,
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -78,7 +79,8 @@ class FeedConfig(_Section):
         try:
             return check_feed_url(value)
         except UsageError as exc:
-            raise ValueError(f"an http:// or https:// feed URL ({exc})") from None
+            reason = str(exc).removeprefix(f"{value!r}: ")
+            raise ValueError(f"an http:// or https:// feed URL ({reason})") from None
 
     @field_validator("tags")
     @classmethod
@@ -93,8 +95,19 @@ class FetchConfig(_Section):
     max_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
     user_agent: str = "feed-newsletter/0.1 (+https://example.org/feed-newsletter)"
     allow_private_networks: bool = False
+    trusted_networks: list[str] = Field(default_factory=list, description="CIDRs reachable even when private")
     interval: int = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
+
+    @field_validator("trusted_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"a list of networks such as '10.1.2.0/24', got {net!r}") from None
+        return value
 
 
 class PublishConfig(_Section):

@@ -108,7 +108,7 @@ async def fetch_all(
     ``clock`` turns Retry-After into an absolute time. ``trusted_networks`` (CIDR strings) are reachable even when
     private networks are not allowed: a known internal feed server, or the test server on 127.0.0.1.
     """
-    policy = AddressPolicy(config.allow_private_networks, trusted_networks)
+    policy = AddressPolicy(config.allow_private_networks, [*config.trusted_networks, *trusted_networks])
     results: list[FetchResult | None] = [None] * len(requests)
     callback_lock = asyncio.Lock()
     async with _Fetcher(config, policy, clock) as fetcher:
@@ -719,10 +719,8 @@ class _Fetcher:
                     trail.url = str(url)
                     continue
                 if 200 <= status < 300:
-                    body = await self._read_body(trail, response)
-                    if not body:
-                        raise _Failure("error", f"{trail.where}: empty body (HTTP {status}); expected a feed")
-                    return self._result(trail, "ok", body=body)
+                    # An empty body is still "ok" here: the parser names it (the source's "empty" state).
+                    return self._result(trail, "ok", body=await self._read_body(trail, response))
                 if status == 304:
                     return self._result(trail, "not_modified")
                 if status == 410:

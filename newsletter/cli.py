@@ -57,7 +57,8 @@ def now() -> datetime:
 
 
 def out() -> Console:
-    return Console(soft_wrap=not sys.stdout.isatty())
+    """Tables on stdout: the terminal's width, or wide enough to stay readable when piped."""
+    return Console(width=None if sys.stdout.isatty() else 200)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -72,7 +72,7 @@ def test_config_feeds_are_listed_and_checked(project: Path, run_cli: RunCli) -> 
     cfg.write_text(cfg.read_text().replace("https://a.example/rss", "gopher://a.example/rss"))
     code, _, err = run_cli("--config", str(cfg), "feeds", "list")
     assert code == 2
-    assert "[[feeds]] #1 url (line 9): expected an http:// or https:// feed URL" in err
+    assert "[[feeds]] #1 url (line 8): expected an http:// or https:// feed URL (only http:// and https://" in err
 
 
 def test_a_feed_dropped_from_config_stops(project: Path, run_cli: RunCli) -> None:

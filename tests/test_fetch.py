@@ -185,11 +185,11 @@ def test_an_encoding_we_did_not_ask_for_is_an_error(hostile_server: HostileServe
     assert result.error == f"{hostile_server.url('/brotli')}: {expected}"
 
 
-def test_an_empty_body_is_an_error(hostile_server: HostileServer) -> None:
+def test_an_empty_body_is_passed_on_for_the_parser_to_call_empty(hostile_server: HostileServer) -> None:
     result = _fetch(hostile_server, "/empty")
-    assert result.outcome == "error"
+    assert result.outcome == "ok"
     assert result.status == 200
-    assert result.error == f"{hostile_server.url('/empty')}: empty body (HTTP 200); expected a feed"
+    assert result.body == b""
 
 
 def test_an_html_page_is_passed_on_for_the_parser_to_call_not_a_feed(hostile_server: HostileServer) -> None:

@@ -13,7 +13,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Row, and_, func, select
+from sqlalchemy import Connection, Engine, Row, Select, and_, func, select
 
 from ingest.models import ParsedItem, Sighting, Source, Story
 from ingest.store import schema
@@ -96,20 +96,11 @@ class Store:
 
     def source(self, location: str) -> Source | None:
         with self.engine.connect() as conn:
-            row = _source_row(conn, location)
+            row = conn.execute(_sources_query().where(schema.source.c.location == location)).first()
             return _source(row) if row is not None else None
 
     def sources(self, kind: str | None = None) -> list[Source]:
-        counts = (
-            select(schema.sighting.c.source_id, func.count().label("n"))
-            .group_by(schema.sighting.c.source_id)
-            .subquery()
-        )
-        query = (
-            select(schema.source, func.coalesce(counts.c.n, 0).label("sightings"))
-            .outerjoin(counts, counts.c.source_id == schema.source.c.id)
-            .order_by(schema.source.c.kind, schema.source.c.location)
-        )
+        query = _sources_query().order_by(schema.source.c.kind, schema.source.c.location)
         if kind:
             query = query.where(schema.source.c.kind == kind)
         with self.engine.connect() as conn:
@@ -160,11 +151,11 @@ class Store:
     def find_source(self, ident: str) -> Source | None:
         """A source by id, by location (the URL as added) or by its current URL."""
         src = schema.source
+        cond = (src.c.location == ident) | (src.c.url == ident)
+        if ident.isdigit():
+            cond = cond | (src.c.id == int(ident))
         with self.engine.connect() as conn:
-            cond = src.c.location == ident
-            if ident.isdigit():
-                cond = cond | (src.c.id == int(ident))
-            row = conn.execute(select(src).where(cond | (src.c.url == ident)).order_by(src.c.id)).first()
+            row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return _source(row) if row is not None else None
 
     def remove_feed(self, source_id: int) -> None:
@@ -379,6 +370,16 @@ class Store:
 def _content_hash(values: dict[str, Any]) -> str:
     blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _sources_query() -> Select[Any]:
+    """Sources with the number of sightings each brought."""
+    counts = (
+        select(schema.sighting.c.source_id, func.count().label("n")).group_by(schema.sighting.c.source_id).subquery()
+    )
+    return select(schema.source, func.coalesce(counts.c.n, 0).label("sightings")).outerjoin(
+        counts, counts.c.source_id == schema.source.c.id
+    )
 
 
 def _source_row(conn: Connection, location: str) -> Row[Any] | None:

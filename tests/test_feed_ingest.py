@@ -1,0 +1,275 @@
+"""Feeds through the real fetch, parse and store path, against the hostile server on 127.0.0.1.
+
+Each hostile answer must end in the stated source state, and what the feed brought earlier must stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from ingest.config import Settings, load_settings
+from ingest.feeds import ingest_feeds
+from ingest.models import Source
+from ingest.store import Store
+from tests.conftest import NOW, ROOT, write_config
+from tests.servers import DEFAULT_ROUTES, FEED_BODY, FEED_ETAG, HostileServer
+
+RunCli = Callable[..., tuple[int, str, str]]
+
+FETCH = """
+[fetch]
+timeout = 2.0
+max_bytes = 1048576
+trusted_networks = ["127.0.0.1/32"]
+"""
+
+
+def _settings(folder: Path) -> Settings:
+    return load_settings(write_config(folder, FETCH), environ={})
+
+
+def _source(store: Store, url: str) -> Source:
+    found = store.find_source(url)
+    assert found is not None
+    return found
+
+
+def _ingest(store: Store, settings: Settings, *, force: bool = True, minutes: int = 0) -> None:
+    ingest_feeds(store, settings, NOW + timedelta(minutes=minutes), force=force, rng=random.Random(1))
+
+
+@pytest.fixture
+def feed_store(tmp_path: Path, hostile_server: HostileServer) -> tuple[Store, Settings, str]:
+    """A store following /x on the hostile server, which first serves the normal two-entry feed."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.storage.url)
+    url = hostile_server.url("/x")
+    hostile_server.set("/x", headers={"Content-Type": "application/rss+xml"}, body=FEED_BODY, etag=FEED_ETAG)
+    store.upsert_feed(url, name=None, tags=["test"], interval=None, origin="cli", now=NOW)
+    _ingest(store, settings)
+    assert len(store.stories()) == 2
+    yield store, settings, url
+    store.close()
+
+
+def test_a_feed_is_ingested_and_a_second_pass_is_a_304(
+    feed_store: tuple[Store, Settings, str], hostile_server: HostileServer
+) -> None:
+    store, settings, url = feed_store
+    source = _source(store, url)
+    assert (source.status, source.last_status, source.etag, source.sightings) == ("active", 200, FEED_ETAG, 2)
+    assert source.name == "Hostile test feed"
+    assert {s.title for s in store.stories()} == {"First story", "Second story"}
+    assert all(s.tags == ("test",) for s in store.stories())
+    assert source.next_check_at == NOW + timedelta(minutes=90)  # the feed's ttl is a floor above the interval
+
+    _ingest(store, settings, minutes=91)
+    again = _source(store, url)
+    assert (again.status, again.last_status, again.etag) == ("active", 304, FEED_ETAG)
+    assert hostile_server.requests_for("/x")[-1].headers["if-none-match"] == FEED_ETAG
+    assert len(store.stories()) == 2
+
+
+def test_only_due_feeds_are_fetched(feed_store: tuple[Store, Settings, str], hostile_server: HostileServer) -> None:
+    store, settings, _ = feed_store
+    before = len(hostile_server.requests_for("/x"))
+    _ingest(store, settings, force=False, minutes=89)
+    assert len(hostile_server.requests_for("/x")) == before
+    _ingest(store, settings, force=False, minutes=90)
+    assert len(hostile_server.requests_for("/x")) == before + 1
+
+
+@pytest.mark.parametrize(
+    ("route", "status", "error"),
+    [
+        ("/big", "failing", "over the 1,048,576-byte limit"),
+        ("/big-no-length", "failing", "over the 1,048,576-byte limit"),
+        ("/endless", "failing", "over the 1,048,576-byte limit"),
+        ("/gzip-bomb", "failing", "over the 1,048,576-byte limit"),
+        ("/drip", "failing", "2"),
+        ("/loop-a", "failing", "redirect"),
+        ("/to-private", "failing", "10.0.0.1"),
+        ("/to-metadata", "failing", "169.254.169.254"),
+        ("/slow-down", "failing", "429"),
+        ("/unavailable", "failing", "503"),
+        ("/login", "not_a_feed", "not a feed"),
+        ("/empty", "empty", None),
+        ("/error", "failing", "HTTP 500"),
+        ("/gone", "gone", "410"),
+    ],
+)
+def test_hostile_answers_end_in_a_clear_state_and_keep_the_stories(
+    feed_store: tuple[Store, Settings, str],
+    hostile_server: HostileServer,
+    route: str,
+    status: str,
+    error: str | None,
+) -> None:
+    store, settings, url = feed_store
+    stories_before = store.stories()
+    hostile_server.set("/x", **_route_fields(route))
+    _ingest(store, settings, minutes=61)
+    source = _source(store, url)
+    assert source.status == status
+    if error is None:
+        assert source.warning
+    else:
+        assert source.last_error is not None
+        assert error in source.last_error
+        assert url in source.last_error
+    assert store.stories() == stories_before  # nothing lost, nothing changed
+    assert source.etag == FEED_ETAG  # validators only move with a good feed
+
+
+def _route_fields(path: str) -> dict[str, object]:
+    route = DEFAULT_ROUTES[path]
+    return {
+        "status": route.status,
+        "headers": list(route.headers),
+        "body": route.body,
+        "repeat": route.repeat,
+        "framing": route.framing,
+        "drip": route.drip,
+    }
+
+
+def test_failures_back_off_and_recover(feed_store: tuple[Store, Settings, str], hostile_server: HostileServer) -> None:
+    store, settings, url = feed_store
+    hostile_server.set("/x", status=500, body=b"down")
+    _ingest(store, settings, minutes=61)
+    first = _source(store, url)
+    _ingest(store, settings, minutes=62)
+    second = _source(store, url)
+    assert (first.error_count, second.error_count) == (1, 2)
+    assert first.next_check_at is not None and second.next_check_at is not None
+    assert second.next_check_at - (NOW + timedelta(minutes=62)) > first.next_check_at - (NOW + timedelta(minutes=61))
+    hostile_server.set("/x", headers={"Content-Type": "application/rss+xml"}, body=FEED_BODY, etag=FEED_ETAG)
+    _ingest(store, settings, minutes=63)
+    healed = _source(store, url)
+    assert (healed.status, healed.error_count, healed.last_error) == ("active", 0, None)
+
+
+def test_retry_after_is_honoured(feed_store: tuple[Store, Settings, str], hostile_server: HostileServer) -> None:
+    store, settings, url = feed_store
+    hostile_server.set("/x", status=429, headers={"Retry-After": "7200"}, body=b"slow down")
+    _ingest(store, settings, minutes=61)
+    assert _source(store, url).next_check_at == NOW + timedelta(minutes=61, hours=2)
+
+
+def test_gone_feeds_are_not_polled_again(
+    feed_store: tuple[Store, Settings, str], hostile_server: HostileServer
+) -> None:
+    store, settings, url = feed_store
+    hostile_server.set("/x", status=410, body=b"gone")
+    _ingest(store, settings, minutes=61)
+    count = len(hostile_server.requests_for("/x"))
+    _ingest(store, settings, minutes=600)
+    assert len(hostile_server.requests_for("/x")) == count
+    assert _source(store, url).next_check_at is None
+
+
+def test_permanent_redirect_is_adopted_and_listed(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    cfg = write_config(tmp_path, FETCH)
+    (tmp_path / "seeds").mkdir()
+    hostile_server.redirect("/old", "/feed", status=301)
+    hostile_server.redirect("/temp", "/feed", status=302)
+    for path in ("/old", "/temp"):
+        assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url(path))[0] == 0
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list", "--json")
+    feeds = {f["url"]: f for f in json.loads(out)}
+    assert feeds[hostile_server.url("/old")]["current_url"] == hostile_server.url("/feed")
+    assert feeds[hostile_server.url("/temp")]["current_url"] == hostile_server.url("/temp")
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list")
+    assert "moved to" in out
+    run_cli("--config", str(cfg), "ingest", "--all")
+    assert hostile_server.requests_for("/old") and len(hostile_server.requests_for("/old")) == 1
+    assert len(hostile_server.requests_for("/temp")) == 2
+
+
+def test_cli_ingest_reports_per_feed_and_fails_when_one_fails(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    cfg = write_config(tmp_path, FETCH)
+    (tmp_path / "seeds").mkdir()
+    for path in ("/feed", "/error"):
+        run_cli("--config", str(cfg), "feeds", "add", hostile_server.url(path))
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 1
+    assert f"ok     {hostile_server.url('/feed')}: 2 new" in out
+    assert f"{hostile_server.url('/error')}: HTTP 500" in err
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list", "--json")
+    states = {f["url"]: (f["status"], f["entries"], f["error_count"]) for f in json.loads(out)}
+    assert states == {hostile_server.url("/feed"): ("active", 2, 0), hostile_server.url("/error"): ("failing", 0, 1)}
+
+
+KILLER = """
+import os, sys, time, random
+from datetime import datetime, UTC
+from ingest.config import load_settings
+from ingest.feeds import ingest_feeds
+from ingest.store import Store
+import ingest.store as store_module
+
+settings = load_settings(__import__("pathlib").Path(sys.argv[1]), environ={})
+marker = sys.argv[2]
+original = store_module.Store._save_items
+
+def slow_save(self, conn, source_id, items, now):
+    result = original(self, conn, source_id, items, now)
+    open(marker, "w").close()  # every entry is written, the transaction is still open
+    time.sleep(60)
+    return result
+
+store_module.Store._save_items = slow_save
+with Store.open(settings.storage.url) as store:
+    ingest_feeds(store, settings, datetime.now(UTC), force=True, rng=random.Random(0))
+"""
+
+
+def test_sigkill_mid_update_leaves_all_or_nothing(tmp_path: Path, hostile_server: HostileServer) -> None:
+    settings = _settings(tmp_path)
+    items = "".join(
+        f"<item><title>Entry {i}</title><link>http://example.org/{i}</link><guid>g{i}</guid></item>" for i in range(300)
+    )
+    body = f'<?xml version="1.0"?><rss version="2.0"><channel><title>Big</title>{items}</channel></rss>'.encode()
+    hostile_server.set("/big-feed", headers={"Content-Type": "application/rss+xml"}, body=body, etag='"v2"')
+    with Store.open(settings.storage.url) as store:
+        store.upsert_feed(hostile_server.url("/big-feed"), name=None, tags=[], interval=None, origin="cli", now=NOW)
+    script = tmp_path / "killer.py"
+    script.write_text(KILLER)
+    marker = tmp_path / "marker"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "newsletter.toml"), str(marker)], env=env)
+    try:
+        for _ in range(600):
+            if marker.exists() or proc.poll() is not None:
+                break
+            try:
+                proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                pass
+        assert marker.exists(), "the update never reached its midpoint"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    with Store.open(settings.storage.url) as store:
+        source = _source(store, hostile_server.url("/big-feed"))
+        assert (source.sightings, source.etag, len(store.stories())) == (0, None, 0)  # neither entries nor ETag
+        _ingest(store, settings)  # the next pass brings all of it, once
+        source = _source(store, hostile_server.url("/big-feed"))
+        assert (source.sightings, source.etag, len(store.stories())) == (300, '"v2"', 300)
