@@ -5,6 +5,7 @@ Each hostile answer must end in the stated source state, and what the feed broug
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -258,10 +259,8 @@ def test_sigkill_mid_update_leaves_all_or_nothing(tmp_path: Path, hostile_server
         for _ in range(600):
             if marker.exists() or proc.poll() is not None:
                 break
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.1)
-            except subprocess.TimeoutExpired:
-                pass
         assert marker.exists(), "the update never reached its midpoint"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
