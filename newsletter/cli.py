@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
@@ -23,6 +24,9 @@ from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
 from ingest.store import Store
 from ingest.urls import check_feed_url
+
+if TYPE_CHECKING:
+    from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
 
@@ -44,12 +48,20 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.settings.storage.url)
+            self._store = Store.open(self.settings.storage.url, uid_authority=uid_authority(self.settings))
         return self._store
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def uid_authority(settings: Settings) -> str:
+    """The tagging authority of new stories' ids: that of ``[publish] id`` when it is a tag: URI, else our host."""
+    feed_id = settings.publish.id
+    if feed_id.startswith("tag:") and "," in feed_id:
+        return feed_id[4:].split(",", 1)[0]
+    return urlsplit(settings.publish.base_url).hostname or "feed-newsletter.invalid"
 
 
 def now() -> datetime:
@@ -173,6 +185,44 @@ def run(app: App) -> None:
     """Run the main job: ingest, then list the stories."""
     _print_reports(ingest_all(app))
     _stories_table(app.store.stories())
+
+
+@cli.command()
+@click.pass_obj
+def publish(app: App) -> None:
+    """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
+    from newsletter.publish import publish as publish_feeds
+
+    report = publish_feeds(app.store, app.settings, now())
+    _print_publish(app, report)
+
+
+def _print_publish(app: App, report: PublishReport) -> None:
+    where = app.settings.publish.dir
+    if report.up_to_date:
+        click.echo(f"published {where}: up to date, nothing changed")
+        return
+    for name in report.written:
+        click.echo(f"wrote  {where / name}")
+    for name in report.removed:
+        click.echo(f"removed {where / name}")
+    for uid in report.skipped:
+        click.echo(f"skipped story {uid}: it could not be rendered (see the log)", err=True)
+    click.echo(
+        f"published {where}: {report.entries} entries in feed.atom, {report.archive_pages} archive page(s), "
+        f"{report.tags} tag feed(s), {len(report.written)} file(s) written, {report.unchanged} unchanged"
+    )
+
+
+@cli.command()
+@click.pass_obj
+def serve(app: App) -> None:
+    """Serve the feeds and the web pages ([web] host and port)."""
+    from newsletter.web.app import serve as serve_web
+
+    web = app.settings.web
+    click.echo(f"serving on http://{web.host}:{web.port}/ (feed: http://{web.host}:{web.port}/feed.atom)")
+    serve_web(app.settings, app.store)
 
 
 @cli.group()

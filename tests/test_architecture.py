@@ -20,8 +20,8 @@ HOMES: dict[str, set[str]] = {
     "jinja2": {"newsletter/render.py"},
     "smtplib": {"newsletter/deliver.py"},
     "apscheduler": {"newsletter/scheduler.py"},
-    "starlette": {"newsletter/web.py"},
-    "uvicorn": {"newsletter/web.py", "newsletter/service.py"},
+    "starlette": {"newsletter/web"},
+    "uvicorn": {"newsletter/web", "newsletter/service.py"},
     "pydantic": {"ingest/config.py"},
     "click": {"newsletter/cli.py"},
 }

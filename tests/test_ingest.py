@@ -143,3 +143,16 @@ def test_run_prints_the_table(project: Path, run_cli: RunCli) -> None:
     code, out, _ = run_cli("--config", str(project / "newsletter.toml"), "run")
     assert code == 0
     assert "6 stories, newest first" in out
+
+
+def test_publish_writes_the_feeds(project: Path, run_cli: RunCli) -> None:
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[publish]\ndir = "public"\n')
+    run_cli("--config", str(cfg), "ingest")
+    code, out, err = run_cli("--config", str(cfg), "publish")
+    assert code == 0, err
+    assert "6 entries in feed.atom" in out
+    for name in ("feed.atom", "feed.rss", "feed.json", "tags/recap.atom"):
+        assert (project / "public" / name).is_file(), name
+    code, out, _ = run_cli("--config", str(cfg), "publish")
+    assert "up to date" in out

@@ -42,8 +42,16 @@ def _v2(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.sighting_key, schema.story_override])
 
 
+def _v3(conn: Connection) -> None:
+    """Indexes for publishing: newest live stories first, and stories updated since a time."""
+    existing = {i["name"] for i in inspect(conn).get_indexes("story")}
+    for index in schema.story.indexes:
+        if index.name in ("ix_story_recency", "ix_story_updated") and index.name not in existing:
+            index.create(conn)
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 
 DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -110,6 +111,16 @@ story = Table(
     Index(None, "first_seen"),
     Index(None, "published"),
 )
+
+# Publishing reads the newest live stories and what changed since last time: both must be index scans at 100k.
+Index(
+    "ix_story_recency",
+    func.coalesce(story.c.published, story.c.first_seen),
+    story.c.id,
+    sqlite_where=story.c.merged_into.is_(None),
+    postgresql_where=story.c.merged_into.is_(None),
+)
+Index("ix_story_updated", story.c.updated)
 
 sighting = Table(
     "sighting",

@@ -1,0 +1,493 @@
+"""Publishing: the feed documents of the store written to ``[publish] dir``, atomically, and only when they change.
+
+The folder::
+
+    feed.atom  feed.rss  feed.json   the newest stories first, at most [publish] max_entries
+    tags/SLUG.atom                   one per tag (see :func:`tag_slug`)
+    archive/N.atom                   RFC 5005 archive documents, N = 1 the oldest
+    .publish-state.json              what the last publish saw, so the next one skips what did not change
+
+Archive scheme: story rows, merged-away ones included, are cut in id (creation) order into pages of ``max_entries``;
+page N holds rows ``(N-1)*size+1 .. N*size``. Only full pages are published, so the set of entries of a published
+page never changes (a story merged away later leaves its page, which is then rewritten); it is rewritten only when
+one of its stories is updated, or once to gain its ``next-archive`` link when the next page fills. The main feed
+links ``prev-archive`` to the newest full page, and always carries the stories not in a full page yet (fewer than a
+page; the newest by date fill the rest of the cap), so the main feed and the archives together hold every story: a
+reader walking ``prev-archive`` back to the last page it has seen misses nothing, even a 2022 story found today.
+
+What is rebuilt: nothing when the store's fingerprint (row count, newest id, newest ``updated``) is the one saved.
+Otherwise the main feed, plus the archive pages and tag feeds holding a story updated since the last publish (with
+a margin), new pages, and missing files. Each candidate is first reduced to its stories' (id, updated) list; when
+that matches what the state file remembers, the document is not rendered at all. ``updated`` moves whenever a
+story's content changes (the store's contract), so a story merged away must get a new ``updated`` too.
+
+Files are written through a temp file in the same folder, fsync, :func:`os.replace` and an fsync of the folder; a
+file whose bytes did not change is left alone, so its mtime (Last-Modified) and ETag stay put. The state file is a
+cache: it is replaced atomically but not fsynced (an old one only makes the next publish do more). The module reads
+no clock: ``now`` only dates a document that has no entries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ingest.config import PublishConfig, Settings
+from ingest.models import Story
+from ingest.store import Store
+from ingest.store import publishing as q
+from newsletter import atom
+
+__all__ = [
+    "STATE_FILE",
+    "PublishReport",
+    "archive_name",
+    "document",
+    "publish",
+    "published_tags",
+    "tag_name",
+    "tag_slug",
+]
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = ".publish-state.json"
+#: Bump when the layout of the documents changes: every file is then rebuilt once.
+FORMAT = 1
+#: Stories updated this long before the last publish's newest ``updated`` are looked at again: an ingest that read
+#: its clock before ours but committed after we looked must still reach its archive page.
+UPDATE_MARGIN = timedelta(minutes=10)
+_SLUG_CHARS = re.compile(r"[^a-z0-9]+")
+_MAX_SLUG = 60
+
+
+@dataclass(frozen=True, slots=True)
+class PublishReport:
+    written: tuple[str, ...] = ()  # files whose bytes changed, relative to [publish] dir
+    unchanged: int = 0  # files rebuilt to the same bytes, left alone
+    removed: tuple[str, ...] = ()  # tag feeds of tags no story carries any more, stale archive pages
+    entries: int = 0  # entries in feed.atom
+    archive_pages: int = 0
+    tags: int = 0
+    skipped: tuple[str, ...] = ()  # uids of stories that could not be rendered (logged; the rest was published)
+    up_to_date: bool = False  # nothing changed since the last publish: nothing was rebuilt
+    stale_pages: tuple[int, ...] = field(default=())  # archive pages rendered this time (written or not)
+
+
+# ---- names ----------------------------------------------------------------------------------------------------
+
+
+def tag_slug(tag: str) -> str:
+    """A tag as a file and URL name: itself when already ``[a-z0-9-]``; else a readable part and a short hash.
+
+    The hash makes the mapping one-to-one whatever tags exist ("breast cancer" and "breast-cancer" never share a
+    file), and a tag's name never depends on which other tags exist, so its feed URL is stable.
+    """
+    tag = tag.lower()
+    readable = _SLUG_CHARS.sub("-", tag).strip("-")[:_MAX_SLUG].strip("-")
+    if readable == tag:
+        return tag
+    digest = hashlib.sha256(tag.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{readable}-{digest}" if readable else digest
+
+
+def tag_name(tag: str) -> str:
+    return f"tags/{tag_slug(tag)}.atom"
+
+
+def archive_name(page: int) -> str:
+    return f"archive/{page}.atom"
+
+
+# ---- the state file -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Saved:
+    config: str
+    state: q.StoreState
+    bounds: tuple[int, ...]
+    anchor: str | None  # uid of the row closing the last page: a different database at the same path is noticed
+    tags: tuple[str, ...]
+    prints: dict[str, str]  # document key -> fingerprint of what it was built from
+
+
+def _config_key(cfg: PublishConfig) -> str:
+    seen = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "dir"}
+    blob = json.dumps([FORMAT, atom.GENERATOR, seen], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load(out: Path) -> _Saved | None:
+    try:
+        raw = json.loads((out / STATE_FILE).read_text(encoding="utf-8"))
+        st = raw["state"]
+        return _Saved(
+            config=str(raw["config"]),
+            state=q.StoreState(
+                rows=int(st["rows"]),
+                max_id=int(st["max_id"]),
+                max_updated=datetime.fromisoformat(st["max_updated"]) if st["max_updated"] else None,
+            ),
+            bounds=tuple(int(b) for b in raw["bounds"]),
+            anchor=raw.get("anchor"),
+            tags=tuple(str(t) for t in raw["tags"]),
+            prints={str(k): str(v) for k, v in raw["prints"].items()},
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing or damaged: rebuild everything
+        return None
+
+
+def _dump(saved: _Saved) -> bytes:
+    st = saved.state
+    raw: dict[str, Any] = {
+        "config": saved.config,
+        "state": {
+            "rows": st.rows,
+            "max_id": st.max_id,
+            "max_updated": st.max_updated.isoformat() if st.max_updated else None,
+        },
+        "bounds": list(saved.bounds),
+        "anchor": saved.anchor,
+        "tags": list(saved.tags),
+        "prints": dict(sorted(saved.prints.items())),
+    }
+    return (json.dumps(raw, separators=(",", ":")) + "\n").encode()
+
+
+def _fingerprint(*parts: object, versions: Sequence[q.StoryVersion]) -> str:
+    blob = json.dumps([list(map(str, parts)), [(v.id, v.updated.isoformat()) for v in versions]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+# ---- atomic writes --------------------------------------------------------------------------------------------
+
+
+class _Writer:
+    """Writes files under ``out`` only when their bytes change; fsyncs each touched folder once at the end."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: list[str] = []
+        self.unchanged = 0
+        self._dirs: set[Path] = set()
+
+    def write(self, name: str, data: bytes, *, durable: bool = True) -> None:
+        path = self.out / name
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                self.unchanged += 1
+                return
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                if durable:
+                    os.fsync(fh.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server running as another user must read the feed
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if durable:
+            self._dirs.add(path.parent)
+        if not name.startswith("."):
+            self.written.append(name)
+
+    def remove(self, name: str) -> None:
+        (self.out / name).unlink(missing_ok=True)
+        self._dirs.add((self.out / name).parent)
+
+    def sync(self) -> None:
+        for folder in sorted(self._dirs):
+            _fsync_dir(folder)
+        self._dirs.clear()
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the renames durable (POSIX): without it a crash can bring the old file back, or none."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # a platform that cannot open folders (Windows): the rename itself is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---- documents --------------------------------------------------------------------------------------------------
+
+
+class _Skips:
+    def __init__(self) -> None:
+        self.uids: dict[str, None] = {}
+
+    def __call__(self, story: Story, exc: Exception) -> None:
+        log.warning("story %s (%s) left out of a feed: %s: %s", story.id, story.uid, type(exc).__name__, exc)
+        self.uids[story.uid] = None
+
+
+def _main_page(pages: int) -> atom.FeedPage:
+    return atom.FeedPage(path="feed.atom", prev_archive=archive_name(pages) if pages else None)
+
+
+def _archive_page(cfg: PublishConfig, page: int, pages: int) -> atom.FeedPage:
+    return atom.FeedPage(
+        path=archive_name(page),
+        feed_id=cfg.id,
+        current="feed.atom",
+        prev_archive=archive_name(page - 1) if page > 1 else None,
+        next_archive=archive_name(page + 1) if page < pages else None,
+        archive=True,
+    )
+
+
+def _tag_page(cfg: PublishConfig, tag: str) -> atom.FeedPage:
+    return atom.FeedPage(path=tag_name(tag), feed_id=f"{cfg.id}/tags/{tag_slug(tag)}", title=f"{cfg.title}: {tag}")
+
+
+@dataclass
+class _Build:
+    """Chooses each document's stories (as versions, cheaply) and renders documents from them."""
+
+    store: Store
+    cfg: PublishConfig
+    now: datetime | None  # dates only a document without entries
+    skips: _Skips = field(default_factory=_Skips)
+    entries: int = 0
+
+    # -- which stories (versions only: no text is read) --
+
+    def main_versions(self, bounds: Sequence[int]) -> list[q.StoryVersion]:
+        size = self.cfg.max_entries
+        # The stories not in a full archive page yet (fewer than a page) are always here, so this document and the
+        # archives together hold every story (RFC 5005 section 4); the newest by date fill the rest.
+        chosen = {v.id: v for v in q.versions_between(self.store, bounds[-1] if bounds else 0)}
+        for version in q.recent_versions(self.store, size):
+            if len(chosen) >= size:
+                break
+            chosen.setdefault(version.id, version)
+        return sorted(chosen.values(), key=lambda v: (v.when, v.id), reverse=True)
+
+    def tag_versions(self, tag: str) -> list[q.StoryVersion]:
+        return q.recent_versions(self.store, self.cfg.max_entries, tag=tag)
+
+    def archive_versions(self, bounds: Sequence[int], page: int) -> list[q.StoryVersion]:
+        return q.versions_between(self.store, bounds[page - 2] if page > 1 else 0, bounds[page - 1])
+
+    # -- the documents --
+
+    def _stories(self, versions: Sequence[q.StoryVersion]) -> tuple[list[Story], dict[int, str]]:
+        stories = q.stories_by_id(self.store, [v.id for v in versions])
+        return stories, q.authors(self.store, (s.id for s in stories))
+
+    def main(self, versions: Sequence[q.StoryVersion], pages: int) -> dict[str, bytes]:
+        stories, authors = self._stories(versions)
+        cfg, now, skips = self.cfg, self.now, self.skips
+        docs = {
+            "feed.atom": atom.atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
+            "feed.rss": atom.rss_feed(stories, cfg, updated=now, on_skip=skips),
+            "feed.json": atom.json_feed(stories, cfg, authors=authors, on_skip=skips),
+        }
+        self.entries = len([s for s in stories if s.uid not in skips.uids])
+        return docs
+
+    def _atom(self, versions: Sequence[q.StoryVersion], page: atom.FeedPage) -> bytes:
+        stories, authors = self._stories(versions)
+        return atom.atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
+
+    def tag(self, tag: str, versions: Sequence[q.StoryVersion]) -> bytes:
+        return self._atom(versions, _tag_page(self.cfg, tag))
+
+    def archive(self, page: int, pages: int, versions: Sequence[q.StoryVersion]) -> bytes:
+        return self._atom(versions, _archive_page(self.cfg, page, pages))
+
+
+def document(store: Store, settings: Settings, name: str, now: datetime | None = None) -> bytes | None:
+    """One document built on demand (the web serves it when its file is missing); None when no such document."""
+    cfg = settings.publish
+    build = _Build(store, cfg, now)
+    saved = _valid_saved(store, cfg, _load(cfg.dir))
+    archive = re.fullmatch(r"archive/([1-9][0-9]{0,8})\.atom", name)
+    if name in ("feed.atom", "feed.rss", "feed.json") or archive:
+        bounds = list(saved.bounds) if saved else q.boundaries(store, cfg.max_entries)
+        if archive:
+            page = int(archive.group(1))
+            if page > len(bounds):
+                return None
+            return build.archive(page, len(bounds), build.archive_versions(bounds, page))
+        return build.main(build.main_versions(bounds), len(bounds))[name]
+    tag = re.fullmatch(r"tags/([a-z0-9-]+)\.atom", name)
+    if tag:
+        found = {tag_slug(t): t for t in (saved.tags if saved else ())}.get(tag.group(1))
+        if found is None:  # not in the last publish: look at every story
+            found = {tag_slug(t): t for t in q.tags(store)}.get(tag.group(1))
+        versions = build.tag_versions(found) if found is not None else []
+        return build.tag(found, versions) if found is not None and versions else None
+    return None
+
+
+def published_tags(settings: Settings) -> tuple[str, ...] | None:
+    """The tags the last publish wrote a feed for; None when nothing was published with this config."""
+    saved = _load(settings.publish.dir)
+    return saved.tags if saved is not None and saved.config == _config_key(settings.publish) else None
+
+
+def _valid_saved(store: Store, cfg: PublishConfig, saved: _Saved | None) -> _Saved | None:
+    """The last publish's record when it still describes this database and config, else None (rebuild)."""
+    if saved is None or saved.config != _config_key(cfg):
+        return None
+    if saved.bounds and (saved.anchor is None or q.uid(store, saved.bounds[-1]) != saved.anchor):
+        return None
+    return saved
+
+
+def _listing(out: Path) -> set[str]:
+    """Names of the published files, from three directory reads (a thousand archive pages cost no stat each)."""
+    names: set[str] = set()
+    for folder in ("", "tags", "archive"):
+        try:
+            with os.scandir(out / folder) as entries:
+                names.update(f"{folder}/{e.name}".lstrip("/") for e in entries if e.is_file())
+        except (FileNotFoundError, NotADirectoryError):
+            pass
+    return names
+
+
+def _present(files: set[str], saved: _Saved) -> bool:
+    names = ["feed.atom", "feed.rss", "feed.json"]
+    names += [tag_name(t) for t in saved.tags]
+    names += [archive_name(p) for p in range(1, len(saved.bounds) + 1)]
+    return all(n in files for n in names)
+
+
+def _page_number(name: str) -> int:
+    """N of ``archive/N.atom``; a huge number for a name publish would not make, so it is removed."""
+    stem = name.removeprefix("archive/").removesuffix(".atom")
+    return int(stem) if stem.isdigit() and not stem.startswith("0") else 1 << 62
+
+
+def _page_of(bounds: Sequence[int], story_id: int) -> int:
+    """The 1-based archive page of a story row; ``len(bounds) + 1`` when it is not in a full page yet."""
+    return bisect.bisect_left(bounds, story_id) + 1
+
+
+def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
+    """Bring ``[publish] dir`` up to date with the store. Three aggregate queries when nothing changed."""
+    cfg = settings.publish
+    out = cfg.dir
+    size = cfg.max_entries
+    state = q.state(store)  # read first: whatever commits after this is seen by the next publish
+    loaded = _load(out)
+    files = _listing(out)
+    if loaded is not None and loaded.config == _config_key(cfg) and loaded.state == state and _present(files, loaded):
+        return PublishReport(up_to_date=True, archive_pages=len(loaded.bounds), tags=len(loaded.tags))
+    saved = _valid_saved(store, cfg, loaded)
+    prints = dict(saved.prints) if saved else {}
+
+    # Archive pages: the full ones already known, then any that filled since.
+    old: list[int] = list(saved.bounds) if saved else q.boundaries(store, size)
+    bounds = list(old)
+    while (closing := q.next_boundary(store, bounds[-1] if bounds else 0, size)) is not None:
+        bounds.append(closing)
+    pages = len(bounds)
+    if saved is None:
+        candidates = set(range(1, pages + 1))
+        tags = set(q.tags(store))  # one scan of every story: only when rebuilding
+        tag_candidates = set(tags)
+    else:
+        candidates = set(range(len(old) + 1, pages + 1))
+        if pages > len(old) and old:
+            candidates.add(len(old))  # gains its next-archive link, once
+        tags = set(saved.tags)
+        tag_candidates = set()
+        if saved.state.max_updated is not None:
+            for story_id, story_tags in q.changed_since(store, saved.state.max_updated - UPDATE_MARGIN):
+                page = _page_of(bounds, story_id)
+                if page <= pages:
+                    candidates.add(page)
+                tag_candidates.update(t.lower() for t in story_tags if t.strip())
+        tags |= tag_candidates
+        candidates.update(p for p in range(1, pages + 1) if archive_name(p) not in files)
+        tag_candidates.update(t for t in tags if tag_name(t) not in files)
+
+    build = _Build(store, cfg, now)
+    writer = _Writer(out)
+    removed: list[str] = []
+    rebuilt: list[int] = []
+
+    def fresh(key: str, fingerprint: str, *names: str) -> bool:
+        """True when the document was built from exactly these inputs last time and its files are still there."""
+        same = prints.get(key) == fingerprint and all(n in files for n in names)
+        prints[key] = fingerprint
+        return same
+
+    # Archives first, then tags, then the main feed: a link in a written document never points at a missing file.
+    for page in sorted(candidates):
+        versions = build.archive_versions(bounds, page)
+        if not fresh(archive_name(page), _fingerprint(page, page < pages, versions=versions), archive_name(page)):
+            writer.write(archive_name(page), build.archive(page, pages, versions))
+            rebuilt.append(page)
+    if len(old) > pages or saved is None:  # fewer pages than before (a new page size, rows deleted): drop the rest
+        for key in [k for k in prints if k.startswith("archive/") and _page_number(k) > pages]:
+            del prints[key]
+        archive_dir = out / "archive"
+        for path in archive_dir.glob("*.atom") if archive_dir.is_dir() else ():
+            if _page_number(f"archive/{path.name}") > pages:
+                writer.remove(f"archive/{path.name}")
+                removed.append(f"archive/{path.name}")
+
+    for tag in sorted(tag_candidates):
+        versions = build.tag_versions(tag)
+        if not versions:  # no live story carries it any more (merged away): its feed goes
+            tags.discard(tag)
+            prints.pop(tag_name(tag), None)
+        elif not fresh(tag_name(tag), _fingerprint(tag, versions=versions), tag_name(tag)):
+            writer.write(tag_name(tag), build.tag(tag, versions))
+    keep = {tag_slug(t) + ".atom" for t in tags}
+    tag_dir = out / "tags"
+    if tag_dir.is_dir():
+        for path in tag_dir.glob("*.atom"):
+            if path.name not in keep:
+                writer.remove(f"tags/{path.name}")
+                removed.append(f"tags/{path.name}")
+
+    versions = build.main_versions(bounds)
+    entries = None
+    if not fresh("feed", _fingerprint(pages, versions=versions), "feed.atom", "feed.rss", "feed.json"):
+        for name, data in build.main(versions, pages).items():
+            writer.write(name, data)
+        entries = build.entries
+    writer.sync()
+    anchor = q.uid(store, bounds[-1]) if bounds else None
+    saved_now = _Saved(_config_key(cfg), state, tuple(bounds), anchor, tuple(sorted(tags)), prints)
+    writer.write(STATE_FILE, _dump(saved_now), durable=False)
+    if writer.written or removed:
+        log.info("published %s (%d unchanged)", ", ".join(writer.written + removed), writer.unchanged)
+    return PublishReport(
+        written=tuple(writer.written),
+        unchanged=writer.unchanged,
+        removed=tuple(sorted(removed)),
+        entries=len(versions) if entries is None else entries,
+        archive_pages=pages,
+        tags=len(tags),
+        skipped=tuple(build.skips.uids),
+        stale_pages=tuple(rebuilt),
+    )

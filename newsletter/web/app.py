@@ -1,0 +1,47 @@
+"""The Starlette application: the feed routes, the pages, any extra routes and the 404 page; and :func:`serve`.
+
+Holds no state of its own beyond the settings and the store it is given (also on ``app.state`` for extra routes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from ingest.config import Settings
+from ingest.store import Store
+from newsletter.web.feeds import FeedFiles, feed_routes
+from newsletter.web.pages import not_found_page, page_routes
+
+__all__ = ["create_app", "serve"]
+
+
+def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The web app. ``extra_routes`` (the subscribe pages, say) are added after ours; they find the settings and
+    the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`."""
+    routes: list[BaseRoute] = [
+        *feed_routes(settings, store, FeedFiles(settings.publish.dir)),
+        *page_routes(settings, store),
+        *extra_routes,
+    ]
+    # No GZipMiddleware: it compresses whenever "gzip" appears in Accept-Encoding (even "gzip;q=0") and keeps the
+    # identity ETag on the gzip body. Feeds and pages compress themselves (newsletter.web.feeds.accepts_gzip).
+    app = Starlette(routes=routes, exception_handlers={404: not_found_page})
+    app.state.settings = settings
+    app.state.store = store
+    return app
+
+
+def serve(settings: Settings, store: Store) -> None:
+    """Run the app on ``[web] host`` and ``port`` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+    uvicorn.run(
+        create_app(settings, store),
+        host=settings.web.host,
+        port=settings.web.port,
+        log_level=settings.log.level.lower(),
+        server_header=False,
+        proxy_headers=False,
+    )

@@ -1,0 +1,122 @@
+"""The feed routes: the published documents served with strong ETags, Last-Modified, 304s, gzip and HEAD.
+
+Documents come from ``[publish] dir`` and are kept in memory, with their gzip twin and validators, until the file
+changes (one ``stat`` per request; publishing replaces files, so a new inode or mtime means new bytes). A document
+whose file is missing (nothing published yet) is built from the store on demand. The HTTP rules are in
+:mod:`newsletter.web.conditional`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ingest.config import Settings
+from ingest.store import Store
+from newsletter import atom
+from newsletter.publish import archive_name, document
+from newsletter.web.conditional import Document, respond
+from newsletter.web.pages import not_found_page
+
+__all__ = ["FeedFiles", "feed_routes"]
+
+ATOM = f"{atom.ATOM_TYPE}; charset=utf-8"
+RSS = f"{atom.RSS_TYPE}; charset=utf-8"
+JSON = f"{atom.JSON_TYPE}; charset=utf-8"
+#: The current feeds change at each publish; archive pages almost never (see newsletter.publish).
+CURRENT_MAX_AGE = 300
+ARCHIVE_MAX_AGE = 86_400
+
+
+class FeedFiles:
+    """The published folder, read through a small LRU cache keyed by each file's identity (inode, size, mtime).
+
+    Bounded: a crawler walking a thousand archive pages must not keep them all in memory.
+    """
+
+    def __init__(self, folder: Path, size: int = 64) -> None:
+        self.folder = folder
+        self.size = size
+        self._cache: OrderedDict[str, tuple[tuple[int, int, int], Document]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Document | None:
+        path = self.folder / name
+        try:
+            st = path.stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is not None and hit[0] == key:
+                self._cache.move_to_end(name)
+                return hit[1]
+        try:
+            body = path.read_bytes()
+        except FileNotFoundError:  # replaced between stat and open: the next request sees the new file
+            return None
+        doc = Document.of(body, st.st_mtime)
+        with self._lock:
+            self._cache[name] = (key, doc)
+            self._cache.move_to_end(name)
+            while len(self._cache) > self.size:
+                self._cache.popitem(last=False)
+        return doc
+
+
+def feed_routes(settings: Settings, store: Store, files: FeedFiles) -> list[Route]:
+    """``/feed.atom``, ``/feed.rss``, ``/feed.json``, ``/tags/{tag}.atom`` and ``/archive/{n}.atom``."""
+
+    async def serve(request: Request, name: str, media_type: str, max_age: int) -> Response:
+        doc = files.get(name)
+        if doc is None:
+            # Not published yet (or deleted): build it now. Its Last-Modified is when it was built.
+            body = await run_in_threadpool(document, store, settings, name)
+            if body is None:
+                return _not_found(request)
+            doc = Document.of(body, time.time())
+        return respond(request, doc, media_type, max_age)
+
+    def fixed(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await serve(request, name, media_type, CURRENT_MAX_AGE)
+
+        return endpoint
+
+    async def tag_feed(request: Request) -> Response:
+        slug = request.path_params["tag"]
+        if not _is_slug(slug):
+            return _not_found(request)
+        return await serve(request, f"tags/{slug}.atom", ATOM, CURRENT_MAX_AGE)
+
+    async def archive_page(request: Request) -> Response:
+        page = int(request.path_params["page"])
+        if page < 1:
+            return _not_found(request)
+        return await serve(request, archive_name(page), ATOM, ARCHIVE_MAX_AGE)
+
+    return [
+        Route("/feed.atom", fixed("feed.atom", ATOM), methods=["GET", "HEAD"]),
+        Route("/feed.rss", fixed("feed.rss", RSS), methods=["GET", "HEAD"]),
+        Route("/feed.json", fixed("feed.json", JSON), methods=["GET", "HEAD"]),
+        Route("/tags/{tag}.atom", tag_feed, methods=["GET", "HEAD"]),
+        Route("/archive/{page:int}.atom", archive_page, methods=["GET", "HEAD"]),
+    ]
+
+
+def _is_slug(value: str) -> bool:
+    # Only names publish can make (see newsletter.publish.tag_slug): never "..", a slash or a hidden file.
+    return 0 < len(value) <= 80 and value[0] != "-" and all(c.isascii() and (c.isalnum() or c == "-") for c in value)
+
+
+def _not_found(request: Request) -> Response:
+    return not_found_page(request)

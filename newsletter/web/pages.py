@@ -1,0 +1,173 @@
+"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, and the 404 page.
+
+Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
+every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
+one way to answer with a page, so other routes (the subscribe pages) get the same headers and site context.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from ingest.config import Settings
+from ingest.models import Story
+from ingest.sanitize import sanitize_html
+from ingest.store import Store
+from ingest.store import publishing as q
+from ingest.text import truncate_words
+from newsletter import atom
+from newsletter.publish import published_tags, tag_name
+from newsletter.render import render
+from newsletter.web.conditional import gzip_body
+
+__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_root"]
+
+HOME_STORIES = 50
+SEARCH_RESULTS = 50
+MAX_QUERY = 200
+SUMMARY_CHARS = 320
+#: Pages load nothing but their inline stylesheet and pictures in story bodies; forms post back to us.
+CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src http: https: data:; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoryItem:
+    """A story as a page lists it; formatting decisions made here, not in the template."""
+
+    id: int
+    title: str
+    url: str  # its page on our site
+    link: str | None  # the link out, http(s) only
+    date: datetime
+    dated: bool  # False: ``date`` is when we first saw it
+    summary: str
+    tags: tuple[str, ...]
+    sightings: int
+
+    @classmethod
+    def of(cls, story: Story, root: str, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
+        link = story.link if story.link and story.link.lower().startswith(("http://", "https://")) else None
+        summary = story.summary if summary_chars is None else truncate_words(story.summary, summary_chars)
+        return cls(
+            id=story.id,
+            title=story.title.strip() or atom.UNTITLED,
+            url=f"{root}stories/{story.id}",
+            link=link,
+            date=story.published or story.first_seen,
+            dated=story.published is not None,
+            summary=summary,
+            tags=story.tags,
+            sightings=story.sightings,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FeedLink:
+    title: str
+    type: str
+    href: str
+
+
+def site_root(settings: Settings) -> str:
+    """The path our pages live under, from ``[publish] base_url`` (``/`` unless the site sits in a folder)."""
+    path = urlsplit(atom.base_url(settings.publish)).path
+    return path if path.endswith("/") else path + "/"
+
+
+def _settings(request: Request) -> Settings:
+    return cast(Settings, request.app.state.settings)
+
+
+def page(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    """Render ``templates/<template>`` with the site context (``site_title``, ``root``) and the page headers."""
+    settings = _settings(request)
+    html = render(template, site_title=settings.publish.title, root=site_root(settings), **context)
+    headers = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    body = gzip_body(request, html.encode("utf-8"), headers)
+    return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
+def not_found_page(request: Request, exc: Exception | None = None) -> Response:
+    return page(request, "web/404.html", status_code=404)
+
+
+def _feeds(settings: Settings, root: str, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
+    title = settings.publish.title
+    main = [
+        FeedLink(f"{title} (Atom)", atom.ATOM_TYPE, f"{root}feed.atom"),
+        FeedLink(f"{title} (RSS)", atom.RSS_TYPE, f"{root}feed.rss"),
+        FeedLink(f"{title} (JSON Feed)", atom.JSON_TYPE, f"{root}feed.json"),
+    ]
+    by_tag = [FeedLink(tag, atom.ATOM_TYPE, root + tag_name(tag)) for tag in tags]
+    return main, by_tag
+
+
+def page_routes(settings: Settings, store: Store) -> list[Route]:
+    """``GET /`` (with ``?q=`` to search) and ``GET /stories/{id}``."""
+    root = site_root(settings)
+
+    def home(request: Request) -> Response:
+        query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
+        stories = q.search(store, query, SEARCH_RESULTS) if query else q.recent(store, HOME_STORIES)
+        known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
+        feeds, tag_feeds = _feeds(settings, root, q.tags(store) if known is None else known)
+        return page(
+            request,
+            "web/home.html",
+            query=query,
+            stories=[StoryItem.of(s, root) for s in stories],
+            total=q.count_live(store),
+            feeds=feeds,
+            tag_feeds=tag_feeds,
+            subscribe_url=f"{root}subscribe",
+        )
+
+    def story_page(request: Request) -> Response:
+        story_id = int(request.path_params["story_id"])
+        live = q.resolve(store, story_id)
+        if live is None:
+            return not_found_page(request)
+        if live != story_id:  # merged into another story: its address moves for good
+            return RedirectResponse(f"{root}stories/{live}", status_code=301)
+        story = q.story(store, live)
+        if story is None:
+            return not_found_page(request)
+        body = sanitize_html(story.content, base_url=story.link) if story.content.strip() else ""
+        sources = [
+            (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
+            for s in q.story_sources(store, live)
+        ]
+        feeds, _ = _feeds(settings, root, ())
+        return page(
+            request,
+            "web/story.html",
+            story=StoryItem.of(story, root, summary_chars=None),
+            body_html=body,
+            sources=sources,
+            feeds=feeds,
+            first_seen=story.first_seen,
+            updated=story.updated,
+        )
+
+    async def home_async(request: Request) -> Response:
+        return await run_in_threadpool(home, request)
+
+    async def story_async(request: Request) -> Response:
+        return await run_in_threadpool(story_page, request)
+
+    return [
+        Route("/", home_async, methods=["GET", "HEAD"]),
+        Route("/stories/{story_id:int}", story_async, methods=["GET", "HEAD"]),
+    ]
