@@ -135,17 +135,87 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
     )
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many stories.")
-@click.pass_obj
-def stories(app: App, as_json: bool, limit: int | None) -> None:
-    """List stories, newest first."""
+@click.pass_context
+def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
+    """List stories, newest first; explain, merge or split them."""
+    if ctx.invoked_subcommand is not None:
+        return
+    app: App = ctx.obj
     items = app.store.stories(limit=limit)
     if as_json:
         click.echo(json.dumps([story_json(s) for s in items], indent=2, ensure_ascii=False))
         return
     _stories_table(items)
+
+
+@stories.command("explain")
+@click.argument("story_id", type=int)
+@click.pass_obj
+def stories_explain(app: App, story_id: int) -> None:
+    """Show a story's sightings and why they were merged."""
+    e = app.store.explain(story_id)
+    if e.story is None:
+        click.echo(
+            f"story {story_id} was merged into story {e.merged_into}: see `newsletter stories explain {e.merged_into}`"
+        )
+        return
+    s = e.story
+    click.echo(f"story {s.id}: {s.title}")
+    click.echo(f"  id         {s.uid}")
+    click.echo(f"  published  {s.published.isoformat() if s.published else '-'}")
+    click.echo(f"  first seen {s.first_seen.isoformat()}   updated {s.updated.isoformat()}")
+    click.echo(f"  link       {s.link or '-'}")
+    click.echo(f"  tags       {', '.join(s.tags) or '-'}")
+    if e.merged:
+        click.echo(f"  merged in  {', '.join(str(i) for i in e.merged)} (those ids resolve to this story)")
+    table = Table(title=f"{len(e.sightings)} sighting(s)")
+    for col in ("sighting", "source", "kind", "pos", "date", "title / blurb", "first seen", "last seen", "why"):
+        table.add_column(col)
+    for g in e.sightings:
+        why = g.match_rule or "-"
+        if g.match_rule == "new":
+            why = "started the story"
+        elif g.match_score is not None and g.match_rule not in ("split",):
+            why = f"{g.match_rule} ({g.match_score:.2f})"
+        blurb = (g.summary[:80] + "…") if len(g.summary) > 80 else g.summary
+        table.add_row(
+            str(g.id),
+            g.source_location,
+            g.kind,
+            str(g.position),
+            g.published.date().isoformat() if g.published else "-",
+            f"{g.title}\n{blurb}" if blurb else g.title,
+            _when(g.first_seen),
+            _when(g.last_seen),
+            why,
+        )
+    out().print(table)
+    for o in e.overrides:
+        verb = "kept together" if o.kind == "merge" else "kept apart"
+        click.echo(f"  operator: sightings {o.sighting_a} and {o.sighting_b} {verb} ({o.kind}, {_when(o.created_at)})")
+
+
+@stories.command("merge")
+@click.argument("first", type=int)
+@click.argument("second", type=int)
+@click.pass_obj
+def stories_merge(app: App, first: int, second: int) -> None:
+    """Merge two stories (the older id survives)."""
+    survivor, loser = app.store.merge_stories(first, second, now())
+    click.echo(f"merged story {loser} into story {survivor}; {loser} now resolves to {survivor}")
+
+
+@stories.command("split")
+@click.argument("story_id", type=int)
+@click.argument("sighting_id", type=int)
+@click.pass_obj
+def stories_split(app: App, story_id: int, sighting_id: int) -> None:
+    """Take a sighting out of a story into a story of its own."""
+    new_id = app.store.split_sighting(story_id, sighting_id, now())
+    click.echo(f"sighting {sighting_id} left story {story_id}: it is now story {new_id}")
 
 
 def story_json(s: Story) -> dict[str, Any]:

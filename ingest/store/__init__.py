@@ -5,7 +5,6 @@ Rows are turned into the frozen records of :mod:`ingest.models` here and never l
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,11 +14,13 @@ from typing import Any, Self
 
 from sqlalchemy import Connection, Engine, Row, Select, and_, func, select
 
+from ingest.errors import UsageError
 from ingest.models import ParsedItem, Sighting, Source, Story
-from ingest.store import schema
-from ingest.store.engine import DEFAULT_UID_AUTHORITY, HEAD, make_engine, migrate, mint_uid
+from ingest.store import clustering, schema
+from ingest.store.clustering import SaveResult, save_items
+from ingest.store.engine import DEFAULT_UID_AUTHORITY, HEAD, make_engine, migrate
 
-__all__ = ["HEAD", "FeedState", "SaveResult", "Store"]
+__all__ = ["HEAD", "Explanation", "FeedState", "SaveResult", "Store"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +42,14 @@ class FeedState:
 
 
 @dataclass(frozen=True, slots=True)
-class SaveResult:
-    new: int  # sightings not seen before
-    seen: int  # sightings already stored, now seen again
-    new_stories: int
+class Explanation:
+    """What ``newsletter stories explain`` shows. ``story`` is None when the id was merged away."""
+
+    story: Story | None
+    merged_into: int | None
+    merged: tuple[int, ...]
+    sightings: tuple[Sighting, ...]
+    overrides: tuple[clustering.Override, ...]
 
 
 class Store:
@@ -262,74 +267,47 @@ class Store:
             return result
 
     def _save_items(self, conn: Connection, source_id: int, items: Sequence[ParsedItem], now: datetime) -> SaveResult:
-        s = schema.sighting
-        existing = {
-            row.key: row.id
-            for row in conn.execute(
-                select(s.c.key, s.c.id).where(s.c.source_id == source_id, s.c.key.in_([i.key for i in items]))
-            )
-        }
-        new = seen = stories = 0
-        done: set[str] = set()
-        for item in items:
-            if item.key in done:
-                continue  # the same item twice on one page: the first appearance is its position
-            done.add(item.key)
-            if item.key in existing:
-                conn.execute(
-                    s.update().where(s.c.id == existing[item.key]).values(last_seen=now, position=item.position)
-                )
-                seen += 1
-                continue
-            story_id = self._new_story(conn, item, now)
-            stories += 1
-            conn.execute(
-                s.insert().values(
-                    source_id=source_id,
-                    key=item.key,
-                    kind=item.kind,
-                    position=item.position,
-                    title=item.title,
-                    title_derived=item.title_derived,
-                    published=item.published,
-                    raw_date=item.raw_date,
-                    summary=item.summary,
-                    content=item.content,
-                    link=item.link,
-                    author=item.author,
-                    tags=list(item.tags),
-                    first_seen=now,
-                    last_seen=now,
-                    story_id=story_id,
-                    match_rule="new",
-                    match_score=1.0,
-                )
-            )
-            new += 1
-        return SaveResult(new=new, seen=seen, new_stories=stories)
+        location = conn.execute(select(schema.source.c.location).where(schema.source.c.id == source_id)).scalar_one()
+        return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
 
-    def _new_story(self, conn: Connection, item: ParsedItem, now: datetime) -> int:
-        values = {
-            "title": item.title,
-            "title_derived": item.title_derived,
-            "summary": item.summary,
-            "content": item.content,
-            "link": item.link,
-            "published": item.published,
-            "tags": sorted(set(item.tags)),
-        }
-        result = conn.execute(
-            schema.story.insert().values(
-                uid=mint_uid(self.uid_authority, now),
-                first_seen=now,
-                updated=now,
-                content_hash=_content_hash(values),
-                **values,
+    def merge_stories(self, a: int, b: int, now: datetime) -> tuple[int, int]:
+        """The operator's merge: returns (survivor, loser); the older id survives."""
+        try:
+            with self.engine.begin() as conn:
+                return clustering.merge_stories(conn, a, b, now)
+        except (LookupError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+    def split_sighting(self, story_id: int, sighting_id: int, now: datetime) -> int:
+        """The operator's split: the sighting gets a story of its own; returns its id."""
+        try:
+            with self.engine.begin() as conn:
+                return clustering.split_sighting(conn, story_id, sighting_id, now, uid_authority=self.uid_authority)
+        except (LookupError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+
+    def explain(self, story_id: int) -> Explanation:
+        """A story, the ids merged into it, its sightings with why each joined, and the operator's overrides."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(schema.story).where(schema.story.c.id == story_id)).first()
+            if row is None:
+                raise UsageError(f"no story {story_id}")
+            if row.merged_into is not None:
+                survivor = row.merged_into
+                while True:
+                    nxt = conn.execute(select(schema.story.c.merged_into).where(schema.story.c.id == survivor)).scalar()
+                    if nxt is None:
+                        break
+                    survivor = nxt
+                return Explanation(story=None, merged_into=survivor, merged=(), sightings=(), overrides=())
+            sightings = self.sightings(story_id)
+            return Explanation(
+                story=_story(row),
+                merged_into=None,
+                merged=tuple(clustering.merged_ids(conn, story_id)),
+                sightings=tuple(sightings),
+                overrides=tuple(clustering.overrides_of(conn, [s.id for s in sightings])),
             )
-        )
-        pk = result.inserted_primary_key
-        assert pk is not None
-        return int(pk[0])
 
     def stories(self, limit: int | None = None) -> list[Story]:
         """Live stories (not merged away), newest first: by date, undated ones by when first seen."""
@@ -365,11 +343,6 @@ class Store:
                     select(func.count()).select_from(schema.story).where(and_(schema.story.c.merged_into.is_(None)))
                 ).scalar_one(),
             }
-
-
-def _content_hash(values: dict[str, Any]) -> str:
-    blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _sources_query() -> Select[Any]:

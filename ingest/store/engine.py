@@ -50,8 +50,20 @@ def _v3(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v4(conn: Connection) -> None:
+    """story.informative for the matcher; stories made before it are informative when a sighting has a date or blurb."""
+    if "informative" not in {c["name"] for c in inspect(conn).get_columns("story")}:
+        conn.execute(text("ALTER TABLE story ADD COLUMN informative BOOLEAN NOT NULL DEFAULT FALSE"))
+        conn.execute(
+            text(
+                "UPDATE story SET informative = TRUE WHERE id IN (SELECT story_id FROM sighting"
+                " WHERE story_id IS NOT NULL AND (published IS NOT NULL OR summary <> ''))"
+            )
+        )
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
 
 DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
 

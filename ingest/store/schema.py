@@ -108,6 +108,8 @@ story = Table(
     Column("tags", JSON, nullable=False, default=list),
     Column("content_hash", String(64), nullable=False, default=""),
     Column("merged_into", Integer, ForeignKey("story.id")),  # a merged-away story resolves to its survivor
+    # Whether any sighting carries a date or a blurb (ingest.dedupe.is_informative): kept for the matcher.
+    Column("informative", Boolean, nullable=False, default=False),
     Index(None, "first_seen"),
     Index(None, "published"),
 )
