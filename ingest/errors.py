@@ -3,8 +3,10 @@
     NewsletterError                 anything the service reports to a person rather than crashing on
      ├── ConfigError                the config file or an environment override is wrong (CLI exit 2)
      ├── UsageError                 a command-line argument is wrong (bad URL, unknown id; CLI exit 2)
+     │    └── AddressError          an email address that cannot be used (named, with the reason)
      ├── StoreError                 the database cannot be used (CLI exit 2)
      │    └── SchemaTooNewError     the database was written by a newer version of this code
+     ├── TransportError             the mail server cannot be reached or refuses us: the run stops, nothing is lost
      └── SourceError                one source failed; stored on the source, the others go on
           └── PageError             a seed page cannot be read (empty, binary, undecodable, too big)
 
@@ -24,6 +26,14 @@ class ConfigError(NewsletterError):
 
 class UsageError(NewsletterError):
     """A command-line argument is invalid."""
+
+
+class AddressError(UsageError):
+    """An email address that cannot be used; the message names it and says why."""
+
+
+class TransportError(NewsletterError):
+    """The mail server cannot be reached or refuses us (not one recipient): the run stops, nothing is lost."""
 
 
 class StoreError(NewsletterError):

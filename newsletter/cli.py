@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.config import Settings, default_config_path, load_settings
-from ingest.errors import NewsletterError, UsageError
+from ingest.errors import AddressError, NewsletterError, UsageError
 from ingest.models import Source, Story
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
@@ -26,6 +26,7 @@ from ingest.store import Store
 from ingest.urls import check_feed_url
 
 if TYPE_CHECKING:
+    from newsletter.mailer import DigestReport
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
@@ -435,6 +436,147 @@ def feeds_export(app: App, output: Path | None) -> None:
     else:
         output.write_bytes(data)
         click.echo(f"wrote {len(rows)} feed(s) to {output}")
+
+
+@cli.group()
+def subscribers() -> None:
+    """Add, list, remove and import digest subscribers."""
+
+
+@subscribers.command("add")
+@click.argument("emails", nargs=-1, required=True)
+@click.pass_obj
+def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
+    """Subscribe addresses (confirmed at once: the operator vouches)."""
+    from newsletter import subscribers as subs
+
+    bad = 0
+    for email in emails:
+        try:
+            click.echo(subs.add(app.store, email, now()).message)
+        except AddressError as exc:
+            click.echo(f"error: {exc}", err=True)
+            bad += 1
+    if bad:
+        sys.exit(EXIT_USER_ERROR if bad == len(emails) else 1)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_obj
+def subscribers_remove(app: App, email: str) -> None:
+    """Unsubscribe an address (it is kept, marked unsubscribed)."""
+    from newsletter import subscribers as subs
+
+    found = subs.remove(app.store, email, now())
+    if found is None:
+        raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")
+    click.echo(f"unsubscribed {found.email}")
+
+
+@subscribers.command("list")
+@click.option(
+    "--status", type=click.Choice(["pending", "confirmed", "unsubscribed", "bounced"]), default=None, help="Only these."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def subscribers_list(app: App, status: str | None, as_json: bool) -> None:
+    """List subscribers with their status."""
+    from newsletter import subscribers as subs
+
+    rows = subs.list_subscribers(app.store, status)
+    if as_json:
+        data = [
+            {
+                "email": r.email,
+                "status": r.status,
+                "created": r.created_at.isoformat(),
+                "confirmed": r.confirmed_at.isoformat() if r.confirmed_at else None,
+                "bounces": r.bounces,
+            }
+            for r in rows
+        ]
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"{len(rows)} subscriber(s)")
+    for col in ("email", "status", "since", "confirmed", "bounces"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces))
+    out().print(table)
+
+
+@subscribers.command("import")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def subscribers_import(app: App, file: Path) -> None:
+    """Subscribe every address of a CSV file (an email column)."""
+    from newsletter import subscribers as subs
+
+    report = subs.import_csv(app.store, file, now())
+    for line in report.lines:
+        click.echo(line.message, err=line.outcome == "invalid")
+    counts = ", ".join(f"{report.count(o)} {o}" for o in ("added", "confirmed", "resubscribed", "exists", "refused"))
+    click.echo(f"imported {file}: {counts}, {report.invalid} invalid")
+    if report.invalid:
+        sys.exit(1)
+
+
+@cli.group()
+def digest() -> None:
+    """Preview, send and test the weekly email digest."""
+
+
+@digest.command("preview")
+@click.option("--period", default=None, help="ISO week, e.g. 2026-W48 (default: the one due next).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder.")
+@click.pass_obj
+def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
+    """Write exactly what would be sent (.eml, .html, .txt); send nothing."""
+    from newsletter import mailer
+
+    target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
+    p = mailer.preview(app.store, app.settings, now(), target, period=period)
+    state = "as sent" if p.stored else "as it would be sent now"
+    click.echo(f"digest {p.period} ({state}): {p.subject!r}, {p.stories} stories")
+    for path in (p.eml, p.html, p.text):
+        click.echo(f"wrote  {path}")
+
+
+@digest.command("send")
+@click.pass_obj
+def digest_send(app: App) -> None:
+    """Build and deliver the due digest (and retries due)."""
+    from newsletter import mailer
+
+    r = mailer.send_due_digest(app.store, app.settings, now())
+    click.echo(_digest_line(r))
+    if r.error:
+        click.echo(f"error: {r.error}", err=True)
+        sys.exit(1)
+
+
+def _digest_line(r: DigestReport) -> str:
+    line = f"digest {r.period}: {r.status}, {r.stories} stories, {r.sent} sent, {r.failed} failed"
+    if r.retry_at:
+        line += f", retries from {_when(r.retry_at)}"
+    if r.note:
+        line += f" ({r.note})"
+    return line
+
+
+@digest.command("test-send")
+@click.argument("email")
+@click.option("--period", default=None, help="ISO week, e.g. 2026-W48 (default: the one due next).")
+@click.pass_obj
+def digest_test_send(app: App, email: str, period: str | None) -> None:
+    """Send the current preview to one address."""
+    from newsletter import mailer
+
+    result = mailer.send_test(app.store, app.settings, email, now(), period=period)
+    click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
+    if result.status != "sent":
+        sys.exit(1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -24,6 +24,13 @@ HOMES: dict[str, set[str]] = {
     "uvicorn": {"newsletter/web", "newsletter/service.py"},
     "pydantic": {"ingest/config.py"},
     "click": {"newsletter/cli.py"},
+    "email_validator": {"newsletter/subscribers.py"},
+    "itsdangerous": {"newsletter/tokens.py"},
+    "css_inline": {"newsletter/compose.py"},
+    "listparser": {"ingest/opml.py"},
+    # test-only libraries: never imported by the packages
+    "aiosmtpd": set(),
+    "selenium": set(),
 }
 
 

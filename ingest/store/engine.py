@@ -62,8 +62,17 @@ def _v4(conn: Connection) -> None:
         )
 
 
+def _v5(conn: Connection) -> None:
+    """The meta table (the per-database signing key) and an index for delivery counts by status."""
+    schema.metadata.create_all(conn, tables=[schema.meta])  # checkfirst: a table made before this step is kept
+    existing = {i["name"] for i in inspect(conn).get_indexes("delivery")}
+    for index in schema.delivery.indexes:
+        if index.name not in existing:
+            index.create(conn)
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
 
 DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
 

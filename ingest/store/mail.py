@@ -17,13 +17,9 @@ from pathlib import PurePath
 from typing import Any, Literal
 
 from sqlalchemy import (
-    Column,
     Connection,
     Integer,
-    MetaData,
     Row,
-    String,
-    Table,
     Text,
     and_,
     bindparam,
@@ -39,6 +35,7 @@ from ingest.models import SourceKind, Story
 from ingest.store import Store, _story, schema
 
 __all__ = [
+    "CARRYING",
     "Candidate",
     "Delivery",
     "Digest",
@@ -55,6 +52,7 @@ __all__ = [
     "digest_by_period",
     "digest_stories",
     "digests",
+    "expire_leases",
     "floor_marks",
     "insert_subscriber",
     "open_digests",
@@ -195,19 +193,14 @@ class Candidate:
 
 # ---- secrets ---------------------------------------------------------------------------------------------------
 
-# Interim home of the per-database signing key until migration 3 adds this table to schema.py (see the report /
-# docs/decisions): created on first use with exactly the DDL the migration will have, so the migration finds it.
-_meta = Table("meta", MetaData(), Column("key", String(64), primary_key=True), Column("value", Text, nullable=False))
-
 
 def stored_secret(store: Store, name: str, make: Callable[[], str]) -> tuple[str, bool]:
     """The value stored under ``name``, created with ``make()`` on first use. Returns (value, created).
 
     Two processes racing to create it both end with the one that was inserted first.
     """
-    table = getattr(schema, "meta", _meta)
+    table = schema.meta
     with store.engine.begin() as conn:
-        table.create(conn, checkfirst=True)
         found = conn.execute(select(table.c.value).where(table.c.key == name)).scalar()
         if found is not None:
             return str(found), False
@@ -477,7 +470,7 @@ def _with_origins(conn: Connection, stories: list[Story]) -> list[Candidate]:
 _NOW = bindparam("p_now", type_=schema.UtcDateTime())
 _DUE = or_(
     and_(_del.c.status == "pending", or_(_del.c.next_attempt_at.is_(None), _del.c.next_attempt_at <= _NOW)),
-    and_(_del.c.status == "sending", _del.c.lease_until < _NOW),
+    and_(_del.c.status == "sending", _del.c.lease_until <= _NOW),
 )
 # Walks the digest's deliveries in subscriber order from a cursor, on the (digest_id, subscriber_id) unique index:
 # each claim reads a few index entries instead of every delivery already sent.
@@ -600,6 +593,18 @@ def _record(conn: Connection, outcome: Outcome, owner: str, bounce_limit: int) -
         conn.execute(_BOUNCE, {"p_id": outcome.subscriber_id, "p_limit": bounce_limit})
     elif outcome.reset_bounces:
         conn.execute(_UNBOUNCE, {"p_id": outcome.subscriber_id})
+
+
+def expire_leases(store: Store, now: datetime) -> int:
+    """End every claim now, so deliveries left ``sending`` by a dead process are taken again at once rather than when
+    their lease runs out. Only for a caller that knows no other process is sending (the single-instance lock of
+    ``newsletter run`` on SQLite). Returns how many claims it ended."""
+    with store.engine.begin() as conn:
+        return int(
+            conn.execute(
+                _del.update().where(_del.c.status == "sending", _del.c.lease_until > now).values(lease_until=now)
+            ).rowcount
+        )
 
 
 def settle(store: Store, digest_id: int, now: datetime) -> Settled:

@@ -58,6 +58,13 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", String(64), primary_key=True),  # e.g. the per-database signing key when none is configured
+    Column("value", Text, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -214,7 +221,7 @@ delivery = Table(
     Column("id", Integer, primary_key=True),
     Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
     Column("subscriber_id", Integer, ForeignKey("subscriber.id"), nullable=False),
-    Column("status", String(16), nullable=False, default="pending"),  # pending | sent | failed | cancelled
+    Column("status", String(16), nullable=False, default="pending"),  # pending|sending|sent|failed|cancelled
     Column("attempts", Integer, nullable=False, default=0),
     Column("reply", Text),
     Column("message_id", Text),
@@ -223,4 +230,5 @@ delivery = Table(
     Column("lease_owner", Text),
     Column("lease_until", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
+    Index(None, "digest_id", "status"),
 )

@@ -15,8 +15,9 @@ from ingest.config import Settings
 from ingest.store import Store
 from newsletter.web.feeds import FeedFiles, feed_routes
 from newsletter.web.pages import not_found_page, page_routes
+from newsletter.web.subscribe import routes as subscribe_routes
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "site"]
 
 
 def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -35,10 +36,15 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
     return app
 
 
+def site(settings: Settings, store: Store) -> Starlette:
+    """The whole site: feeds, pages, and the subscribe, confirm, unsubscribe and digest archive pages."""
+    return create_app(settings, store, extra_routes=subscribe_routes(settings, store))
+
+
 def serve(settings: Settings, store: Store) -> None:
-    """Run the app on ``[web] host`` and ``port`` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+    """Run the site on ``[web] host`` and ``port`` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
     uvicorn.run(
-        create_app(settings, store),
+        site(settings, store),
         host=settings.web.host,
         port=settings.web.port,
         log_level=settings.log.level.lower(),

@@ -1,0 +1,276 @@
+"""Email messages: render a digest once, then make each subscriber's message by substitution. Home of css-inline.
+
+:func:`render_digest` renders the HTML (CSS inlined) and text templates ONCE, with a slot mark where each
+recipient's address and unsubscribe link go. :func:`message_template` turns that into the bytes of one
+``multipart/alternative`` message (``EmailMessage``, SMTP policy, CRLF), cut at the slots; :meth:`MessageTemplate.build`
+joins the pieces with one recipient's values, each encoded for where it lands (a header, quoted-printable HTML with
+the value escaped, quoted-printable text). No per-recipient rendering, no per-recipient MIME building.
+
+Slots are marked ``\\x1e<name>\\x1f``: characters every story text loses at ingest and again in
+:mod:`newsletter.digest`, so no title can fake one. Every header value passes :func:`clean_header`: no CR, LF or
+other control character, no encoded word (``=?utf-8?q?...?=``) to be decoded into a line break by a careless
+reader; Python's own header folding decodes such words and re-emits them raw, which is how a title would add a header.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from email import policy
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.quoprimime import body_encode
+from email.utils import format_datetime, make_msgid, parseaddr
+from urllib.parse import quote
+
+import css_inline
+
+from ingest.config import Settings
+from ingest.errors import ConfigError
+from ingest.store.mail import Digest
+from newsletter.atom import base_url
+from newsletter.digest import Selection, subject
+from newsletter.render import render
+
+__all__ = [
+    "MessageTemplate",
+    "Recipient",
+    "Rendered",
+    "archive_url",
+    "clean_header",
+    "confirm_message",
+    "inline_css",
+    "list_address",
+    "message_id",
+    "message_template",
+    "render_digest",
+    "sender",
+]
+
+SLOT = "\x1e{}\x1f"
+_SLOT = re.compile("\x1e([a-z_]+)\x1f")
+#: Slots the templates may use. Header slots are filled by :meth:`MessageTemplate.build` itself.
+BODY_SLOTS = ("address", "unsubscribe_url")
+_QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2045 lines stay within 76
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
+_SPACES = re.compile(r"\s+")
+_INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A digest rendered once: what the digest row stores. ``html`` and ``text`` still hold the slot marks."""
+
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One subscriber's values. ``address`` is the envelope recipient too: it comes from the database."""
+
+    address: str
+    unsubscribe_url: str
+    unsubscribe_mailto: str
+    message_id: str
+
+
+def clean_header(value: str) -> str:
+    """A header value that cannot start another header or smuggle one through an encoded word."""
+    value = unicodedata.normalize("NFC", value)
+    value = _CONTROL.sub(" ", value)
+    value = value.replace("=?", "= ?")  # RFC 2047 encoded words start '=?': this can no longer be one
+    return _SPACES.sub(" ", value).strip()
+
+
+def sender(settings: Settings) -> tuple[str, str]:
+    """(header value, envelope address) of ``[mail] from_address``."""
+    name, addr = parseaddr(clean_header(settings.mail.from_address))
+    if "@" not in addr or any(c.isspace() for c in addr):
+        raise ConfigError(
+            f"[mail] from_address: expected an address such as 'Digest <digest@example.org>', got "
+            f"{settings.mail.from_address!r}"
+        )
+    local, _, domain = addr.rpartition("@")
+    return str(Address(display_name=name, username=local, domain=domain)), addr
+
+
+def list_address(settings: Settings) -> str:
+    return sender(settings)[1]
+
+
+def archive_url(settings: Settings, period: str) -> str:
+    return f"{base_url(settings.publish)}digests/{period}"
+
+
+def message_id(digest: Digest, subscriber_id: int, domain: str) -> str:
+    """The same for every try of one delivery: a copy sent twice after a crash is one message to most mail stores."""
+    stamp = int(digest.created_at.timestamp())
+    return f"<digest.{digest.period}.{digest.id}.{subscriber_id}.{stamp}@{domain}>"
+
+
+def inline_css(document: str) -> str:
+    """Inline the ``<style>`` rules into ``style`` attributes; a ``<style data-css-inline="keep">`` block stays (media
+    queries such as dark mode cannot be inlined). Nothing is fetched."""
+    return _INLINER.inline(document)
+
+
+def render_digest(selection: Selection, settings: Settings) -> Rendered:
+    """The digest's HTML and text, rendered once, with slot marks for the recipient's values."""
+    period = selection.period
+    title = settings.publish.title
+    first = next((s.items[0].title for s in selection.sections if s.items), "")
+    count = selection.count
+    preheader = f"{count} new {'story' if count == 1 else 'stories'}, {period.label}"
+    if first:
+        preheader += f": {first}"
+    subject_line = clean_header(subject(settings.digest, count, period))
+    context = {
+        "lang": "en",
+        "title": title,
+        "subject": subject_line,
+        "preheader": preheader,
+        "period": period.key,
+        "period_label": period.label,
+        "count": count,
+        "sections": selection.sections,
+        "archive_url": archive_url(settings, period.key),
+        "home_url": base_url(settings.publish),
+        "address": SLOT.format("address"),
+        "unsubscribe_url": SLOT.format("unsubscribe_url"),
+    }
+    return Rendered(
+        subject=subject_line,
+        html=inline_css(render("email/digest.html", **context)),
+        text=render("email/digest.txt", **context),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MessageTemplate:
+    """A message cut at its slots: ``chunks[0] + value(slots[0]) + chunks[1] + ... + chunks[-1]``."""
+
+    chunks: tuple[bytes, ...]
+    slots: tuple[tuple[str, str], ...]  # (name, where): where is header, html or text
+
+    def build(self, recipient: Recipient) -> bytes:
+        values = _values(recipient)
+        parts = [self.chunks[0]]
+        for slot, chunk in zip(self.slots, self.chunks[1:], strict=True):
+            parts.append(values[slot])
+            parts.append(chunk)
+        return b"".join(parts)
+
+
+def _values(r: Recipient) -> Mapping[tuple[str, str], bytes]:
+    url = _header_url(r.unsubscribe_url)
+    mailto = _header_url(r.unsubscribe_mailto)
+    address = _ascii_header(r.address)
+    headers = (
+        f"To: {address}\r\nMessage-ID: {_ascii_header(r.message_id)}\r\nList-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
+    ).encode("ascii")
+    return {
+        ("headers", "header"): headers,
+        ("address", "html"): _qp_value(html.escape(r.address)),
+        ("address", "text"): _qp_value(r.address),
+        ("unsubscribe_url", "html"): _qp_value(html.escape(r.unsubscribe_url)),
+        ("unsubscribe_url", "text"): _qp_value(r.unsubscribe_url),
+    }
+
+
+def message_template(rendered: Rendered, settings: Settings, date: datetime) -> MessageTemplate:
+    """The digest's message for everyone, cut where each recipient's values go (their headers included)."""
+    from_header, from_addr = sender(settings)
+    domain = from_addr.rpartition("@")[2]
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["MIME-Version"] = "1.0"
+    msg["From"] = from_header
+    msg["Subject"] = clean_header(rendered.subject)
+    msg["Date"] = format_datetime(date)
+    msg["List-Id"] = f"{clean_header(settings.publish.title)} <digest.{domain}>"
+    # RFC 8058: with List-Unsubscribe's https URL, tells the mailbox provider it may POST there for one click.
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.make_alternative()
+    msg.attach(_qp_part(rendered.text, "plain"))
+    msg.attach(_qp_part(rendered.html, "html"))
+    head, sep, body = msg.as_bytes().partition(b"\r\n\r\n")
+    assert sep
+    rest = b"\r\n" + body
+    html_start = rest.index(b"Content-Type: text/html")  # the text part comes first, the HTML part second
+    pieces = re.split(rb"\x1e([a-z_]+)\x1f", rest)
+    chunks = [head + b"\r\n", pieces[0]]
+    slots: list[tuple[str, str]] = [("headers", "header")]
+    pos = len(pieces[0])
+    for i in range(1, len(pieces), 2):
+        name = pieces[i].decode("ascii")
+        if name not in BODY_SLOTS:
+            raise ValueError(f"unknown slot {name!r} in a template")
+        slots.append((name, "html" if pos > html_start else "text"))
+        chunks.append(pieces[i + 1])
+        pos += len(pieces[i]) + 2 + len(pieces[i + 1])
+    return MessageTemplate(chunks=tuple(chunks), slots=tuple(slots))
+
+
+def _qp_part(content: str, subtype: str) -> EmailMessage:
+    """A text part, quoted-printable, with each slot alone between soft line breaks so it can be replaced."""
+    pieces = _SLOT.split(content.replace("\r\n", "\n"))
+    out: list[str] = []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            out.append(f"=\r\n{SLOT.format(piece)}=\r\n")
+        else:
+            out.append(_qp(piece))
+    part = EmailMessage(policy=policy.SMTP)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    payload = "".join(out)
+    part.set_payload(payload if payload.endswith("\r\n") else payload + "=\r\n")
+    return part
+
+
+def _qp(text: str) -> str:
+    # quoprimime works on one byte per character: hand it the UTF-8 bytes as latin-1, as email.charset does.
+    return body_encode(text.encode("utf-8").decode("latin-1"), maxlinelen=_QP_LINE, eol="\r\n")
+
+
+def _qp_value(value: str) -> bytes:
+    return _qp(value).encode("ascii")
+
+
+def _ascii_header(value: str) -> str:
+    cleaned = clean_header(value)
+    if not cleaned.isascii():
+        raise ValueError(f"header value must be ASCII: {cleaned!r}")
+    return cleaned
+
+
+def _header_url(url: str) -> str:
+    """A URL fit for ``<...>`` in a header: ASCII, no space, no angle bracket."""
+    return quote(clean_header(url), safe=":/?#[]@!$&'()*+,;=%-._~")
+
+
+def confirm_message(settings: Settings, address: str, confirm_url: str, date: datetime) -> bytes:
+    """The double opt-in mail: one message, built directly (there is only one recipient)."""
+    from_header, from_addr = sender(settings)
+    context = {
+        "lang": "en",
+        "title": settings.publish.title,
+        "address": address,
+        "confirm_url": confirm_url,
+        "home_url": base_url(settings.publish),
+    }
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["From"] = from_header
+    msg["To"] = _ascii_header(address)
+    msg["Subject"] = clean_header(f"Confirm your subscription to {settings.publish.title}")
+    msg["Date"] = format_datetime(date)
+    msg["Message-ID"] = make_msgid(domain=from_addr.rpartition("@")[2])
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
+    msg.set_content(render("email/confirm.txt", **context), cte="quoted-printable")
+    msg.add_alternative(inline_css(render("email/confirm.html", **context)), subtype="html", cte="quoted-printable")
+    return msg.as_bytes()

@@ -1,0 +1,286 @@
+"""What a digest carries and when it is due: periods, the selection of stories, sections, the subject. Pure.
+
+A period is an ISO week in ``[digest] timezone``, Monday 00:00 to the next Monday 00:00; its digest is due at
+``[digest] send_at`` in the week after (``mon 08:00``: the digest of 2026-W48, Nov 23 to 29, is due Mon Nov 30 08:00).
+A digest carries the live stories first seen since the previous digest that carried any, up to the period's end, that
+no digest carries yet: each story once, whatever its published date. A feed's backlog (entries already older than
+``backlog_days`` when the feed was first read) counts as seen and is left out. Seed pages are curated by hand and
+each page is its own source (decision 0003), so applying the rule to them would drop nearly every teaser of every new
+page, the 2022 recap found this week included: their sightings are never backlog.
+
+No clock, no I/O, no SQL: the store hands in :class:`~ingest.store.mail.Candidate` records, ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from ingest.config import DigestConfig, Settings
+from ingest.errors import UsageError
+from ingest.store.mail import Candidate
+from ingest.text import collapse, xml_safe
+from newsletter.atom import entry_link
+
+__all__ = [
+    "DigestItem",
+    "Period",
+    "Section",
+    "Selection",
+    "due_period",
+    "floor",
+    "is_backlog",
+    "next_due",
+    "period_containing",
+    "period_for",
+    "sections",
+    "select",
+    "subject",
+]
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+SUMMARY_CHARS = 280
+_PERIOD = re.compile(r"(\d{4})-W(\d{2})")
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One ISO week in the digest's time zone and when its digest is due. Times are aware."""
+
+    key: str  # 2026-W48
+    start: datetime  # Monday 00:00 local
+    end: datetime  # the next Monday 00:00 local
+    due_at: datetime  # send_at in the week after
+    first_day: date
+    last_day: date
+
+    @property
+    def label(self) -> str:
+        """``Nov 23 to 29``, ``Nov 30 to Dec 6``, ``Dec 28, 2026 to Jan 3, 2027``."""
+        start, end = _range(self)
+        return f"{start} to {end}"
+
+
+@dataclass(frozen=True, slots=True)
+class DigestItem:
+    """One story as the email and the archive page show it: strings ready to print."""
+
+    story_id: int
+    title: str
+    url: str  # its own link, else its page on our site
+    date: str  # published, in the digest's time zone ("27 Nov 2026"); "" when unknown
+    iso_date: str  # the same for <time datetime>; "" when unknown
+    source: str  # where it was seen ("Example feed", "Example feed and 2 more")
+    summary: str
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    key: str  # articles | recaps | tag:<tag> | feeds
+    title: str
+    items: tuple[DigestItem, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    period: Period
+    sections: tuple[Section, ...]
+
+    @property
+    def story_ids(self) -> tuple[int, ...]:
+        """In the order they are shown: the order stored in digest_story."""
+        return tuple(item.story_id for section in self.sections for item in section.items)
+
+    @property
+    def count(self) -> int:
+        return sum(len(section.items) for section in self.sections)
+
+
+# ---- periods ---------------------------------------------------------------------------------------------------
+
+
+def period_for(key: str, config: DigestConfig) -> Period:
+    """The period named ``2026-W48``. Raises :class:`UsageError` for anything else."""
+    m = _PERIOD.fullmatch(key.strip())
+    if m is None:
+        raise UsageError(f"period {key!r}: expected an ISO week such as 2026-W48")
+    try:
+        monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    except ValueError:
+        raise UsageError(f"period {key!r}: {m.group(1)} has no week {m.group(2)}") from None
+    return _period(monday, config)
+
+
+def period_containing(moment: datetime, config: DigestConfig) -> Period:
+    local = moment.astimezone(ZoneInfo(config.timezone)).date()
+    return _period(local - timedelta(days=local.weekday()), config)
+
+
+def due_period(now: datetime, config: DigestConfig) -> Period:
+    """The latest period whose digest was due at or before ``now``."""
+    current = period_containing(now, config)
+    previous = _shift(current, -1, config)
+    return previous if previous.due_at <= now else _shift(current, -2, config)
+
+
+def next_due(now: datetime, config: DigestConfig) -> datetime:
+    """When the next digest falls due after ``now`` (for the scheduler)."""
+    return _shift(due_period(now, config), 1, config).due_at
+
+
+def _period(monday: date, config: DigestConfig) -> Period:
+    tz = ZoneInfo(config.timezone)
+    year, week, _ = monday.isocalendar()
+    weekday, at = _send_at(config.send_at)
+    next_monday = monday + timedelta(days=7)
+    return Period(
+        key=f"{year}-W{week:02d}",
+        start=datetime.combine(monday, time(0), tzinfo=tz),
+        end=datetime.combine(next_monday, time(0), tzinfo=tz),
+        due_at=datetime.combine(next_monday + timedelta(days=weekday), at, tzinfo=tz),
+        first_day=monday,
+        last_day=monday + timedelta(days=6),
+    )
+
+
+def _shift(period: Period, weeks: int, config: DigestConfig) -> Period:
+    return _period(period.first_day + timedelta(weeks=weeks), config)
+
+
+def _send_at(value: str) -> tuple[int, time]:
+    day, clock = value.lower().split()
+    hours, minutes = clock.split(":")
+    return WEEKDAYS.index(day), time(int(hours), int(minutes))
+
+
+def _range(period: Period) -> tuple[str, str]:
+    a, b = period.first_day, period.last_day
+    if a.year != b.year:
+        return f"{MONTHS[a.month - 1]} {a.day}, {a.year}", f"{MONTHS[b.month - 1]} {b.day}, {b.year}"
+    if a.month != b.month:
+        return f"{MONTHS[a.month - 1]} {a.day}", f"{MONTHS[b.month - 1]} {b.day}"
+    return f"{MONTHS[a.month - 1]} {a.day}", str(b.day)
+
+
+def subject(config: DigestConfig, count: int, period: Period) -> str:
+    """``[digest] subject`` with ``{count}``, ``{start}``, ``{end}`` (and ``{period}``) filled in; other braces stay."""
+    start, end = _range(period)
+    values = {"count": str(count), "start": start, "end": end, "period": period.key}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), config.subject)
+
+
+# ---- selection -------------------------------------------------------------------------------------------------
+
+
+def floor(period: Period, last_carried_end: datetime | None, first_digest_start: datetime | None) -> datetime:
+    """Stories first seen at or after this go in ``period``'s digest: since the previous digest that carried stories
+    (a skipped or empty week rolls over), else since the first digest ever made, else since this period began."""
+    if last_carried_end is not None:
+        return min(last_carried_end, period.start)
+    if first_digest_start is not None:
+        return min(first_digest_start, period.start)
+    return period.start
+
+
+def is_backlog(candidate: Candidate, backlog_days: int) -> bool:
+    """True when every sighting of the story is a feed entry that was in the feed's first read and already more than
+    ``backlog_days`` old then: the feed's history, not news."""
+    if not candidate.origins:
+        return False
+    limit = timedelta(days=backlog_days)
+    return all(
+        o.source_kind == "feed"
+        and o.first_seen == o.source_first_seen
+        and o.published is not None
+        and o.published < o.first_seen - limit
+        for o in candidate.origins
+    )
+
+
+def select(candidates: Sequence[Candidate], period: Period, settings: Settings) -> Selection:
+    """The period's digest: the candidates less the backlog, in sections."""
+    kept = [c for c in candidates if not is_backlog(c, settings.digest.backlog_days)]
+    return Selection(period=period, sections=sections(kept, settings))
+
+
+def sections(candidates: Sequence[Candidate], settings: Settings) -> tuple[Section, ...]:
+    """New articles, recaps, then stories from feeds by tag (alphabetical, untagged last); newest first in each.
+
+    A story goes in exactly one section: a recap is a recap wherever it came from; a story seen on any seed page is
+    an article; the rest came from feeds only and go under their first tag (their own, else their feed's).
+    """
+    tz = ZoneInfo(settings.digest.timezone)
+    articles: list[Candidate] = []
+    recaps: list[Candidate] = []
+    by_tag: dict[str, list[Candidate]] = {}
+    untagged: list[Candidate] = []
+    for c in candidates:
+        if c.story.is_recap:
+            recaps.append(c)
+        elif not c.origins or any(o.source_kind == "page" for o in c.origins):
+            articles.append(c)
+        else:
+            tag = _tag(c)
+            if tag is None:
+                untagged.append(c)
+            else:
+                by_tag.setdefault(tag, []).append(c)
+    groups: list[tuple[str, str, list[Candidate]]] = [
+        ("articles", "New articles", articles),
+        ("recaps", "Recaps", recaps),
+    ]
+    groups += [(f"tag:{tag}", f"From the feeds: {tag}", by_tag[tag]) for tag in sorted(by_tag)]
+    groups.append(("feeds", "From the feeds", untagged))
+    return tuple(
+        Section(key=key, title=title, items=tuple(_item(c, settings, tz) for c in _newest_first(group)))
+        for key, title, group in groups
+        if group
+    )
+
+
+def _tag(c: Candidate) -> str | None:
+    own = sorted(t for t in c.story.tags if t != "recap")
+    if own:
+        return own[0]
+    for o in c.origins:
+        if o.source_tags:
+            return sorted(o.source_tags)[0]
+    return None
+
+
+def _newest_first(group: list[Candidate]) -> list[Candidate]:
+    return sorted(group, key=lambda c: (c.story.published or c.story.first_seen, c.story.id), reverse=True)
+
+
+def _item(c: Candidate, settings: Settings, tz: ZoneInfo) -> DigestItem:
+    s = c.story
+    names = list(dict.fromkeys(o.source_name for o in c.origins))
+    source = _text(names[0]) if names else ""
+    if len(names) > 1:
+        source += f" and {len(names) - 1} more"
+    published = s.published.astimezone(tz) if s.published else None
+    return DigestItem(
+        story_id=s.id,
+        title=_text(s.title) or "(untitled)",
+        url=entry_link(settings.publish, s),
+        date=f"{published.day} {MONTHS[published.month - 1]} {published.year}" if published else "",
+        iso_date=published.isoformat() if published else "",
+        source=source,
+        summary=_shorten(_text(s.summary), SUMMARY_CHARS),
+    )
+
+
+def _text(value: str) -> str:
+    """One line, and nothing a template or a slot mark could mistake: control characters become U+FFFD."""
+    return collapse(xml_safe(value))
+
+
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.-")
+    return cut + "…"

@@ -1,0 +1,282 @@
+"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send.
+
+What is due comes from the database and ``now`` (passed in): running the job twice makes no second digest (the period
+is a unique key) and sends nothing twice (the delivery rows). A digest is rendered once, when it is made, and stored;
+a later run (a restart, a retry) sends exactly those bytes. A period whose due time passed more than
+``[digest] catch_up_hours`` ago is recorded as skipped (its stories roll over into the next digest); a period with no
+story is recorded as empty and sends nothing unless ``[digest] send_empty``.
+"""
+
+from __future__ import annotations
+
+import html as html_lib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ingest.config import Settings
+from ingest.store import Store, mail
+from ingest.store.mail import Digest, NewDigest
+from newsletter import compose
+from newsletter.atom import base_url
+from newsletter.deliver import (
+    Clock,
+    DeliveryRun,
+    SendResult,
+    Transport,
+    TransportError,
+    deliver_digest,
+    open_transport,
+    send_one,
+    unsubscribe_links,
+)
+from newsletter.digest import Period, Selection, due_period, floor, period_containing, period_for, select
+from newsletter.subscribers import normalize
+from newsletter.tokens import Tokens, signing_key
+
+__all__ = ["DigestReport", "Preview", "ensure_digest", "preview", "select_for", "send_due_digest", "send_test"]
+
+#: The recipient shown in a preview: a reserved name (RFC 2606), so a preview sent by mistake reaches nobody.
+PREVIEW_ADDRESS = "subscriber@example.invalid"
+PREVIEW_SUBSCRIBER_ID = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DigestReport:
+    """What :func:`send_due_digest` did: the due period's digest, and every delivery run it made."""
+
+    period: str  # the due period
+    status: str  # that digest's status now: pending (retries to come) | sent | skipped | empty
+    created: bool  # made by this call
+    stories: int
+    runs: tuple[DeliveryRun, ...] = ()
+    note: str | None = None
+
+    @property
+    def sent(self) -> int:
+        return sum(r.sent for r in self.runs)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.runs)
+
+    @property
+    def retry_at(self) -> datetime | None:
+        return min((r.retry_at for r in self.runs if r.retry_at is not None), default=None)
+
+    @property
+    def error(self) -> str | None:
+        return next((r.error for r in self.runs if r.error), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    period: str
+    subject: str
+    stories: int
+    eml: Path
+    html: Path
+    text: Path
+    stored: bool  # True: the digest was made already and this is exactly what was sent
+
+
+def _clock_from(now: datetime) -> Clock:
+    """``now``, moving on as time passes (leases and retry times stay true during a long send); no wall clock read."""
+    start = time.monotonic()
+    return lambda: now + timedelta(seconds=time.monotonic() - start)
+
+
+def select_for(store: Store, settings: Settings, period: Period) -> Selection:
+    """The stories ``period``'s digest would carry, from the database as it is now."""
+    last_end, first_start = mail.floor_marks(store, period.start)
+    since = floor(period, last_end, first_start)
+    return select(mail.candidates(store, since, period.end), period, settings)
+
+
+def ensure_digest(store: Store, settings: Settings, period: Period, now: datetime) -> tuple[Digest, bool]:
+    """The period's digest, made (selected, rendered, its deliveries created) if it does not exist yet."""
+    found = mail.digest_by_period(store, period.key)
+    if found is not None:
+        return found, False
+
+    base = NewDigest(
+        period=period.key,
+        status="pending",
+        period_start=period.start,
+        period_end=period.end,
+        due_at=period.due_at,
+        created_at=now,
+    )
+    late = now - period.due_at
+    if late > timedelta(hours=settings.digest.catch_up_hours):
+        note = f"not sent: due {period.due_at:%Y-%m-%d %H:%M %Z}, {late.total_seconds() / 3600:.1f} h late"
+        return mail.create_digest(store, replace(base, status="skipped", note=note))
+    selection = select_for(store, settings, period)
+    if not selection.count and not settings.digest.send_empty:
+        return mail.create_digest(store, replace(base, status="empty", note="no new story"))
+    rendered = compose.render_digest(selection, settings)
+    made = replace(
+        base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
+    )
+    return mail.create_digest(store, made)
+
+
+def send_due_digest(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> DigestReport:
+    """Make the due period's digest if it is not made yet, then deliver every digest that has deliveries due."""
+    clock = clock or _clock_from(now)
+    period = due_period(now, settings.digest)
+    digest, created = ensure_digest(store, settings, period, now)
+    runs: list[DeliveryRun] = []
+    open_ = mail.open_digests(store)
+    if open_:
+        tokens = Tokens(signing_key(store, settings))
+        own = transport is None
+        active = transport or open_transport(settings)
+        try:
+            for d in open_:
+                run = deliver_digest(store, settings, d, transport=active, tokens=tokens, clock=clock, stop=stop)
+                runs.append(run)
+                if run.error or (stop is not None and stop()):
+                    break
+        finally:
+            if own:
+                active.close()
+    after = mail.digest_by_period(store, period.key) or digest
+    return DigestReport(
+        period=period.key,
+        status=after.status,
+        created=created,
+        stories=after.story_count,
+        runs=tuple(runs),
+        note=after.note,
+    )
+
+
+def _preview_parts(
+    store: Store, settings: Settings, now: datetime, period_key: str | None
+) -> tuple[Period, compose.Rendered, int, bool, Digest | None]:
+    if period_key:
+        period = period_for(period_key, settings.digest)
+    else:
+        # The next digest to go out: the due one if it would still be sent now, else the current week's.
+        due = due_period(now, settings.digest)
+        late = now - due.due_at > timedelta(hours=settings.digest.catch_up_hours)
+        made = mail.digest_by_period(store, due.key) is not None
+        period = period_containing(now, settings.digest) if made or late else due
+    found = mail.digest_by_period(store, period.key)
+    if found is not None and found.status in mail.CARRYING:
+        return period, compose.Rendered(found.subject, found.html, found.text), found.story_count, True, found
+    selection = select_for(store, settings, period)
+    return period, compose.render_digest(selection, settings), selection.count, False, None
+
+
+def _one_message(
+    settings: Settings,
+    *,
+    rendered: compose.Rendered,
+    digest: Digest | None,
+    period: Period,
+    now: datetime,
+    address: str,
+    subscriber_id: int,
+    tokens: Tokens,
+) -> bytes:
+    _, envelope_from = compose.sender(settings)
+    domain = envelope_from.rpartition("@")[2]
+    url, mailto = unsubscribe_links(settings, tokens, subscriber_id, address) if subscriber_id else ("", "")
+    if not subscriber_id:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
+        url = f"{base_url(settings.publish)}unsubscribe/preview"
+        mailto = f"mailto:{envelope_from}?subject=unsubscribe"
+    stand_in = digest or Digest(
+        id=0,
+        period=period.key,
+        status="preview",
+        period_start=period.start,
+        period_end=period.end,
+        due_at=period.due_at,
+        created_at=now,
+        sent_at=None,
+        subject=rendered.subject,
+        html="",
+        text="",
+        note=None,
+    )
+    template = compose.message_template(rendered, settings, now)
+    return template.build(
+        compose.Recipient(
+            address=address,
+            unsubscribe_url=url,
+            unsubscribe_mailto=mailto,
+            message_id=compose.message_id(stand_in, subscriber_id, domain),
+        )
+    )
+
+
+def preview(store: Store, settings: Settings, now: datetime, out_dir: Path, *, period: str | None = None) -> Preview:
+    """Write what would be sent for ``period`` (default: the next digest to go out) and send nothing.
+
+    ``<period>.eml`` is the message as a recipient would get it (a stand-in address), ``<period>.html`` and
+    ``<period>.txt`` its two parts. A digest already made is shown exactly as stored; otherwise it is selected and
+    rendered from the database as it is now, and nothing is written to the database.
+    """
+    chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period)
+    tokens = Tokens(b"preview")  # no subscriber behind the stand-in address: nothing to sign for real
+    message = _one_message(
+        settings,
+        rendered=rendered,
+        digest=digest,
+        period=chosen,
+        now=now,
+        address=PREVIEW_ADDRESS,
+        subscriber_id=PREVIEW_SUBSCRIBER_ID,
+        tokens=tokens,
+    )
+    html, text = _fill(rendered, PREVIEW_ADDRESS, "#unsubscribe")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {ext: out_dir / f"{chosen.key}.{ext}" for ext in ("eml", "html", "txt")}
+    paths["eml"].write_bytes(message)
+    paths["html"].write_text(html, encoding="utf-8")
+    paths["txt"].write_text(text, encoding="utf-8")
+    return Preview(chosen.key, rendered.subject, count, paths["eml"], paths["html"], paths["txt"], stored)
+
+
+def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tuple[str, str]:
+    def put(doc: str, escape: bool) -> str:
+        esc = html_lib.escape if escape else str
+        return doc.replace(compose.SLOT.format("address"), esc(address)).replace(
+            compose.SLOT.format("unsubscribe_url"), esc(unsubscribe_url)
+        )
+
+    return put(rendered.html, True), put(rendered.text, False)
+
+
+def send_test(store: Store, settings: Settings, email: str, now: datetime, *, period: str | None = None) -> SendResult:
+    """Send the current preview to one address, through the configured transport. No delivery row is made."""
+    address = normalize(email)
+    chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
+    found = mail.subscriber_by_email(store, address)
+    tokens = Tokens(signing_key(store, settings))
+    message = _one_message(
+        settings,
+        rendered=rendered,
+        digest=digest,
+        period=chosen,
+        now=now,
+        address=address,
+        subscriber_id=found.id if found else 0,
+        tokens=tokens,
+    )
+    try:
+        return send_one(settings, address, message, f"test-{chosen.key}-{int(now.timestamp())}")
+    except TransportError as exc:
+        return SendResult("retry", str(exc))

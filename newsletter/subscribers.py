@@ -1,0 +1,230 @@
+"""Subscribers: address checks, add, list, remove, CSV import, and the double opt-in. Home of email-validator.
+
+Addresses are stored in one canonical form, the envelope recipient we send to: lower case, the domain in ASCII (an
+internationalized domain becomes its ``xn--`` form, so ``bücher.example`` and ``xn--bcher-kva.example`` are one
+subscriber). A local part outside ASCII (SMTPUTF8) is refused with a clear message: most relays cannot carry it.
+
+Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
+for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
+subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; following the
+link confirms. Removing unsubscribes: the row stays, so the address is not mailed again by a later import.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from email_validator import EmailNotValidError, validate_email
+
+from ingest.config import Settings
+from ingest.errors import AddressError, UsageError
+from ingest.store import Store, mail
+from ingest.store.mail import Subscriber
+from newsletter import compose
+from newsletter.atom import base_url
+from newsletter.deliver import SendResult, TransportError, send_one
+from newsletter.tokens import Tokens, signing_key
+from newsletter.tokens import subscriber_id as token_subscriber_id
+
+__all__ = [
+    "REQUEST_INTERVAL",
+    "AddResult",
+    "AddressError",
+    "ImportLine",
+    "ImportReport",
+    "add",
+    "confirm",
+    "import_csv",
+    "list_subscribers",
+    "normalize",
+    "remove",
+    "request",
+    "unsubscribe",
+    "unsubscribe_target",
+]
+
+log = logging.getLogger(__name__)
+
+#: At most one confirmation mail per address in this time, however often the form is sent.
+REQUEST_INTERVAL = timedelta(minutes=15)
+MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: the longest forward-path
+
+AddOutcome = Literal["added", "confirmed", "exists", "resubscribed", "refused"]
+
+
+def normalize(raw: str) -> str:
+    """The canonical form of ``raw``, or :class:`AddressError` naming it and the reason."""
+    text = raw.strip()
+    if not text:
+        raise AddressError("an empty email address")
+    if len(text) > MAX_ADDRESS:
+        raise AddressError(f"{text[:40]!r}...: not a valid email address: longer than {MAX_ADDRESS} characters")
+    try:
+        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        raise AddressError(f"{text!r}: not a valid email address: {exc}") from None
+    address = checked.ascii_email
+    if address is None:  # only without SMTPUTF8, which we refuse above
+        raise AddressError(f"{text!r}: not a valid email address")
+    return address.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    address: str
+    outcome: AddOutcome
+    subscriber: Subscriber | None
+    message: str
+
+
+def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) -> AddResult:
+    """Subscribe ``email``, confirmed. Someone who unsubscribed or bounced comes back only with ``resubscribe``.
+    Raises :class:`AddressError` for a bad address."""
+    address = normalize(email)
+    created = mail.insert_subscriber(store, address, "confirmed", now)
+    if created is not None:
+        return AddResult(address, "added", created, f"added {address}")
+    found = mail.subscriber_by_email(store, address)
+    assert found is not None
+    if found.status == "confirmed":
+        return AddResult(address, "exists", found, f"{address} is already subscribed")
+    if found.status in ("unsubscribed", "bounced") and not resubscribe:
+        return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
+    after = mail.set_subscriber_status(store, found.id, "confirmed", now)
+    outcome: AddOutcome = "confirmed" if found.status == "pending" else "resubscribed"
+    return AddResult(address, outcome, after, f"{outcome} {address} (was {found.status})")
+
+
+def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
+    """Unsubscribe ``email``; None when there is no such subscriber. The row stays (see the module doc)."""
+    found = mail.subscriber_by_email(store, normalize(email))
+    if found is None:
+        return None
+    if found.status == "unsubscribed":
+        return found
+    return mail.set_subscriber_status(store, found.id, "unsubscribed", now)
+
+
+def list_subscribers(store: Store, status: str | None = None) -> list[Subscriber]:
+    return mail.subscribers(store, status)
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLine:
+    line: int
+    address: str  # as written in the file
+    outcome: AddOutcome | Literal["invalid"]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    lines: tuple[ImportLine, ...]
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for line in self.lines if line.outcome == outcome)
+
+    @property
+    def invalid(self) -> int:
+        return self.count("invalid")
+
+
+def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
+    """Add every address of a CSV file: the ``email`` column when the first row names one, else the first column.
+    Blank lines and lines starting ``#`` are skipped. A bad address is reported (line and address) and the rest go
+    on; someone who unsubscribed is not brought back."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the file: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    rows = list(csv.reader(io.StringIO(text)))
+    column = 0
+    start = 0
+    if rows:
+        header = [cell.strip().lower() for cell in rows[0]]
+        named = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "email address", "address")), None)
+        if named is not None:
+            column, start = named, 1
+    results: list[ImportLine] = []
+    for number, row in enumerate(rows[start:], start=start + 1):
+        cell = row[column].strip() if len(row) > column else ""
+        if not cell and not any(c.strip() for c in row):
+            continue
+        if cell.startswith("#") or (not cell and row and row[0].lstrip().startswith("#")):
+            continue
+        try:
+            result = add(store, cell, now, resubscribe=False)
+        except AddressError as exc:
+            results.append(ImportLine(number, cell, "invalid", f"{path.name} line {number}: {exc}"))
+            continue
+        results.append(ImportLine(number, cell, result.outcome, result.message))
+    return ImportReport(tuple(results))
+
+
+# ---- double opt-in ---------------------------------------------------------------------------------------------
+
+
+def request(store: Store, settings: Settings, email: str, now: datetime) -> bool:
+    """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out
+    (not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one). Raises
+    :class:`AddressError` for a bad address."""
+    address = normalize(email)
+    pending = mail.request_subscription(store, address, now, now - REQUEST_INTERVAL)
+    if pending is None:
+        return False
+    tokens = Tokens(signing_key(store, settings))
+    url = f"{base_url(settings.publish)}confirm/{tokens.confirm(pending.id, pending.email, now)}"
+    message = compose.confirm_message(settings, pending.email, url, now)
+    try:
+        result: SendResult = send_one(settings, pending.email, message, f"confirm-{pending.id}-{int(now.timestamp())}")
+    except TransportError as exc:
+        log.error("confirmation for subscriber %s not sent: %s", pending.id, exc)
+        return False
+    if result.status != "sent":
+        log.warning("confirmation for subscriber %s not sent: %s", pending.id, result.reply)
+    return result.status == "sent"
+
+
+def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """Confirm the subscriber a valid, unexpired confirm token names. None for any bad token (forged, expired,
+    unknown subscriber, or one who has unsubscribed or bounced since: they must ask again)."""
+    ident = token_subscriber_id(token)
+    found = mail.subscriber_by_id(store, ident) if ident is not None else None
+    if found is None:
+        return None
+    if Tokens(signing_key(store, settings)).check_confirm(token, found.email, now) is None:
+        return None
+    if found.status == "confirmed":
+        return found
+    return mail.set_subscriber_status(store, found.id, "confirmed", now, only_from=("pending",))
+
+
+def unsubscribe_target(store: Store, settings: Settings, token: str) -> Subscriber | None:
+    """The subscriber a valid unsubscribe token names, or None. Changes nothing (for the page with the button)."""
+    ident = token_subscriber_id(token)
+    found = mail.subscriber_by_id(store, ident) if ident is not None else None
+    if found is None:
+        return None
+    if Tokens(signing_key(store, settings)).check_unsubscribe(token, found.email) is None:
+        return None
+    return found
+
+
+def unsubscribe(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """Unsubscribe whom a valid token names, at once; again is harmless. None for a bad token."""
+    found = unsubscribe_target(store, settings, token)
+    if found is None:
+        return None
+    if found.status == "unsubscribed":
+        return found
+    return mail.set_subscriber_status(store, found.id, "unsubscribed", now) or found

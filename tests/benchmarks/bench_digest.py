@@ -1,0 +1,228 @@
+"""Benchmark: the weekly digest to 10,000 confirmed subscribers: build every message, deliver them to an SMTP sink.
+
+Run: ``.venv/bin/python tests/benchmarks/bench_digest.py [--subscribers 10000] [--stories 40]``. Not collected by
+pytest. The sink is aiosmtpd on 127.0.0.1 in its own process (tests/smtpd.py, counting only). In the same run:
+
+- build: the digest rendered once, then one message per subscriber by substitution (tokens signed, headers and
+  quoted-printable values encoded). Target: all of them in under 1 s.
+- raw: smtplib sending one prepared message over one reused connection, as fast as the sink takes it.
+- delivery: ``send_due_digest`` over SMTP (claim, send, record per message, one SQLite transaction each). Target: at
+  least 80% of the raw rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import smtplib
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from pydantic import SecretStr  # noqa: E402
+from sqlalchemy import insert  # noqa: E402
+
+from ingest.config import DigestConfig, MailConfig, PublishConfig, Settings  # noqa: E402
+from ingest.store import (  # noqa: E402
+    Store,
+    mail,
+    schema,
+)
+from newsletter import compose, mailer  # noqa: E402
+from newsletter.deliver import unsubscribe_links  # noqa: E402
+from newsletter.digest import period_for  # noqa: E402
+from newsletter.tokens import Tokens  # noqa: E402
+from tests.maildata import page_story  # noqa: E402
+from tests.smtpd import SmtpSink  # noqa: E402
+
+W48_START = datetime(2026, 11, 23, tzinfo=UTC)
+DUE = datetime(2026, 11, 30, 8, tzinfo=UTC)
+
+
+def sink_process(conn: Connection) -> None:
+    with SmtpSink(keep=False) as sink:
+        conn.send(sink.port)
+        while conn.recv() != "stop":
+            conn.send(sink.count)
+        conn.send(sink.count)
+
+
+class RemoteSink:
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=sink_process, args=(child,), daemon=True)
+        self.proc.start()
+        self.port = int(self.conn.recv())
+
+    def count(self) -> int:
+        self.conn.send("count")
+        return int(self.conn.recv())
+
+    def stop(self) -> int:
+        self.conn.send("stop")
+        n = int(self.conn.recv())
+        self.proc.join(timeout=30)
+        return n
+
+
+WORDS = [
+    "tumour",
+    "therapy",
+    "trial",
+    "phase",
+    "patients",
+    "survival",
+    "response",
+    "dose",
+    "cohort",
+    "biomarker",
+    "immunotherapy",
+    "radiation",
+    "surgery",
+    "relapse",
+    "remission",
+    "screening",
+    "imaging",
+    "genomic",
+    "mutation",
+    "inhibitor",
+    "antibody",
+    "vaccine",
+    "chemotherapy",
+    "adjuvant",
+    "lesion",
+    "marrow",
+    "lymph",
+    "breast",
+    "lung",
+    "prostate",
+    "colon",
+    "ovarian",
+    "pancreatic",
+    "gastric",
+    "renal",
+    "bladder",
+    "melanoma",
+    "myeloma",
+    "leukaemia",
+]
+
+
+def fill(store: Store, subscribers: int, stories: int) -> None:
+    rnd = random.Random(48)
+    for i in range(stories):
+        page_story(
+            store,
+            " ".join(rnd.sample(WORDS, 9)).capitalize() + f" ({i})",
+            first_seen=W48_START + timedelta(hours=i),
+            published=W48_START - timedelta(days=i % 5),
+            tags=["recap"] if i % 6 == 0 else [],
+            page=f"/srv/seeds/page{i % 7}.txt",
+            summary=" ".join(rnd.choices(WORDS, k=40)).capitalize() + ".",
+        )
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(schema.subscriber),
+            [
+                {
+                    "email": f"reader{i:05d}@example.org",
+                    "status": "confirmed",
+                    "created_at": W48_START,
+                    "confirmed_at": W48_START,
+                    "bounces": 0,
+                }
+                for i in range(subscribers)
+            ],
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--stories", type=int, default=40)
+    args = parser.parse_args()
+    n = args.subscribers
+    print(f"digest benchmark: {n} subscribers, {args.stories} stories, {os.cpu_count()} CPUs, sink in its own process")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sink = RemoteSink()
+        settings = Settings(
+            publish=PublishConfig(dir=Path(tmp) / "public", base_url="https://news.example.org/"),
+            digest=DigestConfig(),
+            mail=MailConfig(transport="smtp", host="127.0.0.1", port=sink.port, outbox_dir=Path(tmp) / "outbox"),
+            secret_key=SecretStr("benchmark-key-0123456789abcdef"),
+        )
+        store = Store.open(f"sqlite:///{tmp}/bench.db")
+        fill(store, n, args.stories)
+
+        # ---- build ----------------------------------------------------------------------------------------------
+        t0 = time.perf_counter()
+        selection = mailer.select_for(store, settings, period_for("2026-W48", settings.digest))
+        rendered = compose.render_digest(selection, settings)
+        t1 = time.perf_counter()
+        template = compose.message_template(rendered, settings, DUE)
+        t2 = time.perf_counter()
+        tokens = Tokens("benchmark-key-0123456789abcdef")
+        sizes = 0
+        raw = b""
+        for i in range(1, n + 1):
+            address = f"reader{i - 1:05d}@example.org"
+            url, mailto = unsubscribe_links(settings, tokens, i, address)
+            raw = template.build(
+                compose.Recipient(address, url, mailto, f"<digest.2026-W48.1.{i}.1796025600@localhost>")
+            )
+            sizes += len(raw)
+        t3 = time.perf_counter()
+        print(f"render once (select, templates, css-inline): {(t1 - t0) * 1000:.1f} ms")
+        print(f"message template (MIME, quoted-printable, cut at slots): {(t2 - t1) * 1000:.1f} ms")
+        print(
+            f"build {n} messages by substitution: {(t3 - t2) * 1000:.0f} ms "
+            f"({(t3 - t2) / n * 1e6:.1f} us each, {sizes / n / 1024:.1f} KiB each) "
+            f"-> {'OK' if t3 - t2 < 1 else 'OVER'} (target < 1 s)"
+        )
+
+        # ---- raw sink rate, before and after the delivery (the machine is shared: both halves show drift) ------
+        def raw_rate(count: int) -> float:
+            with smtplib.SMTP("127.0.0.1", sink.port) as smtp:
+                start = time.perf_counter()
+                for i in range(count):
+                    smtp.sendmail("digest@localhost", [f"reader{i:05d}@example.org"], raw)
+                return count / (time.perf_counter() - start)
+
+        before_rate = raw_rate(n // 2)
+
+        # ---- delivery -------------------------------------------------------------------------------------------
+        before = sink.count()
+        t0 = time.perf_counter()
+        report = mailer.send_due_digest(store, settings, DUE)
+        deliver_s = time.perf_counter() - t0
+        got = sink.count() - before
+        after_rate = raw_rate(n // 2)
+        sink.stop()
+        digest = mail.digest_by_period(store, "2026-W48")
+        assert digest is not None
+        assert report.sent == n == got, (report, got)
+        rate = n / deliver_s
+        raw_mean = (before_rate + after_rate) / 2
+        print(
+            f"raw: smtplib, one prepared message, one connection: {before_rate:.0f} msg/s before, "
+            f"{after_rate:.0f} msg/s after ({n // 2} messages each)"
+        )
+        print(
+            f"delivery: send_due_digest (make digest + {n} claims/sends/records): {deliver_s:.2f} s = {rate:.0f} msg/s"
+            f" = {rate / raw_mean:.0%} of raw -> {'OK' if rate >= 0.8 * raw_mean else 'UNDER'} (target >= 80%)"
+        )
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""Delivery against a real aiosmtpd server on 127.0.0.1: one copy each, 4xx retried, 5xx bounced, the outbox,
+unsubscribing mid-send, TLS and login, and exactly once across SIGKILL (a subprocess killed half way, restarted)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from ingest.config import Settings
+from ingest.errors import AddressError
+from ingest.store import Store, mail
+from newsletter import mailer, subscribers
+from newsletter.deliver import SmtpTransport, backoff, lease_length
+from newsletter.digest import period_for
+from newsletter.tokens import Tokens
+from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
+from tests.smtpd import Received, SmtpSink
+
+SENDER = "digest@news.example.org"
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as s:
+        page_story(s, "A story of the week", first_seen=W48_START + timedelta(days=1))
+        page_story(s, "Another story", first_seen=W48_START + timedelta(days=2), page="/srv/seeds/b.txt")
+        yield s
+
+
+def _smtp(tmp_path: Path, sink: SmtpSink, **mail_kw: object) -> Settings:
+    return make_settings(tmp_path, mail={"transport": "smtp", "host": sink.host, "port": sink.port, **mail_kw})
+
+
+def _statuses(store: Store, period: str = "2026-W48") -> dict[str, str]:
+    digest = mail.digest_by_period(store, period)
+    assert digest is not None
+    return {d.email: d.status for d in mail.deliveries(store, digest.id)}
+
+
+def test_each_confirmed_subscriber_gets_one_copy(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "a@example.org", "b@example.org", "c@xn--bcher-kva.example.org")
+    subscribers.request(store, make_settings(tmp_path), "pending@example.org", W48_START)  # never confirmed
+    confirmed(store, "gone@example.org")
+    subscribers.remove(store, "gone@example.org", W48_START)
+
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert (report.period, report.status, report.created, report.stories, report.sent) == (
+        "2026-W48",
+        "sent",
+        True,
+        2,
+        3,
+    )
+    assert smtp_sink.received_by() == {"a@example.org": 1, "b@example.org": 1, "c@xn--bcher-kva.example.org": 1}
+    for got in smtp_sink.messages:
+        assert got.mail_from == SENDER
+        msg = got.parsed()
+        assert msg["To"] == got.rcpt_tos[0]  # the header says who the envelope goes to, never the other way
+        assert msg["Subject"] == "Oncology digest: 2 new stories, Nov 23 to 29"
+    rows = {d.email: d for d in mail.deliveries(store, mail.digest_by_period(store, "2026-W48").id)}  # type: ignore[union-attr]
+    assert {d.status for d in rows.values()} == {"sent"}
+    ids = {m.parsed()["Message-ID"] for m in smtp_sink.messages}
+    assert ids == {d.message_id for d in rows.values()}
+    assert all((d.reply or "").startswith("250 ") for d in rows.values())
+
+    again = mailer.send_due_digest(store, settings, W48_DUE + timedelta(hours=1))
+    assert (again.created, again.sent, again.runs) == (False, 0, ())
+    assert len(smtp_sink.messages) == 3
+
+
+def test_4xx_is_retried_with_backoff_and_the_rest_go_on(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "a@example.org", "busy@example.org", "c@example.org")
+    smtp_sink.soft["busy@example.org"] = 2
+
+    first = mailer.send_due_digest(store, settings, W48_DUE)
+    assert (first.status, first.sent, first.runs[0].retried) == ("pending", 2, 1)
+    assert first.retry_at is not None
+    assert first.retry_at - W48_DUE >= backoff(1)  # type: ignore[operator]
+    assert _statuses(store)["busy@example.org"] == "pending"
+
+    early = mailer.send_due_digest(store, settings, W48_DUE + timedelta(seconds=30))
+    assert early.sent == 0  # not due yet: nothing tried
+    second = mailer.send_due_digest(store, settings, first.retry_at)
+    assert second.runs[0].retried == 1  # the second 450
+    third = mailer.send_due_digest(store, settings, second.retry_at)  # type: ignore[arg-type]
+    assert (third.sent, third.status) == (1, "sent")
+    assert smtp_sink.received_by() == {"a@example.org": 1, "busy@example.org": 1, "c@example.org": 1}
+    assert smtp_sink.rcpt_calls["busy@example.org"] == 3
+
+
+def test_5xx_fails_counts_a_bounce_and_marks_bounced_at_the_limit(
+    store: Store, tmp_path: Path, smtp_sink: SmtpSink
+) -> None:
+    settings = _smtp(tmp_path, smtp_sink, bounce_limit=2)
+    confirmed(store, "a@example.org", "nobody@example.org", "refused@example.org")
+    smtp_sink.hard.add("nobody@example.org")
+    smtp_sink.hard_data.add("refused@example.org")
+
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert (report.status, report.sent, report.failed) == ("sent", 1, 2)
+    assert _statuses(store) == {
+        "a@example.org": "sent",
+        "nobody@example.org": "failed",
+        "refused@example.org": "failed",
+    }
+    digest = mail.digest_by_period(store, "2026-W48")
+    assert digest is not None
+    replies = {d.email: d.reply for d in mail.deliveries(store, digest.id)}
+    assert (replies["nobody@example.org"] or "").startswith("550 5.1.1")
+    assert (replies["refused@example.org"] or "").startswith("554 5.7.1")
+    nobody = mail.subscriber_by_email(store, "nobody@example.org")
+    assert nobody is not None
+    assert (nobody.status, nobody.bounces) == ("confirmed", 1)
+
+    page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
+    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
+    nobody = mail.subscriber_by_email(store, "nobody@example.org")
+    assert nobody is not None
+    assert (nobody.status, nobody.bounces) == ("bounced", 2)
+
+    page_story(store, "A third week", first_seen=W48_DUE + timedelta(days=7), page="/srv/seeds/d.txt")
+    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=14))
+    assert "nobody@example.org" not in _statuses(store, "2026-W50")  # bounced: no longer sent to
+    assert smtp_sink.received_by()["a@example.org"] == 3
+
+
+def test_a_success_clears_the_bounce_count(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "flaky@example.org")
+    smtp_sink.hard.add("flaky@example.org")
+    mailer.send_due_digest(store, settings, W48_DUE)
+    smtp_sink.hard.clear()
+    page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
+    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
+    flaky = mail.subscriber_by_email(store, "flaky@example.org")
+    assert flaky is not None
+    assert flaky.bounces == 0
+
+
+def test_a_timeout_is_retried_and_the_rest_go_on(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink, timeout=2)
+    confirmed(store, "a@example.org", "slow@example.org", "c@example.org")
+    smtp_sink.hang.add("slow@example.org")
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert (report.sent, report.runs[0].retried, report.status) == (2, 1, "pending")
+    assert _statuses(store)["slow@example.org"] == "pending"
+    assert smtp_sink.received_by() == {"a@example.org": 1, "c@example.org": 1}
+
+
+def test_unsubscribing_while_a_digest_goes_out(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "a@example.org", "b@example.org", "c@example.org")
+    c = mail.subscriber_by_email(store, "c@example.org")
+    assert c is not None
+    token = Tokens(SECRET).unsubscribe(c.id, c.email)
+
+    def unsubscribe_c(got: Received) -> None:
+        if got.rcpt_tos == ("a@example.org",):  # the first message is on the wire: c clicks "unsubscribe" now
+            assert subscribers.unsubscribe(store, settings, token, W48_DUE) is not None
+
+    smtp_sink.on_message = unsubscribe_c
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert smtp_sink.received_by() == {"a@example.org": 1, "b@example.org": 1}
+    assert _statuses(store) == {"a@example.org": "sent", "b@example.org": "sent", "c@example.org": "cancelled"}
+    assert report.status == "sent"
+
+
+def test_a_server_that_is_down_loses_nothing(store: Store, tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = make_settings(tmp_path, mail={"transport": "smtp", "host": "127.0.0.1", "port": port, "timeout": 5})
+    confirmed(store, "a@example.org", "b@example.org")
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert report.error is not None
+    assert "cannot connect" in report.error
+    assert (report.status, report.sent) == ("pending", 0)
+    digest = mail.digest_by_period(store, "2026-W48")
+    assert digest is not None
+    assert [(d.status, d.attempts) for d in mail.deliveries(store, digest.id)] == [("pending", 0), ("pending", 0)]
+    with SmtpSink() as sink:
+        later = mailer.send_due_digest(store, _smtp(tmp_path, sink), W48_DUE + timedelta(minutes=10))
+        assert (later.sent, later.status) == (2, "sent")
+        assert sink.received_by() == {"a@example.org": 1, "b@example.org": 1}
+
+
+def test_a_claim_holds_until_its_lease_runs_out(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, "a@example.org")
+    digest, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    lease = lease_length(settings)
+    held = mail.claim_next(store, digest.id, "dead process", W48_DUE, W48_DUE + lease)
+    assert held is not None
+    assert (held.status, held.attempts, held.email) == ("sending", 1, "a@example.org")
+    assert mail.claim_next(store, digest.id, "another", W48_DUE + lease / 2, W48_DUE + lease) is None
+    taken = mail.claim_next(store, digest.id, "another", W48_DUE + lease, W48_DUE + 2 * lease)
+    assert taken is not None
+    assert (taken.id, taken.lease_owner, taken.attempts) == (held.id, "another", 2)
+    # The dead process's late outcome does not overwrite the new holder's claim.
+    mail.record(store, mail.Outcome(held.id, held.subscriber_id, "sent", W48_DUE + lease, "250 late"), "dead process")
+    assert mail.deliveries(store, digest.id)[0].status == "sending"
+    # A restart that knows it is alone ends the claim at once.
+    assert mail.expire_leases(store, W48_DUE + lease) == 1
+    again = mail.claim_next(store, digest.id, "restarted", W48_DUE + lease, W48_DUE + 2 * lease)
+    assert again is not None
+    assert again.lease_owner == "restarted"
+
+
+def test_outbox_transport_writes_one_file_per_delivery(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, "a@example.org", "b@example.org")
+    report = mailer.send_due_digest(store, settings, W48_DUE)
+    assert (report.sent, report.status) == (2, "sent")
+    files = sorted(p.name for p in settings.mail.outbox_dir.iterdir())
+    a = mail.subscriber_by_email(store, "a@example.org")
+    b = mail.subscriber_by_email(store, "b@example.org")
+    assert a is not None
+    assert b is not None
+    assert files == sorted([f"2026-W48-{a.id}.eml", f"2026-W48-{b.id}.eml"])  # no temp file left behind
+    raw = (settings.mail.outbox_dir / f"2026-W48-{a.id}.eml").read_bytes()
+    assert b"\r\nTo: a@example.org\r\n" in raw
+    assert b"\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _certificate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # our client verifies the server against the default trust store
+    confirmed(store, "a@example.org")
+    kw = {"tls": server_ctx} if security == "tls" else {"starttls": server_ctx, "logins": {"digest": "s3cret"}}
+    with SmtpSink(**kw) as sink:  # type: ignore[arg-type]
+        settings = _smtp(tmp_path, sink, security=security, username="digest" if security == "starttls" else None)
+        settings = settings.model_copy(update={"smtp_password": SecretStr("s3cret")})
+        report = mailer.send_due_digest(store, settings, W48_DUE)
+        assert report.error is None
+        assert sink.received_by() == {"a@example.org": 1}
+        if security == "starttls":
+            assert sink.auth_seen == ["digest"]
+
+
+def test_a_wrong_password_stops_the_run(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = _certificate(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    confirmed(store, "a@example.org")
+    with SmtpSink(starttls=server_ctx, logins={"digest": "right"}) as sink:
+        settings = _smtp(tmp_path, sink, security="starttls", username="digest")
+        report = mailer.send_due_digest(store, settings, W48_DUE)
+        assert report.error is not None
+        assert "login as 'digest' refused" in report.error
+        assert sink.messages == []
+    assert _statuses(store) == {"a@example.org": "pending"}
+
+
+def test_the_connection_is_reused(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    transport = SmtpTransport(settings)
+    connects = 0
+    real = transport._connect
+
+    def counting() -> object:
+        nonlocal connects
+        connects += 1
+        return real()
+
+    transport._connect = counting  # type: ignore[method-assign,assignment]
+    confirmed(store, *(f"r{i}@example.org" for i in range(5)))
+    mailer.send_due_digest(store, settings, W48_DUE, transport=transport)
+    transport.close()
+    assert connects == 1
+    assert len(smtp_sink.messages) == 5
+
+
+# ---- exactly once across SIGKILL ---------------------------------------------------------------------------------
+
+SENDER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from datetime import datetime
+    from pathlib import Path
+
+    from ingest.config import load_settings
+    from ingest.store import Store
+    from newsletter.mailer import send_due_digest
+
+    settings = load_settings(Path(sys.argv[1]))
+    with Store.open(settings.storage.url) as store:
+        report = send_due_digest(store, settings, datetime.fromisoformat(sys.argv[2]))
+    print(report.status, report.sent)
+    """
+)
+
+
+def _run_sender(config: Path, now: datetime) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    env["NEWSLETTER_SECRET_KEY"] = SECRET
+    return subprocess.Popen(
+        [sys.executable, "-c", SENDER_SCRIPT, str(config), now.isoformat()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    db = tmp_path / "kill.db"
+    with Store.open(f"sqlite:///{db}") as store:
+        page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
+        everyone = [f"reader{i:03d}@example.org" for i in range(200)]
+        confirmed(store, *everyone)
+    config = tmp_path / "newsletter.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{db}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
+        f'port = {smtp_sink.port}\nfrom_address = "Digest <{SENDER}>"\n',
+        encoding="utf-8",
+    )
+    victim: dict[str, int] = {}
+    killed: list[Received] = []
+
+    def kill_half_way(got: Received) -> None:
+        # The 100th message is in the server's hands, its 250 not yet sent back: the sender dies knowing nothing.
+        if len(smtp_sink.messages) == 100 and not killed:
+            killed.append(got)
+            os.kill(victim["pid"], signal.SIGKILL)
+
+    smtp_sink.on_message = kill_half_way
+    first = _run_sender(config, W48_DUE)
+    victim["pid"] = first.pid
+    _, first_err = first.communicate(timeout=300)
+    assert first.returncode == -signal.SIGKILL, first_err
+    assert len(smtp_sink.messages) == 100
+
+    with Store.open(f"sqlite:///{db}") as store:
+        digest = mail.digest_by_period(store, "2026-W48")
+        assert digest is not None
+        rows = mail.deliveries(store, digest.id)
+        states = [d.status for d in rows]
+        assert states.count("sent") == 99
+        # The one in flight when it died; perhaps the next one too, claimed while the server took that one in.
+        in_flight = {d.email for d in rows if d.status == "sending"}
+        assert set(killed[0].rcpt_tos) <= in_flight
+        assert len(in_flight) <= 2
+        settings = make_settings(tmp_path)
+    # Restarted once the dead process's lease has run out, it finishes the job.
+    second = _run_sender(config, W48_DUE + lease_length(settings) + timedelta(seconds=1))
+    out, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert out.split() == ["sent", "101"]
+
+    counts = smtp_sink.received_by()
+    assert set(counts) == set(everyone)
+    duplicated = [address for address, n in counts.items() if n > 1]
+    assert duplicated == list(killed[0].rcpt_tos)  # at most the one in flight, and only that one
+    assert counts[duplicated[0]] == 2
+    copies = [m.parsed()["Message-ID"] for m in smtp_sink.messages if m.rcpt_tos == killed[0].rcpt_tos]
+    assert copies[0] == copies[1]  # the same Message-ID: mail stores fold the two into one
+    with Store.open(f"sqlite:///{db}") as store:
+        digest = mail.digest_by_period(store, "2026-W48")
+        assert digest is not None
+        assert digest.status == "sent"
+        assert {d.status for d in mail.deliveries(store, digest.id)} == {"sent"}
+
+
+# ---- preview and test send ---------------------------------------------------------------------------------------
+
+
+def test_preview_writes_what_would_be_sent_and_sends_nothing(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, "a@example.org")
+    out = tmp_path / "preview"
+    shown = mailer.preview(store, settings, W48_DUE, out)  # default: the digest due now, not made yet
+    assert (shown.period, shown.stories, shown.stored) == ("2026-W48", 2, False)
+    assert shown.subject == "Oncology digest: 2 new stories, Nov 23 to 29"
+    assert sorted(p.name for p in out.iterdir()) == ["2026-W48.eml", "2026-W48.html", "2026-W48.txt"]
+    msg = Received("", (), shown.eml.read_bytes()).parsed()
+    assert msg["To"] == mailer.PREVIEW_ADDRESS
+    assert "A story of the week" in shown.html.read_text(encoding="utf-8")
+    assert "\x1e" not in shown.html.read_text(encoding="utf-8") + shown.text.read_text(encoding="utf-8")
+    assert mail.digest_by_period(store, "2026-W48") is None  # nothing made
+    assert not settings.mail.outbox_dir.exists()  # nothing sent
+
+    mailer.send_due_digest(store, settings, W48_DUE)
+    page_story(store, "A story that came later", first_seen=W48_START + timedelta(days=3), page="/srv/seeds/c.txt")
+    stored = mailer.preview(store, settings, W48_DUE, out, period="2026-W48")
+    assert (stored.stored, stored.stories) == (True, 2)  # exactly what went out, not a new selection
+    upcoming = mailer.preview(store, settings, W48_DUE, out)  # made already: the week in progress
+    assert upcoming.period == "2026-W49"
+
+
+def test_send_test_sends_the_preview_to_one_address(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    result = mailer.send_test(store, settings, "Editor@Example.org", W48_DUE)
+    assert result.status == "sent"
+    assert smtp_sink.received_by() == {"editor@example.org": 1}
+    assert smtp_sink.messages[0].parsed()["To"] == "editor@example.org"
+    assert mail.digest_by_period(store, "2026-W48") is None
+    with pytest.raises(AddressError):
+        mailer.send_test(store, settings, "not an address", W48_DUE)

@@ -1,0 +1,148 @@
+"""The subscribe, confirm and unsubscribe pages, and the digest email, in a real headless Chromium (Debian's
+``chromium`` and ``chromium-driver``, driven by selenium; no browser is downloaded at run time)."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from newsletter import mailer
+from tests.maildata import W48_DUE
+from tests.mailsite import Site, confirm_url, live_site
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="no /usr/bin/chromium: install Debian's chromium and chromium-driver (make test does) to run these",
+    ),
+]
+
+if CHROMIUM.exists():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.remote.webdriver import WebDriver
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
+    assert CHROMEDRIVER.exists(), (
+        "/usr/bin/chromium is installed but /usr/bin/chromedriver is not: install chromium-driver"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--window-size=1024,900",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    with live_site(tmp_path) as s:
+        yield s
+
+
+def _h1(browser: WebDriver) -> str:
+    return str(browser.find_element(By.TAG_NAME, "h1").text)
+
+
+def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
+    browser.get(f"{site.url}/subscribe")
+    assert _h1(browser) == "Subscribe to the weekly digest"
+    field = browser.find_element(By.NAME, "email")
+    assert field.get_attribute("type") == "email"
+    field.send_keys("Browser.Reader@example.org")
+    browser.find_element(By.CSS_SELECTOR, "form.subscribe button[type=submit]").click()
+    assert _h1(browser) == "Check your inbox"  # the submit navigates; selenium waits for the new page to load
+    assert site.status("browser.reader@example.org") == "pending"
+
+    (msg,) = site.outbox()
+    path = confirm_url(msg).split("/", 3)[3]
+    browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "You are subscribed"
+    assert site.status("browser.reader@example.org") == "confirmed"
+    assert browser.get_cookies() == []
+
+
+def test_the_form_shows_why_an_address_is_refused(browser: WebDriver, site: Site) -> None:
+    browser.get(f"{site.url}/subscribe")
+    field = browser.find_element(By.NAME, "email")
+    field.send_keys("someone@localhost")  # the browser's own check lets it through; ours does not
+    browser.find_element(By.CSS_SELECTOR, "form.subscribe button[type=submit]").click()
+    error = browser.find_element(By.ID, "email-error")
+    assert "'someone@localhost': not a valid email address" in error.text
+    assert browser.find_element(By.NAME, "email").get_attribute("aria-invalid") == "true"
+    assert browser.find_element(By.NAME, "email").get_attribute("value") == "someone@localhost"
+    assert site.outbox() == []
+
+
+def test_unsubscribe_needs_the_button(browser: WebDriver, site: Site) -> None:
+    token = site.unsubscribe_token("reader@example.org")
+    browser.get(f"{site.url}/unsubscribe/{token}")
+    assert _h1(browser) == "Unsubscribe from the weekly digest?"
+    assert site.status("reader@example.org") == "confirmed"  # opening the link changed nothing
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    assert _h1(browser) == "You are unsubscribed"
+    assert browser.current_url == f"{site.url}/unsubscribe/{token}"  # answered in place, no redirect
+    assert site.status("reader@example.org") == "unsubscribed"
+    assert site.status("other@example.org") == "confirmed"
+
+
+def test_a_forged_unsubscribe_link(browser: WebDriver, site: Site) -> None:
+    browser.get(f"{site.url}/unsubscribe/1.forgedforgedforgedforgedforged")
+    assert _h1(browser) == "This link is not valid"
+    assert browser.find_elements(By.CSS_SELECTOR, "main form") == []
+
+
+@pytest.mark.parametrize(
+    ("scheme", "card", "text"),
+    [
+        ("light", "rgba(255, 255, 255, 1)", "rgba(31, 41, 51, 1)"),
+        ("dark", "rgba(27, 32, 39, 1)", "rgba(228, 231, 235, 1)"),
+    ],
+)
+def test_the_digest_email_in_light_and_dark(
+    browser: WebDriver, site: Site, tmp_path: Path, scheme: str, card: str, text: str
+) -> None:
+    shown = mailer.preview(site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, period="2026-W48")
+    browser.execute_cdp_cmd(
+        "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
+    )
+    try:
+        browser.get(shown.html.as_uri())
+        box = browser.find_element(By.CSS_SELECTOR, "table.card")
+        assert box.value_of_css_property("background-color") == card
+        assert box.size["width"] == 600
+        cell = browser.find_element(By.CSS_SELECTOR, "td.cell")
+        assert cell.value_of_css_property("color") == text
+        assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en"
+        assert not browser.find_element(By.CSS_SELECTOR, ".preheader").is_displayed()
+        titles = [a.text for a in browser.find_elements(By.CSS_SELECTOR, "h3 a")]
+        assert titles == ["A <b>bold</b> story of the week", "Recap: an old one"]
+    finally:
+        browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
