@@ -96,7 +96,7 @@ class FetchConfig(_Section):
     user_agent: str = "feed-newsletter/0.1 (+https://example.org/feed-newsletter)"
     allow_private_networks: bool = False
     trusted_networks: list[str] = Field(default_factory=list, description="CIDRs reachable even when private")
-    interval: int = Field(default=60, gt=0, description="default minutes between checks of a feed")
+    interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
 
     @field_validator("trusted_networks")

@@ -110,6 +110,11 @@ class MatchInput:
     link: str | None
     source: str  # where it came from (page path or feed URL)
 
+    def __hash__(self) -> int:
+        # Consistent with the generated __eq__ (equal inputs have equal ids) and far cheaper than hashing every
+        # field: the matcher's feature cache hashes an input for every candidate it is compared with.
+        return hash(self.id)
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -217,27 +222,41 @@ def normalize_link(link: str | None) -> str | None:
 
 def is_informative(m: MatchInput) -> bool:
     """Whether a sighting carries a date or a blurb: what tells one episode of a series from another."""
-    return m.published is not None or bool(_features(m).blurb)
+    return _informative(_features(m))
+
+
+def _informative(features: _Features) -> bool:
+    _, _, _, published, blurb, _, _, _ = features
+    return published is not None or bool(blurb)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Matching
 
 
-@dataclass(frozen=True, slots=True)
-class _Features:
-    kind: Kind
-    title_key: str  # the words of the normalized title: punctuation differences vanish
-    derived: bool
-    published: datetime | None
-    blurb: str
-    blurb_words: int
-    blurb_head: str  # its first BLURB_KEY_WORDS words
-    link: str | None  # normalized; None too for a bare home page, which many unrelated entries share
+# What the rules compare, computed once per sighting: (kind, title key, title derived, published, blurb, blurb words,
+# blurb head, link), where the title key is the normalized title's words (punctuation differences vanish), the blurb
+# head its first BLURB_KEY_WORDS words, and the link normalized (None too for a bare home page, which many unrelated
+# entries share). A plain tuple rather than a dataclass: the garbage collector stops tracking a tuple of strings and
+# numbers, and full passes over 100k tracked records were a fifth of the benchmark's time. Read it by unpacking.
+_Features = tuple[Kind, str, bool, datetime | None, str, int, str, str | None]
+# A small memo for decide's callers, which compare one new sighting with each of its candidates (cleared when full;
+# keyed by the input itself, which adds no tracked object per entry as an lru_cache's key tuples would).
+# The Clusterer keeps every sighting's features itself.
+_FEATURES: dict[MatchInput, _Features] = {}
+_FEATURES_MAX = 4096
 
 
-@lru_cache(maxsize=1 << 17)
 def _features(m: MatchInput) -> _Features:
+    cached = _FEATURES.get(m)
+    if cached is None:
+        if len(_FEATURES) >= _FEATURES_MAX:
+            _FEATURES.clear()
+        cached = _FEATURES[m] = _make_features(m)
+    return cached
+
+
+def _make_features(m: MatchInput) -> _Features:
     blurb = normalize_blurb(m.summary)
     # Words are counted and the key's opening taken by spaces (the blurb's are single): a prefix of a blurb, cut
     # anywhere after its first BLURB_KEY_WORDS words, opens with the same words.
@@ -248,15 +267,15 @@ def _features(m: MatchInput) -> _Features:
     published = m.published
     if published is not None and published.tzinfo is None:
         published = published.replace(tzinfo=UTC)  # the contract says aware; a naive date must not crash a run
-    return _Features(
-        kind=m.kind,
-        title_key=" ".join(_TOKEN.findall(normalize_title(m.title))),
-        derived=m.title_derived,
-        published=published,
-        blurb=blurb,
-        blurb_words=blurb.count(" ") + 1 if blurb else 0,
-        blurb_head=" ".join(words[:BLURB_KEY_WORDS]),
-        link=link,
+    return (
+        m.kind,
+        " ".join(_TOKEN.findall(normalize_title(m.title))),
+        m.title_derived,
+        published,
+        blurb,
+        blurb.count(" ") + 1 if blurb else 0,
+        " ".join(words[:BLURB_KEY_WORDS]),
+        link,
     )
 
 
@@ -264,8 +283,9 @@ def _key(prefix: str, text: str) -> str:
     return prefix + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+@lru_cache(maxsize=1 << 16)  # headline vocabulary is small: most words are ranked once
 def _rank(word: str) -> int:
-    return zlib.crc32(word.encode())
+    return zlib.crc32(word.encode())  # stable across processes, unlike hash(): the store keeps these keys
 
 
 def blocking_keys(m: MatchInput) -> frozenset[str]:
@@ -274,17 +294,21 @@ def blocking_keys(m: MatchInput) -> frozenset[str]:
     ``t:`` the title's words; ``b:`` the blurb's first words (when it is long enough to be evidence); ``l:`` the link;
     ``n<grid><cell>:`` sets of three title words in a date cell, for near-identical titles with close dates.
     """
-    f = _features(m)
+    return _blocking_keys(_features(m))
+
+
+def _blocking_keys(features: _Features) -> frozenset[str]:
+    _, title_key, derived, published, _, blurb_words, blurb_head, link = features
     keys: set[str] = set()
-    if f.title_key:
-        keys.add(_key("t:", f.title_key))
-    if f.blurb_words >= MIN_EVIDENCE_WORDS:
-        keys.add(_key("b:", f.blurb_head))
-    if f.link is not None:
-        keys.add(_key("l:", f.link))
-    if f.published is not None and not f.derived and f.title_key:
-        subsets = _near_subsets(f.title_key)
-        cell = (f.published - _EPOCH) / NEAR_KEY_CELL
+    if title_key:
+        keys.add(_key("t:", title_key))
+    if blurb_words >= MIN_EVIDENCE_WORDS:
+        keys.add(_key("b:", blurb_head))
+    if link is not None:
+        keys.add(_key("l:", link))
+    if published is not None and not derived and title_key:
+        subsets = _near_subsets(title_key)
+        cell = (published - _EPOCH) / NEAR_KEY_CELL
         for grid, offset in (("a", 0.0), ("b", 0.5)):
             slot = f"n{grid}{int(cell + offset)}:"
             keys.update(slot + subset for subset in subsets)
@@ -295,23 +319,24 @@ def blocking_keys(m: MatchInput) -> frozenset[str]:
 def _near_subsets(title_key: str) -> tuple[str, ...]:
     words = set(title_key.split())
     content = (words - _STOPWORDS) or words
-    lowest = [f"{r:08x}" for r in sorted(_rank(w) for w in content)[:NEAR_KEY_WORDS]]
+    lowest = [f"{r:08x}" for r in sorted(map(_rank, content))[:NEAR_KEY_WORDS]]
     return tuple("".join(subset) for subset in combinations(lowest, min(NEAR_KEY_ARITY, len(lowest))))
 
 
-def _blurb_relation(a: _Features, b: _Features) -> float | None:
+def _blurb_relation(blurb_a: str, words_a: int, blurb_b: str, words_b: int) -> float | None:
     """1.0 same blurb, 0.95 one is a prefix of the other (a truncated blurb), 0.0 different, None if one is empty."""
-    if not a.blurb or not b.blurb:
+    if not blurb_a or not blurb_b:
         return None
-    if a.blurb == b.blurb:
+    if blurb_a == blurb_b:
         return 1.0
-    short, long = (a, b) if len(a.blurb) <= len(b.blurb) else (b, a)
-    if short.blurb_words >= MIN_EVIDENCE_WORDS and long.blurb.startswith(short.blurb):
+    if len(blurb_a) > len(blurb_b):
+        blurb_a, words_a, blurb_b = blurb_b, words_b, blurb_a
+    if words_a >= MIN_EVIDENCE_WORDS and blurb_b.startswith(blurb_a):
         return 0.95
     return 0.0
 
 
-@lru_cache(maxsize=1 << 14)
+@lru_cache(maxsize=1 << 10)  # a new sighting's set serves all its candidates; old ones are rarely asked again
 def _trigrams(text: str) -> frozenset[str]:
     padded = f" {text} "
     return frozenset(padded[i : i + 3] for i in range(len(padded) - 2))
@@ -346,13 +371,18 @@ def decide(new: MatchInput, old: MatchInput) -> Verdict | None:
     - same-blurb: the same blurb (or a truncated prefix of it) under another title, dates close or unknown;
     - near-title: near-identical titles with close dates and agreeing blurbs.
     """
-    a, b = _features(new), _features(old)
-    if a.link is not None and a.link == b.link:
+    return _decide(_features(new), _features(old))
+
+
+def _decide(new: _Features, old: _Features) -> Verdict | None:
+    kind_a, title_a, derived_a, published_a, blurb_a, words_a, _, link_a = new
+    kind_b, title_b, derived_b, published_b, blurb_b, words_b, _, link_b = old
+    if link_a is not None and link_a == link_b:
         return Verdict("same-link", 1.0)
-    gap = abs(a.published - b.published) if a.published is not None and b.published is not None else None
+    gap = abs(published_a - published_b) if published_a is not None and published_b is not None else None
     close = gap is not None and gap <= DATE_TOLERANCE
-    relation = _blurb_relation(a, b)
-    if a.title_key and a.title_key == b.title_key:
+    relation = _blurb_relation(blurb_a, words_a, blurb_b, words_b)
+    if title_a and title_a == title_b:
         if close:
             return Verdict("same-title-close-date", 1.0)
         if gap is None:
@@ -360,25 +390,25 @@ def decide(new: MatchInput, old: MatchInput) -> Verdict | None:
                 return Verdict("same-title-undated", 0.6)
             return Verdict("same-title-undated", relation) if relation else None
         return Verdict("same-title-same-blurb", round(0.85 * relation, 3)) if relation else None
-    evidence = bool(relation) and min(a.blurb_words, b.blurb_words) >= MIN_EVIDENCE_WORDS
+    evidence = bool(relation) and min(words_a, words_b) >= MIN_EVIDENCE_WORDS
     if evidence and (close or gap is None):
         assert relation is not None
-        article_a = a.kind == "article" and a.derived
-        article_b = b.kind == "article" and b.derived
-        if (article_a and not b.derived) or (article_b and not a.derived):
+        article_a = kind_a == "article" and derived_a
+        article_b = kind_b == "article" and derived_b
+        if (article_a and not derived_b) or (article_b and not derived_a):
             return Verdict("article-standfirst", round(0.95 * relation, 3))
         return Verdict("same-blurb", round(0.9 * relation, 3))
-    if close and not a.derived and not b.derived:
+    if close and not derived_a and not derived_b:
         # Near-identical titles share most words (a typo and a suffix still leave 0.75): a cheap test first.
-        words_a, words_b = set(a.title_key.split()), set(b.title_key.split())
-        if len(words_a & words_b) < NEAR_TITLE_WORDS_MIN * len(words_a | words_b):
+        title_words_a, title_words_b = set(title_a.split()), set(title_b.split())
+        if len(title_words_a & title_words_b) < NEAR_TITLE_WORDS_MIN * len(title_words_a | title_words_b):
             return None
-        similarity = _jaccard(_trigrams(a.title_key), _trigrams(b.title_key))
+        similarity = _jaccard(_trigrams(title_a), _trigrams(title_b))
         if similarity < NEAR_TITLE_MIN:
             return None
         if relation is None:
             return Verdict("near-title", round(0.8 * similarity, 3)) if similarity >= NEAR_TITLE_ALONE_MIN else None
-        agreement = relation or _word_jaccard(a.blurb, b.blurb)
+        agreement = relation or _word_jaccard(blurb_a, blurb_b)
         if agreement >= NEAR_BLURB_MIN:
             return Verdict("near-title", round(0.9 * similarity * (0.8 + 0.2 * agreement), 3))
     return None
@@ -410,29 +440,33 @@ def plan_joins(informative: bool, matches: Sequence[tuple[int, Verdict, bool]]) 
 class Clusterer:
     """In-memory: index by blocking key, union-find over matches. Used by the benchmark and the quality script.
 
-    Built from :func:`blocking_keys`, :func:`decide` and :func:`plan_joins` only, exactly as the store uses them;
-    a cluster's id is its oldest sighting's id.
+    Runs exactly what the store runs: the code of :func:`blocking_keys` and :func:`decide` (on features it computes
+    once per sighting and keeps, where the store would recompute them) and :func:`plan_joins`, with at most
+    ``max_per_key`` newest candidates per key. A cluster's id is its oldest sighting's id.
     """
 
     def __init__(self, max_per_key: int = MAX_CANDIDATES_PER_KEY) -> None:
         self._max_per_key = max_per_key
-        self._items: dict[int, MatchInput] = {}
+        self._features: dict[int, _Features] = {}
         self._parent: dict[int, int] = {}
         self._seq: dict[int, int] = {}  # insertion order: the older root survives a merge
         self._informative: dict[int, bool] = {}  # per root
-        # key -> sighting ids, oldest first; a lone id is kept as a bare int (most keys have one sighting),
-        # which saves memory and the garbage collector's time.
-        self._index: dict[str, int | list[int]] = {}
+        # hash(key) -> sighting ids, oldest first. Keys are held by their hash (a collision only adds a candidate
+        # for decide to turn down), a lone id as a bare int (most keys have one sighting), several as a tuple: ints
+        # and tuples of ints are not tracked by the garbage collector, whose full passes over a 100k index of lists
+        # cost a fifth of the time.
+        self._index: dict[int, int | tuple[int, ...]] = {}
 
     def add(self, m: MatchInput) -> tuple[int, Verdict | None]:
         """Add a sighting; returns its cluster (root sighting id) and the best verdict that put it there."""
-        if m.id in self._items:
+        if m.id in self._features:
             raise ValueError(f"sighting {m.id} added twice")
-        keys = blocking_keys(m)
+        features = _make_features(m)
+        index = self._index
+        postings = [(h, index.get(h)) for h in map(hash, _blocking_keys(features))]
         best: dict[int, Verdict] = {}
         tried: set[int] = set()
-        for key in keys:
-            posting = self._index.get(key)
+        for _, posting in postings:
             for cid in (posting,) if isinstance(posting, int) else posting or ():
                 if cid in tried:
                     continue
@@ -441,28 +475,25 @@ class Clusterer:
                 known = best.get(root)
                 if known is not None and known.score >= 1.0:
                     continue
-                verdict = decide(m, self._items[cid])
+                verdict = _decide(features, self._features[cid])
                 if verdict is not None and (known is None or verdict.score > known.score):
                     best[root] = verdict
-        self._items[m.id] = m
+        self._features[m.id] = features
         self._parent[m.id] = m.id
         self._seq[m.id] = len(self._seq)
-        self._informative[m.id] = is_informative(m)
+        self._informative[m.id] = _informative(features)
         ordered = sorted(best, key=self._seq.__getitem__)
         joins = plan_joins(self._informative[m.id], [(r, best[r], self._informative[r]) for r in ordered])
         root = m.id
         for other in joins:
             root = self._union(root, other)
-        for key in keys:
-            posting = self._index.get(key)
+        for h, posting in postings:
             if posting is None:
-                self._index[key] = m.id
+                index[h] = m.id
             elif isinstance(posting, int):
-                self._index[key] = [posting, m.id]
+                index[h] = (posting, m.id)
             else:
-                posting.append(m.id)
-                if len(posting) > self._max_per_key:
-                    del posting[0]
+                index[h] = (*posting[1 - self._max_per_key :], m.id)
         verdicts = [best[r] for r in joins]
         return root, max(verdicts, key=lambda v: v.score) if verdicts else None
 

@@ -24,7 +24,7 @@ def feed_state(
     parsed: ParsedFeed | None,
     source: Source,
     *,
-    default_interval: int,
+    default_interval: float,
     now: datetime,
     rng: random.Random,
 ) -> FeedState:

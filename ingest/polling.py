@@ -36,7 +36,7 @@ def next_check(
     *,
     outcome: Outcome,
     now: datetime,
-    interval_minutes: int,
+    interval_minutes: float,
     error_count: int,
     retry_after: datetime | None,
     max_age: int | None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -251,11 +251,133 @@ def _stories_table(items: Sequence[Story]) -> None:
 
 
 @cli.command()
+@click.option("--once", is_flag=True, help="One pass of everything due, then exit (for cron).")
+@click.option("--no-web", is_flag=True, help="Do not serve the web app (a worker).")
+@click.option(
+    "--tick",
+    type=click.FloatRange(min=0.2),
+    default=60.0,
+    show_default=True,
+    help="Seconds between checks of what is due.",
+)
 @click.pass_obj
-def run(app: App) -> None:
-    """Run the main job: ingest, then list the stories."""
-    _print_reports(ingest_all(app))
-    _stories_table(app.store.stories())
+def run(app: App, once: bool, no_web: bool, tick: float) -> None:
+    """Run the service: web app, ingest, publish and digest on schedule."""
+    from newsletter.service import Service, instance_lock
+
+    settings = app.settings
+    _setup_logging(settings.log.level)
+    with instance_lock(settings):
+        service = Service(settings, app.store)
+        if once:
+            report = service.run_pass(now(), force_publish=True)
+            _print_reports(report.sources)
+            for error in report.errors:
+                click.echo(f"error: {error}", err=True)
+            if report.failed_sources or report.errors:
+                sys.exit(1)
+            return
+        base = f"http://{settings.web.host}:{settings.web.port}"
+        lines = [f"feed      {base}/feed.atom", f"home page {base}/"] if not no_web else []
+        lines.append(f"files     {settings.publish.dir}")
+        if settings.mail.transport == "outbox":
+            lines.append(f"outbox    {settings.mail.outbox_dir}")
+        click.echo("feed-newsletter is running; stop it with Ctrl-C (or SIGTERM)\n  " + "\n  ".join(lines))
+        service.serve_forever(web=not no_web, tick_seconds=tick)
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("apscheduler", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.pass_obj
+def status(app: App, as_json: bool) -> None:
+    """The operator's view: sources, stories, digests, subscribers."""
+    from ingest.store import mail
+    from newsletter.digest import next_due, period_containing, period_for
+
+    store, settings, moment = app.store, app.settings, now()
+    sync_config_feeds(store, settings, moment)
+    sources = [s for s in store.sources() if s.status != "removed"]
+    week = period_containing(moment, settings.digest)
+    this_week = mail.stories_first_seen_between(store, week.start, week.end)
+    digests = mail.digests(store, limit=1)
+    last = digests[0] if digests else None
+    last_counts = mail.delivery_counts(store, last.id) if last else {}
+    due = next_due(moment, settings.digest)
+    upcoming = period_for(_period_key(due, settings), settings.digest)
+    subscribers = mail.subscriber_counts(store)
+    live = store.counts()["stories"]
+    data: dict[str, Any] = {
+        "sources": [_source_json(s) for s in sources],
+        "stories": {"live": live, "first_seen_this_week": this_week, "week": week.key},
+        "last_digest": None
+        if last is None
+        else {
+            "period": last.period,
+            "status": last.status,
+            "stories": last.story_count,
+            "sent_at": last.sent_at.isoformat() if last.sent_at else None,
+            "note": last.note,
+            "deliveries": last_counts,
+        },
+        "next_digest": {"period": upcoming.key, "due": due.isoformat()},
+        "subscribers": subscribers,
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title=f"{len(sources)} source(s)")
+    for col in ("source", "kind", "status", "last success", "errors", "last error", "next check"):
+        table.add_column(col)
+    for s in sources:
+        table.add_row(
+            s.name or s.location,
+            s.kind,
+            s.status,
+            _when(s.last_success_at),
+            str(s.error_count),
+            s.last_error or "",
+            "-" if s.kind == "page" else ("never (gone)" if s.status == "gone" else _when(s.next_check_at)),
+        )
+    out().print(table)
+    click.echo(f"stories    {live} live, {this_week} first seen this week ({week.key})")
+    if last is None:
+        click.echo("digest     none yet")
+    else:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(last_counts.items())) or "no deliveries"
+        note = f" ({last.note})" if last.note else ""
+        click.echo(f"last digest {last.period}: {last.status}{note}; {last.story_count} stories; {counts}")
+    click.echo(f"next digest {upcoming.key}: due {due:%a %Y-%m-%d %H:%M %Z}")
+    total = ", ".join(f"{n} {k}" for k, n in sorted(subscribers.items())) or "none"
+    click.echo(f"subscribers {total}")
+
+
+def _period_key(due: datetime, settings: Settings) -> str:
+    """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
+    from newsletter.digest import period_containing
+
+    before = period_containing(due, settings.digest).start - timedelta(seconds=1)
+    return period_containing(before, settings.digest).key
+
+
+def _source_json(s: Source) -> dict[str, Any]:
+    return {
+        "location": s.location,
+        "kind": s.kind,
+        "name": s.name,
+        "status": s.status,
+        "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
+        "error_count": s.error_count,
+        "last_error": s.last_error,
+        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
+    }
 
 
 @cli.command()

@@ -139,10 +139,13 @@ def test_help_lists_every_command(run_cli: RunCli) -> None:
     assert "--config" in out
 
 
-def test_run_prints_the_table(project: Path, run_cli: RunCli) -> None:
-    code, out, _ = run_cli("--config", str(project / "newsletter.toml"), "run")
-    assert code == 0
-    assert "6 stories, newest first" in out
+def test_run_once_ingests_and_publishes(project: Path, run_cli: RunCli) -> None:
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[publish]\ndir = "public"\n[mail]\noutbox_dir = "outbox"\n')
+    code, out, err = run_cli("--config", str(cfg), "run", "--once")
+    assert code == 0, err
+    assert "6 new" in out
+    assert (project / "public" / "feed.atom").is_file()
 
 
 def test_publish_writes_the_feeds(project: Path, run_cli: RunCli) -> None:

@@ -730,3 +730,22 @@ def _delivery(row: Row[Any]) -> Delivery:
         lease_until=m["lease_until"],
         subscriber_bounces=int(m.get("subscriber_bounces", 0) or 0),
     )
+
+
+def delivery_counts(store: Store, digest_id: int) -> dict[str, int]:
+    """A digest's deliveries by status (read only; :func:`settle` also cancels and completes)."""
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(_del.c.status, func.count()).where(_del.c.digest_id == digest_id).group_by(_del.c.status)
+        )
+        return {str(status): int(n) for status, n in rows}
+
+
+def stories_first_seen_between(store: Store, since: datetime, until: datetime) -> int:
+    with store.engine.connect() as conn:
+        query = (
+            select(func.count())
+            .select_from(_st)
+            .where(_st.c.merged_into.is_(None), _st.c.first_seen >= since, _st.c.first_seen < until)
+        )
+        return int(conn.execute(query).scalar_one())

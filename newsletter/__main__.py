@@ -1,0 +1,5 @@
+"""``python -m newsletter``: the CLI."""
+
+from newsletter.cli import main
+
+main()

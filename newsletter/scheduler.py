@@ -1,0 +1,78 @@
+"""APScheduler 3's home: when the service's steps run. It decides nothing else (the database says what is due).
+
+Two jobs: a tick every minute (ingest what is due, publish if stories changed, send the due digest and retries), and
+the weekly digest at ``[digest] send_at`` in ``[digest] timezone``. Both are idempotent, so overlap or a rerun does no
+harm; each has ``max_instances=1`` and ``coalesce=True`` (runs missed while busy or down collapse into one), and a
+``misfire_grace_time`` chosen on purpose: APScheduler's default of 1 s would silently drop a weekly run that is a
+second late. The weekly job's grace is ``catch_up_hours``; the tick's is one interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from newsletter.digest import WEEKDAYS
+from newsletter.service import describe_digest
+
+if TYPE_CHECKING:
+    from newsletter.service import Service
+
+log = logging.getLogger("newsletter.scheduler")
+
+
+class Scheduler:
+    def __init__(self, service: Service, *, tick_seconds: float = 60.0) -> None:
+        self.service = service
+        cfg = service.settings.digest
+        self._scheduler = BackgroundScheduler(timezone="UTC")
+        self._scheduler.add_job(
+            self._tick,
+            IntervalTrigger(seconds=tick_seconds),
+            id="tick",
+            name="ingest, publish, digest",
+            next_run_time=service.clock(),  # at once: catch up on what fell due while we were down
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, int(tick_seconds)),
+        )
+        day, clock = cfg.send_at.split()
+        hour, minute = (int(x) for x in clock.split(":"))
+        self._scheduler.add_job(
+            self._digest,
+            CronTrigger(day_of_week=WEEKDAYS.index(day), hour=hour, minute=minute, timezone=cfg.timezone),
+            id="digest",
+            name="weekly digest",
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=max(1, cfg.catch_up_hours * 3600),
+        )
+
+    def start(self) -> None:
+        self._scheduler.start()
+        for job in self._scheduler.get_jobs():
+            log.info("scheduled %s: next run %s", job.name, job.next_run_time)
+
+    def shutdown(self) -> None:
+        """Take no new runs; wait for the run in flight (it checks ``service.stopping`` between messages)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def _tick(self) -> None:
+        if self.service.stopping.is_set():
+            return
+        report = self.service.run_pass(self.service.clock())
+        for error in report.errors:
+            log.error("%s", error)
+
+    def _digest(self) -> None:
+        if self.service.stopping.is_set():
+            return
+        try:
+            self.service.timed("digest", self.service.send_digest, self.service.clock(), describe_digest)
+        except Exception:
+            log.exception("weekly digest failed; the next tick tries again")

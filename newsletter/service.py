@@ -1,0 +1,227 @@
+"""The service's work in steps that can run twice without harm: ingest what is due, publish, send the due digest.
+
+What is due is computed from the database (each feed's next check, the digest periods already made), never
+remembered here, so a pass run twice, or after downtime, does the right thing. :class:`Service` also runs the
+long-lived form (``newsletter run``): the web app in a thread, the scheduler's jobs, and a clean stop on SIGTERM or
+SIGINT. The single-instance lock on SQLite lives here too. The clock is read only by the scheduler and the CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import IO, TypeVar
+
+import uvicorn
+
+from ingest.config import Settings
+from ingest.errors import NewsletterError, StoreError
+from ingest.feeds import ingest_feeds
+from ingest.pipeline import SourceReport, ingest_seeds, summarize
+from ingest.store import Store
+from ingest.store.mail import expire_leases
+from newsletter.mailer import DigestReport, send_due_digest
+from newsletter.publish import PublishReport, publish
+
+log = logging.getLogger("newsletter.service")
+
+Clock = Callable[[], datetime]
+T = TypeVar("T")
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PassReport:
+    """One pass of everything that was due."""
+
+    sources: tuple[SourceReport, ...] = ()
+    published: PublishReport | None = None
+    digest: DigestReport | None = None
+    errors: tuple[str, ...] = field(default=())  # a step that failed as a whole (the database, the mail server)
+
+    @property
+    def failed_sources(self) -> int:
+        return sum(1 for r in self.sources if r.error)
+
+
+class SingleInstanceError(StoreError):
+    """Another ``newsletter run`` holds the database."""
+
+
+@contextlib.contextmanager
+def instance_lock(settings: Settings) -> Iterator[None]:
+    """On SQLite, one ``newsletter run`` per database: an exclusive lock on ``<database>.lock`` for the process's
+    life (the kernel drops it if the process dies, so a crash never leaves it stuck). Other engines: no lock."""
+    url = settings.storage.url
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle: IO[str] = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SingleInstanceError(
+                f"{url.removeprefix('sqlite:///')}: another `newsletter run` is already using this database "
+                f"(pid {holder}); stop it first, or point [storage] url at another database"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+class Service:
+    """The service's steps over one store. Thread-safe: steps that touch the same work never overlap."""
+
+    def __init__(self, settings: Settings, store: Store, *, clock: Clock = wall_clock) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.stopping = threading.Event()
+        self._ingest_lock = threading.Lock()
+        self._digest_lock = threading.Lock()
+
+    # ---- steps ---------------------------------------------------------------------------------------------------
+
+    def ingest(self, now: datetime) -> tuple[SourceReport, ...]:
+        with self._ingest_lock:
+            reports = ingest_seeds(self.store, self.settings.seeds, now)
+            if not self.stopping.is_set():
+                reports += ingest_feeds(self.store, self.settings, now)
+            return tuple(reports)
+
+    def publish(self, now: datetime) -> PublishReport:
+        with self._ingest_lock:
+            return publish(self.store, self.settings, now)
+
+    def send_digest(self, now: datetime) -> DigestReport:
+        with self._digest_lock:
+            return send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
+
+    def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
+        """Everything that is due, once: ingest, publish when stories changed, the digest when due."""
+        errors: list[str] = []
+        sources: tuple[SourceReport, ...] = ()
+        published = digest = None
+        try:
+            sources = self.timed("ingest", self.ingest, now, describe_ingest)
+        except NewsletterError as exc:
+            errors.append(f"ingest: {exc}")
+        if force_publish or any(r.new for r in sources):
+            try:
+                published = self.timed("publish", self.publish, now, describe_publish)
+            except (NewsletterError, OSError) as exc:
+                errors.append(f"publish: {exc}")
+        if not self.stopping.is_set():
+            try:
+                digest = self.timed("digest", self.send_digest, now, describe_digest)
+            except NewsletterError as exc:
+                errors.append(f"digest: {exc}")
+        return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
+
+    def timed(self, name: str, step: Callable[[datetime], T], now: datetime, describe: Callable[[T], str]) -> T:
+        """Run a step and log one line with its outcome and duration (errors too, then re-raised)."""
+        started = time.monotonic()
+        try:
+            result = step(now)
+        except Exception as exc:
+            log.error("%s: failed after %.2f s: %s", name, time.monotonic() - started, exc)
+            raise
+        log.info("%s: %s (%.2f s)", name, describe(result), time.monotonic() - started)
+        return result
+
+    # ---- the long-running form -------------------------------------------------------------------------------------
+
+    def serve_forever(self, *, web: bool = True, tick_seconds: float = 60.0) -> None:
+        """Run until SIGTERM or SIGINT: the web app in a thread, the scheduler's jobs; then stop cleanly."""
+        from newsletter.scheduler import Scheduler  # APScheduler's home
+
+        expire_leases(self.store, self.clock())  # we hold the instance lock: claims left by a dead process end now
+        server = _web_server(self.settings, self.store) if web else None
+        web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        scheduler = Scheduler(self, tick_seconds=tick_seconds)
+        try:
+            if web_thread is not None:
+                web_thread.start()
+            scheduler.start()
+            while not self.stopping.wait(1.0):
+                if web_thread is not None and not web_thread.is_alive():
+                    log.error("web: the web server stopped (see above); stopping the service")
+                    self.stopping.set()
+        finally:
+            log.info("stopping: no new work; finishing the step in flight")
+            scheduler.shutdown()
+            if server is not None and web_thread is not None:
+                server.should_exit = True
+                web_thread.join(timeout=30)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            log.info("stopped")
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s", signal.Signals(signum).name)
+        self.stopping.set()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its signal handling: the service owns SIGTERM and SIGINT (uvicorn would re-raise them)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _web_server(settings: Settings, store: Store) -> uvicorn.Server:
+    from newsletter.web.app import site
+
+    config = uvicorn.Config(
+        site(settings, store),
+        host=settings.web.host,
+        port=settings.web.port,
+        log_level=settings.log.level.lower(),
+        server_header=False,
+        proxy_headers=False,
+        access_log=settings.log.level == "DEBUG",
+    )
+    return _QuietServer(config)
+
+
+def describe_ingest(reports: tuple[SourceReport, ...]) -> str:
+    s = summarize(reports)
+    return (
+        f"{s['sources']} source(s), {s['new']} new sighting(s), {s['new_stories']} new story(ies), "
+        f"{s['unchanged']} unchanged, {s['errors']} error(s)"
+    )
+
+
+def describe_publish(report: PublishReport) -> str:
+    if report.up_to_date:
+        return "up to date"
+    return f"{report.entries} entries, {len(report.written)} file(s) written"
+
+
+def describe_digest(report: DigestReport) -> str:
+    text = f"{report.period} {report.status}, {report.stories} stories, {report.sent} sent, {report.failed} failed"
+    return text + (f" ({report.note})" if report.note else "")
