@@ -31,8 +31,10 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy
 
+# The store, ingest, stories, digest and service tests run on SQLite and on PostgreSQL: scripts/with_postgres.sh
+# starts a throwaway PostgreSQL (installed from Debian's packages when missing) unless NEWSLETTER_TEST_PG_URL is set.
 unit: $(STAMP)
-	$(BIN)/pytest -q
+	scripts/with_postgres.sh $(BIN)/pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

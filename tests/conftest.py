@@ -1,13 +1,23 @@
-"""Shared fixtures: temporary config folders, a fixed clock, and the golden-file switch."""
+"""Shared fixtures: temporary config folders, the database of each test (SQLite, or PostgreSQL too), a fixed clock,
+and the golden-file switch.
+
+Tests of the modules in :data:`BOTH_BACKENDS` run twice: on a SQLite file and on PostgreSQL (a schema of its own per
+test in the server ``NEWSLETTER_TEST_PG_URL`` names; ``make test`` starts one with scripts/with_postgres.sh). A test
+that only makes sense on SQLite carries ``@pytest.mark.sqlite_only``.
+"""
 
 from __future__ import annotations
 
+import os
+import secrets
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
 
 from tests.servers import hostile_server  # noqa: F401
 
@@ -15,6 +25,74 @@ ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SEEDS = ROOT / "config" / "seeds"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+PG_URL_ENV = "NEWSLETTER_TEST_PG_URL"
+#: Test modules whose tests run on SQLite and on PostgreSQL.
+BOTH_BACKENDS = frozenset(
+    {
+        "test_store",
+        "test_ingest",
+        "test_feed_ingest",
+        "test_feeds_cli",
+        "test_stories",
+        "test_digest",
+        "test_deliver",
+        "test_subscribers",
+        "test_mail_cli",
+        "test_service",
+        "test_atom",
+        "test_web",
+    }
+)
+#: The database of the running test (set by the ``db_url`` fixture; :func:`write_config` writes it).
+_current_url: str | None = None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if (
+        "db_url" in metafunc.fixturenames
+        and module in BOTH_BACKENDS
+        and metafunc.definition.get_closest_marker("sqlite_only") is None
+    ):
+        metafunc.parametrize("backend", ["sqlite", "postgresql"])
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(scope="session")
+def pg_engine() -> Iterator[Engine | None]:
+    url = os.environ.get(PG_URL_ENV)
+    if not url:
+        yield None
+        return
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def db_url(backend: str, tmp_path: Path, pg_engine: Engine | None) -> Iterator[str]:
+    """This test's database URL: a SQLite file in its tmp folder, or a fresh PostgreSQL schema."""
+    global _current_url  # noqa: PLW0603 - write_config reads it: one test runs at a time in a process
+    if backend == "sqlite":
+        _current_url = f"sqlite:///{tmp_path / 'var' / 'test.db'}"
+        yield _current_url
+        _current_url = None
+        return
+    if pg_engine is None:
+        pytest.skip(f"PostgreSQL tests need {PG_URL_ENV} (make test starts a server: scripts/with_postgres.sh)")
+    schema = f"t_{secrets.token_hex(6)}"
+    with pg_engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    base = os.environ[PG_URL_ENV]
+    _current_url = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
+    yield _current_url
+    _current_url = None
+    with pg_engine.connect() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -42,11 +120,10 @@ def project(tmp_path: Path) -> Path:
 
 
 def write_config(folder: Path, extra: str) -> Path:
+    """A config in ``folder`` on the running test's database, reading seeds from ``folder/seeds``."""
+    url = _current_url or "sqlite:///var/test.db"
     path = folder / "newsletter.toml"
-    path.write_text(
-        '[storage]\nurl = "sqlite:///var/test.db"\n\n[seeds]\ndirs = ["seeds"]\n' + extra,
-        encoding="utf-8",
-    )
+    path.write_text(f'[storage]\nurl = "{url}"\n\n[seeds]\ndirs = ["seeds"]\n' + extra, encoding="utf-8")
     return path
 
 
@@ -55,7 +132,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
     """Run ``newsletter ARGS`` in-process; returns (exit code, stdout, stderr)."""
     from newsletter.cli import main
 
-    for var in [v for v in __import__("os").environ if v.startswith("NEWSLETTER_")]:
+    for var in [v for v in os.environ if v.startswith("NEWSLETTER_") and not v.startswith("NEWSLETTER_TEST_")]:
         monkeypatch.delenv(var)
 
     def run(*args: str) -> tuple[int, str, str]:

@@ -38,8 +38,8 @@ def _item(i: int, **kw: object) -> ParsedItem:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as s:
+def store(db_url: str) -> Iterator[Store]:
+    with Store.open(db_url) as s:
         yield s
 
 

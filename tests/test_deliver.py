@@ -37,8 +37,8 @@ def smtp_sink() -> Iterator[SmtpSink]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as s:
+def store(db_url: str) -> Iterator[Store]:
+    with Store.open(db_url) as s:
         page_story(s, "A story of the week", first_seen=W48_START + timedelta(days=1))
         page_story(s, "Another story", first_seen=W48_START + timedelta(days=2), page="/srv/seeds/b.txt")
         yield s
@@ -339,15 +339,14 @@ def _run_sender(config: Path, now: datetime) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    db = tmp_path / "kill.db"
-    with Store.open(f"sqlite:///{db}") as store:
+def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url: str) -> None:
+    with Store.open(db_url) as store:
         page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
         everyone = [f"reader{i:03d}@example.org" for i in range(200)]
         confirmed(store, *everyone)
     config = tmp_path / "newsletter.toml"
     config.write_text(
-        f'[storage]\nurl = "sqlite:///{db}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
+        f'[storage]\nurl = "{db_url}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
         f'port = {smtp_sink.port}\nfrom_address = "Digest <{SENDER}>"\n',
         encoding="utf-8",
     )
@@ -367,7 +366,7 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink) -> Non
     assert first.returncode == -signal.SIGKILL, first_err
     assert len(smtp_sink.messages) == 100
 
-    with Store.open(f"sqlite:///{db}") as store:
+    with Store.open(db_url) as store:
         digest = mail.digest_by_period(store, "2026-W48")
         assert digest is not None
         rows = mail.deliveries(store, digest.id)
@@ -391,7 +390,7 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink) -> Non
     assert counts[duplicated[0]] == 2
     copies = [m.parsed()["Message-ID"] for m in smtp_sink.messages if m.rcpt_tos == killed[0].rcpt_tos]
     assert copies[0] == copies[1]  # the same Message-ID: mail stores fold the two into one
-    with Store.open(f"sqlite:///{db}") as store:
+    with Store.open(db_url) as store:
         digest = mail.digest_by_period(store, "2026-W48")
         assert digest is not None
         assert digest.status == "sent"

@@ -19,8 +19,8 @@ from tests.maildata import W48_DUE, W48_START, confirmed, feed_stories, make_set
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as s:
+def store(db_url: str) -> Iterator[Store]:
+    with Store.open(db_url) as s:
         yield s
 
 

@@ -109,6 +109,7 @@ def test_run_once_exit_code_says_whether_a_source_failed(project: Path, run_cli:
     assert "file is empty" in err
 
 
+@pytest.mark.sqlite_only
 def test_a_second_instance_refuses_to_start(project: Path) -> None:
     settings = _settings(project)
     assert settings.source_path is not None

@@ -21,6 +21,7 @@ def _item(key: str, title: str = "A title") -> ParsedItem:
     return ParsedItem(kind="teaser", key=key, position=1, title=title, published=NOW, summary="blurb", tags=("recap",))
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_file_gets_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> None:
     db = tmp_path / "sub" / "n.db"
     with Store.open(f"sqlite:///{db}") as store, store.engine.connect() as conn:
@@ -33,8 +34,8 @@ def test_sqlite_file_gets_wal_foreign_keys_and_busy_timeout(tmp_path: Path) -> N
     assert sqlite3.connect(db).execute("select version from schema_version").fetchall() == [(HEAD,)]
 
 
-def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'n.db'}"
+def test_reopening_keeps_data_and_version(db_url: str) -> None:
+    url = db_url
     with Store.open(url) as store:
         src = store.page_source("/p/a.txt", "/p", NOW)
         store.save_page(src.id, [_item("k1")], content_hash="h", warning=None, now=NOW)
@@ -44,6 +45,7 @@ def test_reopening_keeps_data_and_version(tmp_path: Path) -> None:
         assert store.sightings()[0].published == NOW
 
 
+@pytest.mark.sqlite_only
 def test_newer_database_refuses_to_start(tmp_path: Path) -> None:
     db = tmp_path / "n.db"
     Store.open(f"sqlite:///{db}").close()
@@ -55,6 +57,7 @@ def test_newer_database_refuses_to_start(tmp_path: Path) -> None:
         Store.open(f"sqlite:///{db}")
 
 
+@pytest.mark.sqlite_only
 @pytest.mark.parametrize(
     "content", [b"this is not a database, just text\n" * 200, b"SQLite format 3\x00" + b"\xff" * 4000]
 )
@@ -66,6 +69,7 @@ def test_file_that_is_not_a_database(tmp_path: Path, content: bytes) -> None:
     assert db.read_bytes() == content  # nothing overwritten
 
 
+@pytest.mark.sqlite_only
 def test_foreign_database_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "n.db"
     con = sqlite3.connect(db)
@@ -76,6 +80,7 @@ def test_foreign_database_is_refused(tmp_path: Path) -> None:
         Store.open(f"sqlite:///{db}")
 
 
+@pytest.mark.sqlite_only
 def test_bad_url_and_directory(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a database URL"):
         Store.open("not a url")
@@ -83,9 +88,9 @@ def test_bad_url_and_directory(tmp_path: Path) -> None:
         Store.open(f"sqlite:///{tmp_path}")
 
 
-def test_save_is_idempotent_and_keeps_first_seen(tmp_path: Path) -> None:
+def test_save_is_idempotent_and_keeps_first_seen(db_url: str) -> None:
     later = datetime(2026, 11, 28, tzinfo=UTC)
-    with Store.open(f"sqlite:///{tmp_path / 'n.db'}") as store:
+    with Store.open(db_url) as store:
         src = store.page_source("/p/a.txt", "/p", NOW)
         first = store.save_page(src.id, [_item("k1"), _item("k2", "B")], content_hash="h1", warning=None, now=NOW)
         again = store.save_page(src.id, [_item("k1"), _item("k2", "B")], content_hash="h1", warning=None, now=later)
@@ -96,14 +101,15 @@ def test_save_is_idempotent_and_keeps_first_seen(tmp_path: Path) -> None:
         assert store.counts() == {"sources": 1, "sightings": 2, "stories": 2}
 
 
-def test_naive_datetimes_are_refused(tmp_path: Path) -> None:
+def test_naive_datetimes_are_refused(db_url: str) -> None:
     with (
-        Store.open(f"sqlite:///{tmp_path / 'n.db'}") as store,
+        Store.open(db_url) as store,
         pytest.raises(Exception, match="naive datetime"),
     ):
         store.page_source("/p/a.txt", "/p", datetime(2026, 1, 1))
 
 
+@pytest.mark.sqlite_only
 def test_version_1_database_is_migrated_to_head(tmp_path: Path) -> None:
     db = tmp_path / "v1.db"
     con = sqlite3.connect(db)

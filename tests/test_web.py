@@ -57,8 +57,8 @@ class Site:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    store = Store.open(db_url)
     src = store.page_source("/srv/seeds/page-one.txt", "/srv/seeds", NOW)
     hostile = _item(
         50,

@@ -27,6 +27,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
+
+class CleanText(TypeDecorator[str]):
+    """Text with NUL characters replaced (U+FFFD): PostgreSQL's text cannot hold them, and nothing we store needs
+    them. Ingest already replaces every character XML cannot carry; this is the last line for everything else
+    (server messages, operator input)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
 metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -62,7 +75,7 @@ meta = Table(
     "meta",
     metadata,
     Column("key", String(64), primary_key=True),  # e.g. the per-database signing key when none is configured
-    Column("value", Text, nullable=False),
+    Column("value", CleanText, nullable=False),
 )
 
 schema_version = Table(
@@ -76,26 +89,26 @@ source = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("kind", String(8), nullable=False),  # page | feed
-    Column("location", Text, nullable=False, unique=True),  # a page's path, a feed's URL as added
-    Column("name", Text),
-    Column("folder", Text),  # a page's seed folder
-    Column("url", Text),  # a feed's current URL, after permanent redirects
+    Column("location", CleanText, nullable=False, unique=True),  # a page's path, a feed's URL as added
+    Column("name", CleanText),
+    Column("folder", CleanText),  # a page's seed folder
+    Column("url", CleanText),  # a feed's current URL, after permanent redirects
     Column("tags", JSON, nullable=False, default=list),
     Column("interval", Integer),  # minutes between checks, None for the default
     Column("origin", String(16), nullable=False, default="config"),  # config | cli | opml | seed
     Column("status", String(16), nullable=False, default="active"),  # active | failing | gone | error | removed
     Column("content_hash", String(64)),
-    Column("etag", Text),
-    Column("last_modified", Text),
+    Column("etag", CleanText),
+    Column("last_modified", CleanText),
     Column("last_fetch_at", UtcDateTime),
     Column("last_success_at", UtcDateTime),
     Column("next_check_at", UtcDateTime),
     Column("last_status", Integer),
     Column("error_count", Integer, nullable=False, default=0),
-    Column("last_error", Text),
-    Column("warning", Text),
+    Column("last_error", CleanText),
+    Column("warning", CleanText),
     Column("created_at", UtcDateTime, nullable=False),
-    Column("lease_owner", Text),
+    Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
 )
 
@@ -103,12 +116,12 @@ story = Table(
     "story",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("uid", Text, unique=True),  # the tag: URI minted at creation, never changed (Atom entry id)
-    Column("title", Text, nullable=False),
+    Column("uid", CleanText, unique=True),  # the tag: URI minted at creation, never changed (Atom entry id)
+    Column("title", CleanText, nullable=False),
     Column("title_derived", Boolean, nullable=False, default=False),
-    Column("summary", Text, nullable=False, default=""),
-    Column("content", Text, nullable=False, default=""),
-    Column("link", Text),
+    Column("summary", CleanText, nullable=False, default=""),
+    Column("content", CleanText, nullable=False, default=""),
+    Column("link", CleanText),
     Column("published", UtcDateTime),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("updated", UtcDateTime, nullable=False),
@@ -136,22 +149,22 @@ sighting = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("source_id", Integer, ForeignKey("source.id"), nullable=False),
-    Column("key", Text, nullable=False),
+    Column("key", CleanText, nullable=False),
     Column("kind", String(8), nullable=False),  # article | teaser | entry
     Column("position", Integer, nullable=False),
-    Column("title", Text, nullable=False),
+    Column("title", CleanText, nullable=False),
     Column("title_derived", Boolean, nullable=False, default=False),
     Column("published", UtcDateTime),
-    Column("raw_date", Text),
-    Column("summary", Text, nullable=False, default=""),
-    Column("content", Text, nullable=False, default=""),
-    Column("link", Text),
-    Column("author", Text),
+    Column("raw_date", CleanText),
+    Column("summary", CleanText, nullable=False, default=""),
+    Column("content", CleanText, nullable=False, default=""),
+    Column("link", CleanText),
+    Column("author", CleanText),
     Column("tags", JSON, nullable=False, default=list),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Column("story_id", Integer, ForeignKey("story.id")),
-    Column("match_rule", Text),
+    Column("match_rule", CleanText),
     Column("match_score", Float),
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
@@ -160,7 +173,7 @@ sighting = Table(
 sighting_key = Table(
     "sighting_key",
     metadata,
-    Column("key", Text, nullable=False),  # a blocking key of ingest.dedupe: candidates share one
+    Column("key", CleanText, nullable=False),  # a blocking key of ingest.dedupe: candidates share one
     Column("sighting_id", Integer, ForeignKey("sighting.id"), nullable=False),
     Index(None, "key"),
     Index(None, "sighting_id"),
@@ -174,7 +187,7 @@ story_override = Table(
     Column("sighting_a", Integer, ForeignKey("sighting.id"), nullable=False),
     Column("sighting_b", Integer, ForeignKey("sighting.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
-    Column("note", Text),
+    Column("note", CleanText),
 )
 
 digest = Table(
@@ -188,10 +201,10 @@ digest = Table(
     Column("due_at", UtcDateTime, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("sent_at", UtcDateTime),
-    Column("subject", Text, nullable=False, default=""),
-    Column("html", Text, nullable=False, default=""),
-    Column("text", Text, nullable=False, default=""),
-    Column("note", Text),
+    Column("subject", CleanText, nullable=False, default=""),
+    Column("html", CleanText, nullable=False, default=""),
+    Column("text", CleanText, nullable=False, default=""),
+    Column("note", CleanText),
 )
 
 digest_story = Table(
@@ -206,7 +219,7 @@ subscriber = Table(
     "subscriber",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("email", Text, nullable=False, unique=True),
+    Column("email", CleanText, nullable=False, unique=True),
     Column("status", String(16), nullable=False, default="pending"),  # pending|confirmed|unsubscribed|bounced
     Column("created_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
@@ -223,11 +236,11 @@ delivery = Table(
     Column("subscriber_id", Integer, ForeignKey("subscriber.id"), nullable=False),
     Column("status", String(16), nullable=False, default="pending"),  # pending|sending|sent|failed|cancelled
     Column("attempts", Integer, nullable=False, default=0),
-    Column("reply", Text),
-    Column("message_id", Text),
+    Column("reply", CleanText),
+    Column("message_id", CleanText),
     Column("next_attempt_at", UtcDateTime),
     Column("sent_at", UtcDateTime),
-    Column("lease_owner", Text),
+    Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
