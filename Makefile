@@ -36,9 +36,10 @@ types: $(STAMP)
 unit: $(STAMP)
 	scripts/with_postgres.sh $(BIN)/pytest -q
 
+# Benchmarks are plain scripts (speed lives in benchmarks, never in tests); each prints its figures.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	$(BIN)/python -m pytest -q tests/benchmarks -p no:cacheprovider
+	for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

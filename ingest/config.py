@@ -98,6 +98,7 @@ class FetchConfig(_Section):
     trusted_networks: list[str] = Field(default_factory=list, description="CIDRs reachable even when private")
     interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
+    lease_seconds: float = Field(default=0, ge=0, description="a claimed feed's lease; 0: 2 * timeout + 60")
 
     @field_validator("trusted_networks")
     @classmethod
@@ -147,6 +148,9 @@ class MailConfig(_Section):
     rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
     timeout: float = Field(default=30.0, gt=0)
     bounce_limit: int = Field(default=3, gt=0)
+    lease_seconds: float = Field(
+        default=0, ge=0, description="a claimed delivery's lease; 0: max(120, 4 * timeout + 30)"
+    )
 
 
 class WebConfig(_Section):
@@ -211,14 +215,14 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     for secret, var in SECRET_ENV.items():
         if _mentions_secret(data, secret):
             raise ConfigError(f"{path}: {secret!r} is a secret and is read only from the environment variable {var}")
-    _apply_env(data, env, path)
+    from_env = _apply_env(data, env, path)
     for secret, var in SECRET_ENV.items():
         if env.get(var):
             data[secret] = env[var]
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, path, text)) from None
+        raise ConfigError(_describe(exc, path, text, from_env)) from None
     return _resolve_paths(settings, path.resolve())
 
 
@@ -229,8 +233,10 @@ def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:
     return any(isinstance(v, Mapping) and short in v for v in data.values())
 
 
-def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> None:
-    """``NEWSLETTER_FETCH_MAX_BYTES=1000`` sets ``[fetch] max_bytes``. Values are read as TOML when they parse."""
+def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[tuple[str, str], str]:
+    """``NEWSLETTER_FETCH_MAX_BYTES=1000`` sets ``[fetch] max_bytes``. Values are read as TOML when they parse.
+    Returns which (section, key) came from which variable, so an error names the variable, not the file."""
+    applied: dict[tuple[str, str], str] = {}
     for var, raw in sorted(env.items()):
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in SECRET_ENV.values():
             continue
@@ -243,6 +249,8 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> None
         if not isinstance(target, dict):
             raise ConfigError(f"{path}: [{section}] must be a table to take the override {var}")
         target[key] = _env_value(raw)
+        applied[(section, key)] = var
+    return applied
 
 
 def _env_value(raw: str) -> Any:
@@ -252,31 +260,37 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def _describe(exc: ValidationError, path: Path, text: str) -> str:
+def _describe(exc: ValidationError, path: Path, text: str, from_env: Mapping[tuple[str, str], str]) -> str:
     lines = []
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         key = _key_name(loc)
+        var = from_env.get((loc[0], loc[1])) if len(loc) >= 2 else None
+        if var is not None:
+            lines.append(f"{var} (environment, overriding {key} of {path}): {_expected(err, loc)}")
+            continue
         where = _line_of(text, loc)
         at = f" (line {where})" if where else ""
-        got = err.get("input")
-        if err["type"] == "extra_forbidden":
-            known = _known_keys(loc[:-1])
-            msg = f"unknown key; expected one of: {', '.join(known)}" if known else "unknown key"
-        elif err["type"] == "missing":
-            msg = "missing required key"
-        else:
-            msg = err["msg"]
-            for prefix in ("Input should be ", "Value error, "):
-                if msg.startswith(prefix):
-                    msg = "expected " + msg.removeprefix(prefix)
-                    break
-            else:
-                msg = f"expected a valid value ({msg})"
-            if not isinstance(got, dict | list):
-                msg += f", got {got!r}"
-        lines.append(f"{path}: {key}{at}: {msg}")
+        lines.append(f"{path}: {key}{at}: {_expected(err, loc)}")
     return "\n".join(lines)
+
+
+def _expected(err: Any, loc: list[str]) -> str:
+    """What pydantic found wrong, as "expected ..., got ..."."""
+    if err["type"] == "extra_forbidden":
+        known = _known_keys(loc[:-1])
+        return f"unknown key; expected one of: {', '.join(known)}" if known else "unknown key"
+    if err["type"] == "missing":
+        return "missing required key"
+    msg = str(err["msg"])
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = "expected " + msg.removeprefix(prefix)
+            break
+    else:
+        msg = f"expected a valid value ({msg})"
+    got = err.get("input")
+    return msg if isinstance(got, dict | list) else f"{msg}, got {got!r}"
 
 
 def _key_name(loc: list[str]) -> str:

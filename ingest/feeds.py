@@ -6,9 +6,13 @@ never deletes what it brought before. The clock (``now``) and the jitter's rando
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
+import socket
+import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from ingest.config import Settings
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
@@ -72,6 +76,11 @@ def feed_state(
     )
 
 
+def process_owner() -> str:
+    """Who holds a lease: this host and process, and a random part (a pid is reused after a restart)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 def ingest_feeds(
     store: Store,
     settings: Settings,
@@ -80,16 +89,45 @@ def ingest_feeds(
     force: bool = False,
     rng: random.Random | None = None,
     on_progress: Callable[[SourceReport, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+    owner: str | None = None,
 ) -> list[SourceReport]:
-    """Fetch every due feed (every live feed with ``force``) and store what each brought."""
+    """Fetch every due feed (every live feed with ``force``) and store what each brought.
+
+    Feeds are leased in batches (a few times ``[fetch] concurrency``), so processes sharing a database share the
+    work and each feed is fetched by one of them per due time; a killed process's leases run out and its feeds come
+    back. ``stop`` is asked between batches.
+    """
     sync_config_feeds(store, settings, now)
-    due = {s.id: s for s in store.due_feeds(now, force=force)}
-    if not due:
+    total = store.count_due_feeds(now, force=force)
+    if not total:
         return []
     rng = rng or random.Random()
+    owner = owner or process_owner()
+    started = time.monotonic()
+    lease = timedelta(seconds=settings.fetch.lease_seconds or 2 * settings.fetch.timeout + 60)
+    reports: list[SourceReport] = []
+    while stop is None or not stop():
+        moment = now + timedelta(seconds=time.monotonic() - started)
+        claimed = store.claim_due_feeds(
+            now, owner=owner, lease_until=moment + lease, limit=settings.fetch.concurrency * 8, force=force
+        )
+        if not claimed:
+            break
+        for report in _fetch_and_store(store, settings, claimed, now=now, rng=rng):
+            reports.append(report)
+            if on_progress is not None:
+                on_progress(report, total)
+    return reports
+
+
+def _fetch_and_store(
+    store: Store, settings: Settings, sources: list[Source], *, now: datetime, rng: random.Random
+) -> list[SourceReport]:
+    due = {s.id: s for s in sources}
     requests = [
         FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
-        for s in due.values()
+        for s in sources
     ]
     reports: list[SourceReport] = []
 
@@ -114,8 +152,6 @@ def ingest_feeds(
             warning=state.warning,
         )
         reports.append(report)
-        if on_progress is not None:
-            on_progress(report, len(requests))
 
     fetch_all_sync(requests, settings.fetch, on_result=store_one, clock=lambda: now)
     return reports

@@ -852,7 +852,7 @@ def _blocked_text(host: str, ip: str, reason: str) -> str:
     subject = f"{ip} is" if host.strip("[]") == ip else f"{host} is {ip},"
     return (
         f"{subject} {reason}; private networks are not fetched from "
-        "(set [fetch] allow_private_networks = true to allow them)"
+        "(list a trusted server in [fetch] trusted_networks to reach it)"
     )
 
 

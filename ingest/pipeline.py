@@ -49,6 +49,12 @@ def seed_files(folder: Path) -> list[Path]:
 
 
 def ingest_seeds(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
+    """Read every seed folder. Processes sharing a database take turns: one reads the folders, the others skip."""
+    with store.exclusive("ingest-seeds") as mine:
+        return _ingest_seed_folders(store, seeds, now) if mine else []
+
+
+def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
     reports: list[SourceReport] = []
     tz = ZoneInfo(seeds.timezone)
     for folder in seeds.dirs:

@@ -71,7 +71,7 @@ def now() -> datetime:
 
 def out() -> Console:
     """Tables on stdout: the terminal's width, or wide enough to stay readable when piped."""
-    return Console(width=None if sys.stdout.isatty() else 200)
+    return Console(width=None if sys.stdout.isatty() else 200, markup=False, highlight=False, emoji=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -283,7 +283,8 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
         if settings.mail.transport == "outbox":
             lines.append(f"outbox    {settings.mail.outbox_dir}")
         click.echo("feed-newsletter is running; stop it with Ctrl-C (or SIGTERM)\n  " + "\n  ".join(lines))
-        service.serve_forever(web=not no_web, tick_seconds=tick)
+        if not service.serve_forever(web=not no_web, tick_seconds=tick):
+            sys.exit(1)
 
 
 def _setup_logging(level: str) -> None:

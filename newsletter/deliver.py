@@ -311,7 +311,10 @@ def backoff(attempts: int) -> timedelta | None:
 
 
 def lease_length(settings: Settings) -> timedelta:
-    """How long a claim holds: long enough for one message's slowest send (four timed-out steps) and then some."""
+    """How long a claim holds: ``[mail] lease_seconds``, or long enough for one message's slowest send (four
+    timed-out steps) and then some."""
+    if settings.mail.lease_seconds:
+        return timedelta(seconds=settings.mail.lease_seconds)
     return timedelta(seconds=max(120.0, 4 * settings.mail.timeout + 30))
 
 

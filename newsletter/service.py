@@ -153,11 +153,16 @@ class Service:
 
     # ---- the long-running form -------------------------------------------------------------------------------------
 
-    def serve_forever(self, *, web: bool = True, tick_seconds: float = 60.0) -> None:
-        """Run until SIGTERM or SIGINT: the web app in a thread, the scheduler's jobs; then stop cleanly."""
+    def serve_forever(self, *, web: bool = True, tick_seconds: float = 60.0) -> bool:
+        """Run until SIGTERM or SIGINT: the web app in a thread, the scheduler's jobs; then stop cleanly.
+
+        Returns False when the service stopped on its own because a part of it failed (the web server could not
+        start, say): a supervisor should restart it, and the exit code says so."""
+        healthy = True
         from newsletter.scheduler import Scheduler  # APScheduler's home
 
-        expire_leases(self.store, self.clock())  # we hold the instance lock: claims left by a dead process end now
+        if self.store.dialect == "sqlite":
+            expire_leases(self.store, self.clock())  # we hold the instance lock: a dead process's claims end now
         server = _web_server(self.settings, self.store) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -169,6 +174,7 @@ class Service:
             while not self.stopping.wait(1.0):
                 if web_thread is not None and not web_thread.is_alive():
                     log.error("web: the web server stopped (see above); stopping the service")
+                    healthy = False
                     self.stopping.set()
         finally:
             log.info("stopping: no new work; finishing the step in flight")
@@ -179,6 +185,7 @@ class Service:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             log.info("stopped")
+        return healthy
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s", signal.Signals(signum).name)

@@ -95,7 +95,10 @@ def test_bad_config_gets_one_clear_message(tmp_path: Path, extra: str, expected:
 
 def test_bad_environment_override_is_named(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
-    with pytest.raises(ConfigError, match=r"\[fetch\] timeout: expected a valid number.*'soon'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^NEWSLETTER_FETCH_TIMEOUT \(environment, overriding \[fetch\] timeout of .*\): expected a valid number",
+    ):
         load_settings(path, environ={"NEWSLETTER_FETCH_TIMEOUT": "soon"})
 
 

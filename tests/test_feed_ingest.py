@@ -219,7 +219,7 @@ def test_cli_ingest_reports_per_feed_and_fails_when_one_fails(
 
 KILLER = """
 import os, sys, time, random
-from datetime import datetime, UTC
+from datetime import datetime
 from ingest.config import load_settings
 from ingest.feeds import ingest_feeds
 from ingest.store import Store
@@ -237,7 +237,7 @@ def slow_save(self, conn, source_id, items, now):
 
 store_module.Store._save_items = slow_save
 with Store.open(settings.storage.url) as store:
-    ingest_feeds(store, settings, datetime.now(UTC), force=True, rng=random.Random(0))
+    ingest_feeds(store, settings, datetime.fromisoformat(sys.argv[3]), force=True, rng=random.Random(0))
 """
 
 
@@ -254,7 +254,8 @@ def test_sigkill_mid_update_leaves_all_or_nothing(tmp_path: Path, hostile_server
     script.write_text(KILLER)
     marker = tmp_path / "marker"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "newsletter.toml"), str(marker)], env=env)
+    args = [sys.executable, str(script), str(tmp_path / "newsletter.toml"), str(marker), NOW.isoformat()]
+    proc = subprocess.Popen(args, env=env)
     try:
         for _ in range(600):
             if marker.exists() or proc.poll() is not None:
@@ -269,6 +270,8 @@ def test_sigkill_mid_update_leaves_all_or_nothing(tmp_path: Path, hostile_server
     with Store.open(settings.storage.url) as store:
         source = _source(store, hostile_server.url("/big-feed"))
         assert (source.sightings, source.etag, len(store.stories())) == (0, None, 0)  # neither entries nor ETag
-        _ingest(store, settings)  # the next pass brings all of it, once
+        _ingest(store, settings, minutes=1)  # the dead process's lease holds the feed until it runs out
+        assert _source(store, hostile_server.url("/big-feed")).sightings == 0
+        _ingest(store, settings, minutes=5)  # then the next pass brings all of it, once
         source = _source(store, hostile_server.url("/big-feed"))
         assert (source.sightings, source.etag, len(store.stories())) == (300, '"v2"', 300)

@@ -427,7 +427,7 @@ def test_private_addresses_are_refused_in_every_spelling(url: str) -> None:
     assert result.status is None
     assert result.error is not None
     assert result.error.startswith(f"{url}: refused: ")
-    assert "[fetch] allow_private_networks" in result.error
+    assert "[fetch] trusted_networks" in result.error
 
 
 def test_the_loopback_server_itself_is_refused_when_private_networks_are_not_allowed(
@@ -437,7 +437,7 @@ def test_the_loopback_server_itself_is_refused_when_private_networks_are_not_all
     assert result.outcome == "blocked"
     assert result.error == (
         f"{hostile_server.url('/feed')}: refused: 127.0.0.1 is a loopback address; private networks are not "
-        "fetched from (set [fetch] allow_private_networks = true to allow them)"
+        "fetched from (list a trusted server in [fetch] trusted_networks to reach it)"
     )
     assert hostile_server.requests == []
 

@@ -5,14 +5,16 @@ Rows are turned into the frozen records of :mod:`ingest.models` here and never l
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sqlalchemy import Connection, Engine, Row, Select, and_, func, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, or_, select, text
 
 from ingest.errors import UsageError
 from ingest.models import ParsedItem, Sighting, Source, Story
@@ -120,8 +122,11 @@ class Store:
         interval: int | None,
         origin: str,
         now: datetime,
+        mirror: bool = False,
     ) -> tuple[Source, bool]:
-        """Add a feed, or update and reactivate the one with this URL. Returns (source, created)."""
+        """Add a feed, or update the one with this URL. Returns (source, created).
+
+        Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says)."""
         src = schema.source
         with self.engine.begin() as conn:
             row = _source_row(conn, url)
@@ -142,12 +147,19 @@ class Store:
                 )
                 created = True
             else:
-                values: dict[str, Any] = {"tags": list(tags), "interval": interval}
+                # Only what is given changes; a feed added again by the operator after it was removed or went
+                # gone (410) is followed again from now.
+                values: dict[str, Any] = {}
+                if tags or mirror:
+                    values["tags"] = list(tags)
+                if interval is not None or mirror:
+                    values["interval"] = interval
                 if name:
                     values["name"] = name
-                if row.status == "removed":
-                    values.update(status="active", origin=origin, next_check_at=now, error_count=0)
-                conn.execute(src.update().where(src.c.id == row.id).values(**values))
+                if row.status == "removed" or (row.status == "gone" and origin == "cli"):
+                    values.update(status="active", origin=origin, next_check_at=now, error_count=0, last_error=None)
+                if values:
+                    conn.execute(src.update().where(src.c.id == row.id).values(**values))
                 created = False
             found = _source_row(conn, url)
             assert found is not None
@@ -178,7 +190,7 @@ class Store:
         """Mirror the config's ``[[feeds]]``: add or update each; a feed dropped from the file stops being polled."""
         wanted = {url for url, *_ in feeds}
         for url, name, tags, interval in feeds:
-            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now)
+            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True)
         src = schema.source
         with self.engine.begin() as conn:
             stale = select(src.c.id).where(src.c.kind == "feed", src.c.origin == "config", src.c.status != "removed")
@@ -188,15 +200,68 @@ class Store:
             if ids:
                 conn.execute(src.update().where(src.c.id.in_(ids)).values(status="removed", next_check_at=None))
 
-    def due_feeds(self, now: datetime, *, force: bool = False) -> list[Source]:
-        """Feeds whose next check has come (every live feed with ``force``), oldest due first."""
+    def claim_due_feeds(
+        self, now: datetime, *, owner: str, lease_until: datetime, limit: int, force: bool = False
+    ) -> list[Source]:
+        """Lease up to ``limit`` feeds whose next check has come (every live feed with ``force``) to ``owner``.
+
+        One statement: a feed leased to another process (until its lease runs out: a killed process's feeds come
+        back) is not taken, and on PostgreSQL rows another process is claiming right now are skipped (SKIP LOCKED),
+        so each feed is fetched by one process per due time. :meth:`save_feed` ends the lease.
+        """
         src = schema.source
-        query = select(src).where(src.c.kind == "feed", src.c.status.not_in(("gone", "removed")))
-        if not force:
-            query = query.where((src.c.next_check_at.is_(None)) | (src.c.next_check_at <= now))
-        query = query.order_by(src.c.next_check_at, src.c.id)
+        due = _due_feeds(now, force=force)
+        pick = select(src.c.id).where(due).order_by(src.c.next_check_at, src.c.id).limit(limit)
+        if self.dialect == "postgresql":
+            pick = pick.with_for_update(skip_locked=True)
+        claim = (
+            src.update()
+            .where(src.c.id.in_(pick.scalar_subquery()), due)
+            .values(lease_owner=owner, lease_until=lease_until)
+            .returning(src.c.id)
+        )
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(claim)]
+            if not ids:
+                return []
+            rows = conn.execute(_sources_query().where(src.c.id.in_(ids)).order_by(src.c.next_check_at, src.c.id))
+            return [_source(row) for row in rows]
+
+    def count_due_feeds(self, now: datetime, *, force: bool = False) -> int:
         with self.engine.connect() as conn:
-            return [_source(row) for row in conn.execute(query)]
+            query = select(func.count()).select_from(schema.source).where(_due_feeds(now, force=force))
+            return int(conn.execute(query).scalar_one())
+
+    def release_feeds(self, owner: str, ids: Sequence[int]) -> None:
+        """End ``owner``'s leases on these feeds (those it could not finish, say on a stop)."""
+        src = schema.source
+        with self.engine.begin() as conn:
+            conn.execute(
+                src.update()
+                .where(src.c.id.in_(list(ids)), src.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        """Whether this process may do ``name`` now, alone among the processes sharing the database.
+
+        PostgreSQL: a session advisory lock, held while the block runs (False when another process holds it).
+        SQLite: always True: one ``newsletter run`` per SQLite database holds the instance lock.
+        """
+        if self.dialect != "postgresql":
+            yield True
+            return
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self.engine.connect() as conn:
+            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
 
     def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
         """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
@@ -220,6 +285,7 @@ class Store:
                 values["url"] = state.url
             if state.title:
                 values["name"] = func.coalesce(src.c.name, state.title)
+            values.update(lease_owner=None, lease_until=None)
             conn.execute(src.update().where(src.c.id == source_id).values(**values))
             return result
 
@@ -343,6 +409,21 @@ class Store:
                     select(func.count()).select_from(schema.story).where(and_(schema.story.c.merged_into.is_(None)))
                 ).scalar_one(),
             }
+
+
+def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
+    """Live feeds not leased to anyone, not fetched yet in the pass that started at ``now``, and (unless forced)
+    whose next check has come."""
+    src = schema.source
+    due = and_(
+        src.c.kind == "feed",
+        src.c.status.not_in(("gone", "removed")),
+        or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
+        or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
+    )
+    if not force:
+        due = and_(due, or_(src.c.next_check_at.is_(None), src.c.next_check_at <= now))
+    return due
 
 
 def _sources_query() -> Select[Any]:

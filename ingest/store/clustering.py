@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, text
 
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
@@ -33,6 +33,9 @@ from ingest.dedupe import (
 from ingest.models import ParsedItem
 from ingest.store import schema
 from ingest.store.engine import mint_uid
+
+#: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
+CLUSTERING_LOCK = 0x6465647570650001
 
 #: SQLite's default limit on bound parameters is 32,766; PostgreSQL's is 65,535. Stay well below both.
 CHUNK = 500
@@ -61,6 +64,10 @@ def save_items(
 ) -> SaveResult:
     """Store a source's parsed items: known keys are marked seen, new ones become sightings placed in stories."""
     s = schema.sighting
+    if conn.dialect.name == "postgresql":
+        # Processes sharing the database place sightings into stories one at a time, or two could each make a new
+        # story of the same item. Held until this transaction ends; fetching and parsing stay parallel.
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
     unique: dict[str, ParsedItem] = {}
     for item in items:
         unique.setdefault(item.key, item)  # the same key twice in one source: the first appearance wins
