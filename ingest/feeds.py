@@ -76,6 +76,11 @@ def feed_state(
     )
 
 
+#: Feeds leased at a time per fetch worker: small enough that processes sharing a database share a pass, large
+#: enough that a batch's slowest feed seldom leaves the workers idle.
+BATCH_PER_WORKER = 4
+
+
 def process_owner() -> str:
     """Who holds a lease: this host and process, and a random part (a pid is reused after a restart)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -99,18 +104,21 @@ def ingest_feeds(
     back. ``stop`` is asked between batches.
     """
     sync_config_feeds(store, settings, now)
-    total = store.count_due_feeds(now, force=force)
-    if not total:
-        return []
+    total = store.count_due_feeds(now, force=force)  # for progress only: other processes may take some
     rng = rng or random.Random()
     owner = owner or process_owner()
     started = time.monotonic()
-    lease = timedelta(seconds=settings.fetch.lease_seconds or 2 * settings.fetch.timeout + 60)
+    # A lease must outlast the batch: each worker's share of it, each fetch taking the whole deadline at worst.
+    lease = timedelta(seconds=settings.fetch.lease_seconds or (BATCH_PER_WORKER + 1) * settings.fetch.timeout + 60)
     reports: list[SourceReport] = []
     while stop is None or not stop():
         moment = now + timedelta(seconds=time.monotonic() - started)
         claimed = store.claim_due_feeds(
-            now, owner=owner, lease_until=moment + lease, limit=settings.fetch.concurrency * 8, force=force
+            now,
+            owner=owner,
+            lease_until=moment + lease,
+            limit=settings.fetch.concurrency * BATCH_PER_WORKER,
+            force=force,
         )
         if not claimed:
             break

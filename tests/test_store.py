@@ -131,3 +131,22 @@ def test_version_1_database_is_migrated_to_head(tmp_path: Path) -> None:
     assert sqlite3.connect(db).execute("select version from schema_version").fetchall() == [(HEAD,)]
     with Store.open(f"sqlite:///{db}") as store:  # migrating is done once
         assert store.stories()[-1].uid == story.uid
+
+
+def test_due_feeds_are_leased_in_batches_to_one_owner(db_url: str) -> None:
+    from datetime import timedelta
+
+    with Store.open(db_url) as store:
+        for i in range(30):
+            store.upsert_feed(f"https://x.example/{i}", name=None, tags=[], interval=None, origin="cli", now=NOW)
+        lease = NOW + timedelta(minutes=5)
+        a = store.claim_due_feeds(NOW, owner="a", lease_until=lease, limit=8)
+        b = store.claim_due_feeds(NOW, owner="b", lease_until=lease, limit=8)
+        assert (len(a), len(b)) == (8, 8)
+        assert not {s.id for s in a} & {s.id for s in b}
+        assert store.count_due_feeds(NOW) == 14
+        # A lease that ran out (its process died) gives the feed back; until then nobody else takes it.
+        later = store.claim_due_feeds(lease, owner="c", lease_until=lease + timedelta(minutes=5), limit=100)
+        assert len(later) == 30
+        store.release_feeds("c", [s.id for s in later])
+        assert store.count_due_feeds(NOW) == 30

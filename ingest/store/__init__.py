@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, or_, select, text
+from sqlalchemy.exc import IntegrityError
 
 from ingest.errors import UsageError
 from ingest.models import ParsedItem, Sighting, Source, Story
@@ -127,6 +128,22 @@ class Store:
         """Add a feed, or update the one with this URL. Returns (source, created).
 
         Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says)."""
+        try:
+            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
+        except IntegrityError:  # another process added the same URL a moment ago: update that one
+            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
+
+    def _upsert_feed(
+        self,
+        url: str,
+        name: str | None,
+        tags: Sequence[str],
+        interval: int | None,
+        *,
+        origin: str,
+        now: datetime,
+        mirror: bool,
+    ) -> tuple[Source, bool]:
         src = schema.source
         with self.engine.begin() as conn:
             row = _source_row(conn, url)
@@ -142,7 +159,7 @@ class Store:
                         origin=origin,
                         status="active",
                         created_at=now,
-                        next_check_at=now,
+                        next_check_at=None,  # due at once, for whichever process looks first
                     )
                 )
                 created = True
@@ -157,7 +174,7 @@ class Store:
                 if name:
                     values["name"] = name
                 if row.status == "removed" or (row.status == "gone" and origin == "cli"):
-                    values.update(status="active", origin=origin, next_check_at=now, error_count=0, last_error=None)
+                    values.update(status="active", origin=origin, next_check_at=None, error_count=0, last_error=None)
                 if values:
                     conn.execute(src.update().where(src.c.id == row.id).values(**values))
                 created = False
@@ -213,13 +230,13 @@ class Store:
         due = _due_feeds(now, force=force)
         pick = select(src.c.id).where(due).order_by(src.c.next_check_at, src.c.id).limit(limit)
         if self.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)
-        claim = (
-            src.update()
-            .where(src.c.id.in_(pick.scalar_subquery()), due)
-            .values(lease_owner=owner, lease_until=lease_until)
-            .returning(src.c.id)
-        )
+            # A CTE, not "WHERE id IN (subquery)": PostgreSQL may run such a subquery again for each row it checks,
+            # and with SKIP LOCKED each run picks other rows, so far more than ``limit`` would be leased.
+            picked = pick.with_for_update(skip_locked=True).cte("picked")
+            claim = src.update().where(src.c.id == picked.c.id)
+        else:
+            claim = src.update().where(src.c.id.in_(pick.scalar_subquery()), due)
+        claim = claim.values(lease_owner=owner, lease_until=lease_until).returning(src.c.id)
         with self.engine.begin() as conn:
             ids = [row.id for row in conn.execute(claim)]
             if not ids:
