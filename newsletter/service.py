@@ -201,18 +201,9 @@ class _QuietServer(uvicorn.Server):
 
 
 def _web_server(settings: Settings, store: Store) -> uvicorn.Server:
-    from newsletter.web.app import site
+    from newsletter.web.app import server_config
 
-    config = uvicorn.Config(
-        site(settings, store),
-        host=settings.web.host,
-        port=settings.web.port,
-        log_level=settings.log.level.lower(),
-        server_header=False,
-        proxy_headers=False,
-        access_log=settings.log.level == "DEBUG",
-    )
-    return _QuietServer(config)
+    return _QuietServer(server_config(settings, store))
 
 
 def describe_ingest(reports: tuple[SourceReport, ...]) -> str:

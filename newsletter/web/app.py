@@ -17,7 +17,7 @@ from newsletter.web.feeds import FeedFiles, feed_routes
 from newsletter.web.pages import not_found_page, page_routes
 from newsletter.web.subscribe import routes as subscribe_routes
 
-__all__ = ["create_app", "serve", "site"]
+__all__ = ["create_app", "serve", "server_config", "site"]
 
 
 def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -41,13 +41,19 @@ def site(settings: Settings, store: Store) -> Starlette:
     return create_app(settings, store, extra_routes=subscribe_routes(settings, store))
 
 
-def serve(settings: Settings, store: Store) -> None:
-    """Run the site on ``[web] host`` and ``port`` until interrupted (uvicorn handles SIGINT and SIGTERM)."""
-    uvicorn.run(
+def server_config(settings: Settings, store: Store) -> uvicorn.Config:
+    """uvicorn's settings for the site on ``[web] host`` and ``port`` (access log only at DEBUG)."""
+    return uvicorn.Config(
         site(settings, store),
         host=settings.web.host,
         port=settings.web.port,
         log_level=settings.log.level.lower(),
         server_header=False,
         proxy_headers=False,
+        access_log=settings.log.level == "DEBUG",
     )
+
+
+def serve(settings: Settings, store: Store) -> None:
+    """Run the site until interrupted (uvicorn handles SIGINT and SIGTERM)."""
+    uvicorn.Server(server_config(settings, store)).run()
