@@ -271,9 +271,7 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
         service = Service(settings, app.store)
         if once:
             report = service.run_pass(now(), force_publish=True)
-            _print_reports(report.sources)
-            for error in report.errors:
-                click.echo(f"error: {error}", err=True)
+            _print_reports(report.sources)  # the pass's errors are in the log (stderr)
             if report.failed_sources or report.errors:
                 sys.exit(1)
             return

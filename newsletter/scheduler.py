@@ -65,9 +65,7 @@ class Scheduler:
     def _tick(self) -> None:
         if self.service.stopping.is_set():
             return
-        report = self.service.run_pass(self.service.clock())
-        for error in report.errors:
-            log.error("%s", error)
+        self.service.run_pass(self.service.clock())  # logs its own line, and its errors
 
     def _digest(self) -> None:
         if self.service.stopping.is_set():

@@ -120,24 +120,36 @@ class Service:
             return send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
 
     def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
-        """Everything that is due, once: ingest, publish when stories changed, the digest when due."""
+        """Everything that is due, once: ingest, publish when stories changed, the digest when due.
+
+        Logs one line for the pass: each step's outcome, and the duration (a failed step also logs its error)."""
+        started = time.monotonic()
         errors: list[str] = []
+        parts: list[str] = []
         sources: tuple[SourceReport, ...] = ()
         published = digest = None
         try:
-            sources = self.timed("ingest", self.ingest, now, describe_ingest)
+            sources = self.ingest(now)
+            parts.append("ingest " + describe_ingest(sources))
         except NewsletterError as exc:
             errors.append(f"ingest: {exc}")
         if force_publish or any(r.new for r in sources):
             try:
-                published = self.timed("publish", self.publish, now, describe_publish)
+                published = self.publish(now)
+                parts.append("publish " + describe_publish(published))
             except (NewsletterError, OSError) as exc:
                 errors.append(f"publish: {exc}")
         if not self.stopping.is_set():
             try:
-                digest = self.timed("digest", self.send_digest, now, describe_digest)
+                digest = self.send_digest(now)
+                if digest.created or digest.sent or digest.failed or digest.error:
+                    parts.append("digest " + describe_digest(digest))
             except NewsletterError as exc:
                 errors.append(f"digest: {exc}")
+        for error in errors:
+            log.error("%s", error)
+        outcome = "failed" if errors else "ok"
+        log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
         return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
 
     def timed(self, name: str, step: Callable[[datetime], T], now: datetime, describe: Callable[[T], str]) -> T:
