@@ -21,9 +21,11 @@ The guards, each against a named attack or accident:
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import ipaddress
 import socket
+import ssl
 import time
 import zlib
 from collections import deque
@@ -476,12 +478,18 @@ class _CoreStream(httpx.AsyncByteStream):
             await close()
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: building one loads the CA bundle (tens of milliseconds)."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 class _GuardedTransport(httpx.AsyncBaseTransport):
     """httpx's default transport, rebuilt on :class:`_GuardedBackend` (httpx 0.28 takes no network backend)."""
 
     def __init__(self, policy: AddressPolicy, keepalive: int) -> None:
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
+            ssl_context=_ssl_context(),
             max_connections=None,  # the fetcher's own slots bound what is in flight
             max_keepalive_connections=keepalive,
             http1=True,

@@ -1,0 +1,501 @@
+"""Benchmark of feed ingestion: N local feeds of 50 entries, ours against lemon24/reader on the same served feeds.
+
+A plain script, not collected by pytest (``pip install -e '.[bench]'`` brings reader and sgmllib3k):
+
+    .venv/bin/python tests/benchmarks/bench_ingest.py [--feeds 200 1000] [--repeat 2] [--profile]
+
+One server process serves N feeds (RSS 2.0 and Atom 1.0 alternately, 50 entries of about 2.5 KB of HTML each, every
+feed with an ETag and a Last-Modified, and a 304 for a conditional request that matches). The feeds are spread over
+8 loopback addresses (127.0.0.1 to 127.0.0.8), as real feeds are spread over hosts, so our per-host limit is not what
+is measured. Bodies are rendered on request from pre-built parts (the server holds a few MB, not N x 125 KB), and
+every title and summary is distinct, so that no two entries are the same story.
+
+Each measurement runs in a child process of its own, with a fresh database: ours is
+``ingest_feeds(store, settings, now, force=True)`` (default [fetch] settings, the loopback network trusted), reader is
+``make_reader(db)``, ``add_feed`` for each feed and ``update_feeds(scheduled=False)``. Each does a first pass (all
+new) and a second pass (nothing changed: all 304), timed apart; adding the feeds is not timed. Ours and reader run
+alternately, ``--repeat`` times each. Peak memory is the child's max RSS (and its own children's, were there any);
+the server's peak is reported apart and added to both sums. The server counts its 200s and 304s, so a second pass
+that was not all 304 shows. ``--profile`` runs ours once more at the smallest N under cProfile (each pass apart) and
+sums the time spent by stage (fetch, parse, nh3, dedupe, store/SQL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import hashlib
+import io
+import json
+import os
+import pstats
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from html import escape
+from pathlib import Path
+from typing import Any
+
+ENTRIES = 50
+HOSTS = 8
+NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
+LAST_MODIFIED = "Tue, 30 Jun 2026 08:00:00 GMT"
+STATS_PATH = "/__stats"
+
+# --- the feeds -------------------------------------------------------------------------------------------------
+
+
+def _vocabulary(rng: random.Random, size: int) -> list[str]:
+    """Made-up words: distinct, so that generated titles share no more words than chance gives."""
+    syllables = ["ba", "ce", "di", "fo", "gu", "ka", "le", "mi", "no", "pu", "ra", "se", "ti", "vo", "zu", "xan"]
+    words: set[str] = set()
+    while len(words) < size:
+        words.add("".join(rng.choice(syllables) for _ in range(rng.randint(2, 4))))
+    return sorted(words)
+
+
+class Site:
+    """N feeds, rendered on request from parts built once: titles and lead sentences per entry, a pool of paragraphs."""
+
+    def __init__(self, feeds: int, seed: int = 42) -> None:
+        rng = random.Random(seed)
+        words = _vocabulary(rng, 4000)
+        self.feeds = feeds
+        self.titles = [" ".join(rng.sample(words, 7)).capitalize() for _ in range(feeds * ENTRIES)]
+        self.leads = [" ".join(rng.sample(words, 14)) for _ in range(feeds * ENTRIES)]
+        self.paragraphs = [self._paragraph(rng, words, n) for n in range(1024)]
+
+    @staticmethod
+    def _paragraph(rng: random.Random, words: list[str], n: int) -> str:
+        text = " ".join(rng.choices(words, k=40))
+        return (
+            f'<p>{text[:120]} <a href="/trial/{n}?arm=a&amp;n={n}">{rng.choice(words)} trial</a> '
+            f"<b>{rng.choice(words)}</b> and <em>{rng.choice(words)}</em> &amp; {text[120:240]}, "
+            f"the response rate was {n % 97}&#160;%.</p>"
+        )
+
+    def entry_html(self, feed: int, entry: int) -> str:
+        index = feed * ENTRIES + entry
+        parts = [f"<p>{self.leads[index]}.</p>"]
+        for k in range(6):
+            parts.append(self.paragraphs[(index * 7919 + k * 104_729) % len(self.paragraphs)])
+        parts.append('<img src="/img/figure.png" alt="figure"><script>track()</script>')
+        return "".join(parts)
+
+    def body(self, feed: int) -> bytes:
+        return self._rss(feed) if feed % 2 == 0 else self._atom(feed)
+
+    def _rss(self, feed: int) -> bytes:
+        items = []
+        for e in range(ENTRIES):
+            index = feed * ENTRIES + e
+            link = f"https://bench{feed}.example/e/{e}"
+            items.append(
+                f"<item><title>{self.titles[index]}</title><link>{link}</link><guid>{link}</guid>"
+                f"<pubDate>{1 + e % 28:02d} Jun 2026 10:{e:02d}:00 +0200</pubDate>"
+                f"<dc:creator>Dr. Author {e}</dc:creator><category>Oncology</category>"
+                f"<description>{escape(self.entry_html(feed, e))}</description></item>"
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+            f"<channel><title>Bench RSS {feed}</title><link>https://bench{feed}.example/</link>"
+            f"<description>Feed {feed}</description>{''.join(items)}</channel></rss>"
+        ).encode()
+
+    def _atom(self, feed: int) -> bytes:
+        items = []
+        for e in range(ENTRIES):
+            index = feed * ENTRIES + e
+            items.append(
+                f"<entry><title>{self.titles[index]}</title><id>tag:bench{feed}.example,2026:{e}</id>"
+                f'<link rel="alternate" href="/e/{e}"/><updated>2026-06-{1 + e % 28:02d}T10:{e:02d}:00+02:00</updated>'
+                f"<author><name>Dr. Author {e}</name></author><category term='oncology'/>"
+                f"<summary>{self.leads[index]}.</summary>"
+                f'<content type="html">{escape(self.entry_html(feed, e))}</content></entry>'
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://bench{feed}.example/">'
+            f"<title>Bench Atom {feed}</title><id>tag:bench{feed}.example,2026:feed</id>"
+            f"<updated>2026-06-30T00:00:00Z</updated>{''.join(items)}</feed>"
+        ).encode()
+
+
+# --- the server (its own process) ------------------------------------------------------------------------------
+
+
+class _Http(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive, GET only: just enough for two feed readers, and fast."""
+
+    def __init__(self, site: Site, counts: Counter[str]) -> None:
+        self.site, self.counts = site, counts
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4 :]
+            lines = head.split("\r\n")
+            target = lines[0].split(" ")[1] if lines[0].count(" ") >= 2 else "/"
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip().lower()] = value.strip()
+            self.transport.write(self.respond(target, headers))
+            if headers.get("connection", "").lower() == "close":
+                self.transport.close()
+                return
+
+    def respond(self, target: str, headers: dict[str, str]) -> bytes:
+        path = target.split("?", 1)[0]
+        if path == STATS_PATH:
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            stats = {**self.counts, "maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
+            return _response(200, "application/json", json.dumps(stats).encode())
+        name = path.removeprefix("/feeds/").removesuffix(".xml")
+        if not name.isdigit() or int(name) >= self.site.feeds:
+            self.counts["404"] += 1
+            return _response(404, "text/plain", b"not found")
+        feed = int(name)
+        etag = f'"feed-{feed}-v1"'
+        validators = f"ETag: {etag}\r\nLast-Modified: {LAST_MODIFIED}\r\n"
+        if headers.get("if-none-match") == etag or headers.get("if-modified-since") == LAST_MODIFIED:
+            self.counts["304"] += 1
+            return f"HTTP/1.1 304 Not Modified\r\n{validators}\r\n".encode()
+        self.counts["200"] += 1
+        kind = "application/rss+xml" if feed % 2 == 0 else "application/atom+xml"
+        return _response(200, f"{kind}; charset=utf-8", self.site.body(feed), validators)
+
+
+def _response(status: int, content_type: str, body: bytes, extra: str = "") -> bytes:
+    reason = {200: "OK", 404: "Not Found"}[status]
+    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+async def _serve(feeds: int) -> None:
+    site, counts = Site(feeds), Counter[str]()
+    loop = asyncio.get_running_loop()
+    ports = []
+    for h in range(1, HOSTS + 1):
+        server = await loop.create_server(lambda: _Http(site, counts), f"127.0.0.{h}", 0)
+        ports.append(server.sockets[0].getsockname()[1])
+    print(json.dumps({"ports": ports}), flush=True)
+    await asyncio.Event().wait()  # until terminated
+
+
+def feed_urls(ports: list[int], feeds: int) -> list[str]:
+    return [f"http://127.0.0.{1 + i % HOSTS}:{ports[i % HOSTS]}/feeds/{i}.xml" for i in range(feeds)]
+
+
+def server_stats(ports: list[int]) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}{STATS_PATH}", timeout=10) as answer:
+        stats: dict[str, Any] = json.load(answer)
+    return stats
+
+
+# --- the measured runs (each in its own process) ---------------------------------------------------------------
+
+
+def _children_peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def _peaks(children_before: int) -> dict[str, int]:
+    """This process's peak RSS, and its children's if any ran during the measurement.
+
+    Importing trio (httpcore imports it when it is installed) runs ``ldconfig -p`` through ctypes.util.find_library:
+    a fork whose copied pages count in RUSAGE_CHILDREN. It is no worker of ours, so children that ended before the
+    measurement are left out."""
+    children = _children_peak_kb()
+    return {
+        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "children_maxrss_kb": children if children > children_before else 0,
+    }
+
+
+def code_stamp() -> str:
+    """A digest of the ingest package as this process imported it: the tree changes under a benchmark on a shared
+    machine, and a row is only comparable with rows of the same stamp."""
+    import ingest
+
+    root = Path(ingest.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:8]
+
+
+def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | None) -> dict[str, Any]:
+    from ingest.config import load_settings
+    from ingest.feeds import ingest_feeds
+    from ingest.store import Store
+
+    config = folder / "newsletter.toml"
+    config.write_text(
+        f'[storage]\nurl = "sqlite:///{folder}/ours.db"\n\n[seeds]\ndirs = []\n\n'
+        '[fetch]\ntrusted_networks = ["127.0.0.0/8"]\n',
+        encoding="utf-8",
+    )
+    settings = load_settings(config, environ={})
+    store = Store.open(settings.storage.url)
+    children_before = _children_peak_kb()
+    for url in urls:
+        store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
+    result: dict[str, Any] = {"code": code_stamp()}
+    for number, now in ((1, NOW), (2, NOW + timedelta(minutes=5))):
+        before = server_stats(ports)
+        profiler = cProfile.Profile() if profile is not None else None
+        start = time.perf_counter()
+        if profiler is not None:
+            profiler.enable()
+        reports = ingest_feeds(store, settings, now, force=True, rng=random.Random(1))
+        if profiler is not None:
+            profiler.disable()
+        wall = time.perf_counter() - start
+        after = server_stats(ports)
+        result[f"pass{number}"] = {
+            "wall": wall,
+            "new": sum(r.new for r in reports),
+            "errors": sum(1 for r in reports if r.error),
+            "unchanged": sum(1 for r in reports if r.unchanged),
+            "served_200": after.get("200", 0) - before.get("200", 0),
+            "served_304": after.get("304", 0) - before.get("304", 0),
+        }
+        if profiler is not None and profile is not None:
+            profiler.dump_stats(profile / f"pass{number}.prof")
+    result["counts"] = store.counts()
+    store.close()
+    return {**result, **_peaks(children_before)}
+
+
+def run_reader(urls: list[str], ports: list[int], folder: Path) -> dict[str, Any]:
+    import reader as reader_lib
+
+    lib = reader_lib.make_reader(str(folder / "reader.sqlite"))
+    children_before = _children_peak_kb()
+    for url in urls:
+        lib.add_feed(url)
+    result: dict[str, Any] = {"version": reader_lib.__version__}
+    for number in (1, 2):
+        before = server_stats(ports)
+        start = time.perf_counter()
+        lib.update_feeds(scheduled=False)
+        wall = time.perf_counter() - start
+        after = server_stats(ports)
+        counts = lib.get_entry_counts()
+        errors = sum(1 for feed in lib.get_feeds() if feed.last_exception is not None)
+        result[f"pass{number}"] = {
+            "wall": wall,
+            "new": counts.total,
+            "errors": errors,
+            "served_200": after.get("200", 0) - before.get("200", 0),
+            "served_304": after.get("304", 0) - before.get("304", 0),
+        }
+    result["pass2"]["new"] -= result["pass1"]["new"]
+    lib.close()
+    return {**result, **_peaks(children_before)}
+
+
+def child(args: argparse.Namespace) -> None:
+    ports = json.loads(args.ports)
+    urls = feed_urls(ports, args.feeds[0])
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        if args.child == "ours":
+            result = run_ours(urls, ports, Path(tmp), args.profile_out)
+        else:
+            result = run_reader(urls, ports, Path(tmp))
+    print(json.dumps(result), flush=True)
+
+
+# --- the orchestrator ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    ports: list[int]
+
+    def peak_kb(self) -> int:
+        """VmHWM: the server's peak resident set so far (Linux)."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+        return 0
+
+
+def start_server(feeds: int) -> Server:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "--feeds", str(feeds)], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        process.wait()
+        raise SystemExit("the benchmark server did not start")
+    return Server(process, json.loads(line)["ports"])
+
+
+def measure(which: str, feeds: int, server: Server, profile_out: Path | None = None) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--child", which, "--feeds", str(feeds), "--ports", json.dumps(server.ports)]
+    if profile_out is not None:
+        command += ["--profile-out", str(profile_out)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{which} failed:\n{done.stderr}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+STAGES = (
+    ("dedupe", ("ingest/dedupe.py", "ingest/store/clustering.py")),
+    ("store/SQL", ("ingest/store/", "sqlalchemy/", "sqlite3")),
+    ("nh3/sanitize", ("ingest/sanitize.py", "builtins.Cleaner", "nh3")),
+    ("parse", ("ingest/parse.py", "feedparser/", "xml/etree", "xml.etree", "pyexpat", "sgmllib")),
+    ("normalize/text", ("ingest/text.py", "unicodedata", "html/__init__")),
+    ("fetch/HTTP", ("ingest/fetch.py", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
+)
+
+
+def stage_of(filename: str, function: str) -> str:
+    where = f"{filename}:{function}"
+    for stage, needles in STAGES:
+        if any(n in where for n in needles):
+            return stage
+    return "other"
+
+
+def stage_times(raw: dict[Any, Any]) -> Counter[str]:
+    """Own time by stage. A function of no stage (a C builtin such as re's sub, the stdlib's json or urllib) has its
+    time given to the stages of its callers, in proportion to the time each call site spent in it."""
+    by_stage: Counter[str] = Counter()
+
+    def shares(key: tuple[str, int, str], depth: int = 0) -> list[tuple[str, float]]:
+        stage = stage_of(key[0], key[2])
+        callers = raw[key][4] if key in raw else {}
+        if stage != "other" or depth > 8 or not callers:
+            return [(stage, 1.0)]
+        total = sum(times[2] for times in callers.values()) or 1.0
+        return [
+            (owner, share * times[2] / total)
+            for caller, times in callers.items()
+            for owner, share in shares(caller, depth + 1)
+        ]
+
+    for key, (_cc, _nc, tottime, _ct, _callers) in raw.items():
+        for stage, share in shares(key):
+            by_stage[stage] += tottime * share
+    return by_stage
+
+
+def summarize_profile(path: Path, title: str, *, detail: bool) -> None:
+    raw: dict[Any, Any] = pstats.Stats(str(path), stream=io.StringIO()).stats  # type: ignore[attr-defined]
+    by_stage = stage_times(raw)
+    total = sum(by_stage.values())
+    print(f"\nprofile of our {title} (cProfile, own time by stage, {total:.2f} s profiled):")
+    for stage, seconds in by_stage.most_common():
+        print(f"  {stage:16} {seconds:7.2f} s  {100 * seconds / total:5.1f} %")
+    if not detail:
+        return
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("tottime").print_stats(15)
+    print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+    out = io.StringIO()
+    pstats.Stats(str(path), stream=out).sort_stats("cumulative").print_stats("ingest/", 25)
+    print("\n".join(line for line in out.getvalue().splitlines()[6:] if line.strip()))
+
+
+def _mb(kb: int) -> str:
+    return f"{kb / 1024:.0f}"
+
+
+def report(feeds: int, rows: list[tuple[str, dict[str, Any]]], server_kb: int, server_cpu: float) -> None:
+    entries = feeds * ENTRIES
+    print(f"\nN={feeds} feeds, {entries} entries; server peak RSS {_mb(server_kb)} MB, server CPU {server_cpu:.1f} s")
+    print(
+        f"{'run':10} {'pass 1 s':>9} {'entries/s':>10} {'pass 2 s':>9} {'feeds/s':>8} {'RSS MB':>7} "
+        f"{'+server':>8} {'new1':>6} {'200s':>5} {'304s':>5} {'err':>4} {'code':>8}"
+    )
+    for name, r in rows:
+        p1, p2 = r["pass1"], r["pass2"]
+        peak = r["maxrss_kb"] + r["children_maxrss_kb"]
+        print(
+            f"{name:10} {p1['wall']:9.2f} {entries / p1['wall']:10.0f} {p2['wall']:9.2f} {feeds / p2['wall']:8.0f} "
+            f"{_mb(peak):>7} {_mb(peak + server_kb):>8} {p1['new']:6d} {p2['served_200']:5d} {p2['served_304']:5d} "
+            f"{p1['errors'] + p2['errors']:4d} {r.get('code', ''):>8}"
+        )
+    ours = [r for name, r in rows if name.startswith("ours")]
+    theirs = [r for name, r in rows if name.startswith("reader")]
+    if ours and theirs:
+        for number in (1, 2):
+            best_ours = min(r[f"pass{number}"]["wall"] for r in ours)
+            best_theirs = min(r[f"pass{number}"]["wall"] for r in theirs)
+            print(f"pass {number}: reader / ours = {best_theirs / best_ours:.1f}x (best of each)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--feeds", type=int, nargs="+", default=[200, 1000])
+    ap.add_argument("--repeat", type=int, default=2, help="measurements of each, ours and reader alternately")
+    ap.add_argument("--no-reader", action="store_true", help="measure ours only")
+    ap.add_argument("--profile", action="store_true", help="profile ours at the smallest N, both passes")
+    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=("ours", "reader"), help=argparse.SUPPRESS)
+    ap.add_argument("--ports", help=argparse.SUPPRESS)
+    ap.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.serve:
+        asyncio.run(_serve(args.feeds[0]))
+        return
+    if args.child:
+        child(args)
+        return
+    for feeds in args.feeds:
+        server = start_server(feeds)
+        try:
+            rows: list[tuple[str, dict[str, Any]]] = []
+            for attempt in range(1, args.repeat + 1):
+                order = ["ours", "reader"] if attempt % 2 else ["reader", "ours"]
+                for which in order:
+                    if which == "reader" and args.no_reader:
+                        continue
+                    result = measure(which, feeds, server)
+                    rows.append((f"{which} #{attempt}", result))
+                    print(f"  {which} #{attempt}: {json.dumps(result)}", file=sys.stderr, flush=True)
+            stats = server_stats(server.ports)
+            report(feeds, rows, server.peak_kb(), stats["cpu_s"])
+            if args.profile and feeds == min(args.feeds):
+                with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+                    measure("ours", feeds, server, profile_out=Path(tmp))
+                    summarize_profile(Path(tmp) / "pass1.prof", "first pass (all new)", detail=True)
+                    summarize_profile(Path(tmp) / "pass2.prof", "second pass (all 304)", detail=False)
+        finally:
+            server.process.terminate()
+            server.process.wait()
+    versions = {}
+    for name in ("reader", "feedparser", "sgmllib3k", "nh3", "httpx", "sqlalchemy"):
+        try:
+            from importlib.metadata import version
+
+            versions[name] = version(name)
+        except Exception:
+            versions[name] = "not installed"
+    print(f"\nPython {sys.version.split()[0]}, {os.cpu_count()} CPUs; {versions}")
+
+
+if __name__ == "__main__":
+    main()
