@@ -535,6 +535,18 @@ def canonical(members: Sequence[Member]) -> Canonical:
     """The best of a story's sightings: see each ``_pick_*`` for its rule. ``members`` must not be empty."""
     if not members:
         raise ValueError("a story has at least one sighting")
+    if len(members) == 1:  # most stories: the rules below reduce to this (a test holds them to it)
+        m = members[0]
+        link = m.link.strip() if m.link and m.link.strip() else None
+        return Canonical(
+            title=m.title,
+            title_derived=m.title_derived,
+            summary=m.summary if m.summary.strip() else "",
+            content=m.content if m.content.strip() else "",
+            link=_drop_tracking(link) if link else None,
+            published=_aware(m.published) if m.published is not None else None,
+            tags=tuple(sorted(set(m.tags))),
+        )
     ordered = [m for _, m in sorted(enumerate(members), key=lambda p: (p[1].first_seen, p[0]))]
     title, derived = _pick_title(ordered)
     return Canonical(

@@ -550,3 +550,12 @@ def test_a_wrong_label_fails_the_check(tmp_path: Path, capsys: pytest.CaptureFix
     folder = _edit_labels(tmp_path, merge_two_episodes)
     assert main([str(folder), "--fail-under", "1.0"]) == 1
     assert "MISS: one story split over" in capsys.readouterr().out
+
+
+def test_a_story_of_one_sighting_is_that_sighting_by_the_general_rules() -> None:
+    """canonical() takes a short cut for one member; the general rules on the same member twice must agree."""
+    members = [i.member for i in load_items()]
+    members.append(replace(members[0], link="https://x.example/a?utm_source=rss&id=3", tags=("b", "a", "b")))
+    members.append(replace(members[1], summary="   ", content=" ", link="  ", published=None))
+    for m in members:
+        assert canonical([m]) == canonical([m, m]), m

@@ -9,6 +9,7 @@ the operator split them), and keeps each story's canonical fields up to date. Wo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -36,6 +37,9 @@ from ingest.store.engine import mint_uid
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
 CLUSTERING_LOCK = 0x6465647570650001
+
+#: Provisional ids of sightings not stored yet: negative, and unique in the process.
+_PROVISIONAL = itertools.count(-1, -1)
 
 #: SQLite's default limit on bound parameters is 32,766; PostgreSQL's is 65,535. Stay well below both.
 CHUNK = 500
@@ -84,21 +88,40 @@ def save_items(
     if not fresh:
         return SaveResult(new=0, seen=len(existing), new_stories=0)
 
-    rows = conn.execute(
-        s.insert().returning(s.c.id, sort_by_parameter_order=True),
-        [_sighting_values(source_id, item, now) for item in fresh],
-    ).all()
-    new_ids = [r.id for r in rows]
-    inputs = [_match_input(sid, item, source_location) for sid, item in zip(new_ids, fresh, strict=True)]
+    # Plan first, on provisional ids (negative, never reused: the matcher memoizes by id), then write each table
+    # once: stories, sightings (with their story), blocking keys. A feed of 50 entries costs a few statements.
+    inputs = [_match_input(next(_PROVISIONAL), item, source_location) for item in fresh]
     keys = {m.id: sorted(blocking_keys(m)) for m in inputs}
-    key_rows = [{"key": k, "sighting_id": sid} for sid, ks in keys.items() for k in ks]
-    if key_rows:
-        conn.execute(schema.sighting_key.insert(), key_rows)
+    plan, shown = _plan(conn, inputs, keys)
+    members = {m.id: _member_of(item, now, source_location) for m, item in zip(inputs, fresh, strict=True)}
+    story_of = _new_stories(conn, plan, members, now=now, uid_authority=uid_authority)
+    rows = []
+    for m, item in zip(inputs, fresh, strict=True):
+        verdict = plan.verdicts[m.id]
+        rows.append(
+            _sighting_values(source_id, item, now)
+            | {
+                "story_id": story_of[m.id],
+                "match_rule": verdict.rule if verdict else "new",
+                "match_score": verdict.score if verdict else 1.0,
+            }
+        )
+    by_key = {row.key: row.id for row in conn.execute(s.insert().returning(s.c.id, s.c.key), rows)}
+    real = {m.id: by_key[item.key] for m, item in zip(inputs, fresh, strict=True)}
+    _insert_keys(conn, [(k, real[pid]) for pid, ks in keys.items() for k in ks])
+    _settle_stored(conn, plan, members, shown, now)
+    return SaveResult(
+        new=len(fresh), seen=len(existing), new_stories=sum(1 for o in plan.informative if o[0] == "group")
+    )
 
-    plan, shown = _plan(conn, inputs, keys, set(new_ids))
-    members = {sid: _member_of(item, now, source_location) for sid, item in zip(new_ids, fresh, strict=True)}
-    new_story_count = _apply(conn, plan, members, shown, now=now, uid_authority=uid_authority)
-    return SaveResult(new=len(fresh), seen=len(existing), new_stories=new_story_count)
+
+def _insert_keys(conn: Connection, rows: Sequence[tuple[str, int]]) -> None:
+    """Blocking keys, about a dozen per sighting: straight to the driver's executemany, since SQLAlchemy's per-value
+    processing cost more than the insert itself (keys are our own ASCII strings; nothing to clean)."""
+    if not rows:
+        return
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    conn.exec_driver_sql(f"INSERT INTO sighting_key (key, sighting_id) VALUES ({mark}, {mark})", list(rows))  # noqa: S608
 
 
 # ---- planning: who joins which story ---------------------------------------------------------------------------
@@ -120,7 +143,7 @@ def _age(owner: Owner) -> tuple[int, int]:
 
 
 def _plan(
-    conn: Connection, inputs: Sequence[MatchInput], keys: dict[int, list[str]], new_ids: set[int]
+    conn: Connection, inputs: Sequence[MatchInput], keys: dict[int, list[str]]
 ) -> tuple[_Plan, set[tuple[object, ...]]]:
     """Decide, for each new sighting in order, the story it joins: what :class:`ingest.dedupe.Clusterer` does in
     memory, with stored sightings found through the ``sighting_key`` table."""
@@ -132,7 +155,7 @@ def _plan(
             .where(schema.sighting_key.c.key.in_(part))
             .order_by(schema.sighting_key.c.sighting_id.desc())
         ):
-            if row.sighting_id not in new_ids and len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
+            if len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
                 by_key[row.key].append(row.sighting_id)
     old_inputs, old_story, shown = _load_inputs(conn, sorted({sid for ids in by_key.values() for sid in ids}))
     stories = _stories_info(conn, set(old_story.values()))
@@ -306,57 +329,42 @@ def _load_inputs(
 # ---- applying the plan ----------------------------------------------------------------------------------------
 
 
-def _apply(
-    conn: Connection,
-    plan: _Plan,
-    fresh: dict[int, Member],
-    shown: set[tuple[object, ...]],
-    *,
-    now: datetime,
-    uid_authority: str,
-) -> int:
-    s, st = schema.sighting, schema.story
+def _new_stories(
+    conn: Connection, plan: _Plan, members: dict[int, Member], *, now: datetime, uid_authority: str
+) -> dict[int, int]:
+    """Insert the stories born in this batch (one statement); returns each new sighting's story id."""
+    st = schema.story
     groups: dict[int, list[int]] = defaultdict(list)
-    for sid, (kind, n) in plan.assign.items():
+    for pid, (kind, n) in plan.assign.items():
         if kind == "group":
-            groups[n].append(sid)
-    group_story: dict[int, int] = {}
-    for n, ids in sorted(groups.items()):
-        values = _story_values(canonical([fresh[sid] for sid in ids]))
-        result = conn.execute(
-            st.insert().values(
-                uid=mint_uid(uid_authority, now),
-                first_seen=now,
-                updated=now,
-                informative=plan.informative.get(("group", n), False),
-                **values,
-            )
-        )
-        pk = result.inserted_primary_key
-        assert pk is not None
-        group_story[n] = int(pk[0])
+            groups[n].append(pid)
+    order = sorted(groups)
+    rows = [
+        {
+            "uid": mint_uid(uid_authority, now),
+            "first_seen": now,
+            "updated": now,
+            "informative": plan.informative.get(("group", n), False),
+            **_story_values(canonical([members[pid] for pid in groups[n]])),
+        }
+        for n in order
+    ]
+    # RETURNING rows are matched by a unique column, not by order: asked to keep the order (sort_by_parameter_order)
+    # SQLAlchemy inserts one row per statement on SQLite; this way a batch is one multi-row INSERT.
+    by_uid = {row.uid: row.id for row in conn.execute(st.insert().returning(st.c.id, st.c.uid), rows)} if rows else {}
+    group_story = {n: by_uid[row["uid"]] for n, row in zip(order, rows, strict=True)}
+    return {pid: group_story[n] if kind == "group" else n for pid, (kind, n) in plan.assign.items()}
 
-    updates = []
-    for sid, (kind, n) in plan.assign.items():
-        verdict = plan.verdicts[sid]
-        updates.append(
-            {
-                "sid": sid,
-                "story": group_story[n] if kind == "group" else n,
-                "rule": verdict.rule if verdict else "new",
-                "score": verdict.score if verdict else 1.0,
-            }
-        )
-    conn.execute(
-        s.update()
-        .where(s.c.id == bindparam("sid"))
-        .values(story_id=bindparam("story"), match_rule=bindparam("rule"), match_score=bindparam("score")),
-        updates,
-    )
+
+def _settle_stored(
+    conn: Connection, plan: _Plan, members: dict[int, Member], shown: set[tuple[object, ...]], now: datetime
+) -> None:
+    """Stored stories this batch touched: fold the merged ones, mark them informative, refresh what changed."""
+    st = schema.story
     joined: dict[int, list[int]] = defaultdict(list)  # stored story -> new sightings that joined it
-    for sid, (kind, n) in plan.assign.items():
+    for pid, (kind, n) in plan.assign.items():
         if kind == "story":
-            joined[n].append(sid)
+            joined[n].append(pid)
     if plan.merges:
         fold(conn, plan.merges, now)
     for story_id in joined:
@@ -364,9 +372,8 @@ def _apply(
             conn.execute(st.update().where(st.c.id == story_id, st.c.informative.is_(False)).values(informative=True))
     # A story whose new sightings all repeat one it already had (the same teaser on another page of the site)
     # shows the same thing: skip re-reading all its sightings. Anything else is recomputed.
-    touched = {story_id for story_id, ids in joined.items() if any(_shows(fresh[sid]) not in shown for sid in ids)}
+    touched = {story_id for story_id, pids in joined.items() if any(_shows(members[p]) not in shown for p in pids)}
     refresh(conn, sorted(touched | set(plan.merges.values())), now)
-    return len(groups)
 
 
 def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
