@@ -6,12 +6,17 @@ never deletes what it brought before. The clock (``now``) and the jitter's rando
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
 import random
 import secrets
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import datetime, timedelta
 
 from ingest.config import Settings
@@ -96,12 +101,14 @@ def ingest_feeds(
     on_progress: Callable[[SourceReport, int], None] | None = None,
     stop: Callable[[], bool] | None = None,
     owner: str | None = None,
+    parse_workers: int | None = None,
 ) -> list[SourceReport]:
     """Fetch every due feed (every live feed with ``force``) and store what each brought.
 
     Feeds are leased in batches (a few times ``[fetch] concurrency``), so processes sharing a database share the
     work and each feed is fetched by one of them per due time; a killed process's leases run out and its feeds come
-    back. ``stop`` is asked between batches.
+    back. ``stop`` is asked between batches. Fetching runs in a thread of its own; with many feeds due, parsing runs
+    in worker processes (``parse_workers``: None picks by CPU count, 0 parses inline) while this thread stores.
     """
     sync_config_feeds(store, settings, now)
     total = store.count_due_feeds(now, force=force)  # for progress only: other processes may take some
@@ -110,56 +117,140 @@ def ingest_feeds(
     started = time.monotonic()
     # A lease must outlast the batch: each worker's share of it, each fetch taking the whole deadline at worst.
     lease = timedelta(seconds=settings.fetch.lease_seconds or (BATCH_PER_WORKER + 1) * settings.fetch.timeout + 60)
+    if parse_workers is None:
+        parse_workers = max(1, min(4, (os.cpu_count() or 1) - 1)) if total >= PARALLEL_PARSE_MIN else 0
     reports: list[SourceReport] = []
-    while stop is None or not stop():
-        moment = now + timedelta(seconds=time.monotonic() - started)
-        claimed = store.claim_due_feeds(
-            now,
-            owner=owner,
-            lease_until=moment + lease,
-            limit=settings.fetch.concurrency * BATCH_PER_WORKER,
-            force=force,
-        )
-        if not claimed:
-            break
-        for report in _fetch_and_store(store, settings, claimed, now=now, rng=rng):
-            reports.append(report)
-            if on_progress is not None:
-                on_progress(report, total)
+    with _Parser(parse_workers) as parser:
+        while stop is None or not stop():
+            moment = now + timedelta(seconds=time.monotonic() - started)
+            claimed = store.claim_due_feeds(
+                now,
+                owner=owner,
+                lease_until=moment + lease,
+                limit=settings.fetch.concurrency * BATCH_PER_WORKER,
+                force=force,
+            )
+            if not claimed:
+                break
+            for report in _fetch_and_store(store, settings, claimed, parser, now=now, rng=rng):
+                reports.append(report)
+                if on_progress is not None:
+                    on_progress(report, total)
     return reports
 
 
+#: Below this many due feeds, starting worker processes costs more than parsing inline saves.
+PARALLEL_PARSE_MIN = 16
+
+
+class _Parser:
+    """Parses feed bodies inline, or in worker processes (spawned, not forked: this process runs threads)."""
+
+    def __init__(self, workers: int) -> None:
+        self._pool = (
+            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 0
+            else None
+        )
+
+    def __enter__(self) -> _Parser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str]) -> Future[ParsedFeed]:
+        if self._pool is not None:
+            return self._pool.submit(parse_feed, body, url=url, headers=dict(headers), tags=tuple(tags))
+        done: Future[ParsedFeed] = Future()
+        done.set_result(parse_feed(body, url=url, headers=headers, tags=tags))
+        return done
+
+
+_FETCHED_ALL = object()
+
+
 def _fetch_and_store(
-    store: Store, settings: Settings, sources: list[Source], *, now: datetime, rng: random.Random
+    store: Store,
+    settings: Settings,
+    sources: list[Source],
+    parser: _Parser,
+    *,
+    now: datetime,
+    rng: random.Random,
 ) -> list[SourceReport]:
+    """Fetch a batch in a thread; hand each body to the parser as it arrives; store feeds in arrival order as their
+    parses finish, each in its own transaction. Fetching, parsing and storing overlap."""
     due = {s.id: s for s in sources}
     requests = [
         FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
         for s in sources
     ]
+    arrived: queue.Queue[object] = queue.Queue()
+    failure: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            fetch_all_sync(requests, settings.fetch, on_result=arrived.put, clock=lambda: now)
+        except BaseException as exc:  # a bug: raised again in the storing thread
+            failure.append(exc)
+        finally:
+            arrived.put(_FETCHED_ALL)
+
+    fetcher = threading.Thread(target=fetch, name="fetch", daemon=True)
+    fetcher.start()
+    pending: deque[tuple[FetchResult, Future[ParsedFeed] | None]] = deque()
     reports: list[SourceReport] = []
-
-    def store_one(result: FetchResult) -> None:
-        source = due[result.request.source_id]
-        parsed = None
-        if result.outcome == "ok" and result.body is not None:
-            # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a
-            # temporary redirect's target, so they stay stable from fetch to fetch.
-            base = result.permanent_url or source.url or source.location
-            parsed = parse_feed(result.body, url=base, headers=result.headers, tags=source.tags)
-        state = feed_state(result, parsed, source, default_interval=settings.fetch.interval, now=now, rng=rng)
-        items = parsed.items if parsed is not None and parsed.kind == "feed" else ()
-        saved = store.save_feed(source.id, items, state, now)
-        report = SourceReport(
-            location=source.location,
-            new=saved.new,
-            seen=saved.seen,
-            new_stories=saved.new_stories,
-            unchanged=result.outcome == "not_modified",
-            error=None if state.success else (state.last_error or state.status),
-            warning=state.warning,
-        )
-        reports.append(report)
-
-    fetch_all_sync(requests, settings.fetch, on_result=store_one, clock=lambda: now)
+    fetching = True
+    while fetching or pending:
+        head_ready = bool(pending) and (pending[0][1] is None or pending[0][1].done())
+        try:
+            item = arrived.get(block=not head_ready, timeout=None if not pending else 0.02)
+        except queue.Empty:
+            item = None
+        if item is _FETCHED_ALL:
+            fetching = False
+        elif isinstance(item, FetchResult):
+            pending.append((item, _parse(parser, item, due[item.request.source_id])))
+        while pending and (pending[0][1] is None or pending[0][1].done() or not fetching):
+            result, future = pending.popleft()
+            parsed = future.result() if future is not None else None
+            reports.append(_store(store, settings, due[result.request.source_id], result, parsed, now=now, rng=rng))
+    fetcher.join()
+    if failure:
+        raise failure[0]
     return reports
+
+
+def _parse(parser: _Parser, result: FetchResult, source: Source) -> Future[ParsedFeed] | None:
+    if result.outcome != "ok" or result.body is None:
+        return None
+    # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a temporary
+    # redirect's target, so they stay stable from fetch to fetch.
+    base = result.permanent_url or source.url or source.location
+    return parser.submit(result.body, url=base, headers=result.headers, tags=source.tags)
+
+
+def _store(
+    store: Store,
+    settings: Settings,
+    source: Source,
+    result: FetchResult,
+    parsed: ParsedFeed | None,
+    *,
+    now: datetime,
+    rng: random.Random,
+) -> SourceReport:
+    state = feed_state(result, parsed, source, default_interval=settings.fetch.interval, now=now, rng=rng)
+    items = parsed.items if parsed is not None and parsed.kind == "feed" else ()
+    saved = store.save_feed(source.id, items, state, now)
+    return SourceReport(
+        location=source.location,
+        new=saved.new,
+        seen=saved.seen,
+        new_stories=saved.new_stories,
+        unchanged=result.outcome == "not_modified",
+        error=None if state.success else (state.last_error or state.status),
+        warning=state.warning,
+    )

@@ -275,3 +275,29 @@ def test_sigkill_mid_update_leaves_all_or_nothing(tmp_path: Path, hostile_server
         _ingest(store, settings, minutes=5)  # then the next pass brings all of it, once
         source = _source(store, hostile_server.url("/big-feed"))
         assert (source.sightings, source.etag, len(store.stories())) == (300, '"v2"', 300)
+
+
+@pytest.mark.sqlite_only
+def test_parsing_in_worker_processes_stores_the_same_as_inline(tmp_path: Path, hostile_server: HostileServer) -> None:
+    """Many feeds due: bodies are parsed in worker processes while the main thread stores; same result as inline."""
+    for n in range(20):
+        body = FEED_BODY.replace(b"example.org/", f"example.org/{n}/".encode()).replace(b"story", f"story {n}".encode())
+        hostile_server.set(f"/many/{n}", headers={"Content-Type": "application/rss+xml"}, body=body)
+    stored = []
+    for workers in (0, 1):
+        folder = tmp_path / f"w{workers}"
+        folder.mkdir()
+        settings = load_settings(write_config(folder, FETCH).with_name("newsletter.toml"), environ={})
+        settings = settings.model_copy(
+            update={"storage": settings.storage.model_copy(update={"url": f"sqlite:///{folder / 'n.db'}"})}
+        )
+        with Store.open(settings.storage.url) as store:
+            for n in range(20):
+                store.upsert_feed(
+                    hostile_server.url(f"/many/{n}"), name=None, tags=[], interval=None, origin="cli", now=NOW
+                )
+            reports = ingest_feeds(store, settings, NOW, rng=random.Random(1), parse_workers=workers)
+            assert sum(r.new for r in reports) == 40
+            stored.append(sorted((s.title, s.link, s.published, s.summary, s.content, s.tags) for s in store.stories()))
+    assert stored[0] == stored[1]
+    assert len(stored[0]) == 40
