@@ -6,7 +6,6 @@ never deletes what it brought before. The clock (``now``) and the jitter's rando
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import queue
 import random
@@ -15,17 +14,18 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from ingest.config import Settings
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.models import Source
-from ingest.parse import ParsedFeed, parse_feed
+from ingest.parse import ParsedFeed
 from ingest.pipeline import SourceReport, sync_config_feeds
 from ingest.polling import next_check
-from ingest.store import FeedState, Store
+from ingest.store import FeedState, SaveResult, Store
+from ingest.workers import ParsePool
 
 
 def feed_state(
@@ -120,7 +120,7 @@ def ingest_feeds(
     if parse_workers is None:
         parse_workers = max(1, min(4, (os.cpu_count() or 1) - 1)) if total >= PARALLEL_PARSE_MIN else 0
     reports: list[SourceReport] = []
-    with _Parser(parse_workers) as parser:
+    with ParsePool(parse_workers) as parser:
         while stop is None or not stop():
             moment = now + timedelta(seconds=time.monotonic() - started)
             claimed = store.claim_due_feeds(
@@ -143,31 +143,6 @@ def ingest_feeds(
 PARALLEL_PARSE_MIN = 16
 
 
-class _Parser:
-    """Parses feed bodies inline, or in worker processes (spawned, not forked: this process runs threads)."""
-
-    def __init__(self, workers: int) -> None:
-        self._pool = (
-            ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
-            if workers > 0
-            else None
-        )
-
-    def __enter__(self) -> _Parser:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def submit(self, body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str]) -> Future[ParsedFeed]:
-        if self._pool is not None:
-            return self._pool.submit(parse_feed, body, url=url, headers=dict(headers), tags=tuple(tags))
-        done: Future[ParsedFeed] = Future()
-        done.set_result(parse_feed(body, url=url, headers=headers, tags=tags))
-        return done
-
-
 _FETCHED_ALL = object()
 
 
@@ -175,7 +150,7 @@ def _fetch_and_store(
     store: Store,
     settings: Settings,
     sources: list[Source],
-    parser: _Parser,
+    parser: ParsePool,
     *,
     now: datetime,
     rng: random.Random,
@@ -202,6 +177,7 @@ def _fetch_and_store(
     fetcher.start()
     pending: deque[tuple[FetchResult, Future[ParsedFeed] | None]] = deque()
     reports: list[SourceReport] = []
+    stateless: list[tuple[Source, FetchResult, FeedState]] = []
     fetching = True
     while fetching or pending:
         head_ready = bool(pending) and (pending[0][1] is None or pending[0][1].done())
@@ -216,14 +192,22 @@ def _fetch_and_store(
         while pending and (pending[0][1] is None or pending[0][1].done() or not fetching):
             result, future = pending.popleft()
             parsed = future.result() if future is not None else None
-            reports.append(_store(store, settings, due[result.request.source_id], result, parsed, now=now, rng=rng))
+            source = due[result.request.source_id]
+            state = feed_state(result, parsed, source, default_interval=settings.fetch.interval, now=now, rng=rng)
+            if parsed is not None and parsed.kind == "feed":
+                saved = store.save_feed(source.id, parsed.items, state, now)
+                reports.append(_report(source, result, state, saved))
+            else:  # nothing to store but its state: written with the others of the batch, in one transaction
+                stateless.append((source, result, state))
     fetcher.join()
     if failure:
         raise failure[0]
+    store.save_feed_states([(source.id, state) for source, _, state in stateless], now)
+    reports.extend(_report(source, result, state, None) for source, result, state in stateless)
     return reports
 
 
-def _parse(parser: _Parser, result: FetchResult, source: Source) -> Future[ParsedFeed] | None:
+def _parse(parser: ParsePool, result: FetchResult, source: Source) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
     # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a temporary
@@ -232,24 +216,12 @@ def _parse(parser: _Parser, result: FetchResult, source: Source) -> Future[Parse
     return parser.submit(result.body, url=base, headers=result.headers, tags=source.tags)
 
 
-def _store(
-    store: Store,
-    settings: Settings,
-    source: Source,
-    result: FetchResult,
-    parsed: ParsedFeed | None,
-    *,
-    now: datetime,
-    rng: random.Random,
-) -> SourceReport:
-    state = feed_state(result, parsed, source, default_interval=settings.fetch.interval, now=now, rng=rng)
-    items = parsed.items if parsed is not None and parsed.kind == "feed" else ()
-    saved = store.save_feed(source.id, items, state, now)
+def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveResult | None) -> SourceReport:
     return SourceReport(
         location=source.location,
-        new=saved.new,
-        seen=saved.seen,
-        new_stories=saved.new_stories,
+        new=saved.new if saved else 0,
+        seen=saved.seen if saved else 0,
+        new_stories=saved.new_stories if saved else 0,
         unchanged=result.outcome == "not_modified",
         error=None if state.success else (state.last_error or state.status),
         warning=state.warning,

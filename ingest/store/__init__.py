@@ -282,29 +282,17 @@ class Store:
 
     def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
         """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
-        src = schema.source
         with self.engine.begin() as conn:
             result = self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0)
-            values: dict[str, Any] = {
-                "status": state.status,
-                "last_status": state.last_status,
-                "error_count": state.error_count,
-                "next_check_at": state.next_check_at,
-                "last_error": state.last_error,
-                "warning": state.warning,
-                "last_fetch_at": now,
-            }
-            if state.success:
-                values["last_success_at"] = now
-            if state.store_validators:
-                values.update(etag=state.etag, last_modified=state.last_modified)
-            if state.url:
-                values["url"] = state.url
-            if state.title:
-                values["name"] = func.coalesce(src.c.name, state.title)
-            values.update(lease_owner=None, lease_until=None)
-            conn.execute(src.update().where(src.c.id == source_id).values(**values))
+            _write_feed_state(conn, source_id, state, now)
             return result
+
+    def save_feed_states(self, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
+        """The states of feeds that brought no entries (304s, errors, gone...), in one transaction for all."""
+        if states:
+            with self.engine.begin() as conn:
+                for source_id, state in states:
+                    _write_feed_state(conn, source_id, state, now)
 
     def record_source_error(self, source_id: int, message: str, now: datetime) -> None:
         """A failed read: the error is kept on the source; what it brought before stays."""
@@ -426,6 +414,31 @@ class Store:
                     select(func.count()).select_from(schema.story).where(and_(schema.story.c.merged_into.is_(None)))
                 ).scalar_one(),
             }
+
+
+def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: datetime) -> None:
+    """A feed's state after a fetch; ends the lease on it."""
+    src = schema.source
+    values: dict[str, Any] = {
+        "status": state.status,
+        "last_status": state.last_status,
+        "error_count": state.error_count,
+        "next_check_at": state.next_check_at,
+        "last_error": state.last_error,
+        "warning": state.warning,
+        "last_fetch_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if state.success:
+        values["last_success_at"] = now
+    if state.store_validators:
+        values.update(etag=state.etag, last_modified=state.last_modified)
+    if state.url:
+        values["url"] = state.url
+    if state.title:
+        values["name"] = func.coalesce(src.c.name, state.title)
+    conn.execute(src.update().where(src.c.id == source_id).values(**values))
 
 
 def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
