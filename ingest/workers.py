@@ -10,7 +10,6 @@ had in hand with :class:`WorkerError`; that is a bug or an out-of-memory kill, n
 from __future__ import annotations
 
 import contextlib
-import itertools
 import pickle
 import queue
 import struct
@@ -118,8 +117,9 @@ class ParsePool:
     """``workers`` child processes parsing in turn; 0 parses inline (in the caller's thread)."""
 
     def __init__(self, workers: int) -> None:
-        self._workers = [_Worker() for _ in range(workers)]
-        self._turn = itertools.cycle(self._workers) if self._workers else None
+        self._size = workers
+        self._workers: list[_Worker] = []  # started on the first parse: a pass of 304s needs none
+        self._next = 0
 
     def __enter__(self) -> ParsePool:
         return self
@@ -129,8 +129,11 @@ class ParsePool:
             worker.close()
 
     def submit(self, body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str]) -> Future[ParsedFeed]:
-        if self._turn is not None:
-            return next(self._turn).submit((body, url, dict(headers), tuple(tags)))
+        if self._size:
+            if not self._workers:
+                self._workers = [_Worker() for _ in range(self._size)]
+            self._next = (self._next + 1) % self._size
+            return self._workers[self._next].submit((body, url, dict(headers), tuple(tags)))
         done: Future[ParsedFeed] = Future()
         done.set_result(parse_feed(body, url=url, headers=headers, tags=tags))
         return done

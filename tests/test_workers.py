@@ -34,7 +34,7 @@ def test_inline_when_no_workers() -> None:
 def test_a_dead_worker_fails_what_it_had_in_hand() -> None:
     with ParsePool(1) as pool:
         assert pool.submit(FEED_BODY, url=URL, headers={}, tags=()).result(timeout=60).items
-        worker = pool._workers[0]
+        (worker,) = pool._workers
         worker.process.kill()
         worker.process.wait()
         with pytest.raises(WorkerError, match="a parse worker process ended"):

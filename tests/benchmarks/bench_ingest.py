@@ -35,6 +35,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -211,21 +212,50 @@ def server_stats(ports: list[int]) -> dict[str, Any]:
 # --- the measured runs (each in its own process) ---------------------------------------------------------------
 
 
-def _children_peak_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+class ChildPeaks:
+    """The peak of the summed RSS peaks (VmHWM) of this process's live parse workers, sampled every 50 ms.
+
+    RUSAGE_CHILDREN is no use here: a child's pages right after fork, before it execs a fresh interpreter, are the
+    parent's, and count in its maxrss (it reported the parent's own peak for a 25 MB worker)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            total = 0
+            for pid in _child_pids():
+                try:
+                    if b"ingest.workers" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        continue  # not a worker, or still the forked copy of us before it execs one
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                total += next((int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM:")), 0)
+            self.peak = max(self.peak, total)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
-def _peaks(children_before: int) -> dict[str, int]:
-    """This process's peak RSS, and its children's if any ran during the measurement.
+def _child_pids() -> list[int]:
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return pids
 
-    Importing trio (httpcore imports it when it is installed) runs ``ldconfig -p`` through ctypes.util.find_library:
-    a fork whose copied pages count in RUSAGE_CHILDREN. It is no worker of ours, so children that ended before the
-    measurement are left out."""
-    children = _children_peak_kb()
-    return {
-        "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-        "children_maxrss_kb": children if children > children_before else 0,
-    }
+
+def _peaks(children: ChildPeaks) -> dict[str, int]:
+    """This process's peak RSS, and the summed peaks of the worker processes it ran."""
+    return {"maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "children_maxrss_kb": children.stop()}
 
 
 def code_stamp() -> str:
@@ -253,7 +283,7 @@ def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | No
     )
     settings = load_settings(config, environ={})
     store = Store.open(settings.storage.url)
-    children_before = _children_peak_kb()
+    children = ChildPeaks()
     for url in urls:
         store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
     result: dict[str, Any] = {"code": code_stamp()}
@@ -280,14 +310,14 @@ def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | No
             profiler.dump_stats(profile / f"pass{number}.prof")
     result["counts"] = store.counts()
     store.close()
-    return {**result, **_peaks(children_before)}
+    return {**result, **_peaks(children)}
 
 
 def run_reader(urls: list[str], ports: list[int], folder: Path) -> dict[str, Any]:
     import reader as reader_lib
 
     lib = reader_lib.make_reader(str(folder / "reader.sqlite"))
-    children_before = _children_peak_kb()
+    children = ChildPeaks()
     for url in urls:
         lib.add_feed(url)
     result: dict[str, Any] = {"version": reader_lib.__version__}
@@ -308,7 +338,7 @@ def run_reader(urls: list[str], ports: list[int], folder: Path) -> dict[str, Any
         }
     result["pass2"]["new"] -= result["pass1"]["new"]
     lib.close()
-    return {**result, **_peaks(children_before)}
+    return {**result, **_peaks(children)}
 
 
 def child(args: argparse.Namespace) -> None:
