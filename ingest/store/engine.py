@@ -71,8 +71,20 @@ def _v5(conn: Connection) -> None:
             index.create(conn)
 
 
+def _v6(conn: Connection) -> None:
+    """sighting_key becomes one B-tree: primary key (key, sighting_id), WITHOUT ROWID on SQLite, no other index."""
+    conn.execute(text("ALTER TABLE sighting_key RENAME TO sighting_key_v5"))
+    for index in ("ix_sighting_key_key", "ix_sighting_key_sighting_id"):
+        conn.execute(text(f"DROP INDEX IF EXISTS {index}"))
+    schema.sighting_key.create(conn)
+    conn.execute(
+        text("INSERT INTO sighting_key (key, sighting_id) SELECT DISTINCT key, sighting_id FROM sighting_key_v5")
+    )
+    conn.execute(text("DROP TABLE sighting_key_v5"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
 
 DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
 

@@ -170,13 +170,14 @@ sighting = Table(
     Index(None, "story_id"),
 )
 
+# One B-tree, looked up by key (WITHOUT ROWID on SQLite): a dozen random-key inserts per sighting were most of
+# the cost of ingest while the table had a rowid and two indexes to keep.
 sighting_key = Table(
     "sighting_key",
     metadata,
-    Column("key", CleanText, nullable=False),  # a blocking key of ingest.dedupe: candidates share one
-    Column("sighting_id", Integer, ForeignKey("sighting.id"), nullable=False),
-    Index(None, "key"),
-    Index(None, "sighting_id"),
+    Column("key", Text, primary_key=True),  # a blocking key of ingest.dedupe (our own ASCII): candidates share one
+    Column("sighting_id", Integer, ForeignKey("sighting.id"), primary_key=True, autoincrement=False),
+    sqlite_with_rowid=False,
 )
 
 story_override = Table(
