@@ -197,3 +197,14 @@ def test_a_process_killed_while_sending_leaves_nothing_stuck(
     assert all(n <= 2 for n in counts.values())
     _check_store(settings)
     assert sum(1 for p in procs if p.returncode == 0) >= 2, errors
+
+
+def test_processes_starting_together_on_an_empty_database(project: Path, db_url: str) -> None:
+    """They migrate one at a time (an advisory lock): none fails on the others' half-made schema."""
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '\n[publish]\ndir = "public"\n')
+    procs = [_start(cfg, "--once", "--no-web") for _ in range(4)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-500:] for _, err in outputs]
+    with Store.open(db_url) as store:
+        assert len(store.stories()) == 6  # the bundled seed, read once

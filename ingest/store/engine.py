@@ -97,6 +97,8 @@ def mint_uid(authority: str, created: datetime) -> str:
 HEAD = len(MIGRATIONS)
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: The PostgreSQL advisory lock taken while migrating (any constant; this one spells "migrate").
+MIGRATION_LOCK = 0x6D69677261746501
 
 
 def make_engine(url: str) -> Engine:
@@ -142,6 +144,10 @@ def migrate(engine: Engine) -> int:
     where = engine.url.render_as_string(hide_password=True)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Processes starting together on one database migrate one at a time (the others then find the
+                # schema made): PostgreSQL's DDL is transactional, but two CREATE TABLEs of one name still collide.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             found = _stored_version(conn)
             if found > HEAD:
                 raise SchemaTooNewError(

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -345,6 +346,10 @@ def create_digest(store: Store, new: NewDigest) -> tuple[Digest, bool]:
                     .order_by(_sub.c.id)
                 )
                 conn.execute(_del.insert().from_select(["subscriber_id", "digest_id"], confirmed))
+                if conn.dialect.name == "postgresql":
+                    # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
+                    # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
+                    conn.execute(text("ANALYZE delivery"))
             created = _digest_row(conn, new.period)
             assert created is not None
             return created, True
