@@ -22,6 +22,8 @@ from itertools import combinations
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from ingest.models import ParsedItem
+
 Kind = Literal["article", "teaser", "entry"]
 
 #: "A day or two apart" (time zones, a feed's pubDate against a page's date), plus the widest UTC offset (14 h)
@@ -152,6 +154,36 @@ class Canonical:
     link: str | None
     published: datetime | None
     tags: tuple[str, ...]
+
+
+def match_input(item: ParsedItem, *, sighting_id: int, source: str) -> MatchInput:
+    """A parsed item as the matcher sees it."""
+    return MatchInput(
+        id=sighting_id,
+        kind=item.kind,
+        title=item.title,
+        title_derived=item.title_derived,
+        published=item.published,
+        summary=item.summary,
+        link=item.link,
+        source=source,
+    )
+
+
+def member(item: ParsedItem, *, first_seen: datetime, source: str) -> Member:
+    """A parsed item as the merge rules see it."""
+    return Member(
+        kind=item.kind,
+        title=item.title,
+        title_derived=item.title_derived,
+        published=item.published,
+        summary=item.summary,
+        content=item.content,
+        link=item.link,
+        tags=item.tags,
+        first_seen=first_seen,
+        source=source,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ingest.dedupe import Clusterer, MatchInput, Member, Verdict, canonical  # noqa: E402
+from ingest.dedupe import Clusterer, MatchInput, Member, Verdict, canonical, match_input, member  # noqa: E402
 from ingest.models import ParsedItem  # noqa: E402
 from ingest.seeds import parse_page  # noqa: E402
 
@@ -107,29 +107,9 @@ def _from_page(name: str, item: ParsedItem, sid: int) -> Labeled:
         ARTICLE if item.kind == "article" else item.title,
         item.published.date().isoformat() if item.published else None,
     )
-    match = MatchInput(
-        id=sid,
-        kind=item.kind,
-        title=item.title,
-        title_derived=item.title_derived,
-        published=item.published,
-        summary=item.summary,
-        link=item.link,
-        source=name,
-    )
-    member = Member(
-        kind=item.kind,
-        title=item.title,
-        title_derived=item.title_derived,
-        published=item.published,
-        summary=item.summary,
-        content=item.content,
-        link=item.link,
-        tags=item.tags,
-        first_seen=FIRST_SEEN + timedelta(minutes=sid),
-        source=name,
-    )
-    return Labeled(ref, match, member)
+    match = match_input(item, sighting_id=sid, source=name)
+    one = member(item, first_seen=FIRST_SEEN + timedelta(minutes=sid), source=name)
+    return Labeled(ref, match, one)
 
 
 def _from_feed(name: str, record: dict[str, Any], sid: int) -> Labeled:

@@ -29,6 +29,8 @@ from ingest.dedupe import (
     canonical,
     decide,
     is_informative,
+    match_input,
+    member,
     plan_joins,
 )
 from ingest.models import ParsedItem
@@ -90,10 +92,12 @@ def save_items(
 
     # Plan first, on provisional ids (negative, never reused: the matcher memoizes by id), then write each table
     # once: stories, sightings (with their story), blocking keys. A feed of 50 entries costs a few statements.
-    inputs = [_match_input(next(_PROVISIONAL), item, source_location) for item in fresh]
+    inputs = [match_input(item, sighting_id=next(_PROVISIONAL), source=source_location) for item in fresh]
     keys = {m.id: sorted(blocking_keys(m)) for m in inputs}
     plan, shown = _plan(conn, inputs, keys)
-    members = {m.id: _member_of(item, now, source_location) for m, item in zip(inputs, fresh, strict=True)}
+    members = {
+        m.id: member(item, first_seen=now, source=source_location) for m, item in zip(inputs, fresh, strict=True)
+    }
     story_of = _new_stories(conn, plan, members, now=now, uid_authority=uid_authority)
     rows = []
     for m, item in zip(inputs, fresh, strict=True):
@@ -463,34 +467,6 @@ def _sighting_values(source_id: int, item: ParsedItem, now: datetime) -> dict[st
         "last_seen": now,
         "story_id": None,
     }
-
-
-def _match_input(sid: int, item: ParsedItem, source: str) -> MatchInput:
-    return MatchInput(
-        id=sid,
-        kind=item.kind,
-        title=item.title,
-        title_derived=item.title_derived,
-        published=item.published,
-        summary=item.summary,
-        link=item.link,
-        source=source,
-    )
-
-
-def _member_of(item: ParsedItem, first_seen: datetime, source: str) -> Member:
-    return Member(
-        kind=item.kind,
-        title=item.title,
-        title_derived=item.title_derived,
-        published=item.published,
-        summary=item.summary,
-        content=item.content,
-        link=item.link,
-        tags=item.tags,
-        first_seen=first_seen,
-        source=source,
-    )
 
 
 def _member_of_row(row: Any) -> Member:
