@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,9 +42,9 @@ from typing import Any
 import feedparser
 
 import ingest.feeds
-from ingest.config import FetchConfig, Settings, load_settings
+from ingest.config import Settings, load_settings
 from ingest.feeds import ingest_feeds
-from ingest.fetch import FetchRequest, FetchResult, ResultCallback
+from ingest.fetch import FetchResult
 from ingest.parse import ParsedFeed
 from ingest.store import Store
 
@@ -184,10 +184,11 @@ def reference_count(answer: Answer | None) -> tuple[int, str | None]:
 
 
 class Tracker:
-    """Watches ingest_feeds through what it calls: each fetch result handed to the store step, and parse_feed.
+    """Watches ingest_feeds through what it calls: the parse of each body, and the store step of each feed.
 
-    Both are wrapped, never replaced: the real functions run, and the tracker learns which feed is being stored (so
-    a crash there is pinned to it) and what the parser returned for it.
+    Both are wrapped, never replaced: the real functions run, and the tracker learns what the parser returned for
+    each feed and which feed is being stored or having its parse result read (so that a crash there is pinned to
+    it). Parsing may run in worker processes; the result is read, and recorded, in the storing thread.
     """
 
     def __init__(self, by_id: dict[int, Outcome]) -> None:
@@ -197,32 +198,39 @@ class Tracker:
     @contextlib.contextmanager
     def watching(self) -> Iterator[None]:
         namespace = vars(ingest.feeds)  # the names ingest_feeds calls, looked up at call time
-        real_fetch: Callable[..., list[FetchResult]] = namespace["fetch_all_sync"]
-        real_parse: Callable[..., ParsedFeed] = namespace["parse_feed"]
+        real_parse: Callable[..., Any] = namespace["_parse"]
+        real_state: Callable[..., Any] = namespace["feed_state"]
+        tracker = self
 
-        def fetch_all_sync(
-            requests: Sequence[FetchRequest], config: FetchConfig, on_result: ResultCallback | None = None, **kw: Any
-        ) -> list[FetchResult]:
-            def observed(result: FetchResult) -> Awaitable[None] | None:
-                self.in_flight = self.by_id.get(result.request.source_id)
-                assert on_result is not None
-                returned = on_result(result)
-                self.in_flight = None
-                return returned
+        class Watched:
+            """The parse's future, as the storing loop uses it (done, result), noting what it yields."""
 
-            return real_fetch(requests, config, observed if on_result is not None else None, **kw)
+            def __init__(self, future: Any, outcome: Outcome | None) -> None:
+                self.future, self.outcome = future, outcome
 
-        def parse_feed(body: bytes, **kwargs: Any) -> ParsedFeed:
-            parsed = real_parse(body, **kwargs)
-            if self.in_flight is not None:
-                self.in_flight.parsed = parsed
-            return parsed
+            def done(self) -> bool:
+                return bool(self.future.done())
 
-        namespace["fetch_all_sync"], namespace["parse_feed"] = fetch_all_sync, parse_feed
+            def result(self) -> ParsedFeed:
+                tracker.in_flight = self.outcome
+                parsed: ParsedFeed = self.future.result()
+                if self.outcome is not None:
+                    self.outcome.parsed = parsed
+                return parsed
+
+        def _parse(parser: Any, result: FetchResult, source: Any) -> Any:
+            future = real_parse(parser, result, source)
+            return None if future is None else Watched(future, self.by_id.get(source.id))
+
+        def feed_state(result: FetchResult, parsed: Any, source: Any, **kwargs: Any) -> Any:
+            self.in_flight = self.by_id.get(source.id)
+            return real_state(result, parsed, source, **kwargs)
+
+        namespace["_parse"], namespace["feed_state"] = _parse, feed_state
         try:
             yield
         finally:
-            namespace["fetch_all_sync"], namespace["parse_feed"] = real_fetch, real_parse
+            namespace["_parse"], namespace["feed_state"] = real_parse, real_state
 
 
 OWNER = "corpus-check"
