@@ -1,12 +1,12 @@
 """Sending mail: the ``outbox`` and ``smtp`` transports, and the loop that delivers a digest once. Home of smtplib.
 
-Exactly once: every delivery row is claimed (status ``sending`` plus a lease) right before its message goes out, and
-marked ``sent`` in the same transaction that claims the next one, so at any moment a process has at most ONE message
-on the wire whose outcome is not in the database. Killed at that moment (the server has the message, the database
-does not know), that one message is sent again once its lease runs out: the only possible duplicate, and it carries
-the same Message-ID as the first copy. The outbox transport names each file after its delivery, so there the second
-copy replaces the first. The claim re-checks the subscriber's status, so whoever unsubscribes while a digest is
-going out is not sent it.
+Exactly once: every delivery row is claimed (status ``sending`` plus a lease) while the message before it goes out,
+and marked ``sent`` in the same transaction that claims the one after it, before that one can be accepted, so at any
+moment a process has at most ONE message on the wire whose outcome is not in the database. Killed at that moment (the
+server has the message, the database does not know), that one message is sent again once its lease runs out: the only
+possible duplicate, and it carries the same Message-ID as the first copy. The outbox transport names each file after
+its delivery, so there the second copy replaces the first. The claim re-checks the subscriber's status, so whoever
+unsubscribes while a digest is going out is not sent it, unless theirs was already claimed (one message ahead).
 
 Answers: 2xx sent; 4xx and timeouts retry later with backoff (:data:`BACKOFF`, then failed); 5xx to the recipient or
 the data failed, counted as a bounce (the subscriber is marked bounced after ``[mail] bounce_limit``). A transport that
@@ -350,9 +350,9 @@ def deliver_digest(
 ) -> DeliveryRun:
     """Send ``digest`` to each of its due deliveries, one at a time, until none is left (or ``stop()``).
 
-    While the server takes one message in, the next delivery is claimed and its message built, and the outcome of the
-    previous one is written while the server reads the next one; it is written before that one can be accepted, so
-    at most one message is ever accepted without its outcome in the database (see the module doc).
+    While the server reads a message, one transaction writes the outcome of the previous one and claims the next
+    delivery; it commits before this message can be accepted, so at most one message is ever accepted without its
+    outcome in the database (see the module doc). While the server answers, the next message is built.
     """
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     _, envelope_from = compose.sender(settings)
@@ -366,14 +366,6 @@ def deliver_digest(
     done: Counter[str] = Counter()
     error: str | None = None
 
-    def claim(after: int) -> Delivery | None:
-        """The next due delivery past the cursor, else from the start (retries that fell due, expired leases)."""
-        now = clock()
-        found = mail.claim_next(store, digest.id, owner, now, now + lease, after=after)
-        if found is None and after:
-            found = mail.claim_next(store, digest.id, owner, now, now + lease, after=0)
-        return found
-
     def message_for(d: Delivery) -> tuple[bytes, str]:
         message_id = compose.message_id(digest, d.subscriber_id, domain)
         url, mailto = links.of(d.subscriber_id, d.email)
@@ -382,30 +374,52 @@ def deliver_digest(
         )
         return template.build(recipient), message_id
 
-    current = claim(0) if stop is None or not stop() else None
+    def stopping() -> bool:
+        return stop is not None and stop()
+
+    def record_and_claim(outcome: Outcome | None, after: int) -> Delivery | None:
+        """Write the last outcome and claim the next due delivery past the cursor, else from the start (retries that
+        fell due, expired leases), in one transaction."""
+        now = clock()
+        return mail.record_and_claim(
+            store, outcome, digest.id, owner, now=now, lease_until=now + lease, after=after, bounce_limit=limit
+        )
+
+    current = None if stopping() else record_and_claim(None, 0)
+    upcoming: Delivery | None = None  # claimed while the server takes in ``current``
     finished: Outcome | None = None  # the last outcome, written while the server takes in the next message
+    built = message_for(current) if current is not None else None
     try:
-        while current is not None:
-            message, message_id = message_for(current)
+        while current is not None and built is not None:
+            message, message_id = built
             try:
                 transport.submit(envelope_from, current.email, message, f"{digest.period}-{current.subscriber_id}")
             except TransportError as exc:
                 error = str(exc)
                 log.error("digest %s: %s", digest.period, exc)
                 break
-            if finished is not None:  # written BEFORE this message may be accepted: one unknown outcome at most
-                mail.record(store, finished, owner, bounce_limit=limit)
-                finished = None
+            # The last outcome is written BEFORE this message may be accepted (one unknown outcome at most), in the
+            # transaction that claims the next delivery.
+            if stopping():
+                if finished is not None:
+                    mail.record(store, finished, owner, bounce_limit=limit)
+            else:
+                upcoming = record_and_claim(finished, current.subscriber_id)
+            finished = None
             transport.finish()
-            upcoming = None if stop is not None and stop() else claim(current.subscriber_id)
+            built = message_for(upcoming) if upcoming is not None else None  # while the server reads the end
             finished = _outcome(current, transport.result(), clock(), message_id)
             done[finished.status] += 1
-            current = upcoming
+            if upcoming is not None and stopping():
+                break  # the one claimed ahead is released below, untried
+            current, upcoming = upcoming, None
     finally:
         if finished is not None:
             mail.record(store, finished, owner, bounce_limit=limit)
-        if current is not None and (error is not None or sys.exc_info()[0] is not None):
-            mail.record(store, Outcome(current.id, current.subscriber_id, "release", clock()), owner)
+        failing = error is not None or sys.exc_info()[0] is not None
+        for untried in (current, upcoming) if failing else (upcoming,):
+            if untried is not None:
+                mail.record(store, Outcome(untried.id, untried.subscriber_id, "release", clock()), owner)
     settled = mail.settle(store, digest.id, clock())
     return DeliveryRun(
         period=digest.period,

@@ -10,7 +10,7 @@ import ssl
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from ingest.config import Settings
 from ingest.errors import AddressError
 from ingest.store import Store, mail
 from newsletter import mailer, subscribers
-from newsletter.deliver import SmtpTransport, backoff, lease_length
+from newsletter.deliver import OutboxTransport, SmtpTransport, backoff, deliver_digest, lease_length
 from newsletter.digest import period_for
 from newsletter.tokens import Tokens
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
@@ -239,6 +239,61 @@ def test_outbox_transport_writes_one_file_per_delivery(store: Store, tmp_path: P
     raw = (settings.mail.outbox_dir / f"2026-W48-{a.id}.eml").read_bytes()
     assert b"\r\nTo: a@example.org\r\n" in raw
     assert b"\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+
+
+class _Watching(OutboxTransport):
+    """The outbox, checking at each :meth:`finish` that no earlier message lacks its outcome, and able to stop."""
+
+    def __init__(self, store: Store, folder: Path, *, fail_at: int = 0) -> None:
+        super().__init__(folder)
+        self.store = store
+        self.finished = 0
+        self.fail_at = fail_at
+
+    def finish(self) -> None:
+        self.finished += 1
+        if self.finished == self.fail_at:
+            raise RuntimeError("boom")
+        sending = [d for d in mail.deliveries(self.store, 1) if d.status == "sending"]
+        assert len(sending) <= 2, sending  # this message, and the next one claimed
+        super().finish()
+        sent = [d for d in mail.deliveries(self.store, 1) if d.status == "sent"]
+        assert len(sent) == self.finished - 1  # every message before this one has its outcome stored
+
+
+def _run(store: Store, settings: Settings, transport: OutboxTransport, stop: Callable[[], bool] | None = None) -> None:
+    digest, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    assert digest.id == 1
+    deliver_digest(
+        store, settings, digest, transport=transport, tokens=Tokens(SECRET), clock=lambda: W48_DUE, stop=stop
+    )
+
+
+def test_each_outcome_is_stored_before_the_next_message_can_be_accepted(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, *(f"s{i}@example.org" for i in range(5)))
+    transport = _Watching(store, settings.mail.outbox_dir)
+    _run(store, settings, transport)
+    assert transport.finished == 5
+    assert {d.status for d in mail.deliveries(store, 1)} == {"sent"}
+
+
+def test_stopping_half_way_leaves_nothing_claimed(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, *(f"s{i}@example.org" for i in range(5)))
+    transport = _Watching(store, settings.mail.outbox_dir)
+    _run(store, settings, transport, stop=lambda: transport.finished >= 2)
+    assert [(d.status, d.attempts) for d in mail.deliveries(store, 1)] == [("sent", 1)] * 2 + [("pending", 0)] * 3
+
+
+def test_an_unexpected_error_releases_what_was_claimed(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, *(f"s{i}@example.org" for i in range(4)))
+    transport = _Watching(store, settings.mail.outbox_dir, fail_at=2)
+    with pytest.raises(RuntimeError, match="boom"):
+        _run(store, settings, transport)
+    # The first was sent; the second (failed before it could go) and the third (claimed ahead) are back untouched.
+    assert [(d.status, d.attempts) for d in mail.deliveries(store, 1)] == [("sent", 1)] + [("pending", 0)] * 3
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:

@@ -58,6 +58,7 @@ __all__ = [
     "insert_subscriber",
     "open_digests",
     "record",
+    "record_and_claim",
     "request_subscription",
     "set_subscriber_status",
     "settle",
@@ -564,12 +565,41 @@ def claim_next(
     lock at once and never works on a stale snapshot; on PostgreSQL the pick skips rows other processes hold.
     """
     with store.engine.begin() as conn:
-        claim = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
-        row = conn.execute(
-            claim,
-            {"p_digest": digest_id, "p_after": after, "p_now": now, "p_owner": owner, "p_until": lease_until},
-        ).first()
-        return _delivery(row) if row is not None else None
+        return _claim(conn, digest_id, owner, now, lease_until, after=after)
+
+
+def record_and_claim(
+    store: Store,
+    outcome: Outcome | None,
+    digest_id: int,
+    owner: str,
+    *,
+    now: datetime,
+    lease_until: datetime,
+    after: int,
+    bounce_limit: int = 3,
+) -> Delivery | None:
+    """:func:`record` ``outcome`` (when there is one), then :func:`claim_next` past ``after`` and, when nothing is
+    left past it, from the start: one transaction for what would be two or three, which is most of a sender's
+    database work per message."""
+    with store.engine.begin() as conn:
+        if outcome is not None:
+            _record(conn, outcome, owner, bounce_limit)
+        found = _claim(conn, digest_id, owner, now, lease_until, after=after)
+        if found is None and after:
+            found = _claim(conn, digest_id, owner, now, lease_until, after=0)
+        return found
+
+
+def _claim(
+    conn: Connection, digest_id: int, owner: str, now: datetime, lease_until: datetime, *, after: int
+) -> Delivery | None:
+    claim = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    row = conn.execute(
+        claim,
+        {"p_digest": digest_id, "p_after": after, "p_now": now, "p_owner": owner, "p_until": lease_until},
+    ).first()
+    return _delivery(row) if row is not None else None
 
 
 def record(store: Store, outcome: Outcome, owner: str, *, bounce_limit: int = 3) -> None:

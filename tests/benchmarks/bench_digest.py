@@ -6,8 +6,8 @@ pytest. The sink is aiosmtpd on 127.0.0.1 in its own process (tests/smtpd.py, co
 - build: the digest rendered once, then one message per subscriber by substitution (tokens signed, headers and
   quoted-printable values encoded). Target: all of them in under 1 s.
 - raw: smtplib sending one prepared message over one reused connection, as fast as the sink takes it.
-- delivery: ``send_due_digest`` over SMTP (claim, send, record per message, one SQLite transaction each). Target: at
-  least 80% of the raw rate.
+- delivery: ``send_due_digest`` over SMTP (per message one SQLite transaction: record the last, claim the next).
+  Target: at least 80% of the raw rate.
 """
 
 from __future__ import annotations
