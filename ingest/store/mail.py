@@ -486,6 +486,9 @@ _PICK = (
     .where(
         _del.c.digest_id == bindparam("p_digest"),
         _del.c.subscriber_id > bindparam("p_after"),
+        # The same bound again, on the joined table: PostgreSQL does not carry it across the join, and would walk
+        # the subscribers from the first one at every claim (measured: 1.6 ms a claim half way through 10,000).
+        _sub.c.id > bindparam("p_after"),
         _sub.c.status == "confirmed",
         _DUE,
     )
