@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -150,3 +151,27 @@ def test_due_feeds_are_leased_in_batches_to_one_owner(db_url: str) -> None:
         assert len(later) == 30
         store.release_feeds("c", [s.id for s in later])
         assert store.count_due_feeds(NOW) == 30
+
+
+def test_processes_opening_a_new_database_together_all_start(db_url: str) -> None:
+    """Six openers at once on a database nobody made yet (threads, each with its own engine, as processes would
+    have): one makes the schema, the others wait for it; none fails on a half-made schema or a locked file."""
+    errors: list[BaseException] = []
+    usable: list[bool] = []
+    go = threading.Barrier(6)
+
+    def opener() -> None:
+        go.wait()
+        try:
+            with Store.open(db_url) as store:
+                usable.append(store.stories() == [] and store.sources() == [])
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opener) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert usable == [True] * 6

@@ -7,6 +7,8 @@ code, or a file that is not a database, is refused with a :class:`StoreError` fo
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -129,7 +131,17 @@ def make_engine(url: str) -> Engine:
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    # Turning a new file to WAL needs it to itself, and SQLite answers "locked" at once instead of waiting (the busy
+    # timeout does not apply): processes opening a new database together retry for as long as the timeout.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # another connection is making the file: wait for it
     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -148,6 +160,10 @@ def migrate(engine: Engine) -> int:
                 # Processes starting together on one database migrate one at a time (the others then find the
                 # schema made): PostgreSQL's DDL is transactional, but two CREATE TABLEs of one name still collide.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+            elif conn.dialect.name == "sqlite":
+                # The same on SQLite: take the write lock before reading the version (the driver would otherwise
+                # run the DDL outside any transaction, and two processes opening a new file both create tables).
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             found = _stored_version(conn)
             if found > HEAD:
                 raise SchemaTooNewError(
