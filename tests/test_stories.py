@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import defaultdict
+import threading
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+from sqlalchemy import Connection
+
 from ingest.config import load_settings
 from ingest.models import ParsedItem
 from ingest.pipeline import ingest_seeds
 from ingest.seeds import parse_page
-from ingest.store import FeedState, Store
+from ingest.store import FeedState, Store, clustering
+from ingest.store.clustering import SaveResult
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
 
@@ -145,3 +150,124 @@ def test_explain_merge_and_split_from_the_cli(project: Path, run_cli: RunCli) ->
     code, _, err = run_cli("--config", cfg, "stories", "merge", str(loser), str(survivor))
     assert code == 2
     assert f"was merged into story {survivor}" in err
+
+
+def _teaser(key: str) -> ParsedItem:
+    return ParsedItem(
+        kind="entry",
+        key=key,
+        position=1,
+        title="Recap: Treating Oligometastatic Prostate Cancer",
+        published=datetime(2025, 4, 15, tzinfo=ZoneInfo("UTC")),
+        summary="Steven E. Finkelstein, MD, discusses stereotactic radiation in oligometastatic prostate cancer.",
+        link=None,
+    )
+
+
+def test_two_processes_saving_one_story_at_once_make_one_story(
+    tmp_path: Path, db_url: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process A plans and writes its copy of a teaser without the clustering lock; before it takes the lock,
+    process B saves another copy of it and commits. A must notice, start over under the lock, and join B's story.
+    (SQLite has one writer at a time: there the two saves simply run one after the other.)"""
+    state = FeedState(status="active", last_status=200, error_count=0, next_check_at=None, success=True)
+    with Store.open(db_url) as a, Store.open(db_url) as b:
+        source_a, _ = a.upsert_feed(
+            "https://a.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
+        )
+        source_b, _ = b.upsert_feed(
+            "https://b.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
+        )
+        staged, go = threading.Event(), threading.Event()
+        take_lock = clustering._take_lock
+        locks: list[str] = []
+
+        def slow_for_a(conn: Connection) -> None:
+            if threading.current_thread().name == "process-a" and not clustering._holds_lock(conn):
+                staged.set()  # A's sighting and story are written, not committed
+                assert go.wait(10)
+            locks.append(threading.current_thread().name)
+            take_lock(conn)
+
+        monkeypatch.setattr(clustering, "_take_lock", slow_for_a)
+        results: list[SaveResult] = []
+        worker = threading.Thread(
+            target=lambda: results.append(a.save_feed(source_a.id, [_teaser("a-1")], state, NOW)), name="process-a"
+        )
+        if backend == "postgresql":
+            worker.start()
+            assert staged.wait(10)
+            saved_b = b.save_feed(source_b.id, [_teaser("b-1")], state, NOW)  # B commits while A waits to lock
+            go.set()
+            worker.join(10)
+        else:
+            go.set()
+            saved_b = b.save_feed(source_b.id, [_teaser("b-1")], state, NOW)
+            worker.start()
+            worker.join(10)
+        assert not worker.is_alive()
+        assert saved_b.new_stories == 1
+        assert results[0].new == 1
+        assert results[0].new_stories == 0  # A joined B's story
+        sightings = a.sightings()
+        assert len(sightings) == 2
+        assert len({s.story_id for s in sightings}) == 1
+        assert len(a.stories()) == 1
+        if backend == "postgresql":
+            assert locks.count("process-a") == 2  # its first plan was thrown away: it started over holding the lock
+
+
+def test_many_writers_with_the_same_teasers_make_each_story_once(db_url: str) -> None:
+    """Six writers at once (threads, each with its own store and connections, as processes would have), each saving
+    feeds that carry the same ten teasers under keys of their own: ten stories, each holding every copy."""
+    state = FeedState(status="active", last_status=200, error_count=0, next_check_at=None, success=True)
+    titles = [
+        "Stereotactic radiation for oligometastatic prostate cancer",
+        "Immunotherapy sequencing in metastatic melanoma",
+        "Liquid biopsy screening finds early pancreatic tumors",
+        "Proton therapy trial results for pediatric brain cancer",
+        "CAR T cell therapy moves into earlier lymphoma lines",
+        "Lung cancer screening uptake remains low among smokers",
+        "Breast density notification rules change mammography",
+        "Colorectal cancer incidence rising in younger adults",
+        "Hypofractionation becomes standard in breast radiotherapy",
+        "Antibody drug conjugates reshape bladder cancer care",
+    ]
+
+    def teasers(feed: int) -> list[ParsedItem]:
+        order = titles[feed % 10 :] + titles[: feed % 10]  # each feed lists them in another order
+        return [
+            ParsedItem(
+                kind="entry",
+                key=f"f{feed}-{title}",
+                position=i + 1,
+                title=title,
+                published=datetime(2025, 4, 15, tzinfo=ZoneInfo("UTC")),
+                summary=f"What clinicians should know: {title.lower()}.",
+            )
+            for i, title in enumerate(order)
+        ]
+
+    errors: list[BaseException] = []
+
+    def writer(w: int) -> None:
+        try:
+            with Store.open(db_url) as store:
+                for f in range(w * 3, w * 3 + 3):
+                    url = f"https://w{w}.example.org/feed{f}"
+                    source, _ = store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
+                    store.save_feed(source.id, teasers(f), state, NOW)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with Store.open(db_url) as store:
+        stories = store.stories()
+        assert sorted(s.title for s in stories) == sorted(titles)
+        by_story = Counter(s.story_id for s in store.sightings())
+        assert sorted(by_story.values()) == [18] * 10

@@ -293,7 +293,11 @@ class Store:
         """Several fetched feeds, each with its entries and its state, in ONE transaction for all of them.
 
         Each feed is still all or nothing (its entries and its validators commit together); grouping them spares
-        the database the rewrite of the same index pages at every commit, which is most of the cost of a commit."""
+        the database the rewrite of the same index pages at every commit, which is most of the cost of a commit.
+        Not on PostgreSQL: there a transaction holds the clustering lock from its first feed's new entries until
+        it commits, so each feed gets a transaction of its own and other processes' feeds go in between."""
+        if self.engine.dialect.name == "postgresql":
+            return [self.save_feed(source_id, items, state, now) for source_id, items, state in feeds]
         results = []
         with self.engine.begin() as conn:
             for source_id, items, state in feeds:

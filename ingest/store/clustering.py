@@ -13,12 +13,13 @@ import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Integer, Text, and_, any_, bindparam, func, or_, select, text
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import IntegrityError
 
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
@@ -69,35 +70,123 @@ def save_items(
     *,
     uid_authority: str,
 ) -> SaveResult:
-    """Store a source's parsed items: known keys are marked seen, new ones become sightings placed in stories."""
-    s = schema.sighting
-    if conn.dialect.name == "postgresql":
-        # Processes sharing the database place sightings into stories one at a time, or two could each make a new
-        # story of the same item. Held until this transaction ends; fetching and parsing stay parallel.
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
+    """Store a source's parsed items: known keys are marked seen, new ones become sightings placed in stories.
+
+    Processes sharing a PostgreSQL database must place sightings into stories one at a time, or two could each make
+    a new story of the same item: a transaction-level advisory lock (:data:`CLUSTERING_LOCK`) orders them. Most of
+    the work is done before taking it, optimistically (see :func:`_save_optimistically`).
+    """
     unique: dict[str, ParsedItem] = {}
     for item in items:
         unique.setdefault(item.key, item)  # the same key twice in one source: the first appearance wins
-    existing: dict[str, int] = {}
-    for part in chunks(list(unique)):
-        for row in conn.execute(
-            select(s.c.key, s.c.id).where(s.c.source_id == source_id, _one_of(conn, s.c.key, part))
-        ):
-            existing[row.key] = row.id
+    existing = _existing(conn, source_id, list(unique))
+    fresh = [item for key, item in unique.items() if key not in existing]
+    if fresh and conn.dialect.name == "postgresql" and not _holds_lock(conn):
+        staged = _save_optimistically(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+        if staged is None:  # the world moved under the plan: start over, holding the lock now
+            return save_items(conn, source_id, source_location, items, now, uid_authority=uid_authority)
+    elif fresh:
+        _take_lock(conn)
+        staged = _stage(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+    else:
+        staged = None  # only marking sightings seen again: nothing another process could collide with
     if existing:
+        s = schema.sighting
         conn.execute(
             s.update().where(s.c.id == bindparam("sid")).values(last_seen=now, position=bindparam("pos")),
             [{"sid": existing[k], "pos": unique[k].position} for k in existing],
         )
-    fresh = [item for key, item in unique.items() if key not in existing]
-    if not fresh:
+    if staged is None:
         return SaveResult(new=0, seen=len(existing), new_stories=0)
+    _settle_stored(conn, staged.plan, staged.members, staged.world.shown, now)
+    return SaveResult(
+        new=len(fresh), seen=len(existing), new_stories=sum(1 for o in staged.plan.informative if o[0] == "group")
+    )
 
-    # Plan first, on provisional ids (negative, never reused: the matcher memoizes by id), then write each table
-    # once: stories, sightings (with their story), blocking keys. A feed of 50 entries costs a few statements.
+
+def _existing(conn: Connection, source_id: int, keys: Sequence[str]) -> dict[str, int]:
+    """The source's stored sightings among ``keys``: key -> sighting id."""
+    s = schema.sighting
+    found: dict[str, int] = {}
+    for part in chunks(keys):
+        for row in conn.execute(
+            select(s.c.key, s.c.id).where(s.c.source_id == source_id, _one_of(conn, s.c.key, part))
+        ):
+            found[row.key] = row.id
+    return found
+
+
+_LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK
+
+
+def _holds_lock(conn: Connection) -> bool:
+    holder = conn.info.get(_LOCK_HOLDER)
+    return holder is not None and holder is conn.get_transaction()
+
+
+def _take_lock(conn: Connection) -> None:
+    """Take :data:`CLUSTERING_LOCK` until this transaction ends (PostgreSQL; SQLite has one writer anyway)."""
+    if conn.dialect.name != "postgresql" or _holds_lock(conn):
+        return
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
+    conn.info[_LOCK_HOLDER] = conn.get_transaction()
+
+
+@dataclass
+class _Staged:
+    plan: _Plan
+    members: dict[int, Member]
+    world: _World  # what the plan was made from
+    keys: list[str]  # every blocking key of the new sightings
+    ids: frozenset[int]  # the new sightings' ids
+
+
+def _save_optimistically(
+    conn: Connection,
+    source_id: int,
+    source_location: str,
+    fresh: Sequence[ParsedItem],
+    now: datetime,
+    *,
+    uid_authority: str,
+) -> _Staged | None:
+    """Plan and write the new sightings, their new stories and their keys WITHOUT the lock, in a savepoint; then
+    take the lock and read again what the plan was made from. Unchanged (the usual case: other processes were busy
+    with other stories), the work stands, and only what touches stored stories (:func:`_settle_stored`) is left to
+    do under the lock. Changed (a process committed a sighting with one of our keys, or merged or split a story we
+    read), the savepoint is rolled back and None returned: the caller starts over, holding the lock."""
+    savepoint = conn.begin_nested()
+    try:
+        staged = _stage(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+    except IntegrityError:  # another process stored one of these very keys of this source meanwhile
+        savepoint.rollback()
+        _take_lock(conn)
+        return None
+    _take_lock(conn)
+    if _read_world(conn, staged.keys, leave_out=staged.ids) != staged.world:
+        savepoint.rollback()
+        return None
+    savepoint.commit()
+    return staged
+
+
+def _stage(
+    conn: Connection,
+    source_id: int,
+    source_location: str,
+    fresh: Sequence[ParsedItem],
+    now: datetime,
+    *,
+    uid_authority: str,
+) -> _Staged:
+    """Plan first, on provisional ids (negative, never reused: the matcher memoizes by id), then write each table
+    once: new stories, sightings (with their story), blocking keys. A feed of 50 entries costs a few statements."""
+    s = schema.sighting
     inputs = [match_input(item, sighting_id=next(_PROVISIONAL), source=source_location) for item in fresh]
     keys = {m.id: sorted(blocking_keys(m)) for m in inputs}
-    plan, shown = _plan(conn, inputs, keys)
+    all_keys = sorted({k for ks in keys.values() for k in ks})
+    world = _read_world(conn, all_keys)
+    plan = _plan(world, inputs, keys)
     members = {
         m.id: member(item, first_seen=now, source=source_location) for m, item in zip(inputs, fresh, strict=True)
     }
@@ -116,10 +205,7 @@ def save_items(
     by_key = {row.key: row.id for row in conn.execute(s.insert().returning(s.c.id, s.c.key), rows)}
     real = {m.id: by_key[item.key] for m, item in zip(inputs, fresh, strict=True)}
     _insert_keys(conn, [(k, real[pid]) for pid, ks in keys.items() for k in ks])
-    _settle_stored(conn, plan, members, shown, now)
-    return SaveResult(
-        new=len(fresh), seen=len(existing), new_stories=sum(1 for o in plan.informative if o[0] == "group")
-    )
+    return _Staged(plan=plan, members=members, world=world, keys=all_keys, ids=frozenset(real.values()))
 
 
 def _one_of(conn: Connection, column: ColumnElement[Any], values: Sequence[str] | Sequence[int]) -> ColumnElement[bool]:
@@ -166,24 +252,43 @@ def _age(owner: Owner) -> tuple[int, int]:
     return (0, owner[1]) if owner[0] == "story" else (1, owner[1])
 
 
-def _plan(
-    conn: Connection, inputs: Sequence[MatchInput], keys: dict[int, list[str]]
-) -> tuple[_Plan, set[tuple[object, ...]]]:
-    """Decide, for each new sighting in order, the story it joins: what :class:`ingest.dedupe.Clusterer` does in
-    memory, with stored sightings found through the ``sighting_key`` table."""
-    all_keys = sorted({k for ks in keys.values() for k in ks})
-    by_key: dict[str, list[int]] = defaultdict(list)  # stored candidates, newest first, capped per key
+@dataclass
+class _World:
+    """What a plan is made from: the stored candidates of its keys, their stories, and the operator's splits. Two
+    readings compare equal when a plan made from one would be the same made from the other."""
+
+    by_key: dict[str, list[int]]  # stored candidates, newest first, capped per key
+    old_story: dict[int, int]  # candidate -> its story
+    stories: _StoriesInfo
+    cannot: set[frozenset[int]]
+    old_inputs: dict[int, MatchInput] = field(compare=False)  # stored sightings never change what they match on
+    shown: set[tuple[object, ...]] = field(compare=False)
+
+
+def _read_world(conn: Connection, all_keys: Sequence[str], *, leave_out: frozenset[int] = frozenset()) -> _World:
+    """Read what planning for ``all_keys`` needs; ``leave_out``: sightings of this transaction, not yet planned on."""
+    by_key: dict[str, list[int]] = defaultdict(list)
     for part in chunks(all_keys):
         for row in conn.execute(
             select(schema.sighting_key.c.key, schema.sighting_key.c.sighting_id)
             .where(_one_of(conn, schema.sighting_key.c.key, part))
             .order_by(schema.sighting_key.c.sighting_id.desc())
         ):
-            if len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
+            if row.sighting_id not in leave_out and len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
                 by_key[row.key].append(row.sighting_id)
     old_inputs, old_story, shown = _load_inputs(conn, sorted({sid for ids in by_key.values() for sid in ids}))
     stories = _stories_info(conn, set(old_story.values()))
     cannot = _cannot_link(conn, stories)
+    return _World(
+        by_key=dict(by_key), old_story=old_story, stories=stories, cannot=cannot, old_inputs=old_inputs, shown=shown
+    )
+
+
+def _plan(world: _World, inputs: Sequence[MatchInput], keys: dict[int, list[str]]) -> _Plan:
+    """Decide, for each new sighting in order, the story it joins: what :class:`ingest.dedupe.Clusterer` does in
+    memory, with stored sightings found through the ``sighting_key`` table."""
+    by_key, old_inputs, old_story = world.by_key, world.old_inputs, world.old_story
+    stories, cannot = world.stories, world.cannot
 
     parent: dict[Owner, Owner] = {}
     informative: dict[Owner, bool] = {}
@@ -254,7 +359,7 @@ def _plan(
             assert root[0] == "story", "a stored story is never folded into a new group"
             plan.merges[owner[1]] = root[1]
     plan.informative = {o: v for o, v in informative.items() if find(o) == o}
-    return plan, shown
+    return plan
 
 
 @dataclass
