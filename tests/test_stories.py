@@ -16,10 +16,11 @@ import pytest
 from sqlalchemy import Connection
 
 from ingest.config import load_settings
+from ingest.dedupe import MAX_CANDIDATES_PER_KEY
 from ingest.models import ParsedItem
 from ingest.pipeline import ingest_seeds
 from ingest.seeds import parse_page
-from ingest.store import FeedState, Store, clustering
+from ingest.store import FeedState, Store, clustering, schema
 from ingest.store.clustering import SaveResult
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
@@ -271,3 +272,26 @@ def test_many_writers_with_the_same_teasers_make_each_story_once(db_url: str) ->
         assert sorted(s.title for s in stories) == sorted(titles)
         by_story = Counter(s.story_id for s in store.sightings())
         assert sorted(by_story.values()) == [18] * 10
+
+
+def test_a_key_many_sightings_share_gives_its_newest_candidates(db_url: str) -> None:
+    """The candidates of a key are its newest MAX_CANDIDATES_PER_KEY sightings, leaving out those asked to, the same
+    on both databases (PostgreSQL limits each key in SQL, SQLite in Python)."""
+    cap = MAX_CANDIDATES_PER_KEY
+    with Store.open(db_url) as store:
+        source = store.page_source("/p/many.txt", "/p", NOW)
+        items = [
+            ParsedItem(
+                kind="teaser", key=f"k{n}", position=n, title=f"{word} " * 3 + f"item {n}", published=None, summary=""
+            )
+            for n, word in enumerate(f"w{chr(97 + a)}{chr(97 + b)}" for a in range(6) for b in range(7))
+        ]
+        store.save_page(source.id, items, content_hash="h", warning=None, now=NOW)
+        ids = sorted(s.id for s in store.sightings())
+        assert len(ids) == len(items) > cap + 3
+        with store.engine.begin() as conn:
+            conn.execute(schema.sighting_key.insert(), [{"key": "shared", "sighting_id": i} for i in ids])
+            newest = sorted(ids, reverse=True)
+            assert clustering._read_world(conn, ["shared"]).by_key == {"shared": newest[:cap]}
+            mine = frozenset(newest[:3])
+            assert clustering._read_world(conn, ["shared"], leave_out=mine).by_key == {"shared": newest[3 : 3 + cap]}
