@@ -30,6 +30,8 @@ if CHROMIUM.exists():
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.wait import WebDriverWait
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +73,21 @@ def _h1(browser: WebDriver) -> str:
     return str(browser.find_element(By.TAG_NAME, "h1").text)
 
 
+def _submit(browser: WebDriver, button: str) -> None:
+    """Click a form's submit button and wait for the answer page: click() returns before the browser has left the
+    page, and a look right after it may still find the old one."""
+    page = browser.find_element(By.TAG_NAME, "html")
+    browser.find_element(By.CSS_SELECTOR, button).click()
+    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+
+
 def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     browser.get(f"{site.url}/subscribe")
     assert _h1(browser) == "Subscribe to the weekly digest"
     field = browser.find_element(By.NAME, "email")
     assert field.get_attribute("type") == "email"
     field.send_keys("Browser.Reader@example.org")
-    browser.find_element(By.CSS_SELECTOR, "form.subscribe button[type=submit]").click()
+    _submit(browser, "form.subscribe button[type=submit]")
     assert _h1(browser) == "Check your inbox"  # the submit navigates; selenium waits for the new page to load
     assert site.status("browser.reader@example.org") == "pending"
 
@@ -93,7 +103,7 @@ def test_the_form_shows_why_an_address_is_refused(browser: WebDriver, site: Site
     browser.get(f"{site.url}/subscribe")
     field = browser.find_element(By.NAME, "email")
     field.send_keys("someone@localhost")  # the browser's own check lets it through; ours does not
-    browser.find_element(By.CSS_SELECTOR, "form.subscribe button[type=submit]").click()
+    _submit(browser, "form.subscribe button[type=submit]")
     error = browser.find_element(By.ID, "email-error")
     assert "'someone@localhost': not a valid email address" in error.text
     assert browser.find_element(By.NAME, "email").get_attribute("aria-invalid") == "true"
@@ -106,7 +116,7 @@ def test_unsubscribe_needs_the_button(browser: WebDriver, site: Site) -> None:
     browser.get(f"{site.url}/unsubscribe/{token}")
     assert _h1(browser) == "Unsubscribe from the weekly digest?"
     assert site.status("reader@example.org") == "confirmed"  # opening the link changed nothing
-    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    _submit(browser, "main form button[type=submit]")
     assert _h1(browser) == "You are unsubscribed"
     assert browser.current_url == f"{site.url}/unsubscribe/{token}"  # answered in place, no redirect
     assert site.status("reader@example.org") == "unsubscribed"

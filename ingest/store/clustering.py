@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,13 +81,17 @@ def save_items(
         unique.setdefault(item.key, item)  # the same key twice in one source: the first appearance wins
     existing = _existing(conn, source_id, list(unique))
     fresh = [item for key, item in unique.items() if key not in existing]
+
+    def stage() -> _Staged:
+        return _stage(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+
     if fresh and conn.dialect.name == "postgresql" and not _holds_lock(conn):
-        staged = _save_optimistically(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+        staged = _save_optimistically(conn, stage)
         if staged is None:  # the world moved under the plan: start over, holding the lock now
             return save_items(conn, source_id, source_location, items, now, uid_authority=uid_authority)
     elif fresh:
         _take_lock(conn)
-        staged = _stage(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+        staged = stage()
     else:
         staged = None  # only marking sightings seen again: nothing another process could collide with
     if existing:
@@ -141,23 +145,16 @@ class _Staged:
     ids: frozenset[int]  # the new sightings' ids
 
 
-def _save_optimistically(
-    conn: Connection,
-    source_id: int,
-    source_location: str,
-    fresh: Sequence[ParsedItem],
-    now: datetime,
-    *,
-    uid_authority: str,
-) -> _Staged | None:
-    """Plan and write the new sightings, their new stories and their keys WITHOUT the lock, in a savepoint; then
-    take the lock and read again what the plan was made from. Unchanged (the usual case: other processes were busy
-    with other stories), the work stands, and only what touches stored stories (:func:`_settle_stored`) is left to
-    do under the lock. Changed (a process committed a sighting with one of our keys, or merged or split a story we
-    read), the savepoint is rolled back and None returned: the caller starts over, holding the lock."""
+def _save_optimistically(conn: Connection, stage: Callable[[], _Staged]) -> _Staged | None:
+    """Run ``stage()`` (:func:`_stage`: plan, then write the new sightings, their new stories and their keys)
+    WITHOUT the lock, in a savepoint; then take the lock and read again what the plan was made from. Unchanged (the
+    usual case: other processes were busy with other stories), the work stands, and only what touches stored stories
+    (:func:`_settle_stored`) is left to do under the lock. Changed (a process committed a sighting with one of our
+    keys, or merged or split a story we read), the savepoint is rolled back and None returned: the caller starts
+    over, holding the lock."""
     savepoint = conn.begin_nested()
     try:
-        staged = _stage(conn, source_id, source_location, fresh, now, uid_authority=uid_authority)
+        staged = stage()
     except IntegrityError:  # another process stored one of these very keys of this source meanwhile
         savepoint.rollback()
         _take_lock(conn)
