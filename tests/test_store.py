@@ -175,3 +175,18 @@ def test_processes_opening_a_new_database_together_all_start(db_url: str) -> Non
         t.join(60)
     assert not errors, errors
     assert usable == [True] * 6
+
+
+@pytest.mark.sqlite_only
+def test_opening_an_up_to_date_database_takes_no_write_lock(tmp_path: Path) -> None:
+    """A command beside a busy service (`newsletter status` while a pass writes) opens the store at once."""
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    Store.open(url).close()
+    writer = sqlite3.connect(tmp_path / "busy.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # another process in the middle of a write
+    try:
+        with Store.open(url) as store:
+            assert store.stories() == []
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()

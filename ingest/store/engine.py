@@ -160,11 +160,13 @@ def migrate(engine: Engine) -> int:
                 # Processes starting together on one database migrate one at a time (the others then find the
                 # schema made): PostgreSQL's DDL is transactional, but two CREATE TABLEs of one name still collide.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-            elif conn.dialect.name == "sqlite":
-                # The same on SQLite: take the write lock before reading the version (the driver would otherwise
-                # run the DDL outside any transaction, and two processes opening a new file both create tables).
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
             found = _stored_version(conn)
+            if conn.dialect.name == "sqlite" and found < HEAD:
+                # The same on SQLite: take the write lock, then read the version again (the driver would otherwise
+                # run the DDL outside any transaction, and two processes opening a new file both create tables).
+                # Only then: opening a database that is up to date takes no write lock.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                found = _stored_version(conn)
             if found > HEAD:
                 raise SchemaTooNewError(
                     f"{where}: the database is at schema version {found}, newer than this code (version {HEAD}); "
