@@ -287,24 +287,6 @@ class Store:
             _write_feed_state(conn, source_id, state, now)
             return result
 
-    def save_feeds(
-        self, feeds: Sequence[tuple[int, Sequence[ParsedItem], FeedState]], now: datetime
-    ) -> list[SaveResult]:
-        """Several fetched feeds, each with its entries and its state, in ONE transaction for all of them.
-
-        Each feed is still all or nothing (its entries and its validators commit together); grouping them spares
-        the database the rewrite of the same index pages at every commit, which is most of the cost of a commit.
-        Not on PostgreSQL: there a transaction holds the clustering lock from its first feed's new entries until
-        it commits, so each feed gets a transaction of its own and other processes' feeds go in between."""
-        if self.engine.dialect.name == "postgresql":
-            return [self.save_feed(source_id, items, state, now) for source_id, items, state in feeds]
-        results = []
-        with self.engine.begin() as conn:
-            for source_id, items, state in feeds:
-                results.append(self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0))
-                _write_feed_state(conn, source_id, state, now)
-        return results
-
     def save_feed_states(self, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
         """The states of feeds that brought no entries (304s, errors, gone...), in one transaction for all."""
         if states:
