@@ -160,7 +160,7 @@ def _save_optimistically(conn: Connection, stage: Callable[[], _Staged]) -> _Sta
         _take_lock(conn)
         return None
     _take_lock(conn)
-    if _read_world(conn, staged.keys, leave_out=staged.ids) != staged.world:
+    if _read_world(conn, staged.keys, leave_out=staged.ids, check=True) != staged.world:
         savepoint.rollback()
         return None
     savepoint.commit()
@@ -262,14 +262,23 @@ class _World:
     shown: set[tuple[object, ...]] = field(compare=False)
 
 
-def _read_world(conn: Connection, all_keys: Sequence[str], *, leave_out: frozenset[int] = frozenset()) -> _World:
-    """Read what planning for ``all_keys`` needs; ``leave_out``: sightings of this transaction, not yet planned on."""
+def _read_world(
+    conn: Connection, all_keys: Sequence[str], *, leave_out: frozenset[int] = frozenset(), check: bool = False
+) -> _World:
+    """Read what planning for ``all_keys`` needs; ``leave_out``: sightings of this transaction, not yet planned on.
+    ``check``: only what two readings are compared on (not the candidates' texts, which never change)."""
     by_key: dict[str, list[int]] = defaultdict(list)
     for part in chunks(all_keys):
         for row in conn.execute(*_candidates_query(conn, part, len(leave_out))):
             if row.sighting_id not in leave_out and len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
                 by_key[row.key].append(row.sighting_id)
-    old_inputs, old_story, shown = _load_inputs(conn, sorted({sid for ids in by_key.values() for sid in ids}))
+    ids = sorted({sid for ids in by_key.values() for sid in ids})
+    old_inputs: dict[int, MatchInput] = {}
+    shown: set[tuple[object, ...]] = set()
+    if check:
+        old_story = _story_of(conn, ids)
+    else:
+        old_inputs, old_story, shown = _load_inputs(conn, ids)
     stories = _stories_info(conn, set(old_story.values()))
     cannot = _cannot_link(conn, stories)
     return _World(
@@ -423,6 +432,16 @@ def _cannot_link(conn: Connection, stories: _StoriesInfo) -> set[frozenset[int]]
             if row.sa is not None and row.sb is not None:
                 pairs.add(frozenset((stories.resolve(row.sa), stories.resolve(row.sb))))
     return pairs
+
+
+def _story_of(conn: Connection, ids: Sequence[int]) -> dict[int, int]:
+    """Each stored sighting's story (those placed in one)."""
+    s = schema.sighting
+    found: dict[int, int] = {}
+    for part in chunks(list(ids)):
+        query = select(s.c.id, s.c.story_id).where(_one_of(conn, s.c.id, part), s.c.story_id.is_not(None))
+        found.update({row.id: row.story_id for row in conn.execute(query)})
+    return found
 
 
 def _load_inputs(
