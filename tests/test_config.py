@@ -82,6 +82,7 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         ),
         ('[[feeds]]\nname = "x"\n', r"\[\[feeds\]\] #1 url: missing required key"),
         ('[mail]\npassword = "x"\n', r"'smtp_password' is a secret .* NEWSLETTER_SMTP_PASSWORD"),
+        ('[web]\nsecret_key = "x"\n', r"'secret_key' is a secret .* NEWSLETTER_SECRET_KEY"),
         ("[bogus]\nx = 1\n", r"bogus.*unknown key"),
         ("[fetch\nconcurrency = 1\n", r"not valid TOML: .*line 6"),
     ],

@@ -97,7 +97,7 @@ def test_only_due_feeds_are_fetched(feed_store: tuple[Store, Settings, str], hos
         ("/big-no-length", "failing", "over the 1,048,576-byte limit"),
         ("/endless", "failing", "over the 1,048,576-byte limit"),
         ("/gzip-bomb", "failing", "over the 1,048,576-byte limit"),
-        ("/drip", "failing", "2"),
+        ("/drip", "failing", "no complete response within 2 s ([fetch] timeout)"),
         ("/loop-a", "failing", "redirect"),
         ("/to-private", "failing", "10.0.0.1"),
         ("/to-metadata", "failing", "169.254.169.254"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -190,3 +191,25 @@ def test_opening_an_up_to_date_database_takes_no_write_lock(tmp_path: Path) -> N
     finally:
         writer.execute("ROLLBACK")
         writer.close()
+
+
+@pytest.mark.sqlite_only
+@pytest.mark.parametrize("kind", ["newer", "not a database"])
+def test_the_cli_refuses_a_database_it_cannot_use_without_a_traceback(
+    project: Path, run_cli: Callable[..., tuple[int, str, str]], db_url: str, kind: str
+) -> None:
+    db = Path(db_url.removeprefix("sqlite:///"))
+    if kind == "newer":
+        Store.open(db_url).close()
+        con = sqlite3.connect(db)
+        con.execute("update schema_version set version = ?", (HEAD + 1,))
+        con.commit()
+        con.close()
+    else:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        db.write_bytes(b"this is not a database, just text\n" * 200)
+    code, _, err = run_cli("--config", str(project / "newsletter.toml"), "stories")
+    assert code == 2
+    assert str(db) in err
+    assert ("newer than this code" if kind == "newer" else "not a SQLite database") in err
+    assert "Traceback" not in err

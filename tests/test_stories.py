@@ -295,3 +295,38 @@ def test_a_key_many_sightings_share_gives_its_newest_candidates(db_url: str) -> 
             assert clustering._read_world(conn, ["shared"]).by_key == {"shared": newest[:cap]}
             mine = frozenset(newest[:3])
             assert clustering._read_world(conn, ["shared"], leave_out=mine).by_key == {"shared": newest[3 : 3 + cap]}
+
+
+def test_a_story_is_updated_only_when_what_it_shows_changes(db_url: str) -> None:
+    """The same teaser on another page adds a sighting and changes nothing the story shows: ``updated`` stays, so
+    feed readers are not told again. Its full blurb, seen later, does change it: ``updated`` moves, the id stays."""
+    full = (
+        "Steven E. Finkelstein, MD, discusses stereotactic body radiation therapy for patients with oligometastatic "
+        "prostate cancer and how imaging changes who is treated."
+    )
+    cut = full[:90].rsplit(" ", 1)[0] + "..."
+
+    def teaser(summary: str) -> ParsedItem:
+        return ParsedItem(
+            kind="teaser",
+            key="t-1",
+            position=1,
+            title="SBRT for Oligometastatic Prostate Cancer",
+            published=datetime(2025, 4, 15, tzinfo=ZoneInfo("UTC")),
+            summary=summary,
+        )
+
+    with Store.open(db_url) as store:
+        times = [NOW, NOW + timedelta(hours=1), NOW + timedelta(hours=2)]
+        for n, (summary, now) in enumerate(zip((cut, cut, full), times, strict=True)):
+            source = store.page_source(f"/p/page{n}.txt", "/p", now)
+            store.save_page(source.id, [teaser(summary)], content_hash=f"h{n}", warning=None, now=now)
+            (story,) = store.stories()
+            if n == 0:
+                first = story
+            elif n == 1:
+                assert (story.id, story.uid, story.updated, story.summary) == (first.id, first.uid, NOW, cut)
+                assert story.sightings == 2
+            else:
+                assert (story.id, story.uid, story.first_seen) == (first.id, first.uid, NOW)
+                assert (story.updated, story.summary) == (times[2], full)

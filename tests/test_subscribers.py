@@ -213,8 +213,8 @@ def test_unsubscribe_tokens(store: Store, tmp_path: Path) -> None:
     assert mail.subscriber_by_email(store, "b@example.org").status == "confirmed"  # type: ignore[union-attr]
 
 
-def test_the_signing_key(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    url = f"sqlite:///{tmp_path / 'k.db'}"
+def test_the_signing_key(tmp_path: Path, caplog: pytest.LogCaptureFixture, db_url: str) -> None:
+    url = db_url
     keyless = make_settings(tmp_path).model_copy(update={"secret_key": None})
     with caplog.at_level(logging.WARNING), Store.open(url) as store:
         made = signing_key(store, keyless)

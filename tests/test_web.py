@@ -307,7 +307,7 @@ def test_a_merged_story_redirects_to_its_survivor(site: Site) -> None:
     assert r.headers["location"] == f"/stories/{survivor.id}"
 
 
-def test_extra_routes_are_served_with_the_site_pages(tmp_path: Path) -> None:
+def test_extra_routes_are_served_with_the_site_pages(tmp_path: Path, db_url: str) -> None:
     from starlette.requests import Request
     from starlette.responses import Response
     from starlette.routing import Route
@@ -317,7 +317,7 @@ def test_extra_routes_are_served_with_the_site_pages(tmp_path: Path) -> None:
     def hello(request: Request) -> Response:
         return page(request, "web/404.html", status_code=200)
 
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
+    store = Store.open(db_url)
     settings = Settings(publish=PublishConfig(dir=tmp_path / "public"))
     app = create_app(settings, store, extra_routes=[Route("/hello", hello)])
     assert app.state.store is store
