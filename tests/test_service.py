@@ -227,3 +227,48 @@ send_empty = true
         assert proc.returncode == 0, stderr
         assert "stopped" in stderr
         assert sink.received_by() == {"ann@example.org": 1, "bob@example.org": 1}
+
+
+@pytest.mark.slow
+def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(project: Path) -> None:
+    """Ctrl-C (SIGINT) half way through a digest: exit 0; every message the server took is recorded as sent, the
+    rest stay pending for the next run (none left claimed, none sent twice)."""
+    now = datetime.now(UTC)
+    due = now - timedelta(minutes=2)
+    send_at = f"{('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun')[due.weekday()]} {due:%H:%M}"
+    with SmtpSink() as sink:
+        sink.on_message = lambda _: time.sleep(0.05)  # a slow server: the digest takes a few seconds
+        settings = _settings(
+            project,
+            f'[digest]\nsend_at = "{send_at}"\nsend_empty = true\n',
+            mail=f'transport = "smtp"\nhost = "127.0.0.1"\nport = {sink.port}\n',
+        )
+        assert settings.source_path is not None
+        with Store.open(settings.storage.url) as store:
+            for n in range(80):
+                subscribers.add(store, f"reader{n:02d}@example.org", now)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), "run", "--no-web"],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(lambda: sink.count >= 10, "the digest to start going out")
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+        assert proc.returncode == 0, stderr
+        assert "received SIGINT" in stderr
+        got = sink.received_by()
+        assert 10 <= len(got) < 80  # stopped half way
+        assert set(got.values()) == {1}
+        with Store.open(settings.storage.url) as store:
+            (digest,) = mail.digests(store, limit=1)
+            statuses = {d.email: d.status for d in mail.deliveries(store, digest.id)}
+        assert {e for e, s in statuses.items() if s == "sent"} == set(got)
+        assert {s for e, s in statuses.items() if e not in got} == {"pending"}
