@@ -91,3 +91,32 @@ def test_help_lists_every_command(run_cli: RunCli) -> None:
     for name, command in cli.cli.commands.items():  # every command, each on one line with its summary
         (line,) = [x for x in listed if x.split()[:1] == [name]]
         assert command.get_short_help_str(limit=100).split()[0] in line, name
+
+
+def test_digest_preview_of_a_chosen_period_and_test_send(
+    project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(project)
+    monkeypatch.setattr(cli, "now", lambda: NOW)
+    run_cli("--config", cfg, "ingest")
+    code, out, err = run_cli("--config", cfg, "digest", "preview", "--period", "2026-W47", "--out", str(project / "p"))
+    assert code == 0, err
+    assert "2026-W47" in out
+    code, out, err = run_cli("--config", cfg, "digest", "test-send", "editor@example.org", "--period", "2026-W48")
+    assert code == 0, err
+    assert out.startswith("test digest to editor@example.org: sent")
+    (sent,) = (project / "outbox").glob("*.eml")
+    message = email.message_from_bytes(sent.read_bytes(), policy=email.policy.SMTP)
+    assert message["To"] == "editor@example.org"
+    assert message["Subject"] == "Oncology digest: 6 new stories, Nov 23 to 29"  # the 2026-W48 asked for
+    assert _digests_made(project) == []  # a test send is no delivery of the digest
+
+
+def _digests_made(project: Path) -> list[str]:
+    """The digests made so far (a preview or a test send makes none)."""
+    from ingest.config import load_settings
+    from ingest.store import Store, mail
+
+    settings = load_settings(project / "newsletter.toml", environ={})
+    with Store.open(settings.storage.url) as store:
+        return [d.period for d in mail.digests(store)]
