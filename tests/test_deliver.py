@@ -487,3 +487,19 @@ def test_send_test_sends_the_preview_to_one_address(store: Store, tmp_path: Path
     assert mail.digest_by_period(store, "2026-W48") is None
     with pytest.raises(AddressError):
         mailer.send_test(store, settings, "not an address", W48_DUE)
+
+
+def test_the_sending_rate_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``[mail] rate = 10``: each message waits for its 1/10 s slot (a clock standing still, so the waits add up)."""
+    from newsletter import deliver
+
+    waits: list[float] = []
+    monkeypatch.setattr(deliver.time, "monotonic", lambda: 100.0)
+    monkeypatch.setattr(deliver.time, "sleep", waits.append)
+    transport = SmtpTransport(make_settings(tmp_path, mail={"transport": "smtp", "rate": 10}))
+    for _ in range(4):
+        transport._pace()
+    assert waits == pytest.approx([0.1, 0.2, 0.3])
+    unlimited = SmtpTransport(make_settings(tmp_path, mail={"transport": "smtp", "rate": 0}))
+    unlimited._pace()
+    assert len(waits) == 3
