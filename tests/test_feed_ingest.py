@@ -22,7 +22,7 @@ from ingest.config import Settings, load_settings
 from ingest.feeds import ingest_feeds
 from ingest.models import Source
 from ingest.store import Store
-from tests.conftest import NOW, ROOT, write_config
+from tests.conftest import GOLDEN, NOW, ROOT, write_config
 from tests.servers import DEFAULT_ROUTES, FEED_BODY, FEED_ETAG, HostileServer
 
 RunCli = Callable[..., tuple[int, str, str]]
@@ -215,6 +215,19 @@ def test_cli_ingest_reports_per_feed_and_fails_when_one_fails(
     code, out, _ = run_cli("--config", str(cfg), "feeds", "list", "--json")
     states = {f["url"]: (f["status"], f["entries"], f["error_count"]) for f in json.loads(out)}
     assert states == {hostile_server.url("/feed"): ("active", 2, 0), hostile_server.url("/error"): ("failing", 0, 1)}
+    listed = {f["url"]: f for f in json.loads(out)}
+    ok, failing = listed[hostile_server.url("/feed")], listed[hostile_server.url("/error")]
+    assert (ok["last_status"], ok["last_error"], failing["last_status"]) == (200, None, 500)
+    assert (
+        failing["last_error"]
+        == f"{hostile_server.url('/error')}: HTTP 500 Internal Server Error; expected 200 with a feed"
+    )
+    assert ok["last_fetch"] and failing["last_fetch"] and ok["last_success"] and failing["last_success"] is None
+    assert failing["next_check"] > failing["last_fetch"]
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list")
+    for column in ("last fetch", "HTTP", "entries", "errors", "last error", "next check"):
+        assert column in out
+    assert "HTTP 500" in out
 
 
 KILLER = """
@@ -301,3 +314,18 @@ def test_parsing_in_worker_processes_stores_the_same_as_inline(tmp_path: Path, h
             stored.append(sorted((s.title, s.link, s.published, s.summary, s.content, s.tags) for s in store.stories()))
     assert stored[0] == stored[1]
     assert len(stored[0]) == 40
+
+
+def test_a_broken_feed_keeps_what_can_be_read_and_says_so_on_the_source(
+    feed_store: tuple[Store, Settings, str], hostile_server: HostileServer
+) -> None:
+    store, settings, url = feed_store
+    body = (GOLDEN / "feeds" / "bozo_recoverable.xml").read_bytes()
+    hostile_server.set("/x", headers={"Content-Type": "application/rss+xml"}, body=body, etag='"bozo"')
+    _ingest(store, settings, minutes=61)
+    source = _source(store, url)
+    assert source.status == "active"
+    assert source.warning is not None
+    assert "not well-formed XML" in source.warning
+    assert "3 entries recovered" in source.warning
+    assert len(store.stories()) == 2 + 3  # the earlier two, and the three recovered
