@@ -330,3 +330,55 @@ def test_a_story_is_updated_only_when_what_it_shows_changes(db_url: str) -> None
             else:
                 assert (story.id, story.uid, story.first_seen) == (first.id, first.uid, NOW)
                 assert (story.updated, story.summary) == (times[2], full)
+
+
+def _page_item(kind: str, title: str, summary: str, *, derived: bool = False) -> ParsedItem:
+    return ParsedItem(
+        kind=kind,
+        key=f"{kind}-1",
+        position=1,
+        title=title,
+        title_derived=derived,
+        published=None if kind == "article" else datetime(2025, 4, 15, tzinfo=ZoneInfo("UTC")),
+        summary=summary,
+    )
+
+
+STANDFIRST = (
+    "Stereotactic body radiation therapy gives men with oligometastatic prostate cancer a chance at long control "
+    "of their disease, and imaging now decides who gets it."
+)
+HEADLINE = "SBRT Reshapes Care in Oligometastatic Prostate Cancer"
+
+
+def _save(store: Store, n: int, item: ParsedItem) -> None:
+    source = store.page_source(f"/p/page{n}.txt", "/p", NOW + timedelta(minutes=n))
+    store.save_page(source.id, [item], content_hash=f"h{n}", warning=None, now=NOW + timedelta(minutes=n))
+
+
+def test_a_sighting_that_joins_two_stored_stories_folds_them_and_the_older_id_survives(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        _save(store, 0, _page_item("article", STANDFIRST[:80], STANDFIRST, derived=True))
+        _save(store, 1, _page_item("teaser", HEADLINE, ""))
+        older, newer = sorted(s.id for s in store.stories())  # the article and the headline-only teaser: apart
+        _save(store, 2, _page_item("teaser", HEADLINE, STANDFIRST))  # the headline with the standfirst: both
+        (story,) = store.stories()
+        assert story.id == older
+        assert story.sightings == 3
+        assert story.title == HEADLINE  # the article takes the teaser's headline
+        folded = store.explain(newer)
+        assert (folded.story, folded.merged_into) == (None, older)  # the folded id resolves to the survivor
+        assert newer in store.explain(older).merged
+
+
+def test_a_split_holds_when_a_new_copy_matches_both_halves(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        teaser = _page_item("teaser", HEADLINE, STANDFIRST)
+        _save(store, 0, teaser)
+        _save(store, 1, teaser)
+        (story,) = store.stories()
+        second = max(s.id for s in store.sightings(story.id))
+        apart = store.split_sighting(story.id, second, NOW + timedelta(hours=1))
+        _save(store, 2, teaser)  # a third copy matches both halves: the operator's split must hold
+        assert sorted(s.id for s in store.stories()) == sorted([story.id, apart])
+        assert sum(s.sightings for s in store.stories()) == 3
