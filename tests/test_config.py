@@ -141,3 +141,13 @@ def test_cli_takes_config_from_environment(project: Path, run_cli: RunCli, monke
     assert code == 0
     assert "6 new" in out
     assert (project / "var" / "test.db").exists()
+
+
+def test_the_defaults_the_issues_name() -> None:
+    s = load_settings(BUNDLED_CONFIG, environ={})
+    f = s.fetch
+    assert (f.concurrency, f.per_host, f.timeout, f.max_bytes) == (8, 2, 30.0, 15 * 1024 * 1024)
+    assert (f.max_redirects, f.allow_private_networks) == (10, False)
+    assert s.publish.max_entries == 100
+    assert s.storage.url == f"sqlite:///{(BUNDLED_CONFIG.parent.parent / 'var' / 'newsletter.db').resolve()}"
+    assert s.mail.transport == "outbox"

@@ -202,3 +202,17 @@ def test_page_timezone_is_applied() -> None:
     first = page.teasers[0].published
     assert first is not None and first.utcoffset() is not None
     assert first.isoformat() == "2025-04-15T00:00:00-04:00"
+
+
+def test_several_boilerplate_lines_from_the_config_all_separate_the_rail() -> None:
+    """A site with two boilerplate lines between article and rail: both are configured, neither becomes text."""
+    real = (GOLDEN / "seeds" / "real_page.txt").read_text(encoding="utf-8")
+    extra = "Sign up for our newsletter to get the latest news."
+    data = real.replace(BOILERPLATE[0], f"{BOILERPLATE[0]}\n{extra}", 1).encode()
+    expected = _parse(GOLDEN / "seeds" / "real_page.txt")
+    page = parse_page(data, name="two.txt", boilerplate=[*BOILERPLATE, extra], tz=UTC)
+    assert page.article == expected.article
+    assert page.teasers == expected.teasers
+    assert page.warnings == ()
+    only_one = parse_page(data, name="two.txt", boilerplate=BOILERPLATE, tz=UTC)
+    assert only_one.teasers != expected.teasers  # unconfigured, the second line is read as part of the rail
