@@ -94,6 +94,19 @@ def test_status_shows_sources_digests_and_subscribers(service: Service, run_cli:
     assert data["subscribers"] == {"confirmed": 2}
     assert data["last_digest"]["status"] == "skipped"
     assert data["sources"][0]["status"] == "active"
+    (page,) = data["sources"]
+    assert {k: page[k] for k in ("kind", "error_count", "last_error", "next_check", "last_success")} == {
+        "kind": "page",
+        "error_count": 0,
+        "last_error": None,
+        "next_check": None,  # a seed page is read at every pass
+        "last_success": NOW.isoformat(),
+    }
+    assert data["stories"]["live"] == 6
+    assert set(data["stories"]) == {"live", "first_seen_this_week", "week"}
+    assert data["last_digest"]["note"] == "not sent: due 2026-11-30 08:00 UTC, 30.0 h late"
+    assert data["last_digest"]["deliveries"] == {}
+    assert set(data["next_digest"]) == {"period", "due"}
     code, out, _ = run_cli("--config", str(service.settings.source_path), "status")
     assert "last digest 2026-W48: skipped" in out
 
