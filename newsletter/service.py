@@ -204,18 +204,10 @@ class Service:
         self.stopping.set()
 
 
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its signal handling: the service owns SIGTERM and SIGINT (uvicorn would re-raise them)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def _web_server(settings: Settings, store: Store) -> uvicorn.Server:
-    from newsletter.web.app import server_config
+    from newsletter.web.app import QuietServer, server_config  # the service owns SIGTERM and SIGINT
 
-    return _QuietServer(server_config(settings, store))
+    return QuietServer(server_config(settings, store))
 
 
 def describe_ingest(reports: tuple[SourceReport, ...]) -> str:

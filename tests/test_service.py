@@ -285,3 +285,29 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
             statuses = {d.email: d.status for d in mail.deliveries(store, digest.id)}
         assert {e for e, s in statuses.items() if s == "sent"} == set(got)
         assert {s for e, s in statuses.items() if e not in got} == {"pending"}
+
+
+@pytest.mark.slow
+def test_serve_serves_the_published_feeds_on_the_configured_address(project: Path, run_cli: RunCli) -> None:
+    port = _free_port()
+    settings = _settings(project, f'[web]\nhost = "127.0.0.1"\nport = {port}\n')
+    assert settings.source_path is not None
+    assert run_cli("--config", str(settings.source_path), "run", "--once")[0] == 0
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), "serve"],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: _get(f"http://127.0.0.1:{port}/feed.atom")[0] == 200, "the feed on the configured port")
+        assert b"Prolaris in Practice" in _get(f"http://127.0.0.1:{port}/feed.atom")[1]
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert f"serving on http://127.0.0.1:{port}/" in out
+    assert proc.returncode == 0

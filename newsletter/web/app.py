@@ -5,7 +5,10 @@ Holds no state of its own beyond the settings and the store it is given (also on
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import signal
+from collections.abc import Iterator, Sequence
+from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
@@ -54,6 +57,25 @@ def server_config(settings: Settings, store: Store) -> uvicorn.Config:
     )
 
 
+class QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: it re-raises SIGTERM and SIGINT after shutting down, so the process
+    would end killed by the signal (exit code -15) instead of exiting 0. The caller owns the signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 def serve(settings: Settings, store: Store) -> None:
-    """Run the site until interrupted (uvicorn handles SIGINT and SIGTERM)."""
-    uvicorn.Server(server_config(settings, store)).run()
+    """Run the site until SIGTERM or SIGINT, then shut it down and return (the command exits 0)."""
+    server = QuietServer(server_config(settings, store))
+
+    def stop(_signum: int, _frame: FrameType | None) -> None:
+        server.should_exit = True
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
