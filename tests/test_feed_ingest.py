@@ -329,3 +329,18 @@ def test_a_broken_feed_keeps_what_can_be_read_and_says_so_on_the_source(
     assert "not well-formed XML" in source.warning
     assert "3 entries recovered" in source.warning
     assert len(store.stories()) == 2 + 3  # the earlier two, and the three recovered
+
+
+def test_a_feed_moved_for_good_is_followed_and_keeps_its_stories(
+    feed_store: tuple[Store, Settings, str], hostile_server: HostileServer
+) -> None:
+    """The hostile server's 301: the new address is adopted, the stories stay (the same entries, no copies)."""
+    store, settings, url = feed_store
+    stories_before = store.stories()
+    hostile_server.redirect("/x", "/feed", status=301)
+    _ingest(store, settings, minutes=61)
+    source = _source(store, url)
+    assert (source.status, source.url, source.last_error) == ("active", hostile_server.url("/feed"), None)
+    assert store.stories() == stories_before
+    _ingest(store, settings, minutes=200)
+    assert hostile_server.requests_for("/x") and len(hostile_server.requests_for("/x")) == 2  # not asked again
