@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -161,6 +162,25 @@ def _get(url: str) -> tuple[int, bytes]:
         return 0, b""
 
 
+@contextlib.contextmanager
+def _newsletter(settings: Settings, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """``newsletter --config CONFIG ARGS`` in a subprocess, killed if the test leaves it running."""
+    assert settings.source_path is not None
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def _wait_for(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -205,14 +225,7 @@ send_empty = true
                 subscribers.add(store, address, now)
             subscribers.add(store, "carol@example.org", now)
             subscribers.remove(store, "carol@example.org", now)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), "run", "--tick", "1"],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with _newsletter(settings, "run", "--tick", "1") as proc:
             base = f"http://127.0.0.1:{port}"
             _wait_for(lambda: b"First story" in _get(f"{base}/feed.atom")[1], "the feed with the feed's stories")
             assert b"Prolaris in Practice" in _get(f"{base}/feed.atom")[1]
@@ -233,10 +246,6 @@ send_empty = true
             _wait_for(lambda: b"Third story" in _get(f"{base}/feed.atom")[1], "the changed feed")
             proc.send_signal(signal.SIGTERM)
             _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         assert proc.returncode == 0, stderr
         assert "stopped" in stderr
         assert sink.received_by() == {"ann@example.org": 1, "bob@example.org": 1}
@@ -260,21 +269,10 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         with Store.open(settings.storage.url) as store:
             for n in range(80):
                 subscribers.add(store, f"reader{n:02d}@example.org", now)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), "run", "--no-web"],
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
+        with _newsletter(settings, "run", "--no-web") as proc:
             _wait_for(lambda: sink.count >= 10, "the digest to start going out")
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
         assert proc.returncode == 0, stderr
         assert "received SIGINT" in stderr
         got = sink.received_by()
@@ -293,21 +291,10 @@ def test_serve_serves_the_published_feeds_on_the_configured_address(project: Pat
     settings = _settings(project, f'[web]\nhost = "127.0.0.1"\nport = {port}\n')
     assert settings.source_path is not None
     assert run_cli("--config", str(settings.source_path), "run", "--once")[0] == 0
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "--config", str(settings.source_path), "serve"],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _newsletter(settings, "serve") as proc:
         _wait_for(lambda: _get(f"http://127.0.0.1:{port}/feed.atom")[0] == 200, "the feed on the configured port")
         assert b"Prolaris in Practice" in _get(f"http://127.0.0.1:{port}/feed.atom")[1]
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert f"serving on http://127.0.0.1:{port}/" in out
     assert proc.returncode == 0
