@@ -22,7 +22,7 @@ from itertools import combinations
 from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from ingest.models import ParsedItem
+from ingest.core.models import ParsedItem
 
 Kind = Literal["article", "teaser", "entry"]
 

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime, timedelta
 
-from ingest.config import Settings
+from ingest.core.config import Settings
+from ingest.core.models import Source
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
-from ingest.models import Source
 from ingest.parse import ParsedFeed
 from ingest.pipeline import SourceReport, sync_config_feeds
 from ingest.polling import next_check

@@ -40,7 +40,7 @@ from typing import Literal, Protocol
 import httpcore
 import httpx
 
-from ingest.config import FetchConfig
+from ingest.core.config import FetchConfig
 
 Outcome = Literal["ok", "not_modified", "gone", "retry_later", "blocked", "error"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -13,8 +13,8 @@ from xml.etree import ElementTree as ET
 
 import listparser
 
-from ingest.errors import UsageError
-from ingest.text import xml_safe
+from ingest.core.errors import UsageError
+from ingest.core.text import xml_safe
 
 MAX_OPML_BYTES = 5 * 1024 * 1024
 

@@ -44,9 +44,9 @@ from feedparser.mixin import _FeedParserMixin
 from feedparser.sanitizer import RE_ENTITY_PATTERN
 from feedparser.urls import _urljoin, make_safe_absolute_uri
 
-from ingest.models import ParsedItem
+from ingest.core.models import ParsedItem
+from ingest.core.text import clean_line, collapse, first_sentence, truncate_words, xml_safe
 from ingest.sanitize import html_to_text, sanitize_html, text_of_sanitized
-from ingest.text import clean_line, collapse, first_sentence, truncate_words, xml_safe
 
 FeedKind = Literal["feed", "empty", "not_a_feed"]
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ingest.config import SeedsConfig, Settings
-from ingest.errors import PageError
+from ingest.core.config import SeedsConfig, Settings
+from ingest.core.errors import PageError
 from ingest.seeds import content_hash, parse_page
 from ingest.store import Store
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import nh3
 
-from ingest.text import xml_safe
+from ingest.core.text import xml_safe
 
 #: Elements removed with everything inside them: nothing in them is text a reader of an article should see.
 _DROP_WITH_CONTENT = frozenset(

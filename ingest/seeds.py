@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from ingest.errors import PageError
-from ingest.models import ParsedItem, ParsedPage
-from ingest.text import clean_line, collapse, first_sentence, truncate_words
+from ingest.core.errors import PageError
+from ingest.core.models import ParsedItem, ParsedPage
+from ingest.core.text import clean_line, collapse, first_sentence, truncate_words
 
 RECAP_PREFIX = re.compile(r"^\s*recap\s*:\s*", re.IGNORECASE)
 

@@ -1,7 +1,7 @@
 """Feed documents as bytes: Atom 1.0 (RFC 4287, with RFC 5005 archive links), RSS 2.0 and JSON Feed 1.1.
 
 The only home of feedgen. Pure: no clock and no I/O, so the same stories and config give the same bytes (the feed's
-``updated`` is its newest entry's, the generator is ours). Every text passes :func:`ingest.text.xml_safe` and
+``updated`` is its newest entry's, the generator is ours). Every text passes :func:`ingest.core.text.xml_safe` and
 content HTML passes :func:`ingest.sanitize.sanitize_html` again, so nothing a story carries can break a document or
 smuggle markup into it. A story that still cannot be rendered is reported to ``on_skip`` and left out; the others
 are published.
@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 
-from ingest.config import PublishConfig
-from ingest.models import Story
+from ingest.core.config import PublishConfig
+from ingest.core.links import base_url, entry_link
+from ingest.core.models import Story
+from ingest.core.text import xml_safe
 from ingest.sanitize import sanitize_html
-from ingest.text import xml_safe
 
 __all__ = [
     "ATOM_TYPE",
@@ -33,12 +34,9 @@ __all__ = [
     "RSS_TYPE",
     "FeedPage",
     "atom_feed",
-    "base_url",
-    "entry_link",
     "feed_updated",
     "json_feed",
     "rss_feed",
-    "story_url",
 ]
 
 log = logging.getLogger(__name__)
@@ -82,26 +80,6 @@ def _generator_version() -> str:
 
 
 GENERATOR = ("feed-newsletter", _generator_version())
-
-
-def base_url(config: PublishConfig) -> str:
-    """``[publish] base_url`` ending in ``/``, so relative paths join under it rather than beside it."""
-    url = config.base_url.strip()
-    return url if url.endswith("/") else url + "/"
-
-
-def story_url(config: PublishConfig, story_id: int) -> str:
-    """A story's own page on our site."""
-    return f"{base_url(config)}stories/{story_id}"
-
-
-def entry_link(config: PublishConfig, story: Story) -> str:
-    """Where an entry points: the story's own link when it is http(s), else its page on our site."""
-    link = (story.link or "").strip()
-    usable = link.lower().startswith(("http://", "https://")) and link == xml_safe(link)
-    if usable and not any(c.isspace() for c in link):  # javascript:, data: and broken URLs point to our page instead
-        return link
-    return story_url(config, story.id)
 
 
 def feed_updated(stories: Sequence[Story]) -> datetime | None:

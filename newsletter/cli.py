@@ -11,19 +11,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from ingest.config import Settings, default_config_path, load_settings
-from ingest.errors import AddressError, NewsletterError, UsageError
-from ingest.models import Source, Story
+from ingest.core.config import Settings, default_config_path, load_settings
+from ingest.core.errors import AddressError, NewsletterError, UsageError
+from ingest.core.links import uid_authority
+from ingest.core.models import Source, Story
+from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
 from ingest.store import Store
-from ingest.urls import check_feed_url
 
 if TYPE_CHECKING:
     from newsletter.mailer import DigestReport
@@ -49,20 +49,12 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.settings.storage.url, uid_authority=uid_authority(self.settings))
+            self._store = Store.open(self.settings.storage.url, uid_authority=uid_authority(self.settings.publish))
         return self._store
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-def uid_authority(settings: Settings) -> str:
-    """The tagging authority of new stories' ids: that of ``[publish] id`` when it is a tag: URI, else our host."""
-    feed_id = settings.publish.id
-    if feed_id.startswith("tag:") and "," in feed_id:
-        return feed_id[4:].split(",", 1)[0]
-    return urlsplit(settings.publish.base_url).hostname or "feed-newsletter.invalid"
 
 
 def now() -> datetime:

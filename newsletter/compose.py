@@ -29,10 +29,10 @@ from urllib.parse import quote
 
 import css_inline
 
-from ingest.config import Settings
-from ingest.errors import ConfigError
+from ingest.core.config import Settings
+from ingest.core.errors import ConfigError
+from ingest.core.links import base_url, digest_url
 from ingest.store.mail import Digest
-from newsletter.atom import base_url
 from newsletter.digest import Selection, subject
 from newsletter.render import render
 
@@ -105,7 +105,7 @@ def list_address(settings: Settings) -> str:
 
 
 def archive_url(settings: Settings, period: str) -> str:
-    return f"{base_url(settings.publish)}digests/{period}"
+    return digest_url(settings.publish, period)
 
 
 def message_id(digest: Digest, subscriber_id: int, domain: str) -> str:

@@ -31,12 +31,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal, Protocol
 
-from ingest.config import Settings
-from ingest.errors import TransportError
+from ingest.core.config import Settings
+from ingest.core.errors import TransportError
+from ingest.core.links import unsubscribe_url
 from ingest.store import Store, mail
 from ingest.store.mail import Delivery, Digest, Outcome
 from newsletter import compose
-from newsletter.atom import base_url
 from newsletter.tokens import Tokens
 
 __all__ = [
@@ -438,12 +438,12 @@ class _Links:
 
     def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self.tokens = tokens
-        self.page = f"{base_url(settings.publish)}unsubscribe/"
+        self.settings = settings.publish
         self.mailto = f"mailto:{compose.list_address(settings)}?subject=unsubscribe%20"
 
     def of(self, subscriber_id: int, email: str) -> tuple[str, str]:
         token = self.tokens.unsubscribe(subscriber_id, email)
-        return self.page + token, self.mailto + token
+        return unsubscribe_url(self.settings, token), self.mailto + token
 
 
 def _outcome(d: Delivery, result: SendResult, now: datetime, message_id: str) -> Outcome:

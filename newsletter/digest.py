@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from ingest.config import DigestConfig, Settings
-from ingest.errors import UsageError
+from ingest.core.config import DigestConfig, Settings
+from ingest.core.errors import UsageError
+from ingest.core.links import entry_link
+from ingest.core.text import collapse, xml_safe
 from ingest.store.mail import Candidate
-from ingest.text import collapse, xml_safe
-from newsletter.atom import entry_link
 
 __all__ = [
     "DigestItem",

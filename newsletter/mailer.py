@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from ingest.config import Settings
+from ingest.core.config import Settings
+from ingest.core.links import unsubscribe_url
 from ingest.store import Store, mail
 from ingest.store.mail import Digest, NewDigest
 from newsletter import compose
-from newsletter.atom import base_url
 from newsletter.deliver import (
     Clock,
     DeliveryRun,
@@ -195,7 +195,7 @@ def _one_message(
     domain = envelope_from.rpartition("@")[2]
     url, mailto = unsubscribe_links(settings, tokens, subscriber_id, address) if subscriber_id else ("", "")
     if not subscriber_id:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
-        url = f"{base_url(settings.publish)}unsubscribe/preview"
+        url = unsubscribe_url(settings.publish, "preview")
         mailto = f"mailto:{envelope_from}?subject=unsubscribe"
     stand_in = digest or Digest(
         id=0,

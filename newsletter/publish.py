@@ -42,8 +42,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ingest.config import PublishConfig, Settings
-from ingest.models import Story
+from ingest.core.config import PublishConfig, Settings
+from ingest.core.models import Story
 from ingest.store import Store
 from ingest.store import publishing as q
 from newsletter import atom

@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from ingest.config import PROJECT_ROOT
+from ingest.core.config import PROJECT_ROOT
 
 TEMPLATES = PROJECT_ROOT / "templates"
 

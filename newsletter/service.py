@@ -24,8 +24,8 @@ from typing import IO, TypeVar
 
 import uvicorn
 
-from ingest.config import Settings
-from ingest.errors import NewsletterError, StoreError
+from ingest.core.config import Settings
+from ingest.core.errors import NewsletterError, StoreError
 from ingest.feeds import ingest_feeds
 from ingest.pipeline import SourceReport, ingest_seeds, summarize
 from ingest.store import Store

@@ -22,12 +22,12 @@ from typing import Literal
 
 from email_validator import EmailNotValidError, validate_email
 
-from ingest.config import Settings
-from ingest.errors import AddressError, UsageError
+from ingest.core.config import Settings
+from ingest.core.errors import AddressError, UsageError
+from ingest.core.links import confirm_url
 from ingest.store import Store, mail
 from ingest.store.mail import Subscriber
 from newsletter import compose
-from newsletter.atom import base_url
 from newsletter.deliver import SendResult, TransportError, send_one
 from newsletter.tokens import Tokens, signing_key
 from newsletter.tokens import subscriber_id as token_subscriber_id
@@ -183,7 +183,7 @@ def request(store: Store, settings: Settings, email: str, now: datetime) -> bool
     if pending is None:
         return False
     tokens = Tokens(signing_key(store, settings))
-    url = f"{base_url(settings.publish)}confirm/{tokens.confirm(pending.id, pending.email, now)}"
+    url = confirm_url(settings.publish, tokens.confirm(pending.id, pending.email, now))
     message = compose.confirm_message(settings, pending.email, url, now)
     try:
         result: SendResult = send_one(settings, pending.email, message, f"confirm-{pending.id}-{int(now.timestamp())}")

@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 
 from itsdangerous import Signer
 
-from ingest.config import Settings
+from ingest.core.config import Settings
 from ingest.store import Store
 from ingest.store.mail import stored_secret
 

@@ -42,7 +42,7 @@ from typing import Any
 import feedparser
 
 import ingest.feeds
-from ingest.config import Settings, load_settings
+from ingest.core.config import Settings, load_settings
 from ingest.feeds import ingest_feeds
 from ingest.fetch import FetchResult
 from ingest.parse import ParsedFeed

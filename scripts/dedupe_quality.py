@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ingest.core.models import ParsedItem  # noqa: E402
 from ingest.dedupe import Clusterer, MatchInput, Member, Verdict, canonical, match_input, member  # noqa: E402
-from ingest.models import ParsedItem  # noqa: E402
 from ingest.seeds import parse_page  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures" / "dedupe"

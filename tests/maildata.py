@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ingest.config import DigestConfig, MailConfig, PublishConfig, Settings
-from ingest.models import ParsedItem
+from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings
+from ingest.core.models import ParsedItem
 from ingest.store import FeedState, Store
 from newsletter import subscribers
 

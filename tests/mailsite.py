@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from ingest.config import Settings
+from ingest.core.config import Settings
 from ingest.store import Store, mail
 from newsletter import mailer
 from newsletter.tokens import Tokens

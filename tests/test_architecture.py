@@ -22,7 +22,7 @@ HOMES: dict[str, set[str]] = {
     "apscheduler": {"newsletter/scheduler.py"},
     "starlette": {"newsletter/web"},
     "uvicorn": {"newsletter/web", "newsletter/service.py"},
-    "pydantic": {"ingest/config.py"},
+    "pydantic": {"ingest/core/config.py"},
     "click": {"newsletter/cli.py"},
     "email_validator": {"newsletter/subscribers.py"},
     "itsdangerous": {"newsletter/tokens.py"},

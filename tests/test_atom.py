@@ -11,8 +11,8 @@ from pathlib import Path
 import feedparser
 import pytest
 
-from ingest.config import PublishConfig, Settings
-from ingest.models import ParsedItem, Story
+from ingest.core.config import PublishConfig, Settings
+from ingest.core.models import ParsedItem, Story
 from ingest.store import Store, schema
 from newsletter import atom
 from newsletter.publish import STATE_FILE, document, publish, tag_slug

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import Settings
+from ingest.core.config import Settings
 from ingest.store.mail import Digest
 from newsletter import compose
 from newsletter.digest import DigestItem, Section, Selection, period_for

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import BUNDLED_CONFIG, Settings, load_settings
-from ingest.errors import ConfigError
+from ingest.core.config import BUNDLED_CONFIG, Settings, load_settings
+from ingest.core.errors import ConfigError
 from tests.conftest import write_config
 
 RunCli = Callable[..., tuple[int, str, str]]

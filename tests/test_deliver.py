@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from ingest.config import Settings
-from ingest.errors import AddressError
+from ingest.core.config import Settings
+from ingest.core.errors import AddressError
 from ingest.store import Store, mail
 from newsletter import mailer, subscribers
 from newsletter.deliver import OutboxTransport, SmtpTransport, backoff, deliver_digest, lease_length
@@ -369,7 +369,7 @@ SENDER_SCRIPT = textwrap.dedent(
     from datetime import datetime
     from pathlib import Path
 
-    from ingest.config import load_settings
+    from ingest.core.config import load_settings
     from ingest.store import Store
     from newsletter.mailer import send_due_digest
 

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.config import DigestConfig
-from ingest.errors import UsageError
+from ingest.core.config import DigestConfig
+from ingest.core.errors import UsageError
 from ingest.store import Store, mail
 from newsletter import mailer
 from newsletter.digest import Selection, due_period, next_due, period_containing, period_for, subject

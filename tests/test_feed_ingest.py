@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import Settings, load_settings
+from ingest.core.config import Settings, load_settings
+from ingest.core.models import Source
 from ingest.feeds import ingest_feeds
-from ingest.models import Source
 from ingest.store import Store
 from tests.conftest import GOLDEN, NOW, ROOT, write_config
 from tests.servers import DEFAULT_ROUTES, FEED_BODY, FEED_ETAG, HostileServer
@@ -233,7 +233,7 @@ def test_cli_ingest_reports_per_feed_and_fails_when_one_fails(
 KILLER = """
 import os, sys, time, random
 from datetime import datetime
-from ingest.config import load_settings
+from ingest.core.config import load_settings
 from ingest.feeds import ingest_feeds
 from ingest.store import Store
 import ingest.store as store_module

@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 
-from ingest.config import FetchConfig
+from ingest.core.config import FetchConfig
 from ingest.fetch import (
     AddressPolicy,
     FetchRequest,

@@ -101,7 +101,7 @@ def test_a_bad_file_is_reported_and_the_others_are_ingested(
 
     code, out, _ = run_cli("--config", str(cfg), "ingest")  # the error stays stored and reported on each pass
     assert message in _
-    from ingest.config import load_settings
+    from ingest.core.config import load_settings
     from ingest.store import Store
 
     with Store.open(load_settings(cfg, environ={}).storage.url) as store:

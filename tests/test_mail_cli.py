@@ -114,7 +114,7 @@ def test_digest_preview_of_a_chosen_period_and_test_send(
 
 def _digests_made(project: Path) -> list[str]:
     """The digests made so far (a preview or a test send makes none)."""
-    from ingest.config import load_settings
+    from ingest.core.config import load_settings
     from ingest.store import Store, mail
 
     settings = load_settings(project / "newsletter.toml", environ={})

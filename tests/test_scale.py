@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import Settings, load_settings
+from ingest.core.config import Settings, load_settings
 from ingest.feeds import BATCH_PER_WORKER
 from ingest.store import Store, mail
 from newsletter import subscribers

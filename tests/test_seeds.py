@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from ingest.errors import PageError
-from ingest.models import ParsedItem, ParsedPage
+from ingest.core.errors import PageError
+from ingest.core.models import ParsedItem, ParsedPage
 from ingest.seeds import match_date, parse_page
 from tests.conftest import GOLDEN
 

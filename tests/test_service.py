@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import Settings, load_settings
+from ingest.core.config import Settings, load_settings
 from ingest.store import Store, mail
 from newsletter import subscribers
 from newsletter.service import Service, SingleInstanceError, instance_lock

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from ingest.errors import SchemaTooNewError, StoreError
-from ingest.models import ParsedItem
+from ingest.core.errors import SchemaTooNewError, StoreError
+from ingest.core.models import ParsedItem
 from ingest.store import HEAD, Store
 from tests.conftest import GOLDEN
 

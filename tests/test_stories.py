@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import Connection
 
-from ingest.config import load_settings
+from ingest.core.config import load_settings
+from ingest.core.models import ParsedItem
 from ingest.dedupe import MAX_CANDIDATES_PER_KEY
-from ingest.models import ParsedItem
 from ingest.pipeline import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import FeedState, Store, clustering, schema

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from ingest.errors import AddressError
+from ingest.core.errors import AddressError
 from ingest.store import Store, mail
 from newsletter import subscribers
 from newsletter.tokens import Tokens, signing_key, subscriber_id

@@ -17,8 +17,8 @@ import httpx
 import pytest
 import uvicorn
 
-from ingest.config import PublishConfig, Settings
-from ingest.models import ParsedItem
+from ingest.core.config import PublishConfig, Settings
+from ingest.core.models import ParsedItem
 from ingest.store import Store, schema
 from newsletter.publish import document, publish
 from newsletter.web import create_app

@@ -1,6 +1,6 @@
 """The store: every SQL statement of the service lives in this package (SQLAlchemy 2 Core, no ORM).
 
-Rows are turned into the frozen records of :mod:`ingest.models` here and never leave as rows.
+Rows are turned into the frozen records of :mod:`ingest.core.models` here and never leave as rows.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any, Self
 from sqlalchemy import ColumnElement, Connection, Engine, Row, Select, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ingest.errors import UsageError
-from ingest.models import ParsedItem, Sighting, Source, Story
+from ingest.core.errors import UsageError
+from ingest.core.links import DEFAULT_UID_AUTHORITY
+from ingest.core.models import ParsedItem, Sighting, Source, Story
 from ingest.store import clustering, schema
 from ingest.store.clustering import SaveResult, save_items
-from ingest.store.engine import DEFAULT_UID_AUTHORITY, HEAD, make_engine, migrate
+from ingest.store.engine import HEAD, make_engine, migrate
 
 __all__ = ["HEAD", "Explanation", "FeedState", "SaveResult", "Store"]
 

@@ -21,6 +21,8 @@ from sqlalchemy import ColumnElement, Connection, Integer, Text, and_, any_, bin
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.links import mint_uid
+from ingest.core.models import ParsedItem
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
     Canonical,
@@ -35,9 +37,7 @@ from ingest.dedupe import (
     member,
     plan_joins,
 )
-from ingest.models import ParsedItem
 from ingest.store import schema
-from ingest.store.engine import mint_uid
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
 CLUSTERING_LOCK = 0x6465647570650001

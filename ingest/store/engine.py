@@ -6,11 +6,9 @@ code, or a file that is not a database, is refused with a :class:`StoreError` fo
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from ingest.errors import SchemaTooNewError, StoreError
+from ingest.core.errors import SchemaTooNewError, StoreError
+from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
 from ingest.store import schema
 
 Migration = Callable[[Connection], None]
@@ -87,14 +86,6 @@ def _v6(conn: Connection) -> None:
 
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
 MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
-
-DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
-
-
-def mint_uid(authority: str, created: datetime) -> str:
-    """A tag: URI (RFC 4151) for a new story: the authority, the creation date and a random part."""
-    return f"tag:{authority},{created:%Y-%m-%d}:story:{secrets.token_hex(8)}"
-
 
 HEAD = len(MIGRATIONS)
 

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from ingest.models import SourceKind, Story
+from ingest.core.models import SourceKind, Story
 from ingest.store import Store, _story, schema
 
 __all__ = [

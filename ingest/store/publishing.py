@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, Text, cast, func, or_, select
 
-from ingest.models import SourceKind, Story
+from ingest.core.models import SourceKind, Story
 from ingest.store import Store, _story, _tags, schema
 
 __all__ = [

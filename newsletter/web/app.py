@@ -14,7 +14,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from ingest.config import Settings
+from ingest.core.config import Settings
 from ingest.store import Store
 from newsletter.web.feeds import FeedFiles, feed_routes
 from newsletter.web.pages import not_found_page, page_routes

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ingest.config import Settings
+from ingest.core.config import Settings
 from ingest.store import Store
 from newsletter import atom
 from newsletter.publish import archive_name, document

@@ -11,19 +11,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
-from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ingest.config import Settings
-from ingest.models import Story
+from ingest.core import links
+from ingest.core.config import Settings
+from ingest.core.models import Story
+from ingest.core.text import truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
 from ingest.store import publishing as q
-from ingest.text import truncate_words
 from newsletter import atom
 from newsletter.publish import published_tags, tag_name
 from newsletter.render import render
@@ -82,8 +82,7 @@ class FeedLink:
 
 def site_root(settings: Settings) -> str:
     """The path our pages live under, from ``[publish] base_url`` (``/`` unless the site sits in a folder)."""
-    path = urlsplit(atom.base_url(settings.publish)).path
-    return path if path.endswith("/") else path + "/"
+    return links.site_root(settings.publish)
 
 
 def _settings(request: Request) -> Settings:

@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ingest.config import Settings
-from ingest.errors import AddressError
-from ingest.models import Story
+from ingest.core import links
+from ingest.core.config import Settings
+from ingest.core.errors import AddressError
+from ingest.core.models import Story
 from ingest.store import Store, mail
 from ingest.store.mail import Digest
 from newsletter import atom, subscribers
@@ -162,7 +163,7 @@ def _listed(d: Digest, root: str) -> dict[str, object]:
 
 def _as_entry(d: Digest, settings: Settings) -> Story:
     """A digest as an entry of the digests' feed: its subject, a link to its archive page, its period as id."""
-    link = f"{atom.base_url(settings.publish)}digests/{d.period}"
+    link = links.digest_url(settings.publish, d.period)
     return Story(
         id=d.id,
         uid=f"{settings.publish.id}:digest:{d.period}",

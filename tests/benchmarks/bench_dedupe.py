@@ -37,8 +37,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ingest import dedupe  # noqa: E402
+from ingest.core.text import first_sentence, truncate_words  # noqa: E402
 from ingest.dedupe import Clusterer, MatchInput  # noqa: E402
-from ingest.text import first_sentence, truncate_words  # noqa: E402
 from scripts.dedupe_quality import pairwise  # noqa: E402
 
 DISEASES = """Metastatic Castration-Resistant Prostate Cancer|Metastatic Castration-Sensitive Prostate Cancer|

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from pydantic import SecretStr  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
-from ingest.config import DigestConfig, MailConfig, PublishConfig, Settings  # noqa: E402
+from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings  # noqa: E402
 from ingest.store import (  # noqa: E402
     Store,
     mail,

@@ -271,7 +271,7 @@ def code_stamp() -> str:
 
 
 def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | None) -> dict[str, Any]:
-    from ingest.config import load_settings
+    from ingest.core.config import load_settings
     from ingest.feeds import ingest_feeds
     from ingest.store import Store
 

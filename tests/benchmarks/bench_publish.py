@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import insert  # noqa: E402
 
-from ingest.config import PublishConfig, Settings  # noqa: E402
-from ingest.models import ParsedItem  # noqa: E402
+from ingest.core.config import PublishConfig, Settings  # noqa: E402
+from ingest.core.links import mint_uid  # noqa: E402
+from ingest.core.models import ParsedItem  # noqa: E402
 from ingest.store import Store, schema  # noqa: E402
-from ingest.store.engine import mint_uid  # noqa: E402
 from newsletter.publish import document, publish  # noqa: E402
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
@@ -173,7 +173,7 @@ SERVER = """
 import sys
 sys.path.insert(0, {root!r})
 import uvicorn
-from ingest.config import PublishConfig, Settings, LogConfig
+from ingest.core.config import PublishConfig, Settings, LogConfig
 from ingest.store import Store
 from newsletter.web import create_app
 settings = Settings(publish=PublishConfig(dir={dir!r}, max_entries=100), log=LogConfig(level="WARNING"))

@@ -220,7 +220,7 @@ def _cpu_seconds() -> float:
 
 
 def child(kind: str, config: Path, profile_out: Path | None) -> None:
-    from ingest.config import load_settings
+    from ingest.core.config import load_settings
     from ingest.store import Store
     from newsletter.service import Service
 
@@ -386,7 +386,7 @@ def stamped(measure: Any, *args: Any, **kwargs: Any) -> Row:
 def measure_ingest(
     backend: str, processes: int, feeds: int, server: FeedServer, pg_pid: int | None, profile_out: Path | None = None
 ) -> Row:
-    from ingest.errors import StoreError
+    from ingest.core.errors import StoreError
     from ingest.store import Store
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, fresh_database(backend, Path(tmp)) as url:
@@ -473,7 +473,7 @@ class Sink:
 def measure_delivery(
     backend: str, processes: int, subscribers: int, sink: Sink, pg_pid: int | None, profile_out: Path | None = None
 ) -> Row:
-    from ingest.errors import StoreError
+    from ingest.core.errors import StoreError
     from ingest.store import Store, mail
     from tests.benchmarks.bench_digest import fill
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from ingest.errors import UsageError
+from ingest.core.errors import UsageError
 
 MAX_URL_LENGTH = 2000
 

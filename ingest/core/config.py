@@ -26,15 +26,15 @@ from pydantic import (
     field_validator,
 )
 
-from ingest.errors import ConfigError, UsageError
-from ingest.urls import check_feed_url
+from ingest.core.errors import ConfigError, UsageError
+from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
 #: Environment variables that are secrets or options of the CLI, not keys of the file.
 SECRET_ENV = {"smtp_password": "NEWSLETTER_SMTP_PASSWORD", "secret_key": "NEWSLETTER_SECRET_KEY"}
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 BUNDLED_CONFIG = PROJECT_ROOT / "config" / "newsletter.toml"
 
 
