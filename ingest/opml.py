@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 import listparser
 
 from ingest.core.errors import UsageError
-from ingest.core.text import xml_safe
+from ingest.core.text import normalize_tags, xml_safe
 
 MAX_OPML_BYTES = 5 * 1024 * 1024
 
@@ -38,7 +38,7 @@ def read_opml(data: bytes, *, name: str) -> list[OpmlFeed]:
         raise UsageError(f"{name}: not an OPML subscription list (no <outline xmlUrl=...> found)")
     out = []
     for feed in feeds:
-        tags = tuple(dict.fromkeys(str(t).strip().lower() for t in feed.get("tags", ()) if str(t).strip()))
+        tags = normalize_tags(str(t) for t in feed.get("tags", ()))
         title = str(feed.get("title") or "").strip() or None
         out.append(OpmlFeed(url=str(feed.get("url", "")), title=title, tags=tags))
     return out

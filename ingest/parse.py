@@ -45,7 +45,7 @@ from feedparser.sanitizer import RE_ENTITY_PATTERN
 from feedparser.urls import _urljoin, make_safe_absolute_uri
 
 from ingest.core.models import ParsedItem
-from ingest.core.text import clean_line, collapse, first_sentence, truncate_words, xml_safe
+from ingest.core.text import clean_line, collapse, first_sentence, normalize_tags, truncate_words, xml_safe
 from ingest.sanitize import html_to_text, sanitize_html, text_of_sanitized
 
 FeedKind = Literal["feed", "empty", "not_a_feed"]
@@ -57,7 +57,6 @@ CONTENT_MAX = 200_000
 LINK_MAX = 2_000
 AUTHOR_MAX = 500
 KEY_MAX = 1_000
-TAG_MAX = 100
 TAGS_PER_ENTRY = 50
 DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for seed pages
 # The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
@@ -1121,14 +1120,7 @@ def _key(raw: _RawEntry, title: str, raw_date: str | None, summary: str) -> str:
 
 
 def _tags(values: Iterable[str], *, limit: int) -> tuple[str, ...]:
-    out: list[str] = []
-    for value in values:
-        tag = clean_line(" ".join(value.split())).lower()[:TAG_MAX].strip()
-        if tag and tag not in out:
-            out.append(tag)
-            if len(out) >= limit:
-                break
-    return tuple(out)
+    return normalize_tags(values, limit=limit)
 
 
 def _ttl(value: str | None) -> int | None:

@@ -20,6 +20,7 @@ from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import uid_authority
 from ingest.core.models import Source, Story
+from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
@@ -426,7 +427,7 @@ def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], inter
     source, created = app.store.upsert_feed(
         clean,
         name=name,
-        tags=[t.strip().lower() for t in tags if t.strip()],
+        tags=normalize_tags(tags),
         interval=interval,
         origin="cli",
         now=now(),

@@ -124,3 +124,15 @@ def test_bad_opml_gets_a_clear_error(project: Path, run_cli: RunCli, content: by
     assert code == 2
     assert str(opml) in err
     assert "Traceback" not in err
+
+
+def test_tags_are_normalised_once_everywhere(project: Path, run_cli: RunCli) -> None:
+    """`--tag A --tag a` is one tag, as in the config and OPML: one normalisation for every way in."""
+    cfg = project / "newsletter.toml"
+    code, _, err = run_cli(
+        "--config", str(cfg), "feeds", "add", "https://example.org/a.xml", "--tag", "A", "--tag", " a ", "--tag", "B  C"
+    )
+    assert code == 0, err
+    assert [f["tags"] for f in _feeds(run_cli, cfg)] == [["a", "b c"]]
+    opml = b'<opml version="2.0"><body><outline xmlUrl="https://example.org/b.xml" category="X,x, y"/></body></opml>'
+    assert [f.tags for f in read_opml(opml, name="t.opml")] == [("x", "y")]

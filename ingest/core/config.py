@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from ingest.core.errors import ConfigError, UsageError
+from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
@@ -85,7 +86,7 @@ class FeedConfig(_Section):
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(t.strip().lower() for t in value if t.strip()))
+        return list(normalize_tags(value))
 
 
 class FetchConfig(_Section):

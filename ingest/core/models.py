@@ -12,6 +12,13 @@ from typing import Literal
 
 ItemKind = Literal["article", "teaser", "entry"]
 SourceKind = Literal["page", "feed"]
+#: A source's state (README "Feeds"): a seed page is active or error; a feed any of the others.
+SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed"]
+#: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
+DigestStatus = Literal["pending", "sent", "skipped", "empty"]
+#: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
+SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +58,7 @@ class Source:
     kind: SourceKind
     location: str  # a page's absolute path, or a feed's URL as configured
     name: str | None
-    status: str  # active, failing, gone, error
+    status: SourceStatus
     last_error: str | None
     content_hash: str | None
     sightings: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
+from collections.abc import Iterable
 
 # XML 1.0 section 2.2: Char ::= #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
 # Anything else (C0 controls, lone surrogates, U+FFFE/U+FFFF) breaks a feed, so it is replaced at ingest.
@@ -62,3 +63,26 @@ def first_sentence(text: str) -> str:
     text = collapse(text)
     m = _SENTENCE_END.search(text)
     return text[: m.start()] if m else text.rstrip(".")
+
+
+#: A tag is at most this long; an entry or a feed carries at most TAGS_MAX of them.
+TAG_MAX_CHARS = 100
+TAGS_MAX = 50
+
+
+def normalize_tag(value: str) -> str:
+    """One tag as stored and compared: cleaned like a line of text, spaces collapsed, lower case, capped."""
+    return clean_line(" ".join(value.split())).lower()[:TAG_MAX_CHARS].strip()
+
+
+def normalize_tags(values: Iterable[str], *, limit: int = TAGS_MAX) -> tuple[str, ...]:
+    """Tags as stored: each :func:`normalize_tag`-ed, empty ones dropped, duplicates (``A`` and ``a``) once, first
+    appearance first, at most ``limit``. The one normalisation for config, CLI, OPML and feed categories."""
+    out: dict[str, None] = {}
+    for value in values:
+        tag = normalize_tag(str(value))
+        if tag:
+            out[tag] = None
+            if len(out) >= limit:
+                break
+    return tuple(out)
