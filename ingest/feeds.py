@@ -19,12 +19,12 @@ from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
-from ingest.core.models import Source
+from ingest.core.models import FeedState, SaveResult, Source, SourceStatus
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.parse import ParsedFeed
 from ingest.pipeline import SourceReport, sync_config_feeds
 from ingest.polling import next_check
-from ingest.store import FeedState, SaveResult, Store
+from ingest.store import Store
 from ingest.workers import ParsePool
 
 
@@ -39,7 +39,8 @@ def feed_state(
 ) -> FeedState:
     """The source's state after ``result`` (and ``parsed``, for a 200). Pure."""
     outcome = result.outcome
-    status, error, warning = "active", result.error, None
+    status: SourceStatus = "active"
+    error, warning = result.error, None
     success = outcome in ("ok", "not_modified")
     ttl = None
     if outcome == "ok" and parsed is not None:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import click
 from rich.console import Console
@@ -19,7 +19,7 @@ from rich.table import Table
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import uid_authority
-from ingest.core.models import Source, Story
+from ingest.core.models import Source, Story, SubscriberStatus
 from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
@@ -291,20 +291,19 @@ def _setup_logging(level: str) -> None:
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """The operator's view: sources, stories, digests, subscribers."""
-    from ingest.store import mail
     from newsletter.digest import next_due, period_containing, period_for
 
     store, settings, moment = app.store, app.settings, now()
     sync_config_feeds(store, settings, moment)
     sources = [s for s in store.sources() if s.status != "removed"]
     week = period_containing(moment, settings.digest)
-    this_week = mail.stories_first_seen_between(store, week.start, week.end)
-    digests = mail.digests(store, limit=1)
+    this_week = store.stories_first_seen_between(week.start, week.end)
+    digests = store.digests(limit=1)
     last = digests[0] if digests else None
-    last_counts = mail.delivery_counts(store, last.id) if last else {}
+    last_counts = store.delivery_counts(last.id) if last else {}
     due = next_due(moment, settings.digest)
     upcoming = period_for(_period_key(due, settings), settings.digest)
-    subscribers = mail.subscriber_counts(store)
+    subscribers = store.subscriber_counts()
     live = store.counts()["stories"]
     data: dict[str, Any] = {
         "sources": [_source_json(s) for s in sources],
@@ -589,12 +588,10 @@ def subscribers_remove(app: App, email: str) -> None:
 
 
 @subscribers.command("list")
-@click.option(
-    "--status", type=click.Choice(["pending", "confirmed", "unsubscribed", "bounced"]), default=None, help="Only these."
-)
+@click.option("--status", type=click.Choice(get_args(SubscriberStatus)), default=None, help="Only these.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
 @click.pass_obj
-def subscribers_list(app: App, status: str | None, as_json: bool) -> None:
+def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -> None:
     """List subscribers with their status."""
     from newsletter import subscribers as subs
 

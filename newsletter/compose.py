@@ -32,7 +32,7 @@ import css_inline
 from ingest.core.config import Settings
 from ingest.core.errors import ConfigError
 from ingest.core.links import base_url, digest_url
-from ingest.store.mail import Digest
+from ingest.core.models import Digest
 from newsletter.digest import Selection, subject
 from newsletter.render import render
 

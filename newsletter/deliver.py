@@ -34,8 +34,8 @@ from typing import Literal, Protocol
 from ingest.core.config import Settings
 from ingest.core.errors import TransportError
 from ingest.core.links import unsubscribe_url
-from ingest.store import Store, mail
-from ingest.store.mail import Delivery, Digest, Outcome
+from ingest.core.models import Delivery, Digest, Outcome
+from ingest.store import Store
 from newsletter import compose
 from newsletter.tokens import Tokens
 
@@ -381,8 +381,8 @@ def deliver_digest(
         """Write the last outcome and claim the next due delivery past the cursor, else from the start (retries that
         fell due, expired leases), in one transaction."""
         now = clock()
-        return mail.record_and_claim(
-            store, outcome, digest.id, owner, now=now, lease_until=now + lease, after=after, bounce_limit=limit
+        return store.record_and_claim(
+            outcome, digest.id, owner, now=now, lease_until=now + lease, after=after, bounce_limit=limit
         )
 
     current = None if stopping() else record_and_claim(None, 0)
@@ -402,7 +402,7 @@ def deliver_digest(
             # transaction that claims the next delivery.
             if stopping():
                 if finished is not None:
-                    mail.record(store, finished, owner, bounce_limit=limit)
+                    store.record_outcome(finished, owner, bounce_limit=limit)
             else:
                 upcoming = record_and_claim(finished, current.subscriber_id)
             finished = None
@@ -415,12 +415,12 @@ def deliver_digest(
             current, upcoming = upcoming, None
     finally:
         if finished is not None:
-            mail.record(store, finished, owner, bounce_limit=limit)
+            store.record_outcome(finished, owner, bounce_limit=limit)
         failing = error is not None or sys.exc_info()[0] is not None
         for untried in (current, upcoming) if failing else (upcoming,):
             if untried is not None:
-                mail.record(store, Outcome(untried.id, untried.subscriber_id, "release", clock()), owner)
-    settled = mail.settle(store, digest.id, clock())
+                store.record_outcome(Outcome(untried.id, untried.subscriber_id, "release", clock()), owner)
+    settled = store.settle(digest.id, clock())
     return DeliveryRun(
         period=digest.period,
         sent=done["sent"],

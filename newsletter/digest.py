@@ -8,7 +8,7 @@ no digest carries yet: each story once, whatever its published date. A feed's ba
 each page is its own source (decision 0003), so applying the rule to them would drop nearly every teaser of every new
 page, the 2022 recap found this week included: their sightings are never backlog.
 
-No clock, no I/O, no SQL: the store hands in :class:`~ingest.store.mail.Candidate` records, ``now`` is passed in.
+No clock, no I/O, no SQL: the store hands in :class:`~ingest.store.Candidate` records, ``now`` is passed in.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 from ingest.core.config import DigestConfig, Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import entry_link
+from ingest.core.models import Candidate
 from ingest.core.text import collapse, xml_safe
-from ingest.store.mail import Candidate
 
 __all__ = [
     "DigestItem",

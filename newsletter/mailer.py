@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ingest.core.config import Settings
 from ingest.core.links import unsubscribe_url
-from ingest.store import Store, mail
-from ingest.store.mail import Digest, NewDigest
+from ingest.core.models import Digest, NewDigest
+from ingest.store import CARRYING, Store
 from newsletter import compose
 from newsletter.deliver import (
     Clock,
@@ -90,14 +90,14 @@ def _clock_from(now: datetime) -> Clock:
 
 def select_for(store: Store, settings: Settings, period: Period) -> Selection:
     """The stories ``period``'s digest would carry, from the database as it is now."""
-    last_end, first_start = mail.floor_marks(store, period.start)
+    last_end, first_start = store.floor_marks(period.start)
     since = floor(period, last_end, first_start)
-    return select(mail.candidates(store, since, period.end), period, settings)
+    return select(store.candidates(since, period.end), period, settings)
 
 
 def ensure_digest(store: Store, settings: Settings, period: Period, now: datetime) -> tuple[Digest, bool]:
     """The period's digest, made (selected, rendered, its deliveries created) if it does not exist yet."""
-    found = mail.digest_by_period(store, period.key)
+    found = store.digest_by_period(period.key)
     if found is not None:
         return found, False
 
@@ -112,15 +112,15 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
     late = now - period.due_at
     if late > timedelta(hours=settings.digest.catch_up_hours):
         note = f"not sent: due {period.due_at:%Y-%m-%d %H:%M %Z}, {late.total_seconds() / 3600:.1f} h late"
-        return mail.create_digest(store, replace(base, status="skipped", note=note))
+        return store.create_digest(replace(base, status="skipped", note=note))
     selection = select_for(store, settings, period)
     if not selection.count and not settings.digest.send_empty:
-        return mail.create_digest(store, replace(base, status="empty", note="no new story"))
+        return store.create_digest(replace(base, status="empty", note="no new story"))
     rendered = compose.render_digest(selection, settings)
     made = replace(
         base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
     )
-    return mail.create_digest(store, made)
+    return store.create_digest(made)
 
 
 def send_due_digest(
@@ -137,7 +137,7 @@ def send_due_digest(
     period = due_period(now, settings.digest)
     digest, created = ensure_digest(store, settings, period, now)
     runs: list[DeliveryRun] = []
-    open_ = mail.open_digests(store)
+    open_ = store.open_digests()
     if open_:
         tokens = Tokens(signing_key(store, settings))
         own = transport is None
@@ -151,7 +151,7 @@ def send_due_digest(
         finally:
             if own:
                 active.close()
-    after = mail.digest_by_period(store, period.key) or digest
+    after = store.digest_by_period(period.key) or digest
     return DigestReport(
         period=period.key,
         status=after.status,
@@ -171,10 +171,10 @@ def _preview_parts(
         # The next digest to go out: the due one if it would still be sent now, else the current week's.
         due = due_period(now, settings.digest)
         late = now - due.due_at > timedelta(hours=settings.digest.catch_up_hours)
-        made = mail.digest_by_period(store, due.key) is not None
+        made = store.digest_by_period(due.key) is not None
         period = period_containing(now, settings.digest) if made or late else due
-    found = mail.digest_by_period(store, period.key)
-    if found is not None and found.status in mail.CARRYING:
+    found = store.digest_by_period(period.key)
+    if found is not None and found.status in CARRYING:
         return period, compose.Rendered(found.subject, found.html, found.text), found.story_count, True, found
     selection = select_for(store, settings, period)
     return period, compose.render_digest(selection, settings), selection.count, False, None
@@ -200,7 +200,7 @@ def _one_message(
     stand_in = digest or Digest(
         id=0,
         period=period.key,
-        status="preview",
+        status="pending",  # a stand-in, never stored
         period_start=period.start,
         period_end=period.end,
         due_at=period.due_at,
@@ -264,7 +264,7 @@ def send_test(store: Store, settings: Settings, email: str, now: datetime, *, pe
     """Send the current preview to one address, through the configured transport. No delivery row is made."""
     address = normalize(email)
     chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
-    found = mail.subscriber_by_email(store, address)
+    found = store.subscriber_by_email(address)
     tokens = Tokens(signing_key(store, settings))
     message = _one_message(
         settings,

@@ -43,9 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
-from ingest.core.models import Story
+from ingest.core.models import StoreState, Story, StoryVersion
 from ingest.store import Store
-from ingest.store import publishing as q
 from newsletter import atom
 
 __all__ = [
@@ -115,7 +114,7 @@ def archive_name(page: int) -> str:
 @dataclass(frozen=True, slots=True)
 class _Saved:
     config: str
-    state: q.StoreState
+    state: StoreState
     bounds: tuple[int, ...]
     anchor: str | None  # uid of the row closing the last page: a different database at the same path is noticed
     tags: tuple[str, ...]
@@ -134,7 +133,7 @@ def _load(out: Path) -> _Saved | None:
         st = raw["state"]
         return _Saved(
             config=str(raw["config"]),
-            state=q.StoreState(
+            state=StoreState(
                 rows=int(st["rows"]),
                 max_id=int(st["max_id"]),
                 max_updated=datetime.fromisoformat(st["max_updated"]) if st["max_updated"] else None,
@@ -165,7 +164,7 @@ def _dump(saved: _Saved) -> bytes:
     return (json.dumps(raw, separators=(",", ":")) + "\n").encode()
 
 
-def _fingerprint(*parts: object, versions: Sequence[q.StoryVersion]) -> str:
+def _fingerprint(*parts: object, versions: Sequence[StoryVersion]) -> str:
     blob = json.dumps([list(map(str, parts)), [(v.id, v.updated.isoformat()) for v in versions]])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -275,30 +274,30 @@ class _Build:
 
     # -- which stories (versions only: no text is read) --
 
-    def main_versions(self, bounds: Sequence[int]) -> list[q.StoryVersion]:
+    def main_versions(self, bounds: Sequence[int]) -> list[StoryVersion]:
         size = self.cfg.max_entries
         # The stories not in a full archive page yet (fewer than a page) are always here, so this document and the
         # archives together hold every story (RFC 5005 section 4); the newest by date fill the rest.
-        chosen = {v.id: v for v in q.versions_between(self.store, bounds[-1] if bounds else 0)}
-        for version in q.recent_versions(self.store, size):
+        chosen = {v.id: v for v in self.store.versions_between(bounds[-1] if bounds else 0)}
+        for version in self.store.recent_versions(size):
             if len(chosen) >= size:
                 break
             chosen.setdefault(version.id, version)
         return sorted(chosen.values(), key=lambda v: (v.when, v.id), reverse=True)
 
-    def tag_versions(self, tag: str) -> list[q.StoryVersion]:
-        return q.recent_versions(self.store, self.cfg.max_entries, tag=tag)
+    def tag_versions(self, tag: str) -> list[StoryVersion]:
+        return self.store.recent_versions(self.cfg.max_entries, tag=tag)
 
-    def archive_versions(self, bounds: Sequence[int], page: int) -> list[q.StoryVersion]:
-        return q.versions_between(self.store, bounds[page - 2] if page > 1 else 0, bounds[page - 1])
+    def archive_versions(self, bounds: Sequence[int], page: int) -> list[StoryVersion]:
+        return self.store.versions_between(bounds[page - 2] if page > 1 else 0, bounds[page - 1])
 
     # -- the documents --
 
-    def _stories(self, versions: Sequence[q.StoryVersion]) -> tuple[list[Story], dict[int, str]]:
-        stories = q.stories_by_id(self.store, [v.id for v in versions])
-        return stories, q.authors(self.store, (s.id for s in stories))
+    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], dict[int, str]]:
+        stories = self.store.stories_by_id([v.id for v in versions])
+        return stories, self.store.authors(s.id for s in stories)
 
-    def main(self, versions: Sequence[q.StoryVersion], pages: int) -> dict[str, bytes]:
+    def main(self, versions: Sequence[StoryVersion], pages: int) -> dict[str, bytes]:
         stories, authors = self._stories(versions)
         cfg, now, skips = self.cfg, self.now, self.skips
         docs = {
@@ -309,14 +308,14 @@ class _Build:
         self.entries = len([s for s in stories if s.uid not in skips.uids])
         return docs
 
-    def _atom(self, versions: Sequence[q.StoryVersion], page: atom.FeedPage) -> bytes:
+    def _atom(self, versions: Sequence[StoryVersion], page: atom.FeedPage) -> bytes:
         stories, authors = self._stories(versions)
         return atom.atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
 
-    def tag(self, tag: str, versions: Sequence[q.StoryVersion]) -> bytes:
+    def tag(self, tag: str, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _tag_page(self.cfg, tag))
 
-    def archive(self, page: int, pages: int, versions: Sequence[q.StoryVersion]) -> bytes:
+    def archive(self, page: int, pages: int, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _archive_page(self.cfg, page, pages))
 
 
@@ -327,7 +326,7 @@ def document(store: Store, settings: Settings, name: str, now: datetime | None =
     saved = _valid_saved(store, cfg, _load(cfg.dir))
     archive = re.fullmatch(r"archive/([1-9][0-9]{0,8})\.atom", name)
     if name in ("feed.atom", "feed.rss", "feed.json") or archive:
-        bounds = list(saved.bounds) if saved else q.boundaries(store, cfg.max_entries)
+        bounds = list(saved.bounds) if saved else store.boundaries(cfg.max_entries)
         if archive:
             page = int(archive.group(1))
             if page > len(bounds):
@@ -338,7 +337,7 @@ def document(store: Store, settings: Settings, name: str, now: datetime | None =
     if tag:
         found = {tag_slug(t): t for t in (saved.tags if saved else ())}.get(tag.group(1))
         if found is None:  # not in the last publish: look at every story
-            found = {tag_slug(t): t for t in q.tags(store)}.get(tag.group(1))
+            found = {tag_slug(t): t for t in store.tags()}.get(tag.group(1))
         versions = build.tag_versions(found) if found is not None else []
         return build.tag(found, versions) if found is not None and versions else None
     return None
@@ -354,7 +353,7 @@ def _valid_saved(store: Store, cfg: PublishConfig, saved: _Saved | None) -> _Sav
     """The last publish's record when it still describes this database and config, else None (rebuild)."""
     if saved is None or saved.config != _config_key(cfg):
         return None
-    if saved.bounds and (saved.anchor is None or q.uid(store, saved.bounds[-1]) != saved.anchor):
+    if saved.bounds and (saved.anchor is None or store.story_uid(saved.bounds[-1]) != saved.anchor):
         return None
     return saved
 
@@ -394,7 +393,7 @@ def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
     cfg = settings.publish
     out = cfg.dir
     size = cfg.max_entries
-    state = q.state(store)  # read first: whatever commits after this is seen by the next publish
+    state = store.publish_state()  # read first: whatever commits after this is seen by the next publish
     loaded = _load(out)
     files = _listing(out)
     if loaded is not None and loaded.config == _config_key(cfg) and loaded.state == state and _present(files, loaded):
@@ -403,14 +402,14 @@ def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
     prints = dict(saved.prints) if saved else {}
 
     # Archive pages: the full ones already known, then any that filled since.
-    old: list[int] = list(saved.bounds) if saved else q.boundaries(store, size)
+    old: list[int] = list(saved.bounds) if saved else store.boundaries(size)
     bounds = list(old)
-    while (closing := q.next_boundary(store, bounds[-1] if bounds else 0, size)) is not None:
+    while (closing := store.next_boundary(bounds[-1] if bounds else 0, size)) is not None:
         bounds.append(closing)
     pages = len(bounds)
     if saved is None:
         candidates = set(range(1, pages + 1))
-        tags = set(q.tags(store))  # one scan of every story: only when rebuilding
+        tags = set(store.tags())  # one scan of every story: only when rebuilding
         tag_candidates = set(tags)
     else:
         candidates = set(range(len(old) + 1, pages + 1))
@@ -419,7 +418,7 @@ def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         tags = set(saved.tags)
         tag_candidates = set()
         if saved.state.max_updated is not None:
-            for story_id, story_tags in q.changed_since(store, saved.state.max_updated - UPDATE_MARGIN):
+            for story_id, story_tags in store.changed_since(saved.state.max_updated - UPDATE_MARGIN):
                 page = _page_of(bounds, story_id)
                 if page <= pages:
                     candidates.add(page)
@@ -476,7 +475,7 @@ def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
             writer.write(name, data)
         entries = build.entries
     writer.sync()
-    anchor = q.uid(store, bounds[-1]) if bounds else None
+    anchor = store.story_uid(bounds[-1]) if bounds else None
     saved_now = _Saved(_config_key(cfg), state, tuple(bounds), anchor, tuple(sorted(tags)), prints)
     writer.write(STATE_FILE, _dump(saved_now), durable=False)
     if writer.written or removed:

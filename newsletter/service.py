@@ -29,7 +29,6 @@ from ingest.core.errors import NewsletterError, StoreError
 from ingest.feeds import ingest_feeds
 from ingest.pipeline import SourceReport, ingest_seeds, summarize
 from ingest.store import Store
-from ingest.store.mail import expire_leases
 from newsletter.mailer import DigestReport, send_due_digest
 from newsletter.publish import PublishReport, publish
 
@@ -174,7 +173,7 @@ class Service:
         from newsletter.scheduler import Scheduler  # APScheduler's home
 
         if self.store.dialect == "sqlite":
-            expire_leases(self.store, self.clock())  # we hold the instance lock: a dead process's claims end now
+            self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now
         server = _web_server(self.settings, self.store) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}

@@ -25,8 +25,8 @@ from email_validator import EmailNotValidError, validate_email
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
-from ingest.store import Store, mail
-from ingest.store.mail import Subscriber
+from ingest.core.models import Subscriber, SubscriberStatus
+from ingest.store import Store
 from newsletter import compose
 from newsletter.deliver import SendResult, TransportError, send_one
 from newsletter.tokens import Tokens, signing_key
@@ -87,32 +87,32 @@ def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) ->
     """Subscribe ``email``, confirmed. Someone who unsubscribed or bounced comes back only with ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
-    created = mail.insert_subscriber(store, address, "confirmed", now)
+    created = store.insert_subscriber(address, "confirmed", now)
     if created is not None:
         return AddResult(address, "added", created, f"added {address}")
-    found = mail.subscriber_by_email(store, address)
+    found = store.subscriber_by_email(address)
     assert found is not None
     if found.status == "confirmed":
         return AddResult(address, "exists", found, f"{address} is already subscribed")
     if found.status in ("unsubscribed", "bounced") and not resubscribe:
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
-    after = mail.set_subscriber_status(store, found.id, "confirmed", now)
+    after = store.set_subscriber_status(found.id, "confirmed", now)
     outcome: AddOutcome = "confirmed" if found.status == "pending" else "resubscribed"
     return AddResult(address, outcome, after, f"{outcome} {address} (was {found.status})")
 
 
 def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
     """Unsubscribe ``email``; None when there is no such subscriber. The row stays (see the module doc)."""
-    found = mail.subscriber_by_email(store, normalize(email))
+    found = store.subscriber_by_email(normalize(email))
     if found is None:
         return None
     if found.status == "unsubscribed":
         return found
-    return mail.set_subscriber_status(store, found.id, "unsubscribed", now)
+    return store.set_subscriber_status(found.id, "unsubscribed", now)
 
 
-def list_subscribers(store: Store, status: str | None = None) -> list[Subscriber]:
-    return mail.subscribers(store, status)
+def list_subscribers(store: Store, status: SubscriberStatus | None = None) -> list[Subscriber]:
+    return store.subscribers(status)
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +179,7 @@ def request(store: Store, settings: Settings, email: str, now: datetime) -> bool
     (not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one). Raises
     :class:`AddressError` for a bad address."""
     address = normalize(email)
-    pending = mail.request_subscription(store, address, now, now - REQUEST_INTERVAL)
+    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL)
     if pending is None:
         return False
     tokens = Tokens(signing_key(store, settings))
@@ -199,20 +199,20 @@ def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subs
     """Confirm the subscriber a valid, unexpired confirm token names. None for any bad token (forged, expired,
     unknown subscriber, or one who has unsubscribed or bounced since: they must ask again)."""
     ident = token_subscriber_id(token)
-    found = mail.subscriber_by_id(store, ident) if ident is not None else None
+    found = store.subscriber_by_id(ident) if ident is not None else None
     if found is None:
         return None
     if Tokens(signing_key(store, settings)).check_confirm(token, found.email, now) is None:
         return None
     if found.status == "confirmed":
         return found
-    return mail.set_subscriber_status(store, found.id, "confirmed", now, only_from=("pending",))
+    return store.set_subscriber_status(found.id, "confirmed", now, only_from=("pending",))
 
 
 def unsubscribe_target(store: Store, settings: Settings, token: str) -> Subscriber | None:
     """The subscriber a valid unsubscribe token names, or None. Changes nothing (for the page with the button)."""
     ident = token_subscriber_id(token)
-    found = mail.subscriber_by_id(store, ident) if ident is not None else None
+    found = store.subscriber_by_id(ident) if ident is not None else None
     if found is None:
         return None
     if Tokens(signing_key(store, settings)).check_unsubscribe(token, found.email) is None:
@@ -227,4 +227,4 @@ def unsubscribe(store: Store, settings: Settings, token: str, now: datetime) -> 
         return None
     if found.status == "unsubscribed":
         return found
-    return mail.set_subscriber_status(store, found.id, "unsubscribed", now) or found
+    return store.set_subscriber_status(found.id, "unsubscribed", now) or found

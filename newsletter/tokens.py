@@ -27,7 +27,6 @@ from itsdangerous import Signer
 
 from ingest.core.config import Settings
 from ingest.store import Store
-from ingest.store.mail import stored_secret
 
 __all__ = ["CONFIRM_MAX_AGE", "Tokens", "signing_key", "subscriber_id"]
 
@@ -94,7 +93,7 @@ def signing_key(store: Store, settings: Settings) -> str:
     """``NEWSLETTER_SECRET_KEY``, else the database's own key (made on first use), with a warning."""
     if settings.secret_key is not None and settings.secret_key.get_secret_value():
         return settings.secret_key.get_secret_value()
-    key, created = stored_secret(store, _KEY_NAME, lambda: secrets.token_urlsafe(32))
+    key, created = store.stored_secret(_KEY_NAME, lambda: secrets.token_urlsafe(32))
     where = store.engine.url.render_as_string(hide_password=True)
     if created or where not in _warned:  # once per database and process: the web asks on every request
         _warned.add(where)

@@ -15,8 +15,8 @@ from typing import Any
 from pydantic import SecretStr
 
 from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings
-from ingest.core.models import ParsedItem
-from ingest.store import FeedState, Store
+from ingest.core.models import FeedState, ParsedItem
+from ingest.store import Store
 from newsletter import subscribers
 
 SECRET = "test-secret-key-0123456789abcdef"

@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 
 from ingest.core.config import Settings
-from ingest.store import Store, mail
+from ingest.store import Store
 from newsletter import mailer
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
@@ -56,11 +56,11 @@ class Site:
         return out
 
     def status(self, email: str) -> str | None:
-        found = mail.subscriber_by_email(self.store, email)
+        found = self.store.subscriber_by_email(email)
         return found.status if found else None
 
     def unsubscribe_token(self, email: str) -> str:
-        found = mail.subscriber_by_email(self.store, email)
+        found = self.store.subscriber_by_email(email)
         assert found is not None
         return Tokens(SECRET).unsubscribe(found.id, found.email)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ingest.core.config import Settings
-from ingest.store.mail import Digest
+from ingest.core.models import Digest
 from newsletter import compose
 from newsletter.digest import DigestItem, Section, Selection, period_for
 from tests.conftest import GOLDEN

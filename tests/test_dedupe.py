@@ -28,6 +28,7 @@ from ingest.dedupe import (
     normalize_link,
     normalize_title,
     plan_joins,
+    planner,
 )
 from scripts.dedupe_quality import FIXTURES, cluster, load_items, load_labels, main, ordered, pairwise
 from tests.conftest import BUNDLED_SEEDS
@@ -325,14 +326,14 @@ def test_every_match_in_the_labeled_set_shares_a_key_and_decide_is_symmetric() -
 
 def test_over_common_keys_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
-    real = dedupe._decide
+    real = planner.decide_features
 
     def counting(new: Any, old: Any) -> Verdict | None:
         nonlocal calls
         calls += 1
         return real(new, old)
 
-    monkeypatch.setattr(dedupe, "_decide", counting)
+    monkeypatch.setattr(planner, "decide_features", counting)
     clusterer = Clusterer()
     title = "Recap: Peer Exchange on Myelofibrosis"
     start = day(2015, 1, 1)

@@ -19,7 +19,8 @@ from pydantic import SecretStr
 
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError
-from ingest.store import Store, mail
+from ingest.core.models import Outcome
+from ingest.store import Store
 from newsletter import mailer, subscribers
 from newsletter.deliver import OutboxTransport, SmtpTransport, backoff, deliver_digest, lease_length
 from newsletter.digest import period_for
@@ -49,9 +50,9 @@ def _smtp(tmp_path: Path, sink: SmtpSink, **mail_kw: object) -> Settings:
 
 
 def _statuses(store: Store, period: str = "2026-W48") -> dict[str, str]:
-    digest = mail.digest_by_period(store, period)
+    digest = store.digest_by_period(period)
     assert digest is not None
-    return {d.email: d.status for d in mail.deliveries(store, digest.id)}
+    return {d.email: d.status for d in store.deliveries(digest.id)}
 
 
 def test_each_confirmed_subscriber_gets_one_copy(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
@@ -75,7 +76,7 @@ def test_each_confirmed_subscriber_gets_one_copy(store: Store, tmp_path: Path, s
         msg = got.parsed()
         assert msg["To"] == got.rcpt_tos[0]  # the header says who the envelope goes to, never the other way
         assert msg["Subject"] == "Oncology digest: 2 new stories, Nov 23 to 29"
-    rows = {d.email: d for d in mail.deliveries(store, mail.digest_by_period(store, "2026-W48").id)}  # type: ignore[union-attr]
+    rows = {d.email: d for d in store.deliveries(store.digest_by_period("2026-W48").id)}  # type: ignore[union-attr]
     assert {d.status for d in rows.values()} == {"sent"}
     ids = {m.parsed()["Message-ID"] for m in smtp_sink.messages}
     assert ids == {d.message_id for d in rows.values()}
@@ -122,18 +123,18 @@ def test_5xx_fails_counts_a_bounce_and_marks_bounced_at_the_limit(
         "nobody@example.org": "failed",
         "refused@example.org": "failed",
     }
-    digest = mail.digest_by_period(store, "2026-W48")
+    digest = store.digest_by_period("2026-W48")
     assert digest is not None
-    replies = {d.email: d.reply for d in mail.deliveries(store, digest.id)}
+    replies = {d.email: d.reply for d in store.deliveries(digest.id)}
     assert (replies["nobody@example.org"] or "").startswith("550 5.1.1")
     assert (replies["refused@example.org"] or "").startswith("554 5.7.1")
-    nobody = mail.subscriber_by_email(store, "nobody@example.org")
+    nobody = store.subscriber_by_email("nobody@example.org")
     assert nobody is not None
     assert (nobody.status, nobody.bounces) == ("confirmed", 1)
 
     page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
     mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
-    nobody = mail.subscriber_by_email(store, "nobody@example.org")
+    nobody = store.subscriber_by_email("nobody@example.org")
     assert nobody is not None
     assert (nobody.status, nobody.bounces) == ("bounced", 2)
 
@@ -151,7 +152,7 @@ def test_a_success_clears_the_bounce_count(store: Store, tmp_path: Path, smtp_si
     smtp_sink.hard.clear()
     page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
     mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
-    flaky = mail.subscriber_by_email(store, "flaky@example.org")
+    flaky = store.subscriber_by_email("flaky@example.org")
     assert flaky is not None
     assert flaky.bounces == 0
 
@@ -169,7 +170,7 @@ def test_a_timeout_is_retried_and_the_rest_go_on(store: Store, tmp_path: Path, s
 def test_unsubscribing_while_a_digest_goes_out(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
     settings = _smtp(tmp_path, smtp_sink)
     confirmed(store, "a@example.org", "b@example.org", "c@example.org")
-    c = mail.subscriber_by_email(store, "c@example.org")
+    c = store.subscriber_by_email("c@example.org")
     assert c is not None
     token = Tokens(SECRET).unsubscribe(c.id, c.email)
 
@@ -194,9 +195,9 @@ def test_a_server_that_is_down_loses_nothing(store: Store, tmp_path: Path) -> No
     assert report.error is not None
     assert "cannot connect" in report.error
     assert (report.status, report.sent) == ("pending", 0)
-    digest = mail.digest_by_period(store, "2026-W48")
+    digest = store.digest_by_period("2026-W48")
     assert digest is not None
-    assert [(d.status, d.attempts) for d in mail.deliveries(store, digest.id)] == [("pending", 0), ("pending", 0)]
+    assert [(d.status, d.attempts) for d in store.deliveries(digest.id)] == [("pending", 0), ("pending", 0)]
     with SmtpSink() as sink:
         later = mailer.send_due_digest(store, _smtp(tmp_path, sink), W48_DUE + timedelta(minutes=10))
         assert (later.sent, later.status) == (2, "sent")
@@ -208,19 +209,19 @@ def test_a_claim_holds_until_its_lease_runs_out(store: Store, tmp_path: Path) ->
     confirmed(store, "a@example.org")
     digest, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
     lease = lease_length(settings)
-    held = mail.claim_next(store, digest.id, "dead process", W48_DUE, W48_DUE + lease)
+    held = store.claim_next(digest.id, "dead process", W48_DUE, W48_DUE + lease)
     assert held is not None
     assert (held.status, held.attempts, held.email) == ("sending", 1, "a@example.org")
-    assert mail.claim_next(store, digest.id, "another", W48_DUE + lease / 2, W48_DUE + lease) is None
-    taken = mail.claim_next(store, digest.id, "another", W48_DUE + lease, W48_DUE + 2 * lease)
+    assert store.claim_next(digest.id, "another", W48_DUE + lease / 2, W48_DUE + lease) is None
+    taken = store.claim_next(digest.id, "another", W48_DUE + lease, W48_DUE + 2 * lease)
     assert taken is not None
     assert (taken.id, taken.lease_owner, taken.attempts) == (held.id, "another", 2)
     # The dead process's late outcome does not overwrite the new holder's claim.
-    mail.record(store, mail.Outcome(held.id, held.subscriber_id, "sent", W48_DUE + lease, "250 late"), "dead process")
-    assert mail.deliveries(store, digest.id)[0].status == "sending"
+    store.record_outcome(Outcome(held.id, held.subscriber_id, "sent", W48_DUE + lease, "250 late"), "dead process")
+    assert store.deliveries(digest.id)[0].status == "sending"
     # A restart that knows it is alone ends the claim at once.
-    assert mail.expire_leases(store, W48_DUE + lease) == 1
-    again = mail.claim_next(store, digest.id, "restarted", W48_DUE + lease, W48_DUE + 2 * lease)
+    assert store.expire_leases(W48_DUE + lease) == 1
+    again = store.claim_next(digest.id, "restarted", W48_DUE + lease, W48_DUE + 2 * lease)
     assert again is not None
     assert again.lease_owner == "restarted"
 
@@ -231,8 +232,8 @@ def test_outbox_transport_writes_one_file_per_delivery(store: Store, tmp_path: P
     report = mailer.send_due_digest(store, settings, W48_DUE)
     assert (report.sent, report.status) == (2, "sent")
     files = sorted(p.name for p in settings.mail.outbox_dir.iterdir())
-    a = mail.subscriber_by_email(store, "a@example.org")
-    b = mail.subscriber_by_email(store, "b@example.org")
+    a = store.subscriber_by_email("a@example.org")
+    b = store.subscriber_by_email("b@example.org")
     assert a is not None
     assert b is not None
     assert files == sorted([f"2026-W48-{a.id}.eml", f"2026-W48-{b.id}.eml"])  # no temp file left behind
@@ -254,10 +255,10 @@ class _Watching(OutboxTransport):
         self.finished += 1
         if self.finished == self.fail_at:
             raise RuntimeError("boom")
-        sending = [d for d in mail.deliveries(self.store, 1) if d.status == "sending"]
+        sending = [d for d in self.store.deliveries(1) if d.status == "sending"]
         assert len(sending) <= 2, sending  # this message, and the next one claimed
         super().finish()
-        sent = [d for d in mail.deliveries(self.store, 1) if d.status == "sent"]
+        sent = [d for d in self.store.deliveries(1) if d.status == "sent"]
         assert len(sent) == self.finished - 1  # every message before this one has its outcome stored
 
 
@@ -275,7 +276,7 @@ def test_each_outcome_is_stored_before_the_next_message_can_be_accepted(store: S
     transport = _Watching(store, settings.mail.outbox_dir)
     _run(store, settings, transport)
     assert transport.finished == 5
-    assert {d.status for d in mail.deliveries(store, 1)} == {"sent"}
+    assert {d.status for d in store.deliveries(1)} == {"sent"}
 
 
 def test_stopping_half_way_leaves_nothing_claimed(store: Store, tmp_path: Path) -> None:
@@ -283,7 +284,7 @@ def test_stopping_half_way_leaves_nothing_claimed(store: Store, tmp_path: Path) 
     confirmed(store, *(f"s{i}@example.org" for i in range(5)))
     transport = _Watching(store, settings.mail.outbox_dir)
     _run(store, settings, transport, stop=lambda: transport.finished >= 2)
-    assert [(d.status, d.attempts) for d in mail.deliveries(store, 1)] == [("sent", 1)] * 2 + [("pending", 0)] * 3
+    assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] * 2 + [("pending", 0)] * 3
 
 
 def test_an_unexpected_error_releases_what_was_claimed(store: Store, tmp_path: Path) -> None:
@@ -293,7 +294,7 @@ def test_an_unexpected_error_releases_what_was_claimed(store: Store, tmp_path: P
     with pytest.raises(RuntimeError, match="boom"):
         _run(store, settings, transport)
     # The first was sent; the second (failed before it could go) and the third (claimed ahead) are back untouched.
-    assert [(d.status, d.attempts) for d in mail.deliveries(store, 1)] == [("sent", 1)] + [("pending", 0)] * 3
+    assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] + [("pending", 0)] * 3
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
@@ -422,9 +423,9 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
     assert len(smtp_sink.messages) == 100
 
     with Store.open(db_url) as store:
-        digest = mail.digest_by_period(store, "2026-W48")
+        digest = store.digest_by_period("2026-W48")
         assert digest is not None
-        rows = mail.deliveries(store, digest.id)
+        rows = store.deliveries(digest.id)
         states = [d.status for d in rows]
         assert states.count("sent") == 99
         # The one in flight when it died; perhaps the next one too, claimed while the server took that one in.
@@ -446,10 +447,10 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
     copies = [m.parsed()["Message-ID"] for m in smtp_sink.messages if m.rcpt_tos == killed[0].rcpt_tos]
     assert copies[0] == copies[1]  # the same Message-ID: mail stores fold the two into one
     with Store.open(db_url) as store:
-        digest = mail.digest_by_period(store, "2026-W48")
+        digest = store.digest_by_period("2026-W48")
         assert digest is not None
         assert digest.status == "sent"
-        assert {d.status for d in mail.deliveries(store, digest.id)} == {"sent"}
+        assert {d.status for d in store.deliveries(digest.id)} == {"sent"}
 
 
 # ---- preview and test send ---------------------------------------------------------------------------------------
@@ -467,7 +468,7 @@ def test_preview_writes_what_would_be_sent_and_sends_nothing(store: Store, tmp_p
     assert msg["To"] == mailer.PREVIEW_ADDRESS
     assert "A story of the week" in shown.html.read_text(encoding="utf-8")
     assert "\x1e" not in shown.html.read_text(encoding="utf-8") + shown.text.read_text(encoding="utf-8")
-    assert mail.digest_by_period(store, "2026-W48") is None  # nothing made
+    assert store.digest_by_period("2026-W48") is None  # nothing made
     assert not settings.mail.outbox_dir.exists()  # nothing sent
 
     mailer.send_due_digest(store, settings, W48_DUE)
@@ -484,7 +485,7 @@ def test_send_test_sends_the_preview_to_one_address(store: Store, tmp_path: Path
     assert result.status == "sent"
     assert smtp_sink.received_by() == {"editor@example.org": 1}
     assert smtp_sink.messages[0].parsed()["To"] == "editor@example.org"
-    assert mail.digest_by_period(store, "2026-W48") is None
+    assert store.digest_by_period("2026-W48") is None
     with pytest.raises(AddressError):
         mailer.send_test(store, settings, "not an address", W48_DUE)
 

@@ -11,7 +11,7 @@ import pytest
 
 from ingest.core.config import DigestConfig
 from ingest.core.errors import UsageError
-from ingest.store import Store, mail
+from ingest.store import Store
 from newsletter import mailer
 from newsletter.digest import Selection, due_period, next_due, period_containing, period_for, subject
 from tests.conftest import NOW
@@ -119,7 +119,7 @@ def test_the_same_period_is_made_once(store: Store, tmp_path: Path) -> None:
     again, made_again = mailer.ensure_digest(store, settings, period, W48_DUE + timedelta(minutes=5))
     assert (made, made_again) == (True, False)
     assert again == first
-    assert len(mail.deliveries(store, first.id)) == 2
+    assert len(store.deliveries(first.id)) == 2
 
 
 def test_a_skipped_week_rolls_over(store: Store, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_a_skipped_week_rolls_over(store: Store, tmp_path: Path) -> None:
     assert skipped.status == "skipped"
     assert skipped.note is not None
     assert "late" in skipped.note
-    assert mail.deliveries(store, skipped.id) == []
+    assert store.deliveries(skipped.id) == []
     w49 = mailer.select_for(store, settings, period_for("2026-W49", settings.digest))
     assert _titles(w49) == [["From week 49", "From week 48"]]
 
@@ -140,13 +140,13 @@ def test_an_empty_period_sends_nothing_unless_configured(store: Store, tmp_path:
     confirmed(store, "reader@example.org")
     quiet = make_settings(tmp_path)
     digest, _ = mailer.ensure_digest(store, quiet, period_for("2026-W48", quiet.digest), W48_DUE)
-    assert (digest.status, mail.deliveries(store, digest.id)) == ("empty", [])
+    assert (digest.status, store.deliveries(digest.id)) == ("empty", [])
 
     chatty = make_settings(tmp_path, digest={"send_empty": True})
     digest, _ = mailer.ensure_digest(store, chatty, period_for("2026-W49", chatty.digest), W48_DUE + timedelta(days=7))
     assert digest.status == "pending"
     assert digest.subject == "Oncology digest: 0 new stories, Nov 30 to Dec 6"
-    assert len(mail.deliveries(store, digest.id)) == 1
+    assert len(store.deliveries(digest.id)) == 1
 
 
 def test_a_new_feeds_backlog_is_marked_seen(store: Store, tmp_path: Path) -> None:

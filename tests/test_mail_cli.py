@@ -115,8 +115,8 @@ def test_digest_preview_of_a_chosen_period_and_test_send(
 def _digests_made(project: Path) -> list[str]:
     """The digests made so far (a preview or a test send makes none)."""
     from ingest.core.config import load_settings
-    from ingest.store import Store, mail
+    from ingest.store import Store
 
     settings = load_settings(project / "newsletter.toml", environ={})
     with Store.open(settings.storage.url) as store:
-        return [d.period for d in mail.digests(store)]
+        return [d.period for d in store.digests()]

@@ -17,7 +17,7 @@ import pytest
 
 from ingest.core.config import Settings, load_settings
 from ingest.feeds import BATCH_PER_WORKER
-from ingest.store import Store, mail
+from ingest.store import Store
 from newsletter import subscribers
 from tests.conftest import ROOT
 from tests.servers import FEED_BODY, HostileServer
@@ -111,7 +111,7 @@ def _check_store(settings: Settings) -> None:
         assert len(titles) == 6 + 2 * FEEDS  # the seed page's six, and two per feed
         feeds = [s for s in store.sources(kind="feed")]
         assert all(f.sightings == 2 and f.status == "active" for f in feeds)
-        digest = mail.digest_by_period(store, mail.digests(store, limit=1)[0].period)
+        digest = store.digest_by_period(store.digests(limit=1)[0].period)
         assert digest is not None
         assert digest.status == "sent"
 
@@ -184,7 +184,7 @@ def test_a_process_killed_while_sending_leaves_nothing_stuck(
     try:
         _wait_for(lambda: len(set(sink.received_by())) == READERS, "every reader's copy")
         with Store.open(settings.storage.url) as store:
-            _wait_for(lambda: mail.digests(store, limit=1)[0].status == "sent", "the digest marked sent")
+            _wait_for(lambda: store.digests(limit=1)[0].status == "sent", "the digest marked sent")
             _wait_for(lambda: all(f.sightings == 2 for f in store.sources(kind="feed")), "every feed stored")
     finally:
         errors = _stop(procs)

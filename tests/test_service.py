@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ingest.core.config import Settings, load_settings
-from ingest.store import Store, mail
+from ingest.store import Store
 from newsletter import subscribers
 from newsletter.service import Service, SingleInstanceError, instance_lock
 from tests.conftest import NOW, ROOT
@@ -79,7 +79,7 @@ def test_a_digest_too_late_is_recorded_as_skipped(service: Service) -> None:
     assert report.digest is not None
     assert report.digest.status == "skipped"
     assert _outbox(service) == []
-    found = mail.digest_by_period(service.store, "2026-W48")
+    found = service.store.digest_by_period("2026-W48")
     assert found is not None
     assert found.status == "skipped"
     assert found.note is not None and "30.0 h late" in found.note
@@ -279,8 +279,8 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         assert 10 <= len(got) < 80  # stopped half way
         assert set(got.values()) == {1}
         with Store.open(settings.storage.url) as store:
-            (digest,) = mail.digests(store, limit=1)
-            statuses = {d.email: d.status for d in mail.deliveries(store, digest.id)}
+            (digest,) = store.digests(limit=1)
+            statuses = {d.email: d.status for d in store.deliveries(digest.id)}
         assert {e for e, s in statuses.items() if s == "sent"} == set(got)
         assert {s for e, s in statuses.items() if e not in got} == {"pending"}
 

@@ -16,12 +16,11 @@ import pytest
 from sqlalchemy import Connection
 
 from ingest.core.config import load_settings
-from ingest.core.models import ParsedItem
+from ingest.core.models import FeedState, ParsedItem, SaveResult
 from ingest.dedupe import MAX_CANDIDATES_PER_KEY
 from ingest.pipeline import ingest_seeds
 from ingest.seeds import parse_page
-from ingest.store import FeedState, Store, clustering, schema
-from ingest.store.clustering import SaveResult
+from ingest.store import Store, clustering, schema
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
 
@@ -180,7 +179,7 @@ def test_two_processes_saving_one_story_at_once_make_one_story(
             "https://b.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
         )
         staged, go = threading.Event(), threading.Event()
-        take_lock = clustering._take_lock
+        take_lock = clustering.take_lock
         locks: list[str] = []
 
         def slow_for_a(conn: Connection) -> None:
@@ -190,7 +189,7 @@ def test_two_processes_saving_one_story_at_once_make_one_story(
             locks.append(threading.current_thread().name)
             take_lock(conn)
 
-        monkeypatch.setattr(clustering, "_take_lock", slow_for_a)
+        monkeypatch.setattr(clustering, "take_lock", slow_for_a)
         results: list[SaveResult] = []
         worker = threading.Thread(
             target=lambda: results.append(a.save_feed(source_a.id, [_teaser("a-1")], state, NOW)), name="process-a"
@@ -292,9 +291,9 @@ def test_a_key_many_sightings_share_gives_its_newest_candidates(db_url: str) -> 
         with store.engine.begin() as conn:
             conn.execute(schema.sighting_key.insert(), [{"key": "shared", "sighting_id": i} for i in ids])
             newest = sorted(ids, reverse=True)
-            assert clustering._read_world(conn, ["shared"]).by_key == {"shared": newest[:cap]}
+            assert clustering._read(conn, ["shared"]).by_key == {"shared": newest[:cap]}
             mine = frozenset(newest[:3])
-            assert clustering._read_world(conn, ["shared"], leave_out=mine).by_key == {"shared": newest[3 : 3 + cap]}
+            assert clustering._read(conn, ["shared"], leave_out=mine).by_key == {"shared": newest[3 : 3 + cap]}
 
 
 def test_a_story_is_updated_only_when_what_it_shows_changes(db_url: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from ingest.core.errors import AddressError
-from ingest.store import Store, mail
+from ingest.store import Store
 from newsletter import subscribers
 from newsletter.tokens import Tokens, signing_key, subscriber_id
 from tests.conftest import NOW
@@ -138,7 +138,7 @@ def _confirm_link(msg: EmailMessage) -> str:
 def test_double_opt_in(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     assert subscribers.request(store, settings, "New@Example.org", NOW)
-    pending = mail.subscriber_by_email(store, "new@example.org")
+    pending = store.subscriber_by_email("new@example.org")
     assert pending is not None
     assert pending.status == "pending"
     (sent,) = _outbox(settings.mail.outbox_dir)
@@ -160,15 +160,15 @@ def test_double_opt_in(store: Store, tmp_path: Path) -> None:
     assert subscribers.confirm(store, settings, token, NOW + timedelta(days=2)) is not None  # again: harmless
     # A confirmed address asking again gets no mail, and stays confirmed.
     assert not subscribers.request(store, settings, "new@example.org", NOW + timedelta(days=3))
-    assert mail.subscriber_by_email(store, "new@example.org").status == "confirmed"  # type: ignore[union-attr]
+    assert store.subscriber_by_email("new@example.org").status == "confirmed"  # type: ignore[union-attr]
 
 
 def test_confirm_tokens_expire_and_cannot_be_forged(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     subscribers.request(store, settings, "a@example.org", NOW)
     subscribers.request(store, settings, "b@example.org", NOW)
-    a = mail.subscriber_by_email(store, "a@example.org")
-    b = mail.subscriber_by_email(store, "b@example.org")
+    a = store.subscriber_by_email("a@example.org")
+    b = store.subscriber_by_email("b@example.org")
     assert a is not None
     assert b is not None
     tokens = Tokens(signing_key(store, settings))
@@ -194,8 +194,8 @@ def test_unsubscribe_tokens(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     subscribers.add(store, "a@example.org", NOW)
     subscribers.add(store, "b@example.org", NOW)
-    a = mail.subscriber_by_email(store, "a@example.org")
-    b = mail.subscriber_by_email(store, "b@example.org")
+    a = store.subscriber_by_email("a@example.org")
+    b = store.subscriber_by_email("b@example.org")
     assert a is not None
     assert b is not None
     tokens = Tokens(signing_key(store, settings))
@@ -210,7 +210,7 @@ def test_unsubscribe_tokens(store: Store, tmp_path: Path) -> None:
     assert done is not None
     assert done.status == "unsubscribed"
     assert subscribers.unsubscribe(store, settings, token, NOW + timedelta(days=400)) is not None  # never expires
-    assert mail.subscriber_by_email(store, "b@example.org").status == "confirmed"  # type: ignore[union-attr]
+    assert store.subscriber_by_email("b@example.org").status == "confirmed"  # type: ignore[union-attr]
 
 
 def test_the_signing_key(tmp_path: Path, caplog: pytest.LogCaptureFixture, db_url: str) -> None:

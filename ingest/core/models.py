@@ -1,7 +1,12 @@
-"""Frozen records that travel between stages. A parser's dict or a database row never leaves its module.
+"""The frozen records that travel between modules, and the typed vocabularies of every status. A parser's dict or a
+database row never leaves the module that received it: it becomes one of these first.
 
-- :class:`ParsedItem`: one appearance of an item as a parser saw it (a page's article or teaser, a feed entry).
-- :class:`Source`, :class:`Sighting`, :class:`Story`: what the store holds, as read back from it.
+- in-stage: :class:`ParsedItem`, :class:`ParsedPage` (what a parser saw);
+- what the store holds, as read back: :class:`Source`, :class:`Sighting`, :class:`Story`, and its answers
+  (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
+  :class:`StorySource`);
+- the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
+  :class:`Outcome`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`.
 """
 
 from __future__ import annotations
@@ -117,3 +122,203 @@ class Story:
     @property
     def is_recap(self) -> bool:
         return "recap" in self.tags
+
+
+# ---- the store's answers -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SaveResult:
+    """What storing one source's items did."""
+
+    new: int  # sightings not seen before
+    seen: int  # sightings already stored, now seen again
+    new_stories: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedState:
+    """A feed source's fetch state after one fetch, written with its entries in one transaction."""
+
+    status: SourceStatus
+    last_status: int | None
+    error_count: int
+    next_check_at: datetime | None
+    last_error: str | None = None
+    warning: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    store_validators: bool = False  # True: replace the stored ETag/Last-Modified with these (a fresh 200)
+    url: str | None = None  # a permanently redirected feed's new URL
+    success: bool = False  # the server answered with a usable feed (200 or 304)
+    title: str | None = None  # the feed's own title, used when the source has no name
+
+
+@dataclass(frozen=True, slots=True)
+class Override:
+    """An operator's decision about two sightings: kept together (merge) or kept apart (split)."""
+
+    kind: Literal["merge", "split"]
+    sighting_a: int
+    sighting_b: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """What ``newsletter stories explain`` shows. ``story`` is None when the id was merged away."""
+
+    story: Story | None
+    merged_into: int | None
+    merged: tuple[int, ...]
+    sightings: tuple[Sighting, ...]
+    overrides: tuple[Override, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    """A cheap fingerprint of what a publish depends on: it changes when a story row is added, removed or updated."""
+
+    rows: int  # story rows, merged-away ones included
+    max_id: int
+    max_updated: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class StoryVersion:
+    """Which story, in which version, at which place in "newest first": enough to tell whether a document changed."""
+
+    id: int
+    when: datetime  # coalesce(published, first_seen), the sort key
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StorySource:
+    """One appearance of a story as its page shows it: where it was seen and what that source called it."""
+
+    source: str  # the source's name; else a feed's URL; else a seed page's file name (never a path on the server)
+    kind: SourceKind
+    title: str
+    link: str | None
+    published: datetime | None
+    first_seen: datetime
+    author: str | None
+
+
+# ---- subscribers, digests, deliveries ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str  # as stored: lower case, domain in ASCII (IDNA); the envelope recipient
+    status: SubscriberStatus
+    created_at: datetime
+    confirmed_at: datetime | None
+    unsubscribed_at: datetime | None
+    bounces: int
+    last_request_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    id: int
+    period: str  # ISO week, e.g. 2026-W48
+    status: DigestStatus
+    period_start: datetime
+    period_end: datetime
+    due_at: datetime
+    created_at: datetime
+    sent_at: datetime | None
+    subject: str
+    html: str  # rendered once, with per-recipient slots still in (see newsletter.digest.compose)
+    text: str
+    note: str | None
+    story_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewDigest:
+    """A digest to create, with its stories in order. Deliveries are made for ``pending`` ones only."""
+
+    period: str
+    status: DigestStatus
+    period_start: datetime
+    period_end: datetime
+    due_at: datetime
+    created_at: datetime
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    note: str | None = None
+    story_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    id: int
+    digest_id: int
+    subscriber_id: int
+    email: str  # the envelope recipient, from the subscriber row (never from a header)
+    status: DeliveryStatus
+    attempts: int
+    reply: str | None
+    message_id: str | None
+    next_attempt_at: datetime | None
+    sent_at: datetime | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    subscriber_bounces: int = 0
+
+
+#: What a sender decided about one claimed delivery (see :class:`Outcome`).
+OutcomeStatus = Literal["sent", "failed", "retry", "release"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed delivery.
+
+    ``sent`` and ``failed`` are final (``bounce`` counts a permanent failure against the subscriber); ``retry`` puts
+    it back for ``next_attempt_at``; ``release`` puts it back untouched (it was never tried: the transport was down).
+    """
+
+    delivery_id: int
+    subscriber_id: int
+    status: OutcomeStatus
+    at: datetime
+    reply: str | None = None
+    message_id: str | None = None
+    next_attempt_at: datetime | None = None
+    bounce: bool = False
+    reset_bounces: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A digest's deliveries by status after settling, and when the earliest retry is due."""
+
+    counts: dict[str, int]
+    retry_at: datetime | None
+    complete: bool  # nothing left to send: the digest is marked sent
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """One sighting of a candidate story, as the digest's selection needs it."""
+
+    source_kind: SourceKind
+    source_name: str  # the source's name; else a feed's URL; else a seed page's file name
+    source_tags: tuple[str, ...]
+    published: datetime | None
+    first_seen: datetime
+    source_first_seen: datetime  # the first sighting of its source: when that source was first read
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A story a digest may carry, with where it was seen."""
+
+    story: Story
+    origins: tuple[Origin, ...] = field(default=())

@@ -5,6 +5,7 @@ Portable across SQLite and PostgreSQL: no dialect-only types. Times are stored i
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,21 @@ class CleanText(TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
+
+
+class Tags(TypeDecorator[tuple[str, ...]]):
+    """A list of tags in a JSON column, read back as a tuple (the records' type). The one JSON column type."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> list[str]:
+        return list(value or ())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[str, ...]:
+        if isinstance(value, str):  # a driver that hands JSON back as text
+            value = json.loads(value)
+        return tuple(value or ())
 
 
 metadata = MetaData(
@@ -93,7 +109,7 @@ source = Table(
     Column("name", CleanText),
     Column("folder", CleanText),  # a page's seed folder
     Column("url", CleanText),  # a feed's current URL, after permanent redirects
-    Column("tags", JSON, nullable=False, default=list),
+    Column("tags", Tags, nullable=False, default=tuple),
     Column("interval", Integer),  # minutes between checks, None for the default
     Column("origin", String(16), nullable=False, default="config"),  # config | cli | opml | seed
     Column("status", String(16), nullable=False, default="active"),  # active | failing | gone | error | removed
@@ -125,7 +141,7 @@ story = Table(
     Column("published", UtcDateTime),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("updated", UtcDateTime, nullable=False),
-    Column("tags", JSON, nullable=False, default=list),
+    Column("tags", Tags, nullable=False, default=tuple),
     Column("content_hash", String(64), nullable=False, default=""),
     Column("merged_into", Integer, ForeignKey("story.id")),  # a merged-away story resolves to its survivor
     # Whether any sighting carries a date or a blurb (ingest.dedupe.is_informative): kept for the matcher.
@@ -160,7 +176,7 @@ sighting = Table(
     Column("content", CleanText, nullable=False, default=""),
     Column("link", CleanText),
     Column("author", CleanText),
-    Column("tags", JSON, nullable=False, default=list),
+    Column("tags", Tags, nullable=False, default=tuple),
     Column("first_seen", UtcDateTime, nullable=False),
     Column("last_seen", UtcDateTime, nullable=False),
     Column("story_id", Integer, ForeignKey("story.id")),

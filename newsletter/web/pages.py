@@ -23,7 +23,6 @@ from ingest.core.models import Story
 from ingest.core.text import truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
-from ingest.store import publishing as q
 from newsletter import atom
 from newsletter.publish import published_tags, tag_name
 from newsletter.render import render
@@ -119,15 +118,15 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
 
     def home(request: Request) -> Response:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
-        stories = q.search(store, query, SEARCH_RESULTS) if query else q.recent(store, HOME_STORIES)
+        stories = store.search(query, SEARCH_RESULTS) if query else store.stories(HOME_STORIES)
         known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
-        feeds, tag_feeds = _feeds(settings, root, q.tags(store) if known is None else known)
+        feeds, tag_feeds = _feeds(settings, root, store.tags() if known is None else known)
         return page(
             request,
             "web/home.html",
             query=query,
             stories=[StoryItem.of(s, root) for s in stories],
-            total=q.count_live(store),
+            total=store.count_live(),
             feeds=feeds,
             tag_feeds=tag_feeds,
             subscribe_url=f"{root}subscribe",
@@ -135,18 +134,18 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
 
     def story_page(request: Request) -> Response:
         story_id = int(request.path_params["story_id"])
-        live = q.resolve(store, story_id)
+        live = store.resolve_story(story_id)
         if live is None:
             return not_found_page(request)
         if live != story_id:  # merged into another story: its address moves for good
             return RedirectResponse(f"{root}stories/{live}", status_code=301)
-        story = q.story(store, live)
+        story = store.story(live)
         if story is None:
             return not_found_page(request)
         body = sanitize_html(story.content, base_url=story.link) if story.content.strip() else ""
         sources = [
             (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
-            for s in q.story_sources(store, live)
+            for s in store.story_sources(live)
         ]
         feeds, _ = _feeds(settings, root, ())
         return page(

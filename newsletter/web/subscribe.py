@@ -25,9 +25,8 @@ from starlette.routing import BaseRoute, Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError
-from ingest.core.models import Story
-from ingest.store import Store, mail
-from ingest.store.mail import Digest
+from ingest.core.models import Digest, Story
+from ingest.store import CARRYING, Store
 from newsletter import atom, subscribers
 from newsletter.digest import period_for, sections
 from newsletter.web.conditional import Document, respond
@@ -106,7 +105,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         return private(page(request, "web/unsubscribe.html", state="done", action=""))
 
     def archive(request: Request) -> Response:
-        items = mail.digests(store, statuses=mail.CARRYING)
+        items = store.digests(statuses=CARRYING)
         return page(
             request,
             "web/digests.html",
@@ -117,8 +116,8 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
 
     def one_digest(request: Request) -> Response:
         key = request.path_params["period"]
-        found = mail.digest_by_period(store, key) if _PERIOD.fullmatch(key) else None
-        if found is None or found.status not in mail.CARRYING:
+        found = store.digest_by_period(key) if _PERIOD.fullmatch(key) else None
+        if found is None or found.status not in CARRYING:
             return not_found_page(request)
         period = period_for(found.period, settings.digest)
         return page(
@@ -128,13 +127,13 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
             period=found.period,
             period_label=period.label,
             count=found.story_count,
-            sections=sections(mail.digest_stories(store, found.id), settings),
+            sections=sections(store.digest_stories(found.id), settings),
             archive_url=f"{root}digests/",
             subscribe_url=f"{root}subscribe",
         )
 
     def digests_atom(request: Request) -> Response:
-        items = mail.digests(store, statuses=mail.CARRYING, limit=settings.publish.max_entries)
+        items = store.digests(statuses=CARRYING, limit=settings.publish.max_entries)
         stories = [_as_entry(d, settings) for d in items]
         page_ = atom.FeedPage(
             path="digests.atom",

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
 
 from ingest import dedupe  # noqa: E402
 from ingest.core.text import first_sentence, truncate_words  # noqa: E402
-from ingest.dedupe import Clusterer, MatchInput  # noqa: E402
+from ingest.dedupe import Clusterer, MatchInput, match  # noqa: E402
 from scripts.dedupe_quality import pairwise  # noqa: E402
 
 DISEASES = """Metastatic Castration-Resistant Prostate Cancer|Metastatic Castration-Sensitive Prostate Cancer|
@@ -326,10 +326,9 @@ def run(sightings: list[MatchInput]) -> list[list[int]]:
 
 
 def _clear_caches() -> None:
-    dedupe._FEATURES.clear()
-    dedupe._trigrams.cache_clear()
-    dedupe._near_subsets.cache_clear()
-    dedupe._rank.cache_clear()
+    match._trigrams.cache_clear()
+    match._near_subsets.cache_clear()
+    match._rank.cache_clear()
     gc.collect()
 
 

@@ -33,7 +33,6 @@ from sqlalchemy import insert  # noqa: E402
 from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings  # noqa: E402
 from ingest.store import (  # noqa: E402
     Store,
-    mail,
     schema,
 )
 from newsletter import compose, mailer  # noqa: E402
@@ -208,7 +207,7 @@ def main() -> None:
         got = sink.count() - before
         after_rate = raw_rate(n // 2)
         sink.stop()
-        digest = mail.digest_by_period(store, "2026-W48")
+        digest = store.digest_by_period("2026-W48")
         assert digest is not None
         assert report.sent == n == got, (report, got)
         rate = n / deliver_s

@@ -474,7 +474,7 @@ def measure_delivery(
     backend: str, processes: int, subscribers: int, sink: Sink, pg_pid: int | None, profile_out: Path | None = None
 ) -> Row:
     from ingest.core.errors import StoreError
-    from ingest.store import Store, mail
+    from ingest.store import Store
     from tests.benchmarks.bench_digest import fill
 
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp, fresh_database(backend, Path(tmp)) as url:
@@ -486,7 +486,7 @@ def measure_delivery(
         after = sink.ask("who")
         try:
             with Store.open(url) as store:
-                made = mail.digests(store)
+                made = store.digests()
         except StoreError as exc:
             return Row(backend, processes, run, {}, [f"cannot check: {exc}"])
     problems = []

@@ -1,0 +1,242 @@
+"""Deliveries: one row per (digest, subscriber). Claiming is one statement (:meth:`DeliveriesMixin.claim_next`): a
+single UPDATE that takes the next due delivery of a confirmed subscriber and puts a lease on it (``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL), so several processes share a digest and a dead process's claim runs out. What a delivery
+becomes is decided by the sender (``newsletter.digest``); this module only writes it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Integer, Text, and_, bindparam, case, func, or_, select
+
+from ingest.core.models import Delivery, Outcome, Settled
+from ingest.store import schema
+from ingest.store.base import StoreBase
+from ingest.store.rows import aware, record
+
+__all__ = ["DeliveriesMixin"]
+
+_sub = schema.subscriber
+_dig = schema.digest
+_del = schema.delivery
+
+# Built once: a claim runs once per message, and building these expressions costs more than running them.
+_NOW = bindparam("p_now", type_=schema.UtcDateTime())
+_DUE = or_(
+    and_(_del.c.status == "pending", or_(_del.c.next_attempt_at.is_(None), _del.c.next_attempt_at <= _NOW)),
+    and_(_del.c.status == "sending", _del.c.lease_until <= _NOW),
+)
+# Walks the digest's deliveries in subscriber order from a cursor, on the (digest_id, subscriber_id) unique index:
+# each claim reads a few index entries instead of every delivery already sent.
+_PICK = (
+    select(_del.c.id)
+    .join(_sub, _sub.c.id == _del.c.subscriber_id)
+    .where(
+        _del.c.digest_id == bindparam("p_digest"),
+        _del.c.subscriber_id > bindparam("p_after"),
+        # The same bound again, on the joined table: PostgreSQL does not carry it across the join, and would walk
+        # the subscribers from the first one at every claim (measured: 1.6 ms a claim half way through 10,000).
+        _sub.c.id > bindparam("p_after"),
+        _sub.c.status == "confirmed",
+        _DUE,
+    )
+    .order_by(_del.c.subscriber_id)
+    .limit(1)
+)
+
+
+def _claim_statement(locking: bool) -> Any:
+    pick = _PICK.with_for_update(skip_locked=True, of=_del) if locking else _PICK
+    return (
+        _del.update()
+        .where(_del.c.id == pick.scalar_subquery(), _DUE)
+        .values(
+            status="sending",
+            lease_owner=bindparam("p_owner"),
+            lease_until=bindparam("p_until", type_=schema.UtcDateTime()),
+            attempts=_del.c.attempts + 1,
+        )
+        .returning(
+            *_del.c,
+            select(_sub.c.email).where(_sub.c.id == _del.c.subscriber_id).scalar_subquery().label("email"),
+            select(_sub.c.bounces)
+            .where(_sub.c.id == _del.c.subscriber_id)
+            .scalar_subquery()
+            .label("subscriber_bounces"),
+        )
+    )
+
+
+_CLAIM = _claim_statement(locking=False)
+_CLAIM_SKIP_LOCKED = _claim_statement(locking=True)  # PostgreSQL: processes sharing a digest never wait on each other
+_RECORD = (
+    _del.update()
+    .where(_del.c.id == bindparam("p_id"), _del.c.status == "sending", _del.c.lease_owner == bindparam("p_owner"))
+    .values(
+        status=bindparam("p_status"),
+        sent_at=bindparam("p_sent_at", type_=schema.UtcDateTime()),
+        next_attempt_at=bindparam("p_next", type_=schema.UtcDateTime()),
+        reply=func.coalesce(bindparam("p_reply", type_=Text()), _del.c.reply),
+        message_id=func.coalesce(bindparam("p_message_id", type_=Text()), _del.c.message_id),
+        attempts=_del.c.attempts - bindparam("p_undo", type_=Integer()),
+        lease_owner=None,
+        lease_until=None,
+    )
+)
+_BOUNCE = (
+    _sub.update()
+    .where(_sub.c.id == bindparam("p_id"))
+    .values(
+        bounces=_sub.c.bounces + 1,
+        status=case(
+            (and_(_sub.c.status == "confirmed", _sub.c.bounces + 1 >= bindparam("p_limit")), "bounced"),
+            else_=_sub.c.status,
+        ),
+    )
+)
+_UNBOUNCE = _sub.update().where(_sub.c.id == bindparam("p_id"), _sub.c.bounces > 0).values(bounces=0)
+
+
+class DeliveriesMixin(StoreBase):
+    def claim_next(
+        self,
+        digest_id: int,
+        owner: str,
+        now: datetime,
+        lease_until: datetime,
+        *,
+        after: int = 0,
+    ) -> Delivery | None:
+        """Claim the next delivery of a digest for ``owner``, in one statement (and one transaction).
+
+        It is the delivery of this digest with the lowest subscriber id above ``after`` (the caller's cursor: the
+        previous claim's subscriber id; 0 to start over) whose subscriber is confirmed NOW (someone who unsubscribed a
+        second ago is skipped), and that is pending and due, or ``sending`` under a lease that ran out (its process
+        died mid-send). It becomes ``sending``, leased to ``owner`` until ``lease_until``, its attempts counted.
+        Returns None when there is none past ``after``. On SQLite the first statement is a write, so the transaction
+        takes the write lock at once and never works on a stale snapshot; on PostgreSQL the pick skips rows other
+        processes hold.
+        """
+        with self.engine.begin() as conn:
+            return _claim(conn, digest_id, owner, now, lease_until, after=after)
+
+    def record_and_claim(
+        self,
+        outcome: Outcome | None,
+        digest_id: int,
+        owner: str,
+        *,
+        now: datetime,
+        lease_until: datetime,
+        after: int,
+        bounce_limit: int = 3,
+    ) -> Delivery | None:
+        """:func:`record` ``outcome`` (when there is one), then :func:`claim_next` past ``after`` and, when nothing is
+        left past it, from the start: one transaction for what would be two or three, which is most of a sender's
+        database work per message."""
+        with self.engine.begin() as conn:
+            if outcome is not None:
+                _record(conn, outcome, owner, bounce_limit)
+            found = _claim(conn, digest_id, owner, now, lease_until, after=after)
+            if found is None and after:
+                found = _claim(conn, digest_id, owner, now, lease_until, after=0)
+            return found
+
+    def record_outcome(self, outcome: Outcome, owner: str, *, bounce_limit: int = 3) -> None:
+        """Write what became of a delivery ``owner`` claimed, and count or clear the subscriber's bounces, in one
+        transaction. Nothing happens when the claim is no longer ``owner``'s (its lease ran out and another process took
+        the delivery over: that process's outcome is the one that counts)."""
+        with self.engine.begin() as conn:
+            _record(conn, outcome, owner, bounce_limit)
+
+    def expire_leases(self, now: datetime) -> int:
+        """End every claim now, so deliveries left ``sending`` by a dead process are taken again at once rather than
+        when their lease runs out. Only for a caller that knows no other process is sending (the single-instance lock
+        of ``newsletter run`` on SQLite). Returns how many claims it ended."""
+        with self.engine.begin() as conn:
+            return int(
+                conn.execute(
+                    _del.update().where(_del.c.status == "sending", _del.c.lease_until > now).values(lease_until=now)
+                ).rowcount
+            )
+
+    def settle(self, digest_id: int, now: datetime) -> Settled:
+        """Cancel what is pending for subscribers no longer confirmed; mark the digest sent when nothing is left."""
+        gone = select(_sub.c.id).where(_sub.c.status != "confirmed")
+        with self.engine.begin() as conn:
+            conn.execute(
+                _del.update()
+                .where(_del.c.digest_id == digest_id, _del.c.status == "pending", _del.c.subscriber_id.in_(gone))
+                .values(status="cancelled", next_attempt_at=None)
+            )
+            counts = {
+                str(status): int(n)
+                for status, n in conn.execute(
+                    select(_del.c.status, func.count()).where(_del.c.digest_id == digest_id).group_by(_del.c.status)
+                )
+            }
+            retry_at = conn.execute(
+                select(func.min(_del.c.next_attempt_at)).where(
+                    _del.c.digest_id == digest_id, _del.c.status == "pending"
+                )
+            ).scalar()
+            complete = not counts.get("pending") and not counts.get("sending")
+            if complete:
+                conn.execute(
+                    _dig.update()
+                    .where(_dig.c.id == digest_id, _dig.c.status == "pending")
+                    .values(status="sent", sent_at=now)
+                )
+        return Settled(counts=counts, retry_at=aware(retry_at), complete=complete)
+
+    def deliveries(self, digest_id: int) -> list[Delivery]:
+        with self.engine.connect() as conn:
+            query = _delivery_query().where(_del.c.digest_id == digest_id).order_by(_del.c.id)
+            return [record(Delivery, row) for row in conn.execute(query)]
+
+    def delivery_counts(self, digest_id: int) -> dict[str, int]:
+        """A digest's deliveries by status (read only; :func:`settle` also cancels and completes)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(_del.c.status, func.count()).where(_del.c.digest_id == digest_id).group_by(_del.c.status)
+            )
+            return {str(status): int(n) for status, n in rows}
+
+
+def _claim(
+    conn: Connection, digest_id: int, owner: str, now: datetime, lease_until: datetime, *, after: int
+) -> Delivery | None:
+    claim = _CLAIM_SKIP_LOCKED if conn.dialect.name == "postgresql" else _CLAIM
+    row = conn.execute(
+        claim,
+        {"p_digest": digest_id, "p_after": after, "p_now": now, "p_owner": owner, "p_until": lease_until},
+    ).first()
+    return record(Delivery, row) if row is not None else None
+
+
+def _record(conn: Connection, outcome: Outcome, owner: str, bounce_limit: int) -> None:
+    status = {"sent": "sent", "failed": "failed", "retry": "pending", "release": "pending"}[outcome.status]
+    values = {
+        "p_id": outcome.delivery_id,
+        "p_owner": owner,
+        "p_status": status,
+        "p_sent_at": outcome.at if outcome.status == "sent" else None,
+        "p_next": outcome.next_attempt_at if outcome.status == "retry" else None,
+        "p_reply": outcome.reply,
+        "p_message_id": outcome.message_id,
+        "p_undo": 1 if outcome.status == "release" else 0,  # never tried: the attempt does not count
+    }
+    if not conn.execute(_RECORD, values).rowcount:
+        return
+    if outcome.bounce:
+        conn.execute(_BOUNCE, {"p_id": outcome.subscriber_id, "p_limit": bounce_limit})
+    elif outcome.reset_bounces:
+        conn.execute(_UNBOUNCE, {"p_id": outcome.subscriber_id})
+
+
+def _delivery_query() -> Any:
+    return select(_del, _sub.c.email, _sub.c.bounces.label("subscriber_bounces")).join(
+        _sub, _sub.c.id == _del.c.subscriber_id
+    )

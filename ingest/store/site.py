@@ -1,0 +1,201 @@
+"""What publishing and the web read: stories by recency, by tag and by archive page (as cheap versions first), search,
+tags, a story's sources and authors, and the fingerprint that tells a publish whether anything changed.
+
+Archive pages are ranges of story ids (creation order); see ``newsletter.publish`` for the scheme.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import PurePath
+from typing import Any
+
+from sqlalchemy import Select, Text, cast, func, or_, select
+
+from ingest.core.models import SourceKind, StoreState, Story, StorySource, StoryVersion
+from ingest.store import schema
+from ingest.store.base import StoreBase
+from ingest.store.rows import record
+from ingest.store.stories import live_stories, newest_first
+
+__all__ = ["SiteMixin", "source_name"]
+
+_st = schema.story
+_LIKE_ESCAPE = "\\"
+
+
+def source_name(kind: SourceKind, name: str | None, location: str, url: str | None) -> str:
+    """How a source is named to readers: its name; else a feed's URL; else a seed page's file name (never a path
+    on the server)."""
+    return name or (url or location if kind == "feed" else PurePath(location).name)
+
+
+def _like_escape(text: str) -> str:
+    for char in (_LIKE_ESCAPE, "%", "_"):
+        text = text.replace(char, _LIKE_ESCAPE + char)
+    return text
+
+
+def _version_columns() -> Select[Any]:
+    when = func.coalesce(_st.c.published, _st.c.first_seen).label("when")
+    return select(_st.c.id, when, _st.c.updated).where(_st.c.merged_into.is_(None))
+
+
+class SiteMixin(StoreBase):
+    def _versions(self, query: Select[Any]) -> list[StoryVersion]:
+        with self.engine.connect() as conn:
+            return [record(StoryVersion, row) for row in conn.execute(query)]
+
+    def recent_versions(self, limit: int, *, tag: str | None = None) -> list[StoryVersion]:
+        """Live stories, newest first, as versions only (no text is read): cheap to compare with last time. With
+        ``tag``, only those carrying it (case-insensitive)."""
+        if tag is None:
+            return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
+        wanted = tag.lower()
+        # Tags are a JSON list: match the element's JSON text, then check exactly in Python (LIKE is a prefilter:
+        # ASCII-case-insensitive and blind to list structure). Portable to PostgreSQL, whose json has no "contains".
+        pattern = "%" + _like_escape(json.dumps(wanted)) + "%"
+        base = (
+            _version_columns()
+            .add_columns(_st.c.tags)
+            .where(cast(_st.c.tags, Text).ilike(pattern, escape=_LIKE_ESCAPE))
+            .order_by(*newest_first())
+        )
+        found: list[StoryVersion] = []
+        skip, batch = 0, max(limit, 50)
+        with self.engine.connect() as conn:
+            while len(found) < limit:
+                rows = conn.execute(base.limit(batch).offset(skip)).all()
+                skip += len(rows)
+                found.extend(record(StoryVersion, r) for r in rows if wanted in {t.lower() for t in r.tags})
+                if len(rows) < batch:
+                    break
+        return found[:limit]
+
+    def versions_between(self, after_id: int, last_id: int | None = None) -> list[StoryVersion]:
+        """Live stories with ``after_id < id <= last_id`` (one archive page; no upper end without ``last_id``), as
+        versions, newest first."""
+        query = _version_columns().where(_st.c.id > after_id)
+        if last_id is not None:
+            query = query.where(_st.c.id <= last_id)
+        # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
+        return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
+
+    def search(self, text: str, limit: int) -> list[Story]:
+        """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
+        words = text.split()
+        if not words or limit <= 0:
+            return []
+        query = live_stories()
+        for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
+            pattern = "%" + _like_escape(word.lower()) + "%"
+            query = query.where(
+                or_(
+                    func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
+                    func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
+                )
+            )
+        with self.engine.connect() as conn:
+            return [record(Story, row) for row in conn.execute(query.order_by(*newest_first()).limit(limit))]
+
+    def tags(self) -> list[str]:
+        """Every tag carried by a live story, lower-cased, sorted."""
+        # DISTINCT on the JSON text: few distinct tag lists exist, so few rows come back (json has no equality in PG).
+        query = select(cast(_st.c.tags, Text).label("t")).where(_st.c.merged_into.is_(None)).distinct()
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for (raw,) in conn.execute(query):
+                value = json.loads(raw) if raw else []
+                found.update(str(t).lower() for t in value if str(t).strip())
+        return sorted(found)
+
+    def story_sources(self, story_id: int) -> list[StorySource]:
+        """Where a story was seen, first sighting first."""
+        s, src = schema.sighting, schema.source
+        query = (
+            select(
+                s.c.title,
+                s.c.link,
+                s.c.published,
+                s.c.first_seen,
+                s.c.author,
+                src.c.kind,
+                src.c.name,
+                src.c.location,
+                src.c.url,
+            )
+            .join(src, src.c.id == s.c.source_id)
+            .where(s.c.story_id == story_id)
+            .order_by(s.c.first_seen, s.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                StorySource(
+                    source=source_name(row.kind, row.name, row.location, row.url),
+                    kind=row.kind,
+                    title=row.title,
+                    link=row.link,
+                    published=row.published,
+                    first_seen=row.first_seen,
+                    author=row.author,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def authors(self, story_ids: Iterable[int]) -> dict[int, str]:
+        """The author of each story's first sighting that names one (stories without any are left out)."""
+        ids = sorted(set(story_ids))
+        if not ids:
+            return {}
+        s = schema.sighting
+        query = (
+            select(s.c.story_id, s.c.author)
+            .where(s.c.story_id.in_(ids), s.c.author.is_not(None), s.c.author != "")
+            .order_by(s.c.story_id, s.c.first_seen, s.c.id)
+        )
+        found: dict[int, str] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query):
+                found.setdefault(int(row.story_id), row.author)
+        return found
+
+    # ---- what a publish depends on, and the archive pages ------------------------------------------------------
+
+    def publish_state(self) -> StoreState:
+        """Three single-aggregate queries: SQLite answers max() from an index, count() from the smallest index."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(func.count()).select_from(_st)).scalar_one()
+            max_id = conn.execute(select(func.max(_st.c.id))).scalar_one()
+            max_updated = conn.execute(select(func.max(_st.c.updated))).scalar_one()
+        return StoreState(rows=int(rows), max_id=int(max_id or 0), max_updated=max_updated)
+
+    def next_boundary(self, after_id: int, size: int) -> int | None:
+        """The id closing the page of ``size`` story rows (merged-away ones included) after ``after_id``; None if
+        short."""
+        query = select(_st.c.id).where(_st.c.id > after_id).order_by(_st.c.id).limit(1).offset(size - 1)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar_one_or_none()
+        return int(found) if found is not None else None
+
+    def boundaries(self, size: int) -> list[int]:
+        """The closing id of every full page of ``size`` story rows, in one pass over the primary key."""
+        rn = func.row_number().over(order_by=_st.c.id).label("rn")
+        ranked = select(_st.c.id, rn).subquery()
+        query = select(ranked.c.id).where(ranked.c.rn % size == 0).order_by(ranked.c.id)
+        with self.engine.connect() as conn:
+            return [int(i) for i in conn.execute(query).scalars()]
+
+    def story_uid(self, story_id: int) -> str | None:
+        """The tag: URI of a story row, merged away or not."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(_st.c.uid).where(_st.c.id == story_id)).scalar_one_or_none()
+        return str(found) if found is not None else None
+
+    def changed_since(self, since: datetime) -> list[tuple[int, tuple[str, ...]]]:
+        """(id, tags) of story rows, merged-away ones included, updated at or after ``since``, by id."""
+        # No ORDER BY: SQLite would then walk the primary key instead of the updated index.
+        query = select(_st.c.id, _st.c.tags).where(_st.c.updated >= since)
+        with self.engine.connect() as conn:
+            return sorted((int(row.id), tuple(row.tags)) for row in conn.execute(query))

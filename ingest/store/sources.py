@@ -1,0 +1,306 @@
+"""Sources: seed pages and feeds, their fetch state, the lease that shares feeds among processes, and storing what
+one source brought (its items and its new state in ONE transaction).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
+from sqlalchemy.exc import IntegrityError
+
+from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
+from ingest.store import schema
+from ingest.store.base import StoreBase
+from ingest.store.clustering import save_items
+from ingest.store.rows import record
+
+__all__ = ["SourcesMixin"]
+
+
+class SourcesMixin(StoreBase):
+    def page_source(self, location: str, folder: str, now: datetime) -> Source:
+        """The source of one seed page, created on first sight."""
+        with self.engine.begin() as conn:
+            row = _source_row(conn, location)
+            if row is None:
+                conn.execute(
+                    schema.source.insert().values(
+                        kind="page", location=location, folder=folder, origin="seed", created_at=now, tags=[]
+                    )
+                )
+                row = _source_row(conn, location)
+            assert row is not None
+            return record(Source, row)
+
+    def source(self, location: str) -> Source | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(_sources_query().where(schema.source.c.location == location)).first()
+            return record(Source, row) if row is not None else None
+
+    def sources(self, kind: SourceKind | None = None) -> list[Source]:
+        query = _sources_query().order_by(schema.source.c.kind, schema.source.c.location)
+        if kind:
+            query = query.where(schema.source.c.kind == kind)
+        with self.engine.connect() as conn:
+            return [record(Source, row) for row in conn.execute(query)]
+
+    def upsert_feed(
+        self,
+        url: str,
+        *,
+        name: str | None,
+        tags: Sequence[str],
+        interval: int | None,
+        origin: str,
+        now: datetime,
+        mirror: bool = False,
+    ) -> tuple[Source, bool]:
+        """Add a feed, or update the one with this URL. Returns (source, created).
+
+        Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says)."""
+        try:
+            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
+        except IntegrityError:  # another process added the same URL a moment ago: update that one
+            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
+
+    def _upsert_feed(
+        self,
+        url: str,
+        name: str | None,
+        tags: Sequence[str],
+        interval: int | None,
+        *,
+        origin: str,
+        now: datetime,
+        mirror: bool,
+    ) -> tuple[Source, bool]:
+        src = schema.source
+        with self.engine.begin() as conn:
+            row = _source_row(conn, url)
+            if row is None:
+                conn.execute(
+                    src.insert().values(
+                        kind="feed",
+                        location=url,
+                        url=url,
+                        name=name,
+                        tags=list(tags),
+                        interval=interval,
+                        origin=origin,
+                        status="active",
+                        created_at=now,
+                        next_check_at=None,  # due at once, for whichever process looks first
+                    )
+                )
+                created = True
+            else:
+                # Only what is given changes; a feed added again by the operator after it was removed or went
+                # gone (410) is followed again from now.
+                values: dict[str, Any] = {}
+                if tags or mirror:
+                    values["tags"] = list(tags)
+                if interval is not None or mirror:
+                    values["interval"] = interval
+                if name:
+                    values["name"] = name
+                if row.status == "removed" or (row.status == "gone" and origin == "cli"):
+                    values.update(status="active", origin=origin, next_check_at=None, error_count=0, last_error=None)
+                if values:
+                    conn.execute(src.update().where(src.c.id == row.id).values(**values))
+                created = False
+            found = _source_row(conn, url)
+            assert found is not None
+            return record(Source, found), created
+
+    def find_source(self, ident: str) -> Source | None:
+        """A source by id, by location (the URL as added) or by its current URL."""
+        src = schema.source
+        cond = (src.c.location == ident) | (src.c.url == ident)
+        if ident.isdigit():
+            cond = cond | (src.c.id == int(ident))
+        with self.engine.connect() as conn:
+            row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
+            return record(Source, row) if row is not None else None
+
+    def remove_feed(self, source_id: int) -> None:
+        """Stop following a feed. Its sightings and stories stay (nothing is lost); adding it again resumes it."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(status="removed", next_check_at=None)
+            )
+
+    def sync_config_feeds(
+        self, feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]], now: datetime
+    ) -> None:
+        """Mirror the config's ``[[feeds]]``: add or update each; a feed dropped from the file stops being polled."""
+        wanted = {url for url, *_ in feeds}
+        for url, name, tags, interval in feeds:
+            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True)
+        src = schema.source
+        with self.engine.begin() as conn:
+            stale = select(src.c.id).where(src.c.kind == "feed", src.c.origin == "config", src.c.status != "removed")
+            if wanted:
+                stale = stale.where(src.c.location.not_in(wanted))
+            ids = [row.id for row in conn.execute(stale)]
+            if ids:
+                conn.execute(src.update().where(src.c.id.in_(ids)).values(status="removed", next_check_at=None))
+
+    def claim_due_feeds(
+        self, now: datetime, *, owner: str, lease_until: datetime, limit: int, force: bool = False
+    ) -> list[Source]:
+        """Lease up to ``limit`` feeds whose next check has come (every live feed with ``force``) to ``owner``.
+
+        One statement: a feed leased to another process (until its lease runs out: a killed process's feeds come
+        back) is not taken, and on PostgreSQL rows another process is claiming right now are skipped (SKIP LOCKED),
+        so each feed is fetched by one process per due time. :meth:`save_feed` ends the lease.
+        """
+        src = schema.source
+        due = _due_feeds(now, force=force)
+        pick = select(src.c.id).where(due).order_by(src.c.next_check_at, src.c.id).limit(limit)
+        if self.dialect == "postgresql":
+            # A CTE, not "WHERE id IN (subquery)": PostgreSQL may run such a subquery again for each row it checks,
+            # and with SKIP LOCKED each run picks other rows, so far more than ``limit`` would be leased.
+            picked = pick.with_for_update(skip_locked=True).cte("picked")
+            claim = src.update().where(src.c.id == picked.c.id)
+        else:
+            claim = src.update().where(src.c.id.in_(pick.scalar_subquery()), due)
+        claim = claim.values(lease_owner=owner, lease_until=lease_until).returning(src.c.id)
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(claim)]
+            if not ids:
+                return []
+            rows = conn.execute(_sources_query().where(src.c.id.in_(ids)).order_by(src.c.next_check_at, src.c.id))
+            return [record(Source, row) for row in rows]
+
+    def count_due_feeds(self, now: datetime, *, force: bool = False) -> int:
+        with self.engine.connect() as conn:
+            query = select(func.count()).select_from(schema.source).where(_due_feeds(now, force=force))
+            return int(conn.execute(query).scalar_one())
+
+    def release_feeds(self, owner: str, ids: Sequence[int]) -> None:
+        """End ``owner``'s leases on these feeds (those it could not finish, say on a stop)."""
+        src = schema.source
+        with self.engine.begin() as conn:
+            conn.execute(
+                src.update()
+                .where(src.c.id.in_(list(ids)), src.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None)
+            )
+
+    def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
+        """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
+        with self.engine.begin() as conn:
+            result = self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0)
+            _write_feed_state(conn, source_id, state, now)
+            return result
+
+    def save_feed_states(self, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
+        """The states of feeds that brought no entries (304s, errors, gone...), in one transaction for all."""
+        if states:
+            with self.engine.begin() as conn:
+                for source_id, state in states:
+                    _write_feed_state(conn, source_id, state, now)
+
+    def record_source_error(self, source_id: int, message: str, now: datetime) -> None:
+        """A failed read: the error is kept on the source; what it brought before stays."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(
+                    status="error",
+                    last_error=message,
+                    last_fetch_at=now,
+                    error_count=schema.source.c.error_count + 1,
+                )
+            )
+
+    def save_page(
+        self,
+        source_id: int,
+        items: Sequence[ParsedItem],
+        *,
+        content_hash: str,
+        warning: str | None,
+        now: datetime,
+    ) -> SaveResult:
+        """Store a parsed page's items and its new content hash in one transaction (all or nothing)."""
+        with self.engine.begin() as conn:
+            result = self._save_items(conn, source_id, items, now)
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(
+                    status="active",
+                    content_hash=content_hash,
+                    last_error=None,
+                    warning=warning,
+                    error_count=0,
+                    last_fetch_at=now,
+                    last_success_at=now,
+                )
+            )
+            return result
+
+    def _save_items(self, conn: Connection, source_id: int, items: Sequence[ParsedItem], now: datetime) -> SaveResult:
+        location = conn.execute(select(schema.source.c.location).where(schema.source.c.id == source_id)).scalar_one()
+        return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
+
+
+def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: datetime) -> None:
+    """A feed's state after a fetch; ends the lease on it."""
+    src = schema.source
+    values: dict[str, Any] = {
+        "status": state.status,
+        "last_status": state.last_status,
+        "error_count": state.error_count,
+        "next_check_at": state.next_check_at,
+        "last_error": state.last_error,
+        "warning": state.warning,
+        "last_fetch_at": now,
+        "lease_owner": None,
+        "lease_until": None,
+    }
+    if state.success:
+        values["last_success_at"] = now
+    if state.store_validators:
+        values.update(etag=state.etag, last_modified=state.last_modified)
+    if state.url:
+        values["url"] = state.url
+    if state.title:
+        values["name"] = func.coalesce(src.c.name, state.title)
+    conn.execute(src.update().where(src.c.id == source_id).values(**values))
+
+
+def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
+    """Live feeds not leased to anyone, not fetched yet in the pass that started at ``now``, and (unless forced)
+    whose next check has come."""
+    src = schema.source
+    due = and_(
+        src.c.kind == "feed",
+        src.c.status.not_in(("gone", "removed")),
+        or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
+        or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
+    )
+    if not force:
+        due = and_(due, or_(src.c.next_check_at.is_(None), src.c.next_check_at <= now))
+    return due
+
+
+def _sources_query() -> Select[Any]:
+    """Sources with the number of sightings each brought."""
+    counts = (
+        select(schema.sighting.c.source_id, func.count().label("n")).group_by(schema.sighting.c.source_id).subquery()
+    )
+    return select(schema.source, func.coalesce(counts.c.n, 0).label("sightings")).outerjoin(
+        counts, counts.c.source_id == schema.source.c.id
+    )
+
+
+def _source_row(conn: Connection, location: str) -> Row[Any] | None:
+    return conn.execute(select(schema.source).where(schema.source.c.location == location)).first()
