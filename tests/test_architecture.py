@@ -12,7 +12,7 @@ PACKAGES = ("ingest", "newsletter")
 
 #: library -> the only modules allowed to import it
 HOMES: dict[str, set[str]] = {
-    "feedparser": {"ingest/parse.py"},
+    "feedparser": {"ingest/parse"},
     "httpx": {"ingest/fetch.py"},
     "sqlalchemy": {"ingest/store"},
     "nh3": {"ingest/sanitize.py"},
