@@ -397,7 +397,7 @@ STAGES = (
     ("nh3/sanitize", ("ingest/sanitize.py", "builtins.Cleaner", "nh3")),
     ("parse", ("ingest/parse/", "feedparser/", "xml/etree", "xml.etree", "pyexpat", "sgmllib")),
     ("normalize/text", ("ingest/text.py", "unicodedata", "html/__init__")),
-    ("fetch/HTTP", ("ingest/fetch.py", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
+    ("fetch/HTTP", ("ingest/fetch/", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
 )
 
 
