@@ -12,16 +12,8 @@ from typing import Any
 import pytest
 
 from ingest import parse as parse_module
-from ingest.parse import (
-    CONTENT_MAX,
-    SUMMARY_MAX,
-    TITLE_MAX,
-    ParsedFeed,
-    _parse,
-    _parse_xml,
-    _strip_internal_subset,
-    parse_feed,
-)
+from ingest.parse import CONTENT_MAX, SUMMARY_MAX, TITLE_MAX, ParsedFeed, _parse, _parse_xml, adapter, parse_feed
+from ingest.parse.prolog import strip_internal_subset
 from tests.conftest import GOLDEN
 
 FEEDS = GOLDEN / "feeds"
@@ -282,11 +274,11 @@ def test_internal_subset_is_removed_whatever_the_encoding(encoding: str) -> None
 
 def test_strip_internal_subset() -> None:
     doc = b'<?xml version="1.0"?>\n<!DOCTYPE x [ <!ENTITY a "]> x"> <!-- ] --> ]>\n<x>&a;</x>'
-    assert _strip_internal_subset(doc) == b'<?xml version="1.0"?>\n<!DOCTYPE x >\n<x>&a;</x>'
+    assert strip_internal_subset(doc) == b'<?xml version="1.0"?>\n<!DOCTYPE x >\n<x>&a;</x>'
     stray = b'<?xml version="1.0"?>\n<!DOCTYPE x>\n<!ENTITY a "aaaa">\n<x>&a;</x>'
-    assert b"<!ENTITY" not in _strip_internal_subset(stray)
+    assert b"<!ENTITY" not in strip_internal_subset(stray)
     plain = b'<?xml version="1.0"?><!DOCTYPE rss PUBLIC "-//Netscape//DTD RSS 0.91//EN" "rss-0.91.dtd"><rss/>'
-    assert _strip_internal_subset(plain) == plain
+    assert strip_internal_subset(plain) == plain
 
 
 def test_subset_hidden_behind_a_comment_holding_a_tag_is_removed() -> None:
@@ -438,13 +430,13 @@ def test_json_feed() -> None:
 
 def test_feedparser_never_gets_a_string(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[object] = []
-    real = parse_module.feedparser.parse
+    real = adapter.feedparser.parse
 
     def spy(source: object, **kwargs: object) -> object:
         seen.append(source)
         return real(source, **kwargs)
 
-    monkeypatch.setattr(parse_module.feedparser, "parse", spy)
+    monkeypatch.setattr(adapter.feedparser, "parse", spy)
     _parse_case("atom03.xml")
     _parse_case("bozo_recoverable.xml")
     assert len(seen) == 2

@@ -395,9 +395,9 @@ STAGES = (
     ("dedupe", ("ingest/dedupe.py", "ingest/store/clustering.py")),
     ("store/SQL", ("ingest/store/", "sqlalchemy/", "sqlite3")),
     ("nh3/sanitize", ("ingest/sanitize.py", "builtins.Cleaner", "nh3")),
-    ("parse", ("ingest/parse.py", "feedparser/", "xml/etree", "xml.etree", "pyexpat", "sgmllib")),
+    ("parse", ("ingest/parse/", "feedparser/", "xml/etree", "xml.etree", "pyexpat", "sgmllib")),
     ("normalize/text", ("ingest/text.py", "unicodedata", "html/__init__")),
-    ("fetch/HTTP", ("ingest/fetch.py", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
+    ("fetch/HTTP", ("ingest/fetch/", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
 )
 
 

@@ -1,0 +1,201 @@
+"""Raw records turned into :class:`ParsedFeed` and its :class:`ParsedItem` entries: the same for every path.
+
+Text cleaned and capped, HTML sanitized (nh3, via :mod:`ingest.sanitize`), links checked, dates bounded, keys chosen,
+repeated keys dropped. Knows no feed format: the readers have filled in the raw records before this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+from urllib.parse import quote, urlsplit
+
+from ingest.core.models import ParsedItem
+from ingest.core.text import clean_line, collapse, first_sentence, normalize_tags, truncate_words, xml_safe
+from ingest.parse.raw import HTML_TYPES, RawEntry, RawFeed, Text
+from ingest.sanitize import html_to_text, sanitize_html, text_of_sanitized
+
+FeedKind = Literal["feed", "empty", "not_a_feed"]
+
+# Per-field caps: a hostile or broken feed gets truncated fields, never a failure.
+TITLE_MAX = 1_000
+SUMMARY_MAX = 10_000
+CONTENT_MAX = 200_000
+LINK_MAX = 2_000
+AUTHOR_MAX = 500
+KEY_MAX = 1_000
+TAGS_PER_ENTRY = 50
+DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for seed pages
+# The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
+_TEXT_INPUT_MAX = 100_000
+_HTML_INPUT_MAX = 2 * CONTENT_MAX
+# A date outside these years is a typo or a placeholder (0001-01-01, 9999-12-31): the store uses first seen.
+YEAR_MIN = 1990
+YEAR_MAX = 2100
+TTL_MAX_MINUTES = 366 * 24 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """One fetched body, parsed: its entries as :class:`ParsedItem` (``kind="entry"``, positions 1.. in feed order)."""
+
+    kind: FeedKind
+    title: str | None
+    link: str | None
+    items: tuple[ParsedItem, ...]
+    ttl: int | None  # RSS <ttl> in minutes
+    warning: str | None  # the feed had a defect (not well-formed, repeated ids); its entries were recovered anyway
+    error: str | None  # for not_a_feed and empty: what is wrong, for a person, naming the URL
+    duplicates: int = 0  # entries dropped because an earlier entry of the same feed had the same key
+
+
+def finish(raw: RawFeed, *, url: str, content_type: str, body: bytes, tags: Sequence[str]) -> ParsedFeed:
+    title = _plain(raw.title, TITLE_MAX) or None
+    link = _link(raw.link)
+    ttl = _ttl(raw.ttl)
+    if not raw.entries:
+        if raw.version:
+            return ParsedFeed("empty", title, link, (), ttl, None, f"{url}: the feed has no entries")
+        return failed("not_a_feed", f"{url}: not a feed ({_what_it_is(body, content_type, raw.problem)})")
+    extra = _tags(tags, limit=TAGS_PER_ENTRY)
+    items: list[ParsedItem] = []
+    seen: set[str] = set()
+    duplicates = 0
+    for entry in raw.entries:
+        item = _item(entry, len(items) + 1, extra)
+        if item.key in seen:
+            duplicates += 1
+            continue
+        seen.add(item.key)
+        items.append(item)
+    warnings = []
+    if raw.problem:
+        warnings.append(f"{url}: {raw.problem}; {len(items)} entries recovered")
+    if duplicates:
+        warnings.append(f"{url}: {duplicates} entries repeat the id of an earlier entry; the first of each was kept")
+    return ParsedFeed("feed", title, link, tuple(items), ttl, "; ".join(warnings) or None, None, duplicates)
+
+
+def failed(kind: FeedKind, error: str) -> ParsedFeed:
+    return ParsedFeed(kind, None, None, (), None, None, error)
+
+
+def content_type_note(content_type: str) -> str:
+    return f", content-type {content_type}" if content_type else ""
+
+
+def _what_it_is(body: bytes, content_type: str, problem: str | None) -> str:
+    start = body.lstrip(b" \t\r\n\xef\xbb\xbf")[:512].lower()
+    if "html" in content_type or start.startswith((b"<!doctype html", b"<html")) or b"<html" in start:
+        return f"the server sent an HTML page{content_type_note(content_type)}"
+    detail = f": {problem}" if problem else ""
+    return f"no RSS, Atom or JSON Feed found{content_type_note(content_type)}{detail}"
+
+
+def _item(raw: RawEntry, position: int, extra_tags: tuple[str, ...]) -> ParsedItem:
+    content_source = raw.content or raw.summary
+    content = _html(content_source)
+    if raw.summary is None:
+        summary = ""
+    elif (
+        content_source is not None and raw.summary.value == content_source.value and content_source.type != "text/plain"
+    ):
+        summary = _capped(text_of_sanitized(content), SUMMARY_MAX)
+    else:
+        summary = _plain(raw.summary, SUMMARY_MAX)
+    title = _plain(raw.title, TITLE_MAX)
+    derived = False
+    if not title and summary:
+        title, derived = truncate_words(first_sentence(summary), DERIVED_TITLE_MAX), True
+    when, raw_date = _when(raw)
+    link = _link(raw.link)
+    key = _key(raw, title, raw_date, summary)
+    author = clean_line(raw.author)[:AUTHOR_MAX] if raw.author else ""
+    entry_tags = _tags(raw.tags, limit=TAGS_PER_ENTRY)
+    return ParsedItem(
+        kind="entry",
+        key=key,
+        position=position,
+        title=title,
+        published=when,
+        summary=summary,
+        content=content,
+        link=link,
+        author=author or None,
+        tags=entry_tags + tuple(t for t in extra_tags if t not in entry_tags),
+        title_derived=derived,
+        raw_date=xml_safe(raw_date)[:200] if raw_date else None,
+    )
+
+
+def _plain(text: Text | None, limit: int) -> str:
+    if text is None or not text.value:
+        return ""
+    value = text.value[:_TEXT_INPUT_MAX]
+    plain = html_to_text(value) if text.type in HTML_TYPES else clean_line(" ".join(value.split()))
+    return _capped(plain, limit)
+
+
+def _capped(text: str, limit: int) -> str:
+    # truncate_words collapses whitespace first, which the callers have done: skip it when nothing is cut.
+    return truncate_words(text, limit) if len(text) > limit else text
+
+
+def _html(text: Text | None) -> str:
+    if text is None or not text.value:
+        return ""
+    value = text.value[:_HTML_INPUT_MAX]
+    if text.type not in HTML_TYPES:
+        value = html.escape(value, quote=False).replace("\n\n", "<br><br>")
+    clean = sanitize_html(value, base_url=text.base)
+    if len(clean) > CONTENT_MAX:  # cut, then let nh3 close what the cut left open
+        clean = sanitize_html(clean[: CONTENT_MAX - 2_000], base_url=text.base)[:CONTENT_MAX]
+    return clean
+
+
+def _when(raw: RawEntry) -> tuple[datetime | None, str | None]:
+    for parsed, text in ((raw.published_parsed, raw.published), (raw.updated_parsed, raw.updated)):
+        if parsed is not None and YEAR_MIN <= parsed.year <= YEAR_MAX:
+            return parsed, text
+    return None, raw.published or raw.updated or None
+
+
+def _link(value: str | None) -> str | None:
+    if not value:
+        return None
+    value = value.strip()
+    if len(value) > LINK_MAX:
+        return None  # a cut URL points somewhere else; better none
+    value = quote(value, safe="%/:=&?~#+!$,;'@()*[]")  # spaces and control characters, not the URL's syntax
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return None
+    return xml_safe(value)
+
+
+def _key(raw: RawEntry, title: str, raw_date: str | None, summary: str) -> str:
+    for candidate in (raw.id, raw.link):
+        if candidate and candidate.strip():
+            key = xml_safe(candidate.strip())
+            return key if len(key) <= KEY_MAX else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    parts = (title, raw_date or "", summary)
+    digest = hashlib.sha256("\x1f".join(collapse(p).casefold() for p in parts).encode()).hexdigest()
+    return "hash:" + digest[:32]
+
+
+def _tags(values: Iterable[str], *, limit: int) -> tuple[str, ...]:
+    return normalize_tags(values, limit=limit)
+
+
+def _ttl(value: str | None) -> int | None:
+    if not value or not value.strip().isdigit():
+        return None
+    minutes = int(value.strip())
+    return minutes if minutes <= TTL_MAX_MINUTES else None
