@@ -1,9 +1,11 @@
 """Shared fixtures: temporary config folders, the database of each test (SQLite, or PostgreSQL too), a fixed clock,
 and the golden-file switch.
 
-Tests of the modules in :data:`BOTH_BACKENDS` run twice: on a SQLite file and on PostgreSQL (a schema of its own per
-test in the server ``NEWSLETTER_TEST_PG_URL`` names; ``make test`` starts one with scripts/with_postgres.sh). A test
-that only makes sense on SQLite carries ``@pytest.mark.sqlite_only``.
+Every test runs twice, on a SQLite file and on PostgreSQL (a schema of its own per test in the server
+``NEWSLETTER_TEST_PG_URL`` names; ``make test`` starts one with scripts/with_postgres.sh), unless it says otherwise:
+``@pytest.mark.no_database`` for pure code that never opens one (a module of such tests sets ``pytestmark``), and
+``@pytest.mark.sqlite_only`` for a test of SQLite itself (files, pragmas, locks). The default is both: a new test that
+forgets a marker costs a second run, never a silent miss of PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,34 +28,16 @@ BUNDLED_SEEDS = ROOT / "config" / "seeds"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 PG_URL_ENV = "NEWSLETTER_TEST_PG_URL"
-#: Test modules whose tests run on SQLite and on PostgreSQL.
-BOTH_BACKENDS = frozenset(
-    {
-        "test_store",
-        "test_ingest",
-        "test_feed_ingest",
-        "test_feeds_cli",
-        "test_stories",
-        "test_digest",
-        "test_deliver",
-        "test_subscribers",
-        "test_mail_cli",
-        "test_service",
-        "test_atom",
-        "test_web",
-    }
-)
 #: The database of the running test (set by the ``db_url`` fixture; :func:`write_config` writes it).
 _current_url: str | None = None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    module = metafunc.module.__name__.rsplit(".", 1)[-1]
-    if (
-        "db_url" in metafunc.fixturenames
-        and module in BOTH_BACKENDS
-        and metafunc.definition.get_closest_marker("sqlite_only") is None
-    ):
+    definition = metafunc.definition
+    if any(definition.get_closest_marker(m) is not None for m in ("sqlite_only", "no_database")):
+        return
+    chosen = any("backend" in str(m.args[0]) for m in definition.iter_markers("parametrize"))  # e.g. PostgreSQL only
+    if "db_url" in metafunc.fixturenames and not chosen:
         metafunc.parametrize("backend", ["sqlite", "postgresql"])
 
 

@@ -84,9 +84,9 @@ def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
 
 
 @contextmanager
-def live_site(tmp_path: Path) -> Iterator[Site]:
+def live_site(tmp_path: Path, db_url: str) -> Iterator[Site]:
     """Two stories, two confirmed readers and the digest of 2026-W48 sent (its copies removed from the outbox)."""
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
+    store = Store.open(db_url)
     settings = make_settings(tmp_path)
     page_story(store, "A <b>bold</b> story of the week", first_seen=W48_START + timedelta(days=1))
     page_story(store, "Recap: an old one", first_seen=W48_START + timedelta(days=2), tags=["recap"], page="/s/r.txt")

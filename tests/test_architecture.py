@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("ingest", "newsletter")
 

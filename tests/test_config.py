@@ -33,6 +33,7 @@ def test_bundled_config_holds_every_key_at_its_default() -> None:
             assert f"{key} =" in text, f"[{section}] {key} missing from the bundled config"
 
 
+@pytest.mark.sqlite_only  # a relative SQLite file path
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     path = write_config(tmp_path, "")
     s = load_settings(path, environ={})
@@ -135,6 +136,7 @@ def test_cli_reports_config_errors_without_traceback(
     assert "Traceback" not in err + out
 
 
+@pytest.mark.sqlite_only  # looks for the SQLite file next to the config
 def test_cli_takes_config_from_environment(project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NEWSLETTER_CONFIG", str(project / "newsletter.toml"))
     code, out, _ = run_cli("ingest")

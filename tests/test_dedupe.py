@@ -33,6 +33,8 @@ from ingest.dedupe import (
 from scripts.dedupe_quality import FIXTURES, cluster, load_items, load_labels, main, ordered, pairwise
 from tests.conftest import BUNDLED_SEEDS
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 EDT = timezone(timedelta(hours=-4))
 BLURB = (
     "Sara A. Hurvitz, MD; Stefania Maraka, MD; and Ruta Rao, MD, discuss the evolving landscape of metastatic "

@@ -20,6 +20,8 @@ from ingest.fetch import FetchRequest, FetchResult, fetch_all, fetch_all_sync, p
 from tests.conftest import NOW
 from tests.servers import FEED_BODY, FEED_ETAG, FEED_LAST_MODIFIED, LOGIN_PAGE, HostileServer, gzipped
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 CAP = 1024 * 1024
 TOO_BIG = "body over the 1,048,576-byte limit ([fetch] max_bytes)"
 

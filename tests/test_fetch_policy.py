@@ -13,6 +13,8 @@ import pytest
 
 from ingest.fetch.policy import AddressPolicy, address_problem, blocked_text, parse_ip_host
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 # --- literal hosts and the reasons addresses are refused -----------------------------------------------------
 
 

@@ -16,6 +16,8 @@ from ingest.parse import CONTENT_MAX, SUMMARY_MAX, TITLE_MAX, ParsedFeed, _parse
 from ingest.parse.prolog import strip_internal_subset
 from tests.conftest import GOLDEN
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 FEEDS = GOLDEN / "feeds"
 CASES = sorted(p.name for p in FEEDS.iterdir() if not p.name.endswith(".expected.json"))
 XML_CASES = [c for c in CASES if c.endswith(".xml")]

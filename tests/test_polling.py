@@ -11,6 +11,8 @@ import pytest
 from ingest.polling import JITTER, MAX_DELAY, backoff, next_check
 from tests.conftest import NOW
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 HOUR = timedelta(hours=1)
 
 

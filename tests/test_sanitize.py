@@ -6,6 +6,8 @@ import pytest
 
 from ingest.sanitize import html_to_text, sanitize_html, text_of_sanitized
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 BASE = "https://news.example.org/section/feed.xml"
 
 

@@ -14,6 +14,8 @@ from ingest.core.models import ParsedItem, ParsedPage
 from ingest.seeds import match_date, parse_page
 from tests.conftest import GOLDEN
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 BOILERPLATE = ["Stay up to date on recent advances in the multidisciplinary approach to cancer."]
 UTC = ZoneInfo("UTC")
 CASES = sorted(p.stem for p in (GOLDEN / "seeds").glob("*.txt"))

@@ -19,6 +19,7 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.sqlite_only,  # what a browser sees does not depend on the database: test_web_subscribe runs on both
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="no /usr/bin/chromium: install Debian's chromium and chromium-driver (make test does) to run these",
@@ -64,8 +65,8 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    with live_site(tmp_path) as s:
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    with live_site(tmp_path, db_url) as s:
         yield s
 
 

@@ -14,8 +14,8 @@ from tests.mailsite import Site, confirm_url, live_site
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
-    with live_site(tmp_path) as s:
+def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+    with live_site(tmp_path, db_url) as s:
         yield s
 
 

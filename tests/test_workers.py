@@ -8,6 +8,8 @@ from ingest.parse import parse_feed
 from ingest.workers import ParsePool, WorkerError
 from tests.servers import FEED_BODY
 
+pytestmark = pytest.mark.no_database  # opens no database: one run
+
 URL = "https://example.org/feed"
 
 
