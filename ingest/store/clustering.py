@@ -40,9 +40,9 @@ from ingest.dedupe import (
     plan,
 )
 from ingest.store import schema
-from ingest.store.rows import chunks, follow, one_of
+from ingest.store.rows import chunks, follow, one_of, record
 
-__all__ = ["CLUSTERING_LOCK", "fold", "member_of_row", "refresh", "save_items", "story_values", "take_lock"]
+__all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_items", "story_values", "take_lock"]
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
 CLUSTERING_LOCK = 0x6465647570650001
@@ -368,27 +368,15 @@ def _load(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, Features], di
                 s.c.content,
                 s.c.first_seen,
                 s.c.story_id,
-                src.c.location.label("source_location"),
+                src.c.location.label("source"),
             )
             .join(src, src.c.id == s.c.source_id)
             .where(one_of(conn.dialect.name, s.c.id, part), s.c.story_id.is_not(None))
         )
         for row in conn.execute(query):
-            m = member_of_row(row)
-            found[row.id] = features(
-                MatchInput(
-                    id=row.id,
-                    kind=m.kind,
-                    title=m.title,
-                    title_derived=m.title_derived,
-                    published=m.published,
-                    summary=m.summary,
-                    link=m.link,
-                    source=m.source,
-                )
-            )
+            found[row.id] = features(record(MatchInput, row))
             story_of[row.id] = row.story_id
-            shown.add(_shows(m))
+            shown.add(_shows(record(Member, row)))
     return found, story_of, shown
 
 
@@ -473,13 +461,13 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
     hashes: dict[int, str] = {}
     for part in chunks(list(story_ids)):
         query = (
-            select(s, src.c.location.label("source_location"))
+            select(s, src.c.location.label("source"))
             .join(src, src.c.id == s.c.source_id)
             .where(one_of(conn.dialect.name, s.c.story_id, part))
             .order_by(s.c.id)
         )
         for row in conn.execute(query):
-            members[row.story_id].append(member_of_row(row))
+            members[row.story_id].append(record(Member, row))
         for row in conn.execute(select(st.c.id, st.c.content_hash).where(one_of(conn.dialect.name, st.c.id, part))):
             hashes[row.id] = row.content_hash
     for story_id in story_ids:
@@ -529,18 +517,3 @@ def _sighting_values(source_id: int, item: ParsedItem, now: datetime) -> dict[st
         "last_seen": now,
         "story_id": None,
     }
-
-
-def member_of_row(row: Any) -> Member:
-    return Member(
-        kind=row.kind,
-        title=row.title,
-        title_derived=row.title_derived,
-        published=row.published,
-        summary=row.summary,
-        content=row.content,
-        link=row.link,
-        tags=row.tags,
-        first_seen=row.first_seen,
-        source=row.source_location,
-    )

@@ -14,10 +14,10 @@ from sqlalchemy import Connection, and_, func, or_, select
 from ingest.core.errors import UsageError
 from ingest.core.links import mint_uid
 from ingest.core.models import Explanation, Override, Story
-from ingest.dedupe import canonical
+from ingest.dedupe import Member, canonical
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import fold, member_of_row, refresh, story_values, take_lock
+from ingest.store.clustering import fold, refresh, story_values, take_lock
 from ingest.store.rows import chunks, record
 from ingest.store.stories import StoriesMixin, live_stories, resolve
 
@@ -110,9 +110,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
     _live_story(conn, story_id)
     s, src, st, o = schema.sighting, schema.source, schema.story, schema.story_override
     row = conn.execute(
-        select(s, src.c.location.label("source_location"))
-        .join(src, src.c.id == s.c.source_id)
-        .where(s.c.id == sighting_id)
+        select(s, src.c.location.label("source")).join(src, src.c.id == s.c.source_id).where(s.c.id == sighting_id)
     ).first()
     if row is None or row.story_id != story_id:
         raise LookupError(
@@ -121,7 +119,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
     others = [r.id for r in conn.execute(select(s.c.id).where(s.c.story_id == story_id, s.c.id != sighting_id))]
     if not others:
         raise ValueError(f"sighting {sighting_id} is the only sighting of story {story_id}: nothing to split")
-    member = member_of_row(row)
+    member = record(Member, row)
     informative = row.published is not None or bool(row.summary)
     result = conn.execute(
         st.insert().values(

@@ -32,7 +32,7 @@ def _names(cls: type[Any]) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def record(cls: Callable[..., R], row: Row[Any]) -> R:
+def record(cls: Callable[..., R], row: Row[*tuple[Any, ...]]) -> R:
     """The record ``cls`` (a dataclass) from a row: each field from the column of its name; a field the row lacks
     keeps its default."""
     mapping = row._mapping

@@ -60,60 +60,54 @@ class SourcesMixin(StoreBase):
     ) -> tuple[Source, bool]:
         """Add a feed, or update the one with this URL. Returns (source, created).
 
-        Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says)."""
-        try:
-            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
-        except IntegrityError:  # another process added the same URL a moment ago: update that one
-            return self._upsert_feed(url, name, tags, interval, origin=origin, now=now, mirror=mirror)
-
-    def _upsert_feed(
-        self,
-        url: str,
-        name: str | None,
-        tags: Sequence[str],
-        interval: int | None,
-        *,
-        origin: str,
-        now: datetime,
-        mirror: bool,
-    ) -> tuple[Source, bool]:
+        Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says).
+        Another process adding the same URL at the same moment makes the insert fail: then that row is updated."""
         src = schema.source
-        with self.engine.begin() as conn:
-            row = _source_row(conn, url)
-            if row is None:
-                conn.execute(
-                    src.insert().values(
-                        kind="feed",
-                        location=url,
-                        url=url,
-                        name=name,
-                        tags=list(tags),
-                        interval=interval,
-                        origin=origin,
-                        status="active",
-                        created_at=now,
-                        next_check_at=None,  # due at once, for whichever process looks first
+
+        def once() -> tuple[Source, bool]:
+            with self.engine.begin() as conn:
+                row = _source_row(conn, url)
+                if row is None:
+                    conn.execute(
+                        src.insert().values(
+                            kind="feed",
+                            location=url,
+                            url=url,
+                            name=name,
+                            tags=list(tags),
+                            interval=interval,
+                            origin=origin,
+                            status="active",
+                            created_at=now,
+                            next_check_at=None,  # due at once, for whichever process looks first
+                        )
                     )
-                )
-                created = True
-            else:
-                # Only what is given changes; a feed added again by the operator after it was removed or went
-                # gone (410) is followed again from now.
-                values: dict[str, Any] = {}
-                if tags or mirror:
-                    values["tags"] = list(tags)
-                if interval is not None or mirror:
-                    values["interval"] = interval
-                if name:
-                    values["name"] = name
-                if row.status == "removed" or (row.status == "gone" and origin == "cli"):
-                    values.update(status="active", origin=origin, next_check_at=None, error_count=0, last_error=None)
-                if values:
-                    conn.execute(src.update().where(src.c.id == row.id).values(**values))
-                created = False
-            found = _source_row(conn, url)
-            assert found is not None
-            return record(Source, found), created
+                    created = True
+                else:
+                    # Only what is given changes; a feed added again by the operator after it was removed or went
+                    # gone (410) is followed again from now.
+                    values: dict[str, Any] = {}
+                    if tags or mirror:
+                        values["tags"] = list(tags)
+                    if interval is not None or mirror:
+                        values["interval"] = interval
+                    if name:
+                        values["name"] = name
+                    if row.status == "removed" or (row.status == "gone" and origin == "cli"):
+                        values.update(
+                            status="active", origin=origin, next_check_at=None, error_count=0, last_error=None
+                        )
+                    if values:
+                        conn.execute(src.update().where(src.c.id == row.id).values(**values))
+                    created = False
+                found = _source_row(conn, url)
+                assert found is not None
+                return record(Source, found), created
+
+        try:
+            return once()
+        except IntegrityError:  # another process added the same URL a moment ago: update that one
+            return once()
 
     def find_source(self, ident: str) -> Source | None:
         """A source by id, by location (the URL as added) or by its current URL."""
