@@ -19,11 +19,11 @@ from rich.table import Table
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import uid_authority
-from ingest.core.models import Source, Story
+from ingest.core.models import Source, SourceReport, Story
 from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
-from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
+from ingest.run import ingest_pass, summarize, sync_config_feeds
 from ingest.store import Store
 
 if TYPE_CHECKING:
@@ -89,19 +89,16 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_obj
 def ingest(app: App, force: bool) -> None:
     """Read the seed folders and fetch the due feeds."""
-    reports = ingest_all(app, force=force)
+    reports = _ingest(app, force=force)
     _print_reports(reports)
     if any(r.error for r in reports):
         sys.exit(1)
 
 
-def ingest_all(app: App, *, force: bool = False) -> list[SourceReport]:
-    from ingest.feeds import ingest_feeds  # imports httpx and feedparser: only when fetching
-
-    started = now()
-    reports = ingest_seeds(app.store, app.settings.seeds, started)
+def _ingest(app: App, *, force: bool = False) -> list[SourceReport]:
+    """One ingest pass, with a progress bar over the feeds when stderr is a terminal."""
     if not sys.stderr.isatty():
-        return reports + ingest_feeds(app.store, app.settings, started, force=force)
+        return ingest_pass(app.store, app.settings, now(), force=force)
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -110,7 +107,7 @@ def ingest_all(app: App, *, force: bool = False) -> list[SourceReport]:
         def advance(_report: SourceReport, total: int) -> None:
             progress.update(task, total=total, advance=1)
 
-        return reports + ingest_feeds(app.store, app.settings, started, force=force, on_progress=advance)
+        return ingest_pass(app.store, app.settings, now(), force=force, on_progress=advance)
 
 
 def _print_reports(reports: Sequence[SourceReport]) -> None:

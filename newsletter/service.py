@@ -26,8 +26,8 @@ import uvicorn
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError, StoreError
-from ingest.feeds import ingest_feeds
-from ingest.pipeline import SourceReport, ingest_seeds, summarize
+from ingest.core.models import SourceReport
+from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from ingest.store.mail import expire_leases
 from newsletter.mailer import DigestReport, send_due_digest
@@ -106,10 +106,7 @@ class Service:
 
     def ingest(self, now: datetime) -> tuple[SourceReport, ...]:
         with self._ingest_lock:
-            reports = ingest_seeds(self.store, self.settings.seeds, now)
-            if not self.stopping.is_set():
-                reports += ingest_feeds(self.store, self.settings, now)
-            return tuple(reports)
+            return tuple(ingest_pass(self.store, self.settings, now, stop=self.stopping.is_set))
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:

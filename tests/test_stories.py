@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from ingest.core.config import load_settings
 from ingest.core.models import ParsedItem
 from ingest.dedupe import MAX_CANDIDATES_PER_KEY
-from ingest.pipeline import ingest_seeds
+from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import FeedState, Store, clustering, schema
 from ingest.store.clustering import SaveResult
