@@ -16,7 +16,7 @@ HOMES: dict[str, set[str]] = {
     "httpx": {"ingest/fetch.py"},
     "sqlalchemy": {"ingest/store"},
     "nh3": {"ingest/sanitize.py"},
-    "feedgen": {"newsletter/atom.py"},
+    "feedgen": {"newsletter/publish/documents.py"},
     "jinja2": {"newsletter/render.py"},
     "smtplib": {"newsletter/deliver.py"},
     "apscheduler": {"newsletter/scheduler.py"},

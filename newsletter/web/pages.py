@@ -24,8 +24,7 @@ from ingest.core.text import truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
 from ingest.store import publishing as q
-from newsletter import atom
-from newsletter.publish import published_tags, tag_name
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
@@ -62,7 +61,7 @@ class StoryItem:
         summary = story.summary if summary_chars is None else truncate_words(story.summary, summary_chars)
         return cls(
             id=story.id,
-            title=story.title.strip() or atom.UNTITLED,
+            title=story.title.strip() or UNTITLED,
             url=f"{root}stories/{story.id}",
             link=link,
             date=story.published or story.first_seen,
@@ -105,11 +104,11 @@ def not_found_page(request: Request, exc: Exception | None = None) -> Response:
 def _feeds(settings: Settings, root: str, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
     title = settings.publish.title
     main = [
-        FeedLink(f"{title} (Atom)", atom.ATOM_TYPE, f"{root}feed.atom"),
-        FeedLink(f"{title} (RSS)", atom.RSS_TYPE, f"{root}feed.rss"),
-        FeedLink(f"{title} (JSON Feed)", atom.JSON_TYPE, f"{root}feed.json"),
+        FeedLink(f"{title} (Atom)", ATOM_TYPE, f"{root}feed.atom"),
+        FeedLink(f"{title} (RSS)", RSS_TYPE, f"{root}feed.rss"),
+        FeedLink(f"{title} (JSON Feed)", JSON_TYPE, f"{root}feed.json"),
     ]
-    by_tag = [FeedLink(tag, atom.ATOM_TYPE, root + tag_name(tag)) for tag in tags]
+    by_tag = [FeedLink(tag, ATOM_TYPE, root + tag_name(tag)) for tag in tags]
     return main, by_tag
 
 

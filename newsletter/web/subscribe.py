@@ -28,8 +28,9 @@ from ingest.core.errors import AddressError
 from ingest.core.models import Story
 from ingest.store import Store, mail
 from ingest.store.mail import Digest
-from newsletter import atom, subscribers
+from newsletter import subscribers
 from newsletter.digest import period_for, sections
+from newsletter.publish import ATOM_TYPE, EPOCH, FeedPage, atom_feed
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page, page, site_root
 
@@ -136,14 +137,14 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
     def digests_atom(request: Request) -> Response:
         items = mail.digests(store, statuses=mail.CARRYING, limit=settings.publish.max_entries)
         stories = [_as_entry(d, settings) for d in items]
-        page_ = atom.FeedPage(
+        page_ = FeedPage(
             path="digests.atom",
             feed_id=f"{settings.publish.id}:digests",
             title=f"{settings.publish.title}: weekly digests",
         )
-        body = atom.atom_feed(stories, settings.publish, page_, updated=atom.EPOCH)
-        modified = max((s.updated for s in stories), default=atom.EPOCH).timestamp()
-        return respond(request, Document.of(body, modified), f"{atom.ATOM_TYPE}; charset=utf-8", ARCHIVE_MAX_AGE)
+        body = atom_feed(stories, settings.publish, page_, updated=EPOCH)
+        modified = max((s.updated for s in stories), default=EPOCH).timestamp()
+        return respond(request, Document.of(body, modified), f"{ATOM_TYPE}; charset=utf-8", ARCHIVE_MAX_AGE)
 
     return [
         Route("/subscribe", subscribe_form, methods=["GET"]),
