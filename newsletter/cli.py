@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ from ingest.run import ingest_pass, summarize, sync_config_feeds
 from ingest.store import Store
 
 if TYPE_CHECKING:
-    from newsletter.mailer import DigestReport
+    from newsletter.digest.job import DigestReport
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
@@ -288,44 +288,16 @@ def _setup_logging(level: str) -> None:
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """The operator's view: sources, stories, digests, subscribers."""
-    from ingest.store import mail
-    from newsletter.digest import next_due, period_containing, period_for
+    from newsletter.status import status_view
 
-    store, settings, moment = app.store, app.settings, now()
-    sync_config_feeds(store, settings, moment)
-    sources = [s for s in store.sources() if s.status != "removed"]
-    week = period_containing(moment, settings.digest)
-    this_week = mail.stories_first_seen_between(store, week.start, week.end)
-    digests = mail.digests(store, limit=1)
-    last = digests[0] if digests else None
-    last_counts = mail.delivery_counts(store, last.id) if last else {}
-    due = next_due(moment, settings.digest)
-    upcoming = period_for(_period_key(due, settings), settings.digest)
-    subscribers = mail.subscriber_counts(store)
-    live = store.counts()["stories"]
-    data: dict[str, Any] = {
-        "sources": [_source_json(s) for s in sources],
-        "stories": {"live": live, "first_seen_this_week": this_week, "week": week.key},
-        "last_digest": None
-        if last is None
-        else {
-            "period": last.period,
-            "status": last.status,
-            "stories": last.story_count,
-            "sent_at": last.sent_at.isoformat() if last.sent_at else None,
-            "note": last.note,
-            "deliveries": last_counts,
-        },
-        "next_digest": {"period": upcoming.key, "due": due.isoformat()},
-        "subscribers": subscribers,
-    }
+    view = status_view(app.store, app.settings, now())
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(view.as_json(), indent=2))
         return
-    table = Table(title=f"{len(sources)} source(s)")
+    table = Table(title=f"{len(view.sources)} source(s)")
     for col in ("source", "kind", "status", "last success", "errors", "last error", "next check"):
         table.add_column(col)
-    for s in sources:
+    for s in view.sources:
         table.add_row(
             s.name or s.location,
             s.kind,
@@ -336,37 +308,17 @@ def status(app: App, as_json: bool) -> None:
             "-" if s.kind == "page" else ("never (gone)" if s.status == "gone" else _when(s.next_check_at)),
         )
     out().print(table)
-    click.echo(f"stories    {live} live, {this_week} first seen this week ({week.key})")
+    click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
+    last = view.last_digest
     if last is None:
         click.echo("digest     none yet")
     else:
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(last_counts.items())) or "no deliveries"
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(view.last_deliveries.items())) or "no deliveries"
         note = f" ({last.note})" if last.note else ""
         click.echo(f"last digest {last.period}: {last.status}{note}; {last.story_count} stories; {counts}")
-    click.echo(f"next digest {upcoming.key}: due {due:%a %Y-%m-%d %H:%M %Z}")
-    total = ", ".join(f"{n} {k}" for k, n in sorted(subscribers.items())) or "none"
+    click.echo(f"next digest {view.next_period}: due {view.next_due:%a %Y-%m-%d %H:%M %Z}")
+    total = ", ".join(f"{n} {k}" for k, n in sorted(view.subscribers.items())) or "none"
     click.echo(f"subscribers {total}")
-
-
-def _period_key(due: datetime, settings: Settings) -> str:
-    """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
-    from newsletter.digest import period_containing
-
-    before = period_containing(due, settings.digest).start - timedelta(seconds=1)
-    return period_containing(before, settings.digest).key
-
-
-def _source_json(s: Source) -> dict[str, Any]:
-    return {
-        "location": s.location,
-        "kind": s.kind,
-        "name": s.name,
-        "status": s.status,
-        "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
-        "error_count": s.error_count,
-        "last_error": s.last_error,
-        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
-    }
 
 
 @cli.command()
@@ -644,10 +596,10 @@ def digest() -> None:
 @click.pass_obj
 def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
     """Write exactly what would be sent (.eml, .html, .txt); send nothing."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = mailer.preview(app.store, app.settings, now(), target, period=period)
+    p = job.preview(app.store, app.settings, now(), target, period=period)
     state = "as sent" if p.stored else "as it would be sent now"
     click.echo(f"digest {p.period} ({state}): {p.subject!r}, {p.stories} stories")
     for path in (p.eml, p.html, p.text):
@@ -658,9 +610,9 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
 @click.pass_obj
 def digest_send(app: App) -> None:
     """Build and deliver the due digest (and retries due)."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
-    r = mailer.send_due_digest(app.store, app.settings, now())
+    r = job.send_due_digest(app.store, app.settings, now())
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -682,9 +634,9 @@ def _digest_line(r: DigestReport) -> str:
 @click.pass_obj
 def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
-    result = mailer.send_test(app.store, app.settings, email, now(), period=period)
+    result = job.send_test(app.store, app.settings, email, now(), period=period)
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

@@ -16,7 +16,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter.digest import WEEKDAYS
+from newsletter.digest.select import send_time
 from newsletter.service import describe_digest
 
 if TYPE_CHECKING:
@@ -40,11 +40,10 @@ class Scheduler:
             coalesce=True,
             misfire_grace_time=max(1, int(tick_seconds)),
         )
-        day, clock = cfg.send_at.split()
-        hour, minute = (int(x) for x in clock.split(":"))
+        weekday, at = send_time(cfg)
         self._scheduler.add_job(
             self._digest,
-            CronTrigger(day_of_week=WEEKDAYS.index(day), hour=hour, minute=minute, timezone=cfg.timezone),
+            CronTrigger(day_of_week=weekday, hour=at.hour, minute=at.minute, timezone=cfg.timezone),
             id="digest",
             name="weekly digest",
             max_instances=1,

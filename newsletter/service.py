@@ -30,7 +30,7 @@ from ingest.core.models import SourceReport
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from ingest.store.mail import expire_leases
-from newsletter.mailer import DigestReport, send_due_digest
+from newsletter.digest.job import DigestReport, send_due_digest
 from newsletter.publish import PublishReport, publish
 
 log = logging.getLogger("newsletter.service")

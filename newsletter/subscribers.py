@@ -27,8 +27,8 @@ from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
 from ingest.store import Store, mail
 from ingest.store.mail import Subscriber
-from newsletter import compose
-from newsletter.deliver import SendResult, TransportError, send_one
+from newsletter.digest import compose
+from newsletter.digest.transports import SendResult, TransportError, send_one
 from newsletter.tokens import Tokens, signing_key
 from newsletter.tokens import subscriber_id as token_subscriber_id
 

@@ -20,7 +20,7 @@ import uvicorn
 
 from ingest.core.config import Settings
 from ingest.store import Store, mail
-from newsletter import mailer
+from newsletter.digest import job
 from newsletter.tokens import Tokens
 from newsletter.web import create_app
 from newsletter.web.subscribe import routes
@@ -91,7 +91,7 @@ def live_site(tmp_path: Path) -> Iterator[Site]:
     page_story(store, "A <b>bold</b> story of the week", first_seen=W48_START + timedelta(days=1))
     page_story(store, "Recap: an old one", first_seen=W48_START + timedelta(days=2), tags=["recap"], page="/s/r.txt")
     confirmed(store, "reader@example.org", "other@example.org")
-    mailer.send_due_digest(store, settings, W48_DUE)
+    job.send_due_digest(store, settings, W48_DUE)
     for path in settings.mail.outbox_dir.glob("*.eml"):
         path.unlink()  # the digest's copies: tests look at what the web sends
     clock = Clock(W48_DUE + timedelta(hours=2))

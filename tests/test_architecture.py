@@ -18,7 +18,7 @@ HOMES: dict[str, set[str]] = {
     "nh3": {"ingest/sanitize.py"},
     "feedgen": {"newsletter/publish/documents.py"},
     "jinja2": {"newsletter/render.py"},
-    "smtplib": {"newsletter/deliver.py"},
+    "smtplib": {"newsletter/digest/transports.py"},
     "apscheduler": {"newsletter/scheduler.py"},
     "starlette": {"newsletter/web"},
     "uvicorn": {"newsletter/web", "newsletter/service.py"},
@@ -26,7 +26,7 @@ HOMES: dict[str, set[str]] = {
     "click": {"newsletter/cli.py"},
     "email_validator": {"newsletter/subscribers.py"},
     "itsdangerous": {"newsletter/tokens.py"},
-    "css_inline": {"newsletter/compose.py"},
+    "css_inline": {"newsletter/digest/compose.py"},
     "listparser": {"ingest/opml.py"},
     # test-only libraries: never imported by the packages
     "aiosmtpd": set(),

@@ -29,7 +29,7 @@ from ingest.core.models import Story
 from ingest.store import Store, mail
 from ingest.store.mail import Digest
 from newsletter import subscribers
-from newsletter.digest import period_for, sections
+from newsletter.digest.select import period_for, sections
 from newsletter.publish import ATOM_TYPE, EPOCH, FeedPage, atom_feed
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page, page, site_root

@@ -20,19 +20,10 @@ from ingest.core.config import Settings
 from ingest.core.links import unsubscribe_url
 from ingest.store import Store, mail
 from ingest.store.mail import Digest, NewDigest
-from newsletter import compose
-from newsletter.deliver import (
-    Clock,
-    DeliveryRun,
-    SendResult,
-    Transport,
-    TransportError,
-    deliver_digest,
-    open_transport,
-    send_one,
-    unsubscribe_links,
-)
-from newsletter.digest import Period, Selection, due_period, floor, period_containing, period_for, select
+from newsletter.digest import compose
+from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
+from newsletter.digest.send import Clock, DeliveryRun, deliver_digest, unsubscribe_links
+from newsletter.digest.transports import SendResult, Transport, TransportError, open_transport, send_one
 from newsletter.subscribers import normalize
 from newsletter.tokens import Tokens, signing_key
 
