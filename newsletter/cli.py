@@ -511,7 +511,7 @@ def subscribers() -> None:
 @click.pass_obj
 def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
     """Subscribe addresses (confirmed at once: the operator vouches)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     bad = 0
     for email in emails:
@@ -529,7 +529,7 @@ def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
 @click.pass_obj
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe an address (it is kept, marked unsubscribed)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     found = subs.remove(app.store, email, now())
     if found is None:
@@ -545,7 +545,7 @@ def subscribers_remove(app: App, email: str) -> None:
 @click.pass_obj
 def subscribers_list(app: App, status: str | None, as_json: bool) -> None:
     """List subscribers with their status."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     rows = subs.list_subscribers(app.store, status)
     if as_json:
@@ -574,7 +574,7 @@ def subscribers_list(app: App, status: str | None, as_json: bool) -> None:
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
     """Subscribe every address of a CSV file (an email column)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     report = subs.import_csv(app.store, file, now())
     for line in report.lines:

@@ -21,7 +21,7 @@ import uvicorn
 from ingest.core.config import Settings
 from ingest.store import Store, mail
 from newsletter.digest import job
-from newsletter.tokens import Tokens
+from newsletter.subscribers.tokens import Tokens
 from newsletter.web import create_app
 from newsletter.web.subscribe import routes
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story

@@ -24,8 +24,8 @@ HOMES: dict[str, set[str]] = {
     "uvicorn": {"newsletter/web", "newsletter/service.py"},
     "pydantic": {"ingest/core/config.py"},
     "click": {"newsletter/cli.py"},
-    "email_validator": {"newsletter/subscribers.py"},
-    "itsdangerous": {"newsletter/tokens.py"},
+    "email_validator": {"newsletter/subscribers/addresses.py"},
+    "itsdangerous": {"newsletter/subscribers/tokens.py"},
     "css_inline": {"newsletter/digest/compose.py"},
     "listparser": {"ingest/opml.py"},
     # test-only libraries: never imported by the packages

@@ -20,12 +20,12 @@ from pydantic import SecretStr
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError
 from ingest.store import Store, mail
-from newsletter import subscribers
 from newsletter.digest import job
 from newsletter.digest.select import period_for
 from newsletter.digest.send import backoff, deliver_digest, lease_length
 from newsletter.digest.transports import OutboxTransport, SmtpTransport
-from newsletter.tokens import Tokens
+from newsletter.subscribers import manage as subscribers
+from newsletter.subscribers.tokens import Tokens
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
 from tests.smtpd import Received, SmtpSink
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ingest.store import mail
-from newsletter.tokens import Tokens
+from newsletter.subscribers.tokens import Tokens
 from tests.mailsite import Site, confirm_url, live_site
 
 

@@ -24,8 +24,8 @@ from newsletter.digest import compose
 from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
 from newsletter.digest.send import Clock, DeliveryRun, deliver_digest, unsubscribe_links
 from newsletter.digest.transports import SendResult, Transport, TransportError, open_transport, send_one
-from newsletter.subscribers import normalize
-from newsletter.tokens import Tokens, signing_key
+from newsletter.subscribers.addresses import normalize
+from newsletter.subscribers.tokens import Tokens, signing_key
 
 __all__ = ["DigestReport", "Preview", "ensure_digest", "preview", "select_for", "send_due_digest", "send_test"]
 

@@ -32,7 +32,7 @@ from ingest.store import Store, mail
 from ingest.store.mail import Delivery, Digest, Outcome
 from newsletter.digest import compose
 from newsletter.digest.transports import SendResult, Transport
-from newsletter.tokens import Tokens
+from newsletter.subscribers.tokens import Tokens
 
 __all__ = [
     "BACKOFF",

@@ -28,9 +28,9 @@ from ingest.core.errors import AddressError
 from ingest.core.models import Story
 from ingest.store import Store, mail
 from ingest.store.mail import Digest
-from newsletter import subscribers
 from newsletter.digest.select import period_for, sections
 from newsletter.publish import ATOM_TYPE, EPOCH, FeedPage, atom_feed
+from newsletter.subscribers import manage
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page, page, site_root
 
@@ -69,7 +69,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
         raw = (fields.get("email") or [""])[0]
         try:
-            await run_in_threadpool(subscribers.request, store, settings, raw, clock())
+            await run_in_threadpool(manage.request, store, settings, raw, clock())
         except AddressError as exc:
             return page(
                 request,
@@ -86,14 +86,14 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
 
     def confirm(request: Request) -> Response:
         token = request.path_params["token"]
-        found = subscribers.confirm(store, settings, token, clock())
+        found = manage.confirm(store, settings, token, clock())
         if found is None:
             return private(page(request, "web/confirm.html", status_code=400, state="invalid"))
         return private(page(request, "web/confirm.html", state="confirmed"))
 
     def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
-        found = subscribers.unsubscribe_target(store, settings, token)
+        found = manage.unsubscribe_target(store, settings, token)
         if found is None:
             return invalid(request)
         state = "done" if found.status == "unsubscribed" else "ask"
@@ -102,7 +102,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
     def unsubscribe_post(request: Request) -> Response:
         # RFC 8058 section 3.2: the one-click POST carries "List-Unsubscribe=One-Click"; any POST here means the same.
         token = request.path_params["token"]
-        if subscribers.unsubscribe(store, settings, token, clock()) is None:
+        if manage.unsubscribe(store, settings, token, clock()) is None:
             return invalid(request)
         return private(page(request, "web/unsubscribe.html", state="done", action=""))
 

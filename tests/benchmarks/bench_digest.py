@@ -39,7 +39,7 @@ from ingest.store import (  # noqa: E402
 from newsletter.digest import compose, job  # noqa: E402
 from newsletter.digest.select import period_for  # noqa: E402
 from newsletter.digest.send import unsubscribe_links  # noqa: E402
-from newsletter.tokens import Tokens  # noqa: E402
+from newsletter.subscribers.tokens import Tokens  # noqa: E402
 from tests.maildata import page_story  # noqa: E402
 from tests.smtpd import SmtpSink  # noqa: E402
 

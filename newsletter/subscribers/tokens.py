@@ -31,7 +31,7 @@ from ingest.store.mail import stored_secret
 
 __all__ = ["CONFIRM_MAX_AGE", "Tokens", "signing_key", "subscriber_id"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("newsletter.tokens")  # the name log lines have always carried
 
 CONFIRM_MAX_AGE = timedelta(days=7)
 #: A confirm token made this far in the future (clock skew between processes) is still accepted.
