@@ -253,7 +253,8 @@ def _stories_table(items: Sequence[Story]) -> None:
 @click.pass_obj
 def run(app: App, once: bool, no_web: bool, tick: float) -> None:
     """Run the service: web app, ingest, publish and digest on schedule."""
-    from newsletter.service import Service, instance_lock
+    from newsletter.service.lock import instance_lock
+    from newsletter.service.service import Service
 
     settings = app.settings
     _setup_logging(settings.log.level)
