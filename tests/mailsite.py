@@ -23,6 +23,7 @@ from ingest.store import Store, mail
 from newsletter.digest import job
 from newsletter.subscribers.tokens import Tokens
 from newsletter.web import create_app
+from newsletter.web.digests import routes as digest_routes
 from newsletter.web.subscribe import routes
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
 
@@ -71,7 +72,9 @@ def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
     port = sock.getsockname()[1]
-    app = create_app(settings, store, extra_routes=routes(settings, store, clock=clock))
+    app = create_app(
+        settings, store, extra_routes=[*routes(settings, store, clock=clock), *digest_routes(settings, store)]
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

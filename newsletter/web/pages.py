@@ -28,7 +28,7 @@ from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, publish
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
-__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_root"]
+__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_path", "site_root"]
 
 HOME_STORIES = 50
 SEARCH_RESULTS = 50
@@ -56,13 +56,13 @@ class StoryItem:
     sightings: int
 
     @classmethod
-    def of(cls, story: Story, root: str, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
+    def of(cls, story: Story, settings: Settings, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
         link = story.link if story.link and story.link.lower().startswith(("http://", "https://")) else None
         summary = story.summary if summary_chars is None else truncate_words(story.summary, summary_chars)
         return cls(
             id=story.id,
             title=story.title.strip() or UNTITLED,
-            url=f"{root}stories/{story.id}",
+            url=site_path(settings, links.story_url(settings.publish, story.id)),
             link=link,
             date=story.published or story.first_seen,
             dated=story.published is not None,
@@ -84,6 +84,13 @@ def site_root(settings: Settings) -> str:
     return links.site_root(settings.publish)
 
 
+def site_path(settings: Settings, url: str) -> str:
+    """A public URL from :mod:`ingest.core.links` as our pages link to it: a path on this host (``/digests/``)."""
+    base = links.base_url(settings.publish)
+    assert url.startswith(base), url
+    return site_root(settings) + url.removeprefix(base)
+
+
 def _settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
@@ -101,14 +108,18 @@ def not_found_page(request: Request, exc: Exception | None = None) -> Response:
     return page(request, "web/404.html", status_code=404)
 
 
-def _feeds(settings: Settings, root: str, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
+def _feeds(settings: Settings, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
     title = settings.publish.title
+
+    def path(name: str) -> str:
+        return site_path(settings, links.feed_url(settings.publish, name))
+
     main = [
-        FeedLink(f"{title} (Atom)", ATOM_TYPE, f"{root}feed.atom"),
-        FeedLink(f"{title} (RSS)", RSS_TYPE, f"{root}feed.rss"),
-        FeedLink(f"{title} (JSON Feed)", JSON_TYPE, f"{root}feed.json"),
+        FeedLink(f"{title} (Atom)", ATOM_TYPE, path("feed.atom")),
+        FeedLink(f"{title} (RSS)", RSS_TYPE, path("feed.rss")),
+        FeedLink(f"{title} (JSON Feed)", JSON_TYPE, path("feed.json")),
     ]
-    by_tag = [FeedLink(tag, ATOM_TYPE, root + tag_name(tag)) for tag in tags]
+    by_tag = [FeedLink(tag, ATOM_TYPE, path(tag_name(tag))) for tag in tags]
     return main, by_tag
 
 
@@ -120,12 +131,12 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
         stories = q.search(store, query, SEARCH_RESULTS) if query else q.recent(store, HOME_STORIES)
         known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
-        feeds, tag_feeds = _feeds(settings, root, q.tags(store) if known is None else known)
+        feeds, tag_feeds = _feeds(settings, q.tags(store) if known is None else known)
         return page(
             request,
             "web/home.html",
             query=query,
-            stories=[StoryItem.of(s, root) for s in stories],
+            stories=[StoryItem.of(s, settings) for s in stories],
             total=q.count_live(store),
             feeds=feeds,
             tag_feeds=tag_feeds,
@@ -138,7 +149,7 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         if live is None:
             return not_found_page(request)
         if live != story_id:  # merged into another story: its address moves for good
-            return RedirectResponse(f"{root}stories/{live}", status_code=301)
+            return RedirectResponse(site_path(settings, links.story_url(settings.publish, live)), status_code=301)
         story = q.story(store, live)
         if story is None:
             return not_found_page(request)
@@ -147,11 +158,11 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
             for s in q.story_sources(store, live)
         ]
-        feeds, _ = _feeds(settings, root, ())
+        feeds, _ = _feeds(settings, ())
         return page(
             request,
             "web/story.html",
-            story=StoryItem.of(story, root, summary_chars=None),
+            story=StoryItem.of(story, settings, summary_chars=None),
             body_html=body,
             sources=sources,
             feeds=feeds,
