@@ -1,4 +1,4 @@
-"""Email messages: render a digest once, then make each subscriber's message by substitution. Home of css-inline.
+"""Email messages: a digest rendered once, each recipient's message by substitution. css-inline's home. Sends nothing.
 
 :func:`render_digest` renders the HTML (CSS inlined) and text templates ONCE, with a slot mark where each
 recipient's address and unsubscribe link go. :func:`message_template` turns that into the bytes of one

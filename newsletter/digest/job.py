@@ -1,4 +1,4 @@
-"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send.
+"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send. No SMTP here.
 
 What is due comes from the database and ``now`` (passed in): running the job twice makes no second digest (the period
 is a unique key) and sends nothing twice (the delivery rows). A digest is rendered once, when it is made, and stored;

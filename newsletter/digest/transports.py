@@ -1,4 +1,4 @@
-"""The ``outbox`` and ``smtp`` transports: one message handed over at a time. The only home of smtplib.
+"""The ``outbox`` and ``smtp`` transports, one message at a time; smtplib's only home. Knows no digest, no database.
 
 A transport knows nothing of digests, subscribers or the database: it takes an envelope and bytes and says what
 became of them (:class:`SendResult`). Answers: 2xx sent; 4xx, timeouts and a lost connection retry later; 5xx failed.

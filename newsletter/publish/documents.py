@@ -1,4 +1,4 @@
-"""Feed documents as bytes: Atom 1.0 (RFC 4287, with RFC 5005 archive links), RSS 2.0 and JSON Feed 1.1.
+"""Feed documents as bytes: Atom 1.0 (RFC 4287, RFC 5005 archives), RSS 2.0, JSON Feed 1.1. No I/O, no clock.
 
 The only home of feedgen. Pure: no clock and no I/O, so the same stories and config give the same bytes (the feed's
 ``updated`` is its newest entry's, the generator is ours). Every text passes :func:`ingest.core.text.xml_safe` and

@@ -1,4 +1,4 @@
-"""Publishing: the feed documents of the store written to ``[publish] dir``, atomically, and only when they change.
+"""The published folder: ``[publish] dir`` brought up to date incrementally, with atomic writes. Renders no XML itself.
 
 The folder::
 

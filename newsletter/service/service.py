@@ -1,4 +1,4 @@
-"""The service's work in steps that can run twice without harm: ingest what is due, publish, send the due digest.
+"""The service's steps (ingest, publish, the due digest), safe to run twice, and its run loop. Remembers nothing due.
 
 What is due is computed from the database (each feed's next check, the digest periods already made), never
 remembered here, so a pass run twice, or after downtime, does the right thing. :class:`Service` also runs the

@@ -1,4 +1,4 @@
-"""The Starlette application: the feed routes, the pages, any extra routes and the 404 page; and :func:`serve`.
+"""The Starlette application: the web modules' routes joined, the 404 page, and :func:`serve`. No routes of its own.
 
 Holds no state of its own beyond the settings and the store it is given (also on ``app.state`` for extra routes).
 """

@@ -1,4 +1,4 @@
-"""The feed routes: the published documents served with strong ETags, Last-Modified, 304s, gzip and HEAD.
+"""The feed routes: published documents served with strong ETags, Last-Modified, 304s, gzip, HEAD. Renders no feed.
 
 Documents come from ``[publish] dir`` and are kept in memory, with their gzip twin and validators, until the file
 changes (one ``stat`` per request; publishing replaces files, so a new inode or mtime means new bytes). A document

@@ -1,4 +1,4 @@
-"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, and the 404 page.
+"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, the 404 page. No SQL here.
 
 Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
 every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
