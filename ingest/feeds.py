@@ -19,11 +19,11 @@ from concurrent.futures import Future
 from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
-from ingest.core.models import FeedState, SaveResult, Source, SourceStatus
+from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.parse import ParsedFeed
-from ingest.pipeline import SourceReport, sync_config_feeds
 from ingest.polling import next_check
+from ingest.run import sync_config_feeds
 from ingest.store import Store
 from ingest.workers import ParsePool
 

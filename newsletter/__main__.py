@@ -1,6 +1,6 @@
-"""``python -m newsletter``: the CLI."""
+"""``python -m newsletter``: the CLI, as the ``newsletter`` command runs it."""
 
 from newsletter.cli import main
 
-if __name__ == "__main__":  # a spawned worker process imports this module again: it must not run the CLI
+if __name__ == "__main__":
     main()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -19,15 +19,15 @@ from rich.table import Table
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import uid_authority
-from ingest.core.models import Source, Story, SubscriberStatus
+from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
-from ingest.pipeline import SourceReport, ingest_seeds, summarize, sync_config_feeds
+from ingest.run import ingest_pass, summarize, sync_config_feeds
 from ingest.store import Store
 
 if TYPE_CHECKING:
-    from newsletter.mailer import DigestReport
+    from newsletter.digest.job import DigestReport
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
@@ -89,19 +89,16 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 @click.pass_obj
 def ingest(app: App, force: bool) -> None:
     """Read the seed folders and fetch the due feeds."""
-    reports = ingest_all(app, force=force)
+    reports = _ingest(app, force=force)
     _print_reports(reports)
     if any(r.error for r in reports):
         sys.exit(1)
 
 
-def ingest_all(app: App, *, force: bool = False) -> list[SourceReport]:
-    from ingest.feeds import ingest_feeds  # imports httpx and feedparser: only when fetching
-
-    started = now()
-    reports = ingest_seeds(app.store, app.settings.seeds, started)
+def _ingest(app: App, *, force: bool = False) -> list[SourceReport]:
+    """One ingest pass, with a progress bar over the feeds when stderr is a terminal."""
     if not sys.stderr.isatty():
-        return reports + ingest_feeds(app.store, app.settings, started, force=force)
+        return ingest_pass(app.store, app.settings, now(), force=force)
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -110,7 +107,7 @@ def ingest_all(app: App, *, force: bool = False) -> list[SourceReport]:
         def advance(_report: SourceReport, total: int) -> None:
             progress.update(task, total=total, advance=1)
 
-        return reports + ingest_feeds(app.store, app.settings, started, force=force, on_progress=advance)
+        return ingest_pass(app.store, app.settings, now(), force=force, on_progress=advance)
 
 
 def _print_reports(reports: Sequence[SourceReport]) -> None:
@@ -256,7 +253,8 @@ def _stories_table(items: Sequence[Story]) -> None:
 @click.pass_obj
 def run(app: App, once: bool, no_web: bool, tick: float) -> None:
     """Run the service: web app, ingest, publish and digest on schedule."""
-    from newsletter.service import Service, instance_lock
+    from newsletter.service.lock import instance_lock
+    from newsletter.service.service import Service
 
     settings = app.settings
     _setup_logging(settings.log.level)
@@ -291,43 +289,16 @@ def _setup_logging(level: str) -> None:
 @click.pass_obj
 def status(app: App, as_json: bool) -> None:
     """The operator's view: sources, stories, digests, subscribers."""
-    from newsletter.digest import next_due, period_containing, period_for
+    from newsletter.status import status_view
 
-    store, settings, moment = app.store, app.settings, now()
-    sync_config_feeds(store, settings, moment)
-    sources = [s for s in store.sources() if s.status != "removed"]
-    week = period_containing(moment, settings.digest)
-    this_week = store.stories_first_seen_between(week.start, week.end)
-    digests = store.digests(limit=1)
-    last = digests[0] if digests else None
-    last_counts = store.delivery_counts(last.id) if last else {}
-    due = next_due(moment, settings.digest)
-    upcoming = period_for(_period_key(due, settings), settings.digest)
-    subscribers = store.subscriber_counts()
-    live = store.counts()["stories"]
-    data: dict[str, Any] = {
-        "sources": [_source_json(s) for s in sources],
-        "stories": {"live": live, "first_seen_this_week": this_week, "week": week.key},
-        "last_digest": None
-        if last is None
-        else {
-            "period": last.period,
-            "status": last.status,
-            "stories": last.story_count,
-            "sent_at": last.sent_at.isoformat() if last.sent_at else None,
-            "note": last.note,
-            "deliveries": last_counts,
-        },
-        "next_digest": {"period": upcoming.key, "due": due.isoformat()},
-        "subscribers": subscribers,
-    }
+    view = status_view(app.store, app.settings, now())
     if as_json:
-        click.echo(json.dumps(data, indent=2))
+        click.echo(json.dumps(view.as_json(), indent=2))
         return
-    table = Table(title=f"{len(sources)} source(s)")
+    table = Table(title=f"{len(view.sources)} source(s)")
     for col in ("source", "kind", "status", "last success", "errors", "last error", "next check"):
         table.add_column(col)
-    for s in sources:
+    for s in view.sources:
         table.add_row(
             s.name or s.location,
             s.kind,
@@ -338,37 +309,17 @@ def status(app: App, as_json: bool) -> None:
             "-" if s.kind == "page" else ("never (gone)" if s.status == "gone" else _when(s.next_check_at)),
         )
     out().print(table)
-    click.echo(f"stories    {live} live, {this_week} first seen this week ({week.key})")
+    click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
+    last = view.last_digest
     if last is None:
         click.echo("digest     none yet")
     else:
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(last_counts.items())) or "no deliveries"
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(view.last_deliveries.items())) or "no deliveries"
         note = f" ({last.note})" if last.note else ""
         click.echo(f"last digest {last.period}: {last.status}{note}; {last.story_count} stories; {counts}")
-    click.echo(f"next digest {upcoming.key}: due {due:%a %Y-%m-%d %H:%M %Z}")
-    total = ", ".join(f"{n} {k}" for k, n in sorted(subscribers.items())) or "none"
+    click.echo(f"next digest {view.next_period}: due {view.next_due:%a %Y-%m-%d %H:%M %Z}")
+    total = ", ".join(f"{n} {k}" for k, n in sorted(view.subscribers.items())) or "none"
     click.echo(f"subscribers {total}")
-
-
-def _period_key(due: datetime, settings: Settings) -> str:
-    """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
-    from newsletter.digest import period_containing
-
-    before = period_containing(due, settings.digest).start - timedelta(seconds=1)
-    return period_containing(before, settings.digest).key
-
-
-def _source_json(s: Source) -> dict[str, Any]:
-    return {
-        "location": s.location,
-        "kind": s.kind,
-        "name": s.name,
-        "status": s.status,
-        "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
-        "error_count": s.error_count,
-        "last_error": s.last_error,
-        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
-    }
 
 
 @cli.command()
@@ -561,7 +512,7 @@ def subscribers() -> None:
 @click.pass_obj
 def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
     """Subscribe addresses (confirmed at once: the operator vouches)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     bad = 0
     for email in emails:
@@ -579,7 +530,7 @@ def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
 @click.pass_obj
 def subscribers_remove(app: App, email: str) -> None:
     """Unsubscribe an address (it is kept, marked unsubscribed)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     found = subs.remove(app.store, email, now())
     if found is None:
@@ -593,7 +544,7 @@ def subscribers_remove(app: App, email: str) -> None:
 @click.pass_obj
 def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -> None:
     """List subscribers with their status."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     rows = subs.list_subscribers(app.store, status)
     if as_json:
@@ -622,7 +573,7 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
     """Subscribe every address of a CSV file (an email column)."""
-    from newsletter import subscribers as subs
+    from newsletter.subscribers import manage as subs
 
     report = subs.import_csv(app.store, file, now())
     for line in report.lines:
@@ -644,10 +595,10 @@ def digest() -> None:
 @click.pass_obj
 def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
     """Write exactly what would be sent (.eml, .html, .txt); send nothing."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = mailer.preview(app.store, app.settings, now(), target, period=period)
+    p = job.preview(app.store, app.settings, now(), target, period=period)
     state = "as sent" if p.stored else "as it would be sent now"
     click.echo(f"digest {p.period} ({state}): {p.subject!r}, {p.stories} stories")
     for path in (p.eml, p.html, p.text):
@@ -658,9 +609,9 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
 @click.pass_obj
 def digest_send(app: App) -> None:
     """Build and deliver the due digest (and retries due)."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
-    r = mailer.send_due_digest(app.store, app.settings, now())
+    r = job.send_due_digest(app.store, app.settings, now())
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -682,9 +633,9 @@ def _digest_line(r: DigestReport) -> str:
 @click.pass_obj
 def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
-    from newsletter import mailer
+    from newsletter.digest import job
 
-    result = mailer.send_test(app.store, app.settings, email, now(), period=period)
+    result = job.send_test(app.store, app.settings, email, now(), period=period)
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings
 from ingest.core.models import FeedState, ParsedItem
 from ingest.store import Store
-from newsletter import subscribers
+from newsletter.subscribers import manage as subscribers
 
 SECRET = "test-secret-key-0123456789abcdef"
 BASE_URL = "https://news.example.org/"

@@ -20,9 +20,10 @@ import uvicorn
 
 from ingest.core.config import Settings
 from ingest.store import Store
-from newsletter import mailer
-from newsletter.tokens import Tokens
+from newsletter.digest import job
+from newsletter.subscribers.tokens import Tokens
 from newsletter.web import create_app
+from newsletter.web.digests import routes as digest_routes
 from newsletter.web.subscribe import routes
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
 
@@ -71,7 +72,9 @@ def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
     port = sock.getsockname()[1]
-    app = create_app(settings, store, extra_routes=routes(settings, store, clock=clock))
+    app = create_app(
+        settings, store, extra_routes=[*routes(settings, store, clock=clock), *digest_routes(settings, store)]
+    )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -91,7 +94,7 @@ def live_site(tmp_path: Path, db_url: str) -> Iterator[Site]:
     page_story(store, "A <b>bold</b> story of the week", first_seen=W48_START + timedelta(days=1))
     page_story(store, "Recap: an old one", first_seen=W48_START + timedelta(days=2), tags=["recap"], page="/s/r.txt")
     confirmed(store, "reader@example.org", "other@example.org")
-    mailer.send_due_digest(store, settings, W48_DUE)
+    job.send_due_digest(store, settings, W48_DUE)
     for path in settings.mail.outbox_dir.glob("*.eml"):
         path.unlink()  # the digest's copies: tests look at what the web sends
     clock = Clock(W48_DUE + timedelta(hours=2))

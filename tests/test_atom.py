@@ -14,8 +14,7 @@ import pytest
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.models import ParsedItem, Story
 from ingest.store import Store, schema
-from newsletter import atom
-from newsletter.publish import STATE_FILE, document, publish, tag_slug
+from newsletter.publish import STATE_FILE, document, documents, publish, tag_slug
 from tests.conftest import NOW
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -219,18 +218,18 @@ def test_lone_surrogates_and_controls_never_break_any_format() -> None:
     # A lone surrogate cannot even be stored in SQLite; the pure functions must cope anyway.
     hostile = _story(1, title="Half \ud800 pair \x01", summary="x \udfff ]]> \x1b", content="<p>\ud83d y</p>")
     config = PublishConfig()
-    for data in (atom.atom_feed([hostile], config), atom.rss_feed([hostile], config)):
+    for data in (documents.atom_feed([hostile], config), documents.rss_feed([hostile], config)):
         _assert_safe(data)
         assert not feedparser.parse(data).bozo
         assert "Half \ufffd pair" in data.decode("utf-8")
-    parsed = json.loads(atom.json_feed([hostile], config).decode("utf-8"))
+    parsed = json.loads(documents.json_feed([hostile], config).decode("utf-8"))
     assert parsed["items"][0]["title"] == "Half \ufffd pair \ufffd"
 
 
 def test_one_bad_story_does_not_stop_the_others() -> None:
     naive = _story(2, updated=datetime(2026, 11, 27, 10, 0))  # no time zone: feedgen refuses it
     skipped: list[int] = []
-    for build in (atom.atom_feed, atom.rss_feed):
+    for build in (documents.atom_feed, documents.rss_feed):
         data = build([_story(1), naive, _story(3)], PublishConfig(), on_skip=lambda s, e: skipped.append(s.id))
         assert [e.id for e in feedparser.parse(data).entries] == [_story(1).uid, _story(3).uid]
     assert skipped == [2, 2]
@@ -239,7 +238,7 @@ def test_one_bad_story_does_not_stop_the_others() -> None:
 def test_same_stories_give_the_same_bytes_in_every_format() -> None:
     stories = [_story(i, content="<p>b</p>", tags=("recap",)) for i in range(3)]
     config = PublishConfig()
-    for build in (atom.atom_feed, atom.rss_feed, atom.json_feed):
+    for build in (documents.atom_feed, documents.rss_feed, documents.json_feed):
         assert build(stories, config) == build(list(stories), config)  # type: ignore[operator]
 
 
@@ -388,7 +387,7 @@ def test_empty_store_publishes_an_empty_valid_feed(store: Store, tmp_path: Path)
 
 def test_entry_dates_are_utc_rfc3339() -> None:
     paris = _story(1, published=datetime(2026, 11, 27, 11, 0, tzinfo=UTC) + timedelta(0))
-    data = atom.atom_feed([paris], PublishConfig())
+    data = documents.atom_feed([paris], PublishConfig())
     entry = ET.fromstring(data).find(f"{A}entry")
     assert entry is not None
     assert entry.findtext(f"{A}published") == "2026-11-27T11:00:00+00:00"
@@ -408,6 +407,6 @@ def test_a_story_that_breaks_the_finished_document_is_found_and_left_out() -> No
             raise ValueError("this one")
 
     skipped: list[int] = []
-    data = atom._build(stories, lambda s: s.title, check, finish, lambda s, e: skipped.append(s.id))
+    data = documents._build(stories, lambda s: s.title, check, finish, lambda s, e: skipped.append(s.id))
     assert data == b"Story 1,Story 3"
     assert skipped == [2]

@@ -13,8 +13,8 @@ import pytest
 
 from ingest.core.config import Settings
 from ingest.core.models import Digest
-from newsletter import compose
-from newsletter.digest import DigestItem, Section, Selection, period_for
+from newsletter.digest import compose
+from newsletter.digest.select import DigestItem, Section, Selection, period_for
 from tests.conftest import GOLDEN
 from tests.maildata import make_settings
 

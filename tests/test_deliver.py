@@ -21,10 +21,12 @@ from ingest.core.config import Settings
 from ingest.core.errors import AddressError
 from ingest.core.models import Outcome
 from ingest.store import Store
-from newsletter import mailer, subscribers
-from newsletter.deliver import OutboxTransport, SmtpTransport, backoff, deliver_digest, lease_length
-from newsletter.digest import period_for
-from newsletter.tokens import Tokens
+from newsletter.digest import job
+from newsletter.digest.select import period_for
+from newsletter.digest.send import backoff, deliver_digest, lease_length
+from newsletter.digest.transports import OutboxTransport, SmtpTransport
+from newsletter.subscribers import manage as subscribers
+from newsletter.subscribers.tokens import Tokens
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
 from tests.smtpd import Received, SmtpSink
 
@@ -62,7 +64,7 @@ def test_each_confirmed_subscriber_gets_one_copy(store: Store, tmp_path: Path, s
     confirmed(store, "gone@example.org")
     subscribers.remove(store, "gone@example.org", W48_START)
 
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert (report.period, report.status, report.created, report.stories, report.sent) == (
         "2026-W48",
         "sent",
@@ -82,7 +84,7 @@ def test_each_confirmed_subscriber_gets_one_copy(store: Store, tmp_path: Path, s
     assert ids == {d.message_id for d in rows.values()}
     assert all((d.reply or "").startswith("250 ") for d in rows.values())
 
-    again = mailer.send_due_digest(store, settings, W48_DUE + timedelta(hours=1))
+    again = job.send_due_digest(store, settings, W48_DUE + timedelta(hours=1))
     assert (again.created, again.sent, again.runs) == (False, 0, ())
     assert len(smtp_sink.messages) == 3
 
@@ -92,17 +94,17 @@ def test_4xx_is_retried_with_backoff_and_the_rest_go_on(store: Store, tmp_path: 
     confirmed(store, "a@example.org", "busy@example.org", "c@example.org")
     smtp_sink.soft["busy@example.org"] = 2
 
-    first = mailer.send_due_digest(store, settings, W48_DUE)
+    first = job.send_due_digest(store, settings, W48_DUE)
     assert (first.status, first.sent, first.runs[0].retried) == ("pending", 2, 1)
     assert first.retry_at is not None
     assert first.retry_at - W48_DUE >= backoff(1)  # type: ignore[operator]
     assert _statuses(store)["busy@example.org"] == "pending"
 
-    early = mailer.send_due_digest(store, settings, W48_DUE + timedelta(seconds=30))
+    early = job.send_due_digest(store, settings, W48_DUE + timedelta(seconds=30))
     assert early.sent == 0  # not due yet: nothing tried
-    second = mailer.send_due_digest(store, settings, first.retry_at)
+    second = job.send_due_digest(store, settings, first.retry_at)
     assert second.runs[0].retried == 1  # the second 450
-    third = mailer.send_due_digest(store, settings, second.retry_at)  # type: ignore[arg-type]
+    third = job.send_due_digest(store, settings, second.retry_at)  # type: ignore[arg-type]
     assert (third.sent, third.status) == (1, "sent")
     assert smtp_sink.received_by() == {"a@example.org": 1, "busy@example.org": 1, "c@example.org": 1}
     assert smtp_sink.rcpt_calls["busy@example.org"] == 3
@@ -116,7 +118,7 @@ def test_5xx_fails_counts_a_bounce_and_marks_bounced_at_the_limit(
     smtp_sink.hard.add("nobody@example.org")
     smtp_sink.hard_data.add("refused@example.org")
 
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert (report.status, report.sent, report.failed) == ("sent", 1, 2)
     assert _statuses(store) == {
         "a@example.org": "sent",
@@ -133,13 +135,13 @@ def test_5xx_fails_counts_a_bounce_and_marks_bounced_at_the_limit(
     assert (nobody.status, nobody.bounces) == ("confirmed", 1)
 
     page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
-    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
+    job.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
     nobody = store.subscriber_by_email("nobody@example.org")
     assert nobody is not None
     assert (nobody.status, nobody.bounces) == ("bounced", 2)
 
     page_story(store, "A third week", first_seen=W48_DUE + timedelta(days=7), page="/srv/seeds/d.txt")
-    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=14))
+    job.send_due_digest(store, settings, W48_DUE + timedelta(days=14))
     assert "nobody@example.org" not in _statuses(store, "2026-W50")  # bounced: no longer sent to
     assert smtp_sink.received_by()["a@example.org"] == 3
 
@@ -148,10 +150,10 @@ def test_a_success_clears_the_bounce_count(store: Store, tmp_path: Path, smtp_si
     settings = _smtp(tmp_path, smtp_sink)
     confirmed(store, "flaky@example.org")
     smtp_sink.hard.add("flaky@example.org")
-    mailer.send_due_digest(store, settings, W48_DUE)
+    job.send_due_digest(store, settings, W48_DUE)
     smtp_sink.hard.clear()
     page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
-    mailer.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
+    job.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
     flaky = store.subscriber_by_email("flaky@example.org")
     assert flaky is not None
     assert flaky.bounces == 0
@@ -161,7 +163,7 @@ def test_a_timeout_is_retried_and_the_rest_go_on(store: Store, tmp_path: Path, s
     settings = _smtp(tmp_path, smtp_sink, timeout=2)
     confirmed(store, "a@example.org", "slow@example.org", "c@example.org")
     smtp_sink.hang.add("slow@example.org")
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert (report.sent, report.runs[0].retried, report.status) == (2, 1, "pending")
     assert _statuses(store)["slow@example.org"] == "pending"
     assert smtp_sink.received_by() == {"a@example.org": 1, "c@example.org": 1}
@@ -179,7 +181,7 @@ def test_unsubscribing_while_a_digest_goes_out(store: Store, tmp_path: Path, smt
             assert subscribers.unsubscribe(store, settings, token, W48_DUE) is not None
 
     smtp_sink.on_message = unsubscribe_c
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert smtp_sink.received_by() == {"a@example.org": 1, "b@example.org": 1}
     assert _statuses(store) == {"a@example.org": "sent", "b@example.org": "sent", "c@example.org": "cancelled"}
     assert report.status == "sent"
@@ -191,7 +193,7 @@ def test_a_server_that_is_down_loses_nothing(store: Store, tmp_path: Path) -> No
         port = probe.getsockname()[1]
     settings = make_settings(tmp_path, mail={"transport": "smtp", "host": "127.0.0.1", "port": port, "timeout": 5})
     confirmed(store, "a@example.org", "b@example.org")
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert report.error is not None
     assert "cannot connect" in report.error
     assert (report.status, report.sent) == ("pending", 0)
@@ -199,7 +201,7 @@ def test_a_server_that_is_down_loses_nothing(store: Store, tmp_path: Path) -> No
     assert digest is not None
     assert [(d.status, d.attempts) for d in store.deliveries(digest.id)] == [("pending", 0), ("pending", 0)]
     with SmtpSink() as sink:
-        later = mailer.send_due_digest(store, _smtp(tmp_path, sink), W48_DUE + timedelta(minutes=10))
+        later = job.send_due_digest(store, _smtp(tmp_path, sink), W48_DUE + timedelta(minutes=10))
         assert (later.sent, later.status) == (2, "sent")
         assert sink.received_by() == {"a@example.org": 1, "b@example.org": 1}
 
@@ -207,7 +209,7 @@ def test_a_server_that_is_down_loses_nothing(store: Store, tmp_path: Path) -> No
 def test_a_claim_holds_until_its_lease_runs_out(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     confirmed(store, "a@example.org")
-    digest, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    digest, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
     lease = lease_length(settings)
     held = store.claim_next(digest.id, "dead process", W48_DUE, W48_DUE + lease)
     assert held is not None
@@ -229,7 +231,7 @@ def test_a_claim_holds_until_its_lease_runs_out(store: Store, tmp_path: Path) ->
 def test_outbox_transport_writes_one_file_per_delivery(store: Store, tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     confirmed(store, "a@example.org", "b@example.org")
-    report = mailer.send_due_digest(store, settings, W48_DUE)
+    report = job.send_due_digest(store, settings, W48_DUE)
     assert (report.sent, report.status) == (2, "sent")
     files = sorted(p.name for p in settings.mail.outbox_dir.iterdir())
     a = store.subscriber_by_email("a@example.org")
@@ -263,7 +265,7 @@ class _Watching(OutboxTransport):
 
 
 def _run(store: Store, settings: Settings, transport: OutboxTransport, stop: Callable[[], bool] | None = None) -> None:
-    digest, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    digest, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
     assert digest.id == 1
     deliver_digest(
         store, settings, digest, transport=transport, tokens=Tokens(SECRET), clock=lambda: W48_DUE, stop=stop
@@ -321,7 +323,7 @@ def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch:
     with SmtpSink(**kw) as sink:  # type: ignore[arg-type]
         settings = _smtp(tmp_path, sink, security=security, username="digest" if security == "starttls" else None)
         settings = settings.model_copy(update={"smtp_password": SecretStr("s3cret")})
-        report = mailer.send_due_digest(store, settings, W48_DUE)
+        report = job.send_due_digest(store, settings, W48_DUE)
         assert report.error is None
         assert sink.received_by() == {"a@example.org": 1}
         if security == "starttls":
@@ -336,7 +338,7 @@ def test_a_wrong_password_stops_the_run(store: Store, tmp_path: Path, monkeypatc
     confirmed(store, "a@example.org")
     with SmtpSink(starttls=server_ctx, logins={"digest": "right"}) as sink:
         settings = _smtp(tmp_path, sink, security="starttls", username="digest")
-        report = mailer.send_due_digest(store, settings, W48_DUE)
+        report = job.send_due_digest(store, settings, W48_DUE)
         assert report.error is not None
         assert "login as 'digest' refused" in report.error
         assert sink.messages == []
@@ -356,7 +358,7 @@ def test_the_connection_is_reused(store: Store, tmp_path: Path, smtp_sink: SmtpS
 
     transport._connect = counting  # type: ignore[method-assign,assignment]
     confirmed(store, *(f"r{i}@example.org" for i in range(5)))
-    mailer.send_due_digest(store, settings, W48_DUE, transport=transport)
+    job.send_due_digest(store, settings, W48_DUE, transport=transport)
     transport.close()
     assert connects == 1
     assert len(smtp_sink.messages) == 5
@@ -372,7 +374,7 @@ SENDER_SCRIPT = textwrap.dedent(
 
     from ingest.core.config import load_settings
     from ingest.store import Store
-    from newsletter.mailer import send_due_digest
+    from newsletter.digest.job import send_due_digest
 
     settings = load_settings(Path(sys.argv[1]))
     with Store.open(settings.storage.url) as store:
@@ -460,43 +462,43 @@ def test_preview_writes_what_would_be_sent_and_sends_nothing(store: Store, tmp_p
     settings = make_settings(tmp_path)
     confirmed(store, "a@example.org")
     out = tmp_path / "preview"
-    shown = mailer.preview(store, settings, W48_DUE, out)  # default: the digest due now, not made yet
+    shown = job.preview(store, settings, W48_DUE, out)  # default: the digest due now, not made yet
     assert (shown.period, shown.stories, shown.stored) == ("2026-W48", 2, False)
     assert shown.subject == "Oncology digest: 2 new stories, Nov 23 to 29"
     assert sorted(p.name for p in out.iterdir()) == ["2026-W48.eml", "2026-W48.html", "2026-W48.txt"]
     msg = Received("", (), shown.eml.read_bytes()).parsed()
-    assert msg["To"] == mailer.PREVIEW_ADDRESS
+    assert msg["To"] == job.PREVIEW_ADDRESS
     assert "A story of the week" in shown.html.read_text(encoding="utf-8")
     assert "\x1e" not in shown.html.read_text(encoding="utf-8") + shown.text.read_text(encoding="utf-8")
     assert store.digest_by_period("2026-W48") is None  # nothing made
     assert not settings.mail.outbox_dir.exists()  # nothing sent
 
-    mailer.send_due_digest(store, settings, W48_DUE)
+    job.send_due_digest(store, settings, W48_DUE)
     page_story(store, "A story that came later", first_seen=W48_START + timedelta(days=3), page="/srv/seeds/c.txt")
-    stored = mailer.preview(store, settings, W48_DUE, out, period="2026-W48")
+    stored = job.preview(store, settings, W48_DUE, out, period="2026-W48")
     assert (stored.stored, stored.stories) == (True, 2)  # exactly what went out, not a new selection
-    upcoming = mailer.preview(store, settings, W48_DUE, out)  # made already: the week in progress
+    upcoming = job.preview(store, settings, W48_DUE, out)  # made already: the week in progress
     assert upcoming.period == "2026-W49"
 
 
 def test_send_test_sends_the_preview_to_one_address(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
     settings = _smtp(tmp_path, smtp_sink)
-    result = mailer.send_test(store, settings, "Editor@Example.org", W48_DUE)
+    result = job.send_test(store, settings, "Editor@Example.org", W48_DUE)
     assert result.status == "sent"
     assert smtp_sink.received_by() == {"editor@example.org": 1}
     assert smtp_sink.messages[0].parsed()["To"] == "editor@example.org"
     assert store.digest_by_period("2026-W48") is None
     with pytest.raises(AddressError):
-        mailer.send_test(store, settings, "not an address", W48_DUE)
+        job.send_test(store, settings, "not an address", W48_DUE)
 
 
 def test_the_sending_rate_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``[mail] rate = 10``: each message waits for its 1/10 s slot (a clock standing still, so the waits add up)."""
-    from newsletter import deliver
+    from newsletter.digest import transports
 
     waits: list[float] = []
-    monkeypatch.setattr(deliver.time, "monotonic", lambda: 100.0)
-    monkeypatch.setattr(deliver.time, "sleep", waits.append)
+    monkeypatch.setattr(transports.time, "monotonic", lambda: 100.0)
+    monkeypatch.setattr(transports.time, "sleep", waits.append)
     transport = SmtpTransport(make_settings(tmp_path, mail={"transport": "smtp", "rate": 10}))
     for _ in range(4):
         transport._pace()

@@ -12,8 +12,8 @@ import pytest
 from ingest.core.config import DigestConfig
 from ingest.core.errors import UsageError
 from ingest.store import Store
-from newsletter import mailer
-from newsletter.digest import Selection, due_period, next_due, period_containing, period_for, subject
+from newsletter.digest import job
+from newsletter.digest.select import Selection, due_period, next_due, period_containing, period_for, subject
 from tests.conftest import NOW
 from tests.maildata import W48_DUE, W48_START, confirmed, feed_stories, make_settings, page_story
 
@@ -91,12 +91,12 @@ def test_stories_first_seen_in_the_period_each_once(store: Store, tmp_path: Path
     )
     page_story(store, "Seen after the week ended", first_seen=W48_START + timedelta(days=7, hours=1))
 
-    w48 = mailer.select_for(store, settings, period_for("2026-W48", settings.digest))
+    w48 = job.select_for(store, settings, period_for("2026-W48", settings.digest))
     assert _titles(w48) == [["A new trial"], ["Recap: HER2 and brain metastases"]]
     assert [s.title for s in w48.sections] == ["New articles", "Recaps"]
 
     confirmed(store, "reader@example.org")
-    digest, created = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    digest, created = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
     assert created
     assert digest.status == "pending"
     assert digest.story_count == 2
@@ -104,7 +104,7 @@ def test_stories_first_seen_in_the_period_each_once(store: Store, tmp_path: Path
 
     # The 2022 recap is carried once: seen again next week, it is still not news.
     page_story(store, "Recap: HER2 and brain metastases", first_seen=W48_DUE, tags=["recap"])
-    w49 = mailer.select_for(store, settings, period_for("2026-W49", settings.digest))
+    w49 = job.select_for(store, settings, period_for("2026-W49", settings.digest))
     assert _titles(w49) == [["Seen after the week ended"]]
     assert recap not in w49.story_ids
 
@@ -114,9 +114,9 @@ def test_the_same_period_is_made_once(store: Store, tmp_path: Path) -> None:
     page_story(store, "Only story", first_seen=W48_START + timedelta(days=1))
     confirmed(store, "a@example.org", "b@example.org")
     period = period_for("2026-W48", settings.digest)
-    first, made = mailer.ensure_digest(store, settings, period, W48_DUE)
+    first, made = job.ensure_digest(store, settings, period, W48_DUE)
     page_story(store, "Late arrival", first_seen=W48_START + timedelta(days=2), page="/srv/seeds/late.txt")
-    again, made_again = mailer.ensure_digest(store, settings, period, W48_DUE + timedelta(minutes=5))
+    again, made_again = job.ensure_digest(store, settings, period, W48_DUE + timedelta(minutes=5))
     assert (made, made_again) == (True, False)
     assert again == first
     assert len(store.deliveries(first.id)) == 2
@@ -127,23 +127,23 @@ def test_a_skipped_week_rolls_over(store: Store, tmp_path: Path) -> None:
     page_story(store, "From week 48", first_seen=W48_START + timedelta(days=1))
     page_story(store, "From week 49", first_seen=W48_START + timedelta(days=8), page="/srv/seeds/b.txt")
     late = W48_DUE + timedelta(hours=settings.digest.catch_up_hours, minutes=1)
-    skipped, _ = mailer.ensure_digest(store, settings, period_for("2026-W48", settings.digest), late)
+    skipped, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), late)
     assert skipped.status == "skipped"
     assert skipped.note is not None
     assert "late" in skipped.note
     assert store.deliveries(skipped.id) == []
-    w49 = mailer.select_for(store, settings, period_for("2026-W49", settings.digest))
+    w49 = job.select_for(store, settings, period_for("2026-W49", settings.digest))
     assert _titles(w49) == [["From week 49", "From week 48"]]
 
 
 def test_an_empty_period_sends_nothing_unless_configured(store: Store, tmp_path: Path) -> None:
     confirmed(store, "reader@example.org")
     quiet = make_settings(tmp_path)
-    digest, _ = mailer.ensure_digest(store, quiet, period_for("2026-W48", quiet.digest), W48_DUE)
+    digest, _ = job.ensure_digest(store, quiet, period_for("2026-W48", quiet.digest), W48_DUE)
     assert (digest.status, store.deliveries(digest.id)) == ("empty", [])
 
     chatty = make_settings(tmp_path, digest={"send_empty": True})
-    digest, _ = mailer.ensure_digest(store, chatty, period_for("2026-W49", chatty.digest), W48_DUE + timedelta(days=7))
+    digest, _ = job.ensure_digest(store, chatty, period_for("2026-W49", chatty.digest), W48_DUE + timedelta(days=7))
     assert digest.status == "pending"
     assert digest.subject == "Oncology digest: 0 new stories, Nov 30 to Dec 6"
     assert len(store.deliveries(digest.id)) == 1
@@ -173,7 +173,7 @@ def test_a_new_feeds_backlog_is_marked_seen(store: Store, tmp_path: Path) -> Non
     )
     # Seed pages are curated: an old teaser on a new page is never backlog.
     page_story(store, "Old teaser on a new page", first_seen=first_fetch, published=datetime(2023, 5, 1, tzinfo=UTC))
-    w48 = mailer.select_for(store, settings, period_for("2026-W48", settings.digest))
+    w48 = job.select_for(store, settings, period_for("2026-W48", settings.digest))
     assert _titles(w48) == [["Old teaser on a new page"], ["Undated entry", "Fresh entry", "Old entry, newly posted"]]
 
 
@@ -189,7 +189,7 @@ def test_sections_by_kind_and_tag_newest_first(store: Store, tmp_path: Path) -> 
         store, "https://f.example.org/l.xml", [("Lung news", day)], fetched=day, tags=["lung"], name="Lung Feed"
     )
     feed_stories(store, "https://f.example.org/x.xml", [("Untagged news", day)], fetched=day)
-    w48 = mailer.select_for(store, settings, period_for("2026-W48", settings.digest))
+    w48 = job.select_for(store, settings, period_for("2026-W48", settings.digest))
     assert [(s.key, s.title) for s in w48.sections] == [
         ("articles", "New articles"),
         ("recaps", "Recaps"),

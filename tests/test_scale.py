@@ -18,7 +18,7 @@ import pytest
 from ingest.core.config import Settings, load_settings
 from ingest.feeds import BATCH_PER_WORKER
 from ingest.store import Store
-from newsletter import subscribers
+from newsletter.subscribers import manage as subscribers
 from tests.conftest import ROOT
 from tests.servers import FEED_BODY, HostileServer
 from tests.smtpd import Received, SmtpSink

@@ -20,8 +20,9 @@ import pytest
 
 from ingest.core.config import Settings, load_settings
 from ingest.store import Store
-from newsletter import subscribers
-from newsletter.service import Service, SingleInstanceError, instance_lock
+from newsletter.service.lock import SingleInstanceError, instance_lock
+from newsletter.service.service import Service
+from newsletter.subscribers import manage as subscribers
 from tests.conftest import NOW, ROOT
 from tests.servers import FEED_BODY, HostileServer
 from tests.smtpd import SmtpSink

@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from ingest.core.config import load_settings
 from ingest.core.models import FeedState, ParsedItem, SaveResult
 from ingest.dedupe import MAX_CANDIDATES_PER_KEY
-from ingest.pipeline import ingest_seeds
+from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import Store, clustering, schema
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise

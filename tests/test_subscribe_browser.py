@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import mailer
+from newsletter.digest import job
 from tests.maildata import W48_DUE
 from tests.mailsite import Site, confirm_url, live_site
 
@@ -140,7 +140,7 @@ def test_a_forged_unsubscribe_link(browser: WebDriver, site: Site) -> None:
 def test_the_digest_email_in_light_and_dark(
     browser: WebDriver, site: Site, tmp_path: Path, scheme: str, card: str, text: str
 ) -> None:
-    shown = mailer.preview(site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, period="2026-W48")
+    shown = job.preview(site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, period="2026-W48")
     browser.execute_cdp_cmd(
         "Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme", "value": scheme}]}
     )

@@ -14,8 +14,9 @@ from pydantic import SecretStr
 
 from ingest.core.errors import AddressError
 from ingest.store import Store
-from newsletter import subscribers
-from newsletter.tokens import Tokens, signing_key, subscriber_id
+from newsletter.subscribers import manage as subscribers
+from newsletter.subscribers.addresses import normalize
+from newsletter.subscribers.tokens import Tokens, signing_key, subscriber_id
 from tests.conftest import NOW
 from tests.maildata import make_settings
 
@@ -37,7 +38,7 @@ def store(db_url: str) -> Iterator[Store]:
     ],
 )
 def test_addresses_are_stored_in_one_form(raw: str, stored: str) -> None:
-    assert subscribers.normalize(raw) == stored
+    assert normalize(raw) == stored
 
 
 @pytest.mark.parametrize(
@@ -54,7 +55,7 @@ def test_addresses_are_stored_in_one_form(raw: str, stored: str) -> None:
 )
 def test_a_bad_address_is_named_with_the_reason(raw: str, reason: str) -> None:
     with pytest.raises(AddressError) as caught:
-        subscribers.normalize(raw)
+        normalize(raw)
     message = str(caught.value)
     assert reason in message
     if raw.strip() and "\n" not in raw:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.tokens import Tokens
+from newsletter.subscribers.tokens import Tokens
 from tests.mailsite import Site, confirm_url, live_site
 
 

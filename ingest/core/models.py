@@ -322,3 +322,16 @@ class Candidate:
 
     story: Story
     origins: tuple[Origin, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    """What one ingest pass did to one source, for the per-source line the CLI prints and the service's log line."""
+
+    location: str
+    new: int = 0
+    seen: int = 0
+    new_stories: int = 0
+    unchanged: bool = False
+    error: str | None = None
+    warning: str | None = None

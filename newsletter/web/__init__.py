@@ -1,4 +1,4 @@
-"""The web endpoints, on Starlette served by uvicorn (the only home of both): feeds, pages, and the app that joins them.
+"""The web site on Starlette (its only home): feeds, pages, subscribe, the digest archive. Answers requests; no SQL.
 
 :func:`create_app` builds the application; :func:`serve` runs it on ``[web] host`` and ``port``.
 """

@@ -1,4 +1,4 @@
-"""The Starlette application: the feed routes, the pages, any extra routes and the 404 page; and :func:`serve`.
+"""The Starlette application: the web modules' routes joined, the 404 page, and :func:`serve`. No routes of its own.
 
 Holds no state of its own beyond the settings and the store it is given (also on ``app.state`` for extra routes).
 """
@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from ingest.core.config import Settings
 from ingest.store import Store
+from newsletter.web.digests import routes as digest_routes
 from newsletter.web.feeds import FeedFiles, feed_routes
 from newsletter.web.pages import not_found_page, page_routes
 from newsletter.web.subscribe import routes as subscribe_routes
@@ -41,7 +42,9 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
 
 def site(settings: Settings, store: Store) -> Starlette:
     """The whole site: feeds, pages, and the subscribe, confirm, unsubscribe and digest archive pages."""
-    return create_app(settings, store, extra_routes=subscribe_routes(settings, store))
+    return create_app(
+        settings, store, extra_routes=[*subscribe_routes(settings, store), *digest_routes(settings, store)]
+    )
 
 
 def server_config(settings: Settings, store: Store) -> uvicorn.Config:

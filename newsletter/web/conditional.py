@@ -1,4 +1,4 @@
-"""HTTP validators and content coding for what the web serves: strong ETags, Last-Modified, 304s, gzip.
+"""HTTP validators and content coding for what the web serves: strong ETags, Last-Modified, 304s, gzip. No routes.
 
 Conditional requests follow RFC 9110 section 13: If-None-Match (weak comparison) wins over If-Modified-Since. The
 gzip body is another representation, so it has its own strong ETag (``"<hash>-gz"``) and every answer carries

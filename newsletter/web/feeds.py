@@ -1,4 +1,4 @@
-"""The feed routes: the published documents served with strong ETags, Last-Modified, 304s, gzip and HEAD.
+"""The feed routes: published documents served with strong ETags, Last-Modified, 304s, gzip, HEAD. Renders no feed.
 
 Documents come from ``[publish] dir`` and are kept in memory, with their gzip twin and validators, until the file
 changes (one ``stat`` per request; publishing replaces files, so a new inode or mtime means new bytes). A document
@@ -21,16 +21,15 @@ from starlette.routing import Route
 
 from ingest.core.config import Settings
 from ingest.store import Store
-from newsletter import atom
-from newsletter.publish import archive_name, document
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, archive_name, document
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page
 
 __all__ = ["FeedFiles", "feed_routes"]
 
-ATOM = f"{atom.ATOM_TYPE}; charset=utf-8"
-RSS = f"{atom.RSS_TYPE}; charset=utf-8"
-JSON = f"{atom.JSON_TYPE}; charset=utf-8"
+ATOM = f"{ATOM_TYPE}; charset=utf-8"
+RSS = f"{RSS_TYPE}; charset=utf-8"
+JSON = f"{JSON_TYPE}; charset=utf-8"
 #: The current feeds change at each publish; archive pages almost never (see newsletter.publish).
 CURRENT_MAX_AGE = 300
 ARCHIVE_MAX_AGE = 86_400

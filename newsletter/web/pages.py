@@ -1,4 +1,4 @@
-"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, and the 404 page.
+"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, the 404 page. No SQL here.
 
 Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
 every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
@@ -23,12 +23,11 @@ from ingest.core.models import Story
 from ingest.core.text import truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
-from newsletter import atom
-from newsletter.publish import published_tags, tag_name
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
-__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_root"]
+__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_path", "site_root"]
 
 HOME_STORIES = 50
 SEARCH_RESULTS = 50
@@ -56,13 +55,13 @@ class StoryItem:
     sightings: int
 
     @classmethod
-    def of(cls, story: Story, root: str, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
+    def of(cls, story: Story, settings: Settings, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
         link = story.link if story.link and story.link.lower().startswith(("http://", "https://")) else None
         summary = story.summary if summary_chars is None else truncate_words(story.summary, summary_chars)
         return cls(
             id=story.id,
-            title=story.title.strip() or atom.UNTITLED,
-            url=f"{root}stories/{story.id}",
+            title=story.title.strip() or UNTITLED,
+            url=site_path(settings, links.story_url(settings.publish, story.id)),
             link=link,
             date=story.published or story.first_seen,
             dated=story.published is not None,
@@ -84,6 +83,13 @@ def site_root(settings: Settings) -> str:
     return links.site_root(settings.publish)
 
 
+def site_path(settings: Settings, url: str) -> str:
+    """A public URL from :mod:`ingest.core.links` as our pages link to it: a path on this host (``/digests/``)."""
+    base = links.base_url(settings.publish)
+    assert url.startswith(base), url
+    return site_root(settings) + url.removeprefix(base)
+
+
 def _settings(request: Request) -> Settings:
     return cast(Settings, request.app.state.settings)
 
@@ -101,14 +107,18 @@ def not_found_page(request: Request, exc: Exception | None = None) -> Response:
     return page(request, "web/404.html", status_code=404)
 
 
-def _feeds(settings: Settings, root: str, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
+def _feeds(settings: Settings, tags: Sequence[str]) -> tuple[list[FeedLink], list[FeedLink]]:
     title = settings.publish.title
+
+    def path(name: str) -> str:
+        return site_path(settings, links.feed_url(settings.publish, name))
+
     main = [
-        FeedLink(f"{title} (Atom)", atom.ATOM_TYPE, f"{root}feed.atom"),
-        FeedLink(f"{title} (RSS)", atom.RSS_TYPE, f"{root}feed.rss"),
-        FeedLink(f"{title} (JSON Feed)", atom.JSON_TYPE, f"{root}feed.json"),
+        FeedLink(f"{title} (Atom)", ATOM_TYPE, path("feed.atom")),
+        FeedLink(f"{title} (RSS)", RSS_TYPE, path("feed.rss")),
+        FeedLink(f"{title} (JSON Feed)", JSON_TYPE, path("feed.json")),
     ]
-    by_tag = [FeedLink(tag, atom.ATOM_TYPE, root + tag_name(tag)) for tag in tags]
+    by_tag = [FeedLink(tag, ATOM_TYPE, path(tag_name(tag))) for tag in tags]
     return main, by_tag
 
 
@@ -120,12 +130,12 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
         stories = store.search(query, SEARCH_RESULTS) if query else store.stories(HOME_STORIES)
         known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
-        feeds, tag_feeds = _feeds(settings, root, store.tags() if known is None else known)
+        feeds, tag_feeds = _feeds(settings, store.tags() if known is None else known)
         return page(
             request,
             "web/home.html",
             query=query,
-            stories=[StoryItem.of(s, root) for s in stories],
+            stories=[StoryItem.of(s, settings) for s in stories],
             total=store.count_live(),
             feeds=feeds,
             tag_feeds=tag_feeds,
@@ -138,7 +148,7 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         if live is None:
             return not_found_page(request)
         if live != story_id:  # merged into another story: its address moves for good
-            return RedirectResponse(f"{root}stories/{live}", status_code=301)
+            return RedirectResponse(site_path(settings, links.story_url(settings.publish, live)), status_code=301)
         story = store.story(live)
         if story is None:
             return not_found_page(request)
@@ -147,11 +157,11 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
             for s in store.story_sources(live)
         ]
-        feeds, _ = _feeds(settings, root, ())
+        feeds, _ = _feeds(settings, ())
         return page(
             request,
             "web/story.html",
-            story=StoryItem.of(story, root, summary_chars=None),
+            story=StoryItem.of(story, settings, summary_chars=None),
             body_html=body,
             sources=sources,
             feeds=feeds,

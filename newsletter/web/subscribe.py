@@ -1,4 +1,4 @@
-"""The subscriber pages and the digest archive: subscribe (double opt-in), confirm, unsubscribe, past digests.
+"""The subscriber pages: subscribe (double opt-in), confirm, unsubscribe. Pages only: no SQL, no mail of its own.
 
 ``routes(settings, store)`` returns them for :func:`newsletter.web.create_app` (``extra_routes``). Only a POST
 changes a subscription: ``GET /unsubscribe/{token}`` shows a button (mail scanners and link previews follow GETs),
@@ -12,7 +12,6 @@ The web reads the clock (it answers people now); ``clock`` is passed in so tests
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
@@ -25,18 +24,13 @@ from starlette.routing import BaseRoute, Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError
-from ingest.core.models import Digest, Story
-from ingest.store import CARRYING, Store
-from newsletter import atom, subscribers
-from newsletter.digest import period_for, sections
-from newsletter.web.conditional import Document, respond
-from newsletter.web.pages import not_found_page, page, site_root
+from ingest.store import Store
+from newsletter.subscribers import manage
+from newsletter.web.pages import page, site_path, site_root
 
 __all__ = ["routes"]
 
 MAX_FORM_BYTES = 4096
-ARCHIVE_MAX_AGE = 300
-_PERIOD = re.compile(r"\d{4}-W\d{2}")
 #: Token pages: never cached, never indexed; and (pages.page) no Referer leaves with the token in it.
 _PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 
@@ -67,7 +61,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
         raw = (fields.get("email") or [""])[0]
         try:
-            await run_in_threadpool(subscribers.request, store, settings, raw, clock())
+            await run_in_threadpool(manage.request, store, settings, raw, clock())
         except AddressError as exc:
             return page(
                 request,
@@ -84,65 +78,26 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
 
     def confirm(request: Request) -> Response:
         token = request.path_params["token"]
-        found = subscribers.confirm(store, settings, token, clock())
+        found = manage.confirm(store, settings, token, clock())
         if found is None:
             return private(page(request, "web/confirm.html", status_code=400, state="invalid"))
         return private(page(request, "web/confirm.html", state="confirmed"))
 
     def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
-        found = subscribers.unsubscribe_target(store, settings, token)
+        found = manage.unsubscribe_target(store, settings, token)
         if found is None:
             return invalid(request)
         state = "done" if found.status == "unsubscribed" else "ask"
-        return private(page(request, "web/unsubscribe.html", state=state, action=f"{root}unsubscribe/{token}"))
+        action = site_path(settings, links.unsubscribe_url(settings.publish, token))
+        return private(page(request, "web/unsubscribe.html", state=state, action=action))
 
     def unsubscribe_post(request: Request) -> Response:
         # RFC 8058 section 3.2: the one-click POST carries "List-Unsubscribe=One-Click"; any POST here means the same.
         token = request.path_params["token"]
-        if subscribers.unsubscribe(store, settings, token, clock()) is None:
+        if manage.unsubscribe(store, settings, token, clock()) is None:
             return invalid(request)
         return private(page(request, "web/unsubscribe.html", state="done", action=""))
-
-    def archive(request: Request) -> Response:
-        items = store.digests(statuses=CARRYING)
-        return page(
-            request,
-            "web/digests.html",
-            digests=[_listed(d, root) for d in items],
-            feed_url=f"{root}digests.atom",
-            subscribe_url=f"{root}subscribe",
-        )
-
-    def one_digest(request: Request) -> Response:
-        key = request.path_params["period"]
-        found = store.digest_by_period(key) if _PERIOD.fullmatch(key) else None
-        if found is None or found.status not in CARRYING:
-            return not_found_page(request)
-        period = period_for(found.period, settings.digest)
-        return page(
-            request,
-            "web/digest.html",
-            subject=found.subject,
-            period=found.period,
-            period_label=period.label,
-            count=found.story_count,
-            sections=sections(store.digest_stories(found.id), settings),
-            archive_url=f"{root}digests/",
-            subscribe_url=f"{root}subscribe",
-        )
-
-    def digests_atom(request: Request) -> Response:
-        items = store.digests(statuses=CARRYING, limit=settings.publish.max_entries)
-        stories = [_as_entry(d, settings) for d in items]
-        page_ = atom.FeedPage(
-            path="digests.atom",
-            feed_id=f"{settings.publish.id}:digests",
-            title=f"{settings.publish.title}: weekly digests",
-        )
-        body = atom.atom_feed(stories, settings.publish, page_, updated=atom.EPOCH)
-        modified = max((s.updated for s in stories), default=atom.EPOCH).timestamp()
-        return respond(request, Document.of(body, modified), f"{atom.ATOM_TYPE}; charset=utf-8", ARCHIVE_MAX_AGE)
 
     return [
         Route("/subscribe", subscribe_form, methods=["GET"]),
@@ -150,28 +105,4 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         Route("/confirm/{token}", confirm, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
-        Route("/digests/", archive, methods=["GET"]),
-        Route("/digests/{period}", one_digest, methods=["GET"]),
-        Route("/digests.atom", digests_atom, methods=["GET"]),
     ]
-
-
-def _listed(d: Digest, root: str) -> dict[str, object]:
-    return {"period": d.period, "subject": d.subject, "url": f"{root}digests/{d.period}", "count": d.story_count}
-
-
-def _as_entry(d: Digest, settings: Settings) -> Story:
-    """A digest as an entry of the digests' feed: its subject, a link to its archive page, its period as id."""
-    link = links.digest_url(settings.publish, d.period)
-    return Story(
-        id=d.id,
-        uid=f"{settings.publish.id}:digest:{d.period}",
-        title=d.subject,
-        summary=f"{d.story_count} stories: the digest of {d.period}.",
-        content="",
-        link=link,
-        published=d.due_at,
-        first_seen=d.created_at,
-        updated=d.sent_at or d.created_at,
-        tags=(),
-    )

@@ -35,10 +35,10 @@ from ingest.store import (  # noqa: E402
     Store,
     schema,
 )
-from newsletter import compose, mailer  # noqa: E402
-from newsletter.deliver import unsubscribe_links  # noqa: E402
-from newsletter.digest import period_for  # noqa: E402
-from newsletter.tokens import Tokens  # noqa: E402
+from newsletter.digest import compose, job  # noqa: E402
+from newsletter.digest.select import period_for  # noqa: E402
+from newsletter.digest.send import unsubscribe_links  # noqa: E402
+from newsletter.subscribers.tokens import Tokens  # noqa: E402
 from tests.maildata import page_story  # noqa: E402
 from tests.smtpd import SmtpSink  # noqa: E402
 
@@ -165,7 +165,7 @@ def main() -> None:
 
         # ---- build ----------------------------------------------------------------------------------------------
         t0 = time.perf_counter()
-        selection = mailer.select_for(store, settings, period_for("2026-W48", settings.digest))
+        selection = job.select_for(store, settings, period_for("2026-W48", settings.digest))
         rendered = compose.render_digest(selection, settings)
         t1 = time.perf_counter()
         template = compose.message_template(rendered, settings, DUE)
@@ -202,7 +202,7 @@ def main() -> None:
         # ---- delivery -------------------------------------------------------------------------------------------
         before = sink.count()
         t0 = time.perf_counter()
-        report = mailer.send_due_digest(store, settings, DUE)
+        report = job.send_due_digest(store, settings, DUE)
         deliver_s = time.perf_counter() - t0
         got = sink.count() - before
         after_rate = raw_rate(n // 2)

@@ -222,7 +222,7 @@ def _cpu_seconds() -> float:
 def child(kind: str, config: Path, profile_out: Path | None) -> None:
     from ingest.core.config import load_settings
     from ingest.store import Store
-    from newsletter.service import Service
+    from newsletter.service.service import Service
 
     settings = load_settings(config, environ={"NEWSLETTER_SECRET_KEY": SECRET_KEY})
     store = Store.open(settings.storage.url)

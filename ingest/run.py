@@ -1,35 +1,45 @@
-"""One ingest pass: read every seed folder (and, later, every due feed) into the store, one source at a time.
+"""One ingest pass, for the CLI and the service alike: every seed page, then every due feed, into the store.
 
-A source that fails is recorded as failed and the pass goes on. The clock is passed in.
+A source that fails is recorded as failed and the pass goes on. The clock is passed in. The feeds' module (httpx,
+feedparser) is imported only when a pass reaches the feeds, so commands that never fetch stay light.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from ingest.core.config import SeedsConfig, Settings
 from ingest.core.errors import PageError
+from ingest.core.models import SourceReport
 from ingest.seeds import content_hash, parse_page
 from ingest.store import Store
 
 SEED_SUFFIXES = (".txt",)
 
 
-@dataclass(frozen=True, slots=True)
-class SourceReport:
-    """What one pass did to one source, for the per-source line the CLI prints."""
+def ingest_pass(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    force: bool = False,
+    on_progress: Callable[[SourceReport, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> list[SourceReport]:
+    """Read every seed folder, then fetch the due feeds (every live feed with ``force``) unless ``stop()`` says so.
 
-    location: str
-    new: int = 0
-    seen: int = 0
-    new_stories: int = 0
-    unchanged: bool = False
-    error: str | None = None
-    warning: str | None = None
+    ``stop`` is asked once, between the seeds and the feeds: a feed pass that has begun runs to its end.
+    ``on_progress(report, total)`` follows the feeds one by one (the CLI's progress bar).
+    """
+    reports = ingest_seeds(store, settings.seeds, now)
+    if stop is not None and stop():
+        return reports
+    from ingest.feeds import ingest_feeds  # imports httpx and feedparser: only when fetching
+
+    return reports + ingest_feeds(store, settings, now, force=force, on_progress=on_progress)
 
 
 def sync_config_feeds(store: Store, settings: Settings, now: datetime) -> None:

@@ -1,8 +1,6 @@
-"""Subscribers: address checks, add, list, remove, CSV import, and the double opt-in. Home of email-validator.
+"""Subscribers: add, list, remove, CSV import, and the double opt-in (request, confirm, unsubscribe). No SQL here.
 
-Addresses are stored in one canonical form, the envelope recipient we send to: lower case, the domain in ASCII (an
-internationalized domain becomes its ``xn--`` form, so ``bücher.example`` and ``xn--bcher-kva.example`` are one
-subscriber). A local part outside ASCII (SMTPUTF8) is refused with a clear message: most relays cannot carry it.
+Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
 
 Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
 for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
@@ -20,17 +18,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from email_validator import EmailNotValidError, validate_email
-
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
 from ingest.core.models import Subscriber, SubscriberStatus
 from ingest.store import Store
-from newsletter import compose
-from newsletter.deliver import SendResult, TransportError, send_one
-from newsletter.tokens import Tokens, signing_key
-from newsletter.tokens import subscriber_id as token_subscriber_id
+from newsletter.digest import compose
+from newsletter.digest.transports import SendResult, TransportError, send_one
+from newsletter.subscribers.addresses import normalize
+from newsletter.subscribers.tokens import Tokens, signing_key
+from newsletter.subscribers.tokens import subscriber_id as token_subscriber_id
 
 __all__ = [
     "REQUEST_INTERVAL",
@@ -42,37 +39,18 @@ __all__ = [
     "confirm",
     "import_csv",
     "list_subscribers",
-    "normalize",
     "remove",
     "request",
     "unsubscribe",
     "unsubscribe_target",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("newsletter.subscribers")  # the name log lines have always carried
 
 #: At most one confirmation mail per address in this time, however often the form is sent.
 REQUEST_INTERVAL = timedelta(minutes=15)
-MAX_ADDRESS = 254  # RFC 5321 4.5.3.1.3: the longest forward-path
 
 AddOutcome = Literal["added", "confirmed", "exists", "resubscribed", "refused"]
-
-
-def normalize(raw: str) -> str:
-    """The canonical form of ``raw``, or :class:`AddressError` naming it and the reason."""
-    text = raw.strip()
-    if not text:
-        raise AddressError("an empty email address")
-    if len(text) > MAX_ADDRESS:
-        raise AddressError(f"{text[:40]!r}...: not a valid email address: longer than {MAX_ADDRESS} characters")
-    try:
-        checked = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as exc:
-        raise AddressError(f"{text!r}: not a valid email address: {exc}") from None
-    address = checked.ascii_email
-    if address is None:  # only without SMTPUTF8, which we refuse above
-        raise AddressError(f"{text!r}: not a valid email address")
-    return address.lower()
 
 
 @dataclass(frozen=True, slots=True)

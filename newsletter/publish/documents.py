@@ -1,4 +1,4 @@
-"""Feed documents as bytes: Atom 1.0 (RFC 4287, with RFC 5005 archive links), RSS 2.0 and JSON Feed 1.1.
+"""Feed documents as bytes: Atom 1.0 (RFC 4287, RFC 5005 archives), RSS 2.0, JSON Feed 1.1. No I/O, no clock.
 
 The only home of feedgen. Pure: no clock and no I/O, so the same stories and config give the same bytes (the feed's
 ``updated`` is its newest entry's, the generator is ours). Every text passes :func:`ingest.core.text.xml_safe` and
@@ -22,7 +22,7 @@ from feedgen.entry import FeedEntry
 from feedgen.feed import FeedGenerator
 
 from ingest.core.config import PublishConfig
-from ingest.core.links import base_url, entry_link
+from ingest.core.links import base_url, entry_link, feed_url
 from ingest.core.models import Story
 from ingest.core.text import xml_safe
 from ingest.sanitize import sanitize_html
@@ -39,7 +39,7 @@ __all__ = [
     "rss_feed",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("newsletter.atom")  # the name log lines have always carried
 
 ATOM_TYPE = "application/atom+xml"
 RSS_TYPE = "application/rss+xml"
@@ -229,12 +229,12 @@ def atom_feed(
     def finish(entries: list[tuple[Story, FeedEntry]]) -> bytes:
         fg = FeedGenerator()
         _feed_head(fg, config, page, feed_updated([s for s, _ in entries]) or updated or EPOCH)
-        fg.link(href=home + page.path, rel="self", type=ATOM_TYPE)
+        fg.link(href=feed_url(config, page.path), rel="self", type=ATOM_TYPE)
         fg.link(href=home, rel="alternate", type=HTML_TYPE)
         history = (("current", page.current), ("prev-archive", page.prev_archive), ("next-archive", page.next_archive))
         for rel, path in history:
             if path:
-                fg.link(href=home + path, rel=rel, type=ATOM_TYPE)
+                fg.link(href=feed_url(config, path), rel=rel, type=ATOM_TYPE)
         if page.archive:
             fg.register_extension("history", _History, None, atom=True, rss=False)
         for _, fe in entries:
@@ -276,7 +276,7 @@ def rss_feed(
     def finish(entries: list[tuple[Story, FeedEntry]]) -> bytes:
         fg = FeedGenerator()
         _feed_head(fg, config, page, feed_updated([s for s, _ in entries]) or updated or EPOCH)
-        fg.link(href=home + page.path, rel="self", type=RSS_TYPE)
+        fg.link(href=feed_url(config, page.path), rel="self", type=RSS_TYPE)
         fg.link(href=home, rel="alternate")  # last: feedgen takes RSS's <link> from the last link given
         for _, fe in entries:
             fg.add_entry(fe, order="append")
@@ -330,7 +330,7 @@ def json_feed(
             "version": JSON_FEED_VERSION,
             "title": _text(page.title or config.title) or home,
             "home_page_url": home,
-            "feed_url": home + page.path,
+            "feed_url": feed_url(config, page.path),
             "description": _text(config.subtitle),
             "authors": [{"name": _text(config.author) or home}],
             "items": [item for _, item in items],

@@ -35,9 +35,11 @@ __all__ = [
     "is_backlog",
     "next_due",
     "period_containing",
+    "period_due_at",
     "period_for",
     "sections",
     "select",
+    "send_time",
     "subject",
 ]
 
@@ -132,10 +134,23 @@ def next_due(now: datetime, config: DigestConfig) -> datetime:
     return _shift(due_period(now, config), 1, config).due_at
 
 
+def period_due_at(due: datetime, config: DigestConfig) -> Period:
+    """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
+    before = period_containing(due, config).start - timedelta(seconds=1)
+    return period_containing(before, config)
+
+
+def send_time(config: DigestConfig) -> tuple[int, time]:
+    """``[digest] send_at`` as (weekday, 0 for Monday; local time of day)."""
+    day, clock = config.send_at.lower().split()
+    hours, minutes = clock.split(":")
+    return WEEKDAYS.index(day), time(int(hours), int(minutes))
+
+
 def _period(monday: date, config: DigestConfig) -> Period:
     tz = ZoneInfo(config.timezone)
     year, week, _ = monday.isocalendar()
-    weekday, at = _send_at(config.send_at)
+    weekday, at = send_time(config)
     next_monday = monday + timedelta(days=7)
     return Period(
         key=f"{year}-W{week:02d}",
@@ -149,12 +164,6 @@ def _period(monday: date, config: DigestConfig) -> Period:
 
 def _shift(period: Period, weeks: int, config: DigestConfig) -> Period:
     return _period(period.first_day + timedelta(weeks=weeks), config)
-
-
-def _send_at(value: str) -> tuple[int, time]:
-    day, clock = value.lower().split()
-    hours, minutes = clock.split(":")
-    return WEEKDAYS.index(day), time(int(hours), int(minutes))
 
 
 def _range(period: Period) -> tuple[str, str]:

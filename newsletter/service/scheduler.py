@@ -10,23 +10,44 @@ second late. The weekly job's grace is ``catch_up_hours``; the tick's is one int
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import threading
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from newsletter.digest import WEEKDAYS
-from newsletter.service import describe_digest
+from ingest.core.config import Settings
+from newsletter.digest.select import send_time
 
-if TYPE_CHECKING:
-    from newsletter.service import Service
+__all__ = ["Jobs", "Scheduler"]
 
 log = logging.getLogger("newsletter.scheduler")
 
 
+class Jobs(Protocol):
+    """What the scheduler runs, and asks before it does: :class:`newsletter.service.service.Service` is one.
+
+    A protocol, so this module never imports the service's (which starts the scheduler): no import cycle.
+    """
+
+    settings: Settings
+    clock: Callable[[], datetime]
+    stopping: threading.Event
+
+    def run_pass(self, now: datetime) -> object:
+        """Everything that is due, once; logs its own line and its errors."""
+        ...
+
+    def weekly_digest(self, now: datetime) -> object:
+        """The due digest; logs its own line, raises when the step failed."""
+        ...
+
+
 class Scheduler:
-    def __init__(self, service: Service, *, tick_seconds: float = 60.0) -> None:
+    def __init__(self, service: Jobs, *, tick_seconds: float = 60.0) -> None:
         self.service = service
         cfg = service.settings.digest
         self._scheduler = BackgroundScheduler(timezone="UTC")
@@ -40,11 +61,10 @@ class Scheduler:
             coalesce=True,
             misfire_grace_time=max(1, int(tick_seconds)),
         )
-        day, clock = cfg.send_at.split()
-        hour, minute = (int(x) for x in clock.split(":"))
+        weekday, at = send_time(cfg)
         self._scheduler.add_job(
             self._digest,
-            CronTrigger(day_of_week=WEEKDAYS.index(day), hour=hour, minute=minute, timezone=cfg.timezone),
+            CronTrigger(day_of_week=weekday, hour=at.hour, minute=at.minute, timezone=cfg.timezone),
             id="digest",
             name="weekly digest",
             max_instances=1,
@@ -71,6 +91,6 @@ class Scheduler:
         if self.service.stopping.is_set():
             return
         try:
-            self.service.timed("digest", self.service.send_digest, self.service.clock(), describe_digest)
+            self.service.weekly_digest(self.service.clock())
         except Exception:
             log.exception("weekly digest failed; the next tick tries again")

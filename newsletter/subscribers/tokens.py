@@ -1,4 +1,4 @@
-"""Signed links for subscribers: confirm tokens (they expire) and unsubscribe tokens, and the key that signs them.
+"""Signed links for subscribers: confirm tokens (they expire), unsubscribe tokens, the key. Changes no subscriber.
 
 The only home of itsdangerous. A token carries a subscriber id in clear and a signature over the id AND the address
 (and, for confirm tokens, the time it was made), so it names exactly one subscriber, cannot be made for another id,
@@ -30,7 +30,7 @@ from ingest.store import Store
 
 __all__ = ["CONFIRM_MAX_AGE", "Tokens", "signing_key", "subscriber_id"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("newsletter.tokens")  # the name log lines have always carried
 
 CONFIRM_MAX_AGE = timedelta(days=7)
 #: A confirm token made this far in the future (clock skew between processes) is still accepted.

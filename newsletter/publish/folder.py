@@ -1,4 +1,4 @@
-"""Publishing: the feed documents of the store written to ``[publish] dir``, atomically, and only when they change.
+"""The published folder: ``[publish] dir`` brought up to date incrementally, with atomic writes. Renders no XML itself.
 
 The folder::
 
@@ -45,7 +45,7 @@ from typing import Any
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.models import StoreState, Story, StoryVersion
 from ingest.store import Store
-from newsletter import atom
+from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
 
 __all__ = [
     "STATE_FILE",
@@ -58,7 +58,7 @@ __all__ = [
     "tag_slug",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("newsletter.publish")  # the name log lines have always carried
 
 STATE_FILE = ".publish-state.json"
 #: Bump when the layout of the documents changes: every file is then rebuilt once.
@@ -123,7 +123,7 @@ class _Saved:
 
 def _config_key(cfg: PublishConfig) -> str:
     seen = {k: v for k, v in cfg.model_dump(mode="json").items() if k != "dir"}
-    blob = json.dumps([FORMAT, atom.GENERATOR, seen], sort_keys=True)
+    blob = json.dumps([FORMAT, GENERATOR, seen], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -243,12 +243,12 @@ class _Skips:
         self.uids[story.uid] = None
 
 
-def _main_page(pages: int) -> atom.FeedPage:
-    return atom.FeedPage(path="feed.atom", prev_archive=archive_name(pages) if pages else None)
+def _main_page(pages: int) -> FeedPage:
+    return FeedPage(path="feed.atom", prev_archive=archive_name(pages) if pages else None)
 
 
-def _archive_page(cfg: PublishConfig, page: int, pages: int) -> atom.FeedPage:
-    return atom.FeedPage(
+def _archive_page(cfg: PublishConfig, page: int, pages: int) -> FeedPage:
+    return FeedPage(
         path=archive_name(page),
         feed_id=cfg.id,
         current="feed.atom",
@@ -258,8 +258,8 @@ def _archive_page(cfg: PublishConfig, page: int, pages: int) -> atom.FeedPage:
     )
 
 
-def _tag_page(cfg: PublishConfig, tag: str) -> atom.FeedPage:
-    return atom.FeedPage(path=tag_name(tag), feed_id=f"{cfg.id}/tags/{tag_slug(tag)}", title=f"{cfg.title}: {tag}")
+def _tag_page(cfg: PublishConfig, tag: str) -> FeedPage:
+    return FeedPage(path=tag_name(tag), feed_id=f"{cfg.id}/tags/{tag_slug(tag)}", title=f"{cfg.title}: {tag}")
 
 
 @dataclass
@@ -301,16 +301,16 @@ class _Build:
         stories, authors = self._stories(versions)
         cfg, now, skips = self.cfg, self.now, self.skips
         docs = {
-            "feed.atom": atom.atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
-            "feed.rss": atom.rss_feed(stories, cfg, updated=now, on_skip=skips),
-            "feed.json": atom.json_feed(stories, cfg, authors=authors, on_skip=skips),
+            "feed.atom": atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
+            "feed.rss": rss_feed(stories, cfg, updated=now, on_skip=skips),
+            "feed.json": json_feed(stories, cfg, authors=authors, on_skip=skips),
         }
         self.entries = len([s for s in stories if s.uid not in skips.uids])
         return docs
 
-    def _atom(self, versions: Sequence[StoryVersion], page: atom.FeedPage) -> bytes:
+    def _atom(self, versions: Sequence[StoryVersion], page: FeedPage) -> bytes:
         stories, authors = self._stories(versions)
-        return atom.atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
+        return atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
 
     def tag(self, tag: str, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _tag_page(self.cfg, tag))

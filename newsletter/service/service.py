@@ -1,35 +1,32 @@
-"""The service's work in steps that can run twice without harm: ingest what is due, publish, send the due digest.
+"""The service's steps (ingest, publish, the due digest), safe to run twice, and its run loop. Remembers nothing due.
 
 What is due is computed from the database (each feed's next check, the digest periods already made), never
 remembered here, so a pass run twice, or after downtime, does the right thing. :class:`Service` also runs the
 long-lived form (``newsletter run``): the web app in a thread, the scheduler's jobs, and a clean stop on SIGTERM or
-SIGINT. The single-instance lock on SQLite lives here too. The clock is read only by the scheduler and the CLI.
+SIGINT. The clock is read only by the scheduler and the CLI. When the steps run is the scheduler's business
+(:mod:`newsletter.service.scheduler`); the single-instance lock is :mod:`newsletter.service.lock`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from types import FrameType
-from typing import IO, TypeVar
+from typing import TypeVar
 
 import uvicorn
 
 from ingest.core.config import Settings
-from ingest.core.errors import NewsletterError, StoreError
-from ingest.feeds import ingest_feeds
-from ingest.pipeline import SourceReport, ingest_seeds, summarize
+from ingest.core.errors import NewsletterError
+from ingest.core.models import SourceReport
+from ingest.run import ingest_pass, summarize
 from ingest.store import Store
-from newsletter.mailer import DigestReport, send_due_digest
+from newsletter.digest.job import DigestReport, send_due_digest
 from newsletter.publish import PublishReport, publish
 
 log = logging.getLogger("newsletter.service")
@@ -56,40 +53,6 @@ class PassReport:
         return sum(1 for r in self.sources if r.error)
 
 
-class SingleInstanceError(StoreError):
-    """Another ``newsletter run`` holds the database."""
-
-
-@contextlib.contextmanager
-def instance_lock(settings: Settings) -> Iterator[None]:
-    """On SQLite, one ``newsletter run`` per database: an exclusive lock on ``<database>.lock`` for the process's
-    life (the kernel drops it if the process dies, so a crash never leaves it stuck). Other engines: no lock."""
-    url = settings.storage.url
-    if not url.startswith("sqlite:///") or ":memory:" in url:
-        yield
-        return
-    path = Path(url.removeprefix("sqlite:///") + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = path.open("a+")
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SingleInstanceError(
-                f"{url.removeprefix('sqlite:///')}: another `newsletter run` is already using this database "
-                f"(pid {holder}); stop it first, or point [storage] url at another database"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
-    finally:
-        handle.close()
-
-
 class Service:
     """The service's steps over one store. Thread-safe: steps that touch the same work never overlap."""
 
@@ -105,10 +68,7 @@ class Service:
 
     def ingest(self, now: datetime) -> tuple[SourceReport, ...]:
         with self._ingest_lock:
-            reports = ingest_seeds(self.store, self.settings.seeds, now)
-            if not self.stopping.is_set():
-                reports += ingest_feeds(self.store, self.settings, now)
-            return tuple(reports)
+            return tuple(ingest_pass(self.store, self.settings, now, stop=self.stopping.is_set))
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:
@@ -151,7 +111,11 @@ class Service:
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
         return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
 
-    def timed(self, name: str, step: Callable[[datetime], T], now: datetime, describe: Callable[[T], str]) -> T:
+    def weekly_digest(self, now: datetime) -> DigestReport:
+        """The weekly digest job: :meth:`send_digest`, logged as one line with its outcome and duration."""
+        return self._timed("digest", self.send_digest, now, describe_digest)
+
+    def _timed(self, name: str, step: Callable[[datetime], T], now: datetime, describe: Callable[[T], str]) -> T:
         """Run a step and log one line with its outcome and duration (errors too, then re-raised)."""
         started = time.monotonic()
         try:
@@ -170,7 +134,7 @@ class Service:
         Returns False when the service stopped on its own because a part of it failed (the web server could not
         start, say): a supervisor should restart it, and the exit code says so."""
         healthy = True
-        from newsletter.scheduler import Scheduler  # APScheduler's home
+        from newsletter.service.scheduler import Scheduler  # APScheduler's home
 
         if self.store.dialect == "sqlite":
             self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now

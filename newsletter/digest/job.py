@@ -1,4 +1,4 @@
-"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send.
+"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send. No SMTP here.
 
 What is due comes from the database and ``now`` (passed in): running the job twice makes no second digest (the period
 is a unique key) and sends nothing twice (the delivery rows). A digest is rendered once, when it is made, and stored;
@@ -20,21 +20,12 @@ from ingest.core.config import Settings
 from ingest.core.links import unsubscribe_url
 from ingest.core.models import Digest, NewDigest
 from ingest.store import CARRYING, Store
-from newsletter import compose
-from newsletter.deliver import (
-    Clock,
-    DeliveryRun,
-    SendResult,
-    Transport,
-    TransportError,
-    deliver_digest,
-    open_transport,
-    send_one,
-    unsubscribe_links,
-)
-from newsletter.digest import Period, Selection, due_period, floor, period_containing, period_for, select
-from newsletter.subscribers import normalize
-from newsletter.tokens import Tokens, signing_key
+from newsletter.digest import compose
+from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
+from newsletter.digest.send import Clock, DeliveryRun, deliver_digest, unsubscribe_links
+from newsletter.digest.transports import SendResult, Transport, TransportError, open_transport, send_one
+from newsletter.subscribers.addresses import normalize
+from newsletter.subscribers.tokens import Tokens, signing_key
 
 __all__ = ["DigestReport", "Preview", "ensure_digest", "preview", "select_for", "send_due_digest", "send_test"]
 

@@ -1,4 +1,4 @@
-"""Email messages: render a digest once, then make each subscriber's message by substitution. Home of css-inline.
+"""Email messages: a digest rendered once, each recipient's message by substitution. css-inline's home. Sends nothing.
 
 :func:`render_digest` renders the HTML (CSS inlined) and text templates ONCE, with a slot mark where each
 recipient's address and unsubscribe link go. :func:`message_template` turns that into the bytes of one
@@ -7,7 +7,7 @@ joins the pieces with one recipient's values, each encoded for where it lands (a
 the value escaped, quoted-printable text). No per-recipient rendering, no per-recipient MIME building.
 
 Slots are marked ``\\x1e<name>\\x1f``: characters every story text loses at ingest and again in
-:mod:`newsletter.digest`, so no title can fake one. Every header value passes :func:`clean_header`: no CR, LF or
+:mod:`newsletter.digest.select`, so no title can fake one. Every header value passes :func:`clean_header`: no CR, LF or
 other control character, no encoded word (``=?utf-8?q?...?=``) to be decoded into a line break by a careless
 reader; Python's own header folding decodes such words and re-emits them raw, which is how a title would add a header.
 """
@@ -33,7 +33,7 @@ from ingest.core.config import Settings
 from ingest.core.errors import ConfigError
 from ingest.core.links import base_url, digest_url
 from ingest.core.models import Digest
-from newsletter.digest import Selection, subject
+from newsletter.digest.select import Selection, subject
 from newsletter.render import render
 
 __all__ = [
