@@ -17,9 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import FrameType
-from typing import TypeVar
-
-import uvicorn
+from typing import TYPE_CHECKING, TypeVar
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
@@ -28,6 +26,9 @@ from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from newsletter.digest.job import DigestReport, send_due_digest
 from newsletter.publish import PublishReport, publish
+
+if TYPE_CHECKING:
+    from newsletter.web.app import QuietServer
 
 log = logging.getLogger("newsletter.service")
 
@@ -167,7 +168,7 @@ class Service:
         self.stopping.set()
 
 
-def _web_server(settings: Settings, store: Store) -> uvicorn.Server:
+def _web_server(settings: Settings, store: Store) -> QuietServer:
     from newsletter.web.app import QuietServer, server_config  # the service owns SIGTERM and SIGINT
 
     return QuietServer(server_config(settings, store))
