@@ -392,11 +392,11 @@ def measure(which: str, feeds: int, server: Server, profile_out: Path | None = N
 
 
 STAGES = (
-    ("dedupe", ("ingest/dedupe.py", "ingest/store/clustering.py")),
+    ("dedupe", ("ingest/dedupe/", "ingest/store/clustering.py")),
     ("store/SQL", ("ingest/store/", "sqlalchemy/", "sqlite3")),
     ("nh3/sanitize", ("ingest/sanitize.py", "builtins.Cleaner", "nh3")),
     ("parse", ("ingest/parse/", "feedparser/", "xml/etree", "xml.etree", "pyexpat", "sgmllib")),
-    ("normalize/text", ("ingest/text.py", "unicodedata", "html/__init__")),
+    ("normalize/text", ("ingest/core/text.py", "unicodedata", "html/__init__")),
     ("fetch/HTTP", ("ingest/fetch/", "httpx/", "httpcore/", "h11/", "anyio/", "asyncio/", "ssl.py", "socket")),
 )
 
