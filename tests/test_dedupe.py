@@ -562,3 +562,46 @@ def test_a_story_of_one_sighting_is_that_sighting_by_the_general_rules() -> None
     members.append(replace(members[1], summary="   ", content=" ", link="  ", published=None))
     for m in members:
         assert canonical([m]) == canonical([m, m]), m
+
+
+def test_two_items_of_one_feed_are_one_story_only_under_one_title() -> None:
+    """Issue 14: 150 entries of one feed ("{Drug} Shows Benefit in {Cancer} Phase 3 Trial #N", one blurb) folded
+    into 9 stories through same-blurb and near-title. A feed's template is not evidence: two of its entries (distinct
+    guids and links) are one story only when their titles are the same after normalizing."""
+    feed = "https://templated.example.com/feed.xml"
+    blurb = "The randomized phase 3 trial met its primary end point with a consistent benefit across subgroups."
+    a = item("Zanubrutinib Shows Benefit in Mantle Cell Lymphoma Phase 3 Trial #1", JULY_16, blurb, kind="entry",
+             link="https://templated.example.com/1", source=feed)  # fmt: skip
+    b = item("Zanubrutinib Shows Benefit in Mantle Cell Lymphoma Phase 3 Trial #2", JULY_16, blurb, kind="entry",
+             link="https://templated.example.com/2", source=feed)  # fmt: skip
+    assert decide(a, b) is None
+    again = replace(a, id=next(_ids), link="https://templated.example.com/1-updated")
+    assert decide(a, again) is not None  # the same item republished under a new guid: same title, one story
+    elsewhere = replace(b, id=next(_ids), source="https://partner.example.org/feed.xml", link=None)
+    assert decide(a, elsewhere) is not None  # in another feed, the usual rules apply
+    clusterer = Clusterer()
+    for n in range(150):
+        title = f"Zanubrutinib Shows Benefit in Mantle Cell Lymphoma Phase 3 Trial #{n}"
+        clusterer.add(replace(a, id=next(_ids), title=title, link=f"https://templated.example.com/{n}"))
+    assert len(clusterer.clusters()) == 150
+
+
+def test_a_sighting_matching_two_items_of_one_feed_never_chains_them() -> None:
+    """A copy from elsewhere that matches two items of one feed (its own item exactly, the other by a near title)
+    joins its own item, the best match, and the two items stay two stories."""
+    feed = "https://many.example.org/feed"
+    one = item(
+        "Story number 1 about topic 1", JULY_16, "", kind="entry", link="https://many.example.org/1", source=feed
+    )
+    eleven = item("Story number 11 about topic 1", JULY_16, "", kind="entry", link="https://many.example.org/11",
+                  source=feed)  # fmt: skip
+    for first, second in ((one, eleven), (eleven, one)):
+        clusterer = Clusterer()
+        clusterer.add(replace(first, id=next(_ids)))
+        clusterer.add(replace(second, id=next(_ids)))
+        copy = replace(second, id=next(_ids), source="https://mirror.example.org/feed", link=None)
+        root, verdict = clusterer.add(copy)
+        assert clusterer.find(copy.id) == root
+        assert verdict is not None and verdict.rule == "same-title-close-date"
+        assert len(clusterer.clusters()) == 2
+        assert sorted(map(len, clusterer.clusters())) == [1, 2]

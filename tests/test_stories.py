@@ -8,8 +8,10 @@ import shutil
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,7 +19,7 @@ from sqlalchemy import Connection
 
 from ingest.core.config import load_settings
 from ingest.core.models import FeedState, ParsedItem, SaveResult
-from ingest.dedupe import MAX_CANDIDATES_PER_KEY
+from ingest.dedupe import MAX_CANDIDATES_PER_KEY, features, keys_of, match_input, planner
 from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import Store, clustering, schema
@@ -29,7 +31,12 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 def _feed_items() -> dict[str, list[tuple[ParsedItem, Ref]]]:
     by_source: dict[str, list[tuple[ParsedItem, Ref]]] = defaultdict(list)
-    for n, record in enumerate(json.loads((FIXTURES / "feeds.json").read_text(encoding="utf-8"))):
+    records = [
+        (path.name, record)
+        for path in sorted(FIXTURES.glob("feeds*.json"))
+        for record in json.loads(path.read_text(encoding="utf-8"))
+    ]
+    for n, (file, record) in enumerate(records):
         published = datetime.fromisoformat(record["published"]) if record.get("published") else None
         item = ParsedItem(
             kind="entry",
@@ -43,7 +50,7 @@ def _feed_items() -> dict[str, list[tuple[ParsedItem, Ref]]]:
             link=record.get("link"),
             tags=tuple(record.get("tags", ())),
         )
-        ref: Ref = ("feeds.json", record["title"], published.date().isoformat() if published else None)
+        ref: Ref = (file, record["title"], published.date().isoformat() if published else None)
         by_source[record["source"]].append((item, ref))
     return by_source
 
@@ -271,6 +278,56 @@ def test_many_writers_with_the_same_teasers_make_each_story_once(db_url: str) ->
         assert sorted(s.title for s in stories) == sorted(titles)
         by_story = Counter(s.story_id for s in store.sightings())
         assert sorted(by_story.values()) == [18] * 10
+
+
+def test_one_feed_of_many_alike_titles_makes_a_story_each_and_bounded_work(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: "Story number i about topic j", thousands in one feed, took quadratic time (4k entries 52.6 s) and
+    folded into a handful of stories. Each is a story of its own, and the matcher's work per entry is bounded: the
+    candidates of each key are capped for the feed's own earlier entries as for stored ones."""
+    calls = 0
+    real = planner.decide_features
+
+    def counting(new: Any, old: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return real(new, old)
+
+    monkeypatch.setattr(planner, "decide_features", counting)
+    n = 3000
+    items = [
+        ParsedItem(
+            kind="entry",
+            key=f"guid-{i}",
+            position=i + 1,
+            title=f"Story number {i} about topic {i % 10}",
+            published=NOW - timedelta(minutes=i),
+            summary="",
+            link=f"https://many.example.org/story/{i}",
+        )
+        for i in range(n)
+    ]
+    state = FeedState(status="active", last_status=200, error_count=0, next_check_at=None, success=True)
+    with Store.open(db_url) as store:
+        source, _ = store.upsert_feed(
+            "https://many.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
+        )
+        result = store.save_feed(source.id, items, state, NOW)
+        assert (result.new, result.new_stories) == (n, n)
+        assert store.count_live() == n
+        # Each entry is compared with at most MAX_CANDIDATES_PER_KEY candidates per key, whatever the feed's size.
+        keys = max(len(keys_of(features(match_input(i, sighting_id=0, source="x")))) for i in items)
+        assert calls <= n * keys * MAX_CANDIDATES_PER_KEY
+        # Another feed with the same template: its items are not the first feed's either, and the work stays bounded.
+        calls = 0
+        other, _ = store.upsert_feed(
+            "https://mirror.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
+        )
+        copies = [replace(i, link=i.link.replace("many", "mirror") if i.link else None) for i in items[:500]]
+        store.save_feed(other.id, copies, state, NOW)
+        assert calls <= 500 * keys * MAX_CANDIDATES_PER_KEY
+        assert store.count_live() == n  # same titles, dates within minutes: each copy joins its original
 
 
 def test_a_key_many_sightings_share_gives_its_newest_candidates(db_url: str) -> None:

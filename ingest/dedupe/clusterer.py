@@ -9,7 +9,7 @@ a cluster is named by its oldest sighting's id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from ingest.dedupe.match import Features, MatchInput, Verdict, features, informative, keys_of
 from ingest.dedupe.planner import MAX_CANDIDATES_PER_KEY, Incoming, World, plan
@@ -71,22 +71,18 @@ class Clusterer:
         return [(self._ids[self._find(new.id)], result.verdicts[new.id]) for new in incoming]
 
     def _world(self, incoming: Sequence[Incoming]) -> World:
+        """The batch's keys' postings; the rest is read from memory as the planner asks (most is never asked)."""
         by_key: dict[str, tuple[int, ...]] = {}
-        story_of: dict[int, int] = {}
         for new in incoming:
             for key in new.keys:
                 posting = self._index.get(key)
-                if posting is None or key in by_key:
-                    continue
-                ids = (posting,) if isinstance(posting, int) else posting[::-1]
-                by_key[key] = ids
-                for sid in ids:
-                    story_of[sid] = self._find(sid)
+                if posting is not None and key not in by_key:
+                    by_key[key] = (posting,) if isinstance(posting, int) else posting[::-1]
         return World(
             by_key=by_key,
-            features={sid: self._features[sid] for sid in story_of},
-            story_of=story_of,
-            informative={root: self._informative.get(root, False) for root in set(story_of.values())},
+            features=_Listed(self._features),
+            story_of=_Roots(self),
+            informative=self._informative,
         )
 
     def _post(self, key: str, sid: int) -> None:
@@ -126,3 +122,37 @@ class Clusterer:
             rs, rl = rl, rs
         self._parent[rl] = rs
         self._informative[rs] = self._informative.get(rs, False) or self._informative.pop(rl, False)
+
+
+class _Listed(Mapping[int, Features]):
+    """The features list read as the planner's mapping (sighting number -> features), without copying it."""
+
+    def __init__(self, items: list[Features]) -> None:
+        self._items = items
+
+    def __getitem__(self, n: int) -> Features:
+        return self._items[n]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._items)))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class _Roots(Mapping[int, int]):
+    """Each stored sighting's story (its cluster's root), found when the planner asks."""
+
+    def __init__(self, clusterer: Clusterer) -> None:
+        self._clusterer = clusterer
+
+    def __getitem__(self, n: int) -> int:
+        if not 0 <= n < len(self._clusterer._parent):
+            raise KeyError(n)
+        return self._clusterer._find(n)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(len(self._clusterer._parent)))
+
+    def __len__(self) -> int:
+        return len(self._clusterer._parent)

@@ -114,11 +114,12 @@ def match_input(item: ParsedItem, *, sighting_id: int, source: str) -> MatchInpu
 
 
 # What the rules compare, computed once per sighting: (kind, title key, title derived, published, blurb, blurb words,
-# blurb head, link), where the title key is the normalized title's words (punctuation differences vanish), the blurb
-# head its first BLURB_KEY_WORDS words, and the link normalized (None too for a bare home page, which many unrelated
-# entries share). A plain tuple rather than a dataclass: the garbage collector stops tracking a tuple of strings and
-# numbers, and full passes over 100k tracked records were a fifth of the benchmark's time. Read it by unpacking.
-Features = tuple[Kind, str, bool, datetime | None, str, int, str, str | None]
+# blurb head, link, source), where the title key is the normalized title's words (punctuation differences vanish),
+# the blurb head its first BLURB_KEY_WORDS words, the link normalized (None too for a bare home page, which many
+# unrelated entries share), and the source where it was seen. A plain tuple rather than a dataclass: the garbage
+# collector stops tracking a tuple of strings and numbers, and full passes over 100k tracked records were a fifth of
+# the benchmark's time. Read it by unpacking.
+Features = tuple[Kind, str, bool, datetime | None, str, int, str, str | None, str]
 
 
 def features(m: MatchInput) -> Features:
@@ -142,12 +143,13 @@ def features(m: MatchInput) -> Features:
         blurb.count(" ") + 1 if blurb else 0,
         " ".join(words[:BLURB_KEY_WORDS]),
         link,
+        m.source,
     )
 
 
 def informative(f: Features) -> bool:
     """Whether a sighting carries a date or a blurb: what tells one episode of a series from another."""
-    _, _, _, published, blurb, _, _, _ = f
+    _, _, _, published, blurb, _, _, _, _ = f
     return published is not None or bool(blurb)
 
 
@@ -175,7 +177,7 @@ def blocking_keys(m: MatchInput) -> frozenset[str]:
 
 def keys_of(f: Features) -> frozenset[str]:
     """:func:`blocking_keys` of a sighting's features."""
-    _, title_key, derived, published, _, blurb_words, blurb_head, link = f
+    _, title_key, derived, published, _, blurb_words, blurb_head, link, _ = f
     keys: set[str] = set()
     if title_key:
         keys.add(_key("t:", title_key))
@@ -237,6 +239,9 @@ def decide(new: MatchInput, old: MatchInput) -> Verdict | None:
     Symmetric: ``decide(a, b)`` and ``decide(b, a)`` agree. Rules, first match wins:
 
     - same-link: the same normalized link;
+    - two entries of ONE feed (two items its author published apart: their keys differ) are never one story unless
+      their titles are the same: a feed's template ("{Drug} Shows Benefit in {Cancer} Phase 3 Trial") is not
+      evidence, however alike its items read;
     - same-title-close-date: the same title, dates within DATE_TOLERANCE;
     - same-title-undated: the same title, a side undated, blurbs equal or one a prefix of the other (or one empty:
       a weak match);
@@ -251,10 +256,12 @@ def decide(new: MatchInput, old: MatchInput) -> Verdict | None:
 
 def decide_features(new: Features, old: Features) -> Verdict | None:
     """:func:`decide` on features computed once (what the planner calls for every candidate)."""
-    kind_a, title_a, derived_a, published_a, blurb_a, words_a, _, link_a = new
-    kind_b, title_b, derived_b, published_b, blurb_b, words_b, _, link_b = old
+    kind_a, title_a, derived_a, published_a, blurb_a, words_a, _, link_a, source_a = new
+    kind_b, title_b, derived_b, published_b, blurb_b, words_b, _, link_b, source_b = old
     if link_a is not None and link_a == link_b:
         return Verdict("same-link", 1.0)
+    if source_a == source_b and title_a != title_b and kind_a == "entry" and kind_b == "entry":
+        return None
     gap = abs(published_a - published_b) if published_a is not None and published_b is not None else None
     close = gap is not None and gap <= DATE_TOLERANCE
     relation = _blurb_relation(blurb_a, words_a, blurb_b, words_b)

@@ -8,14 +8,16 @@ A batch is planned in order. Each new sighting is compared (:func:`~ingest.dedup
 candidates sharing one of its blocking keys: per key, the newest :data:`MAX_CANDIDATES_PER_KEY` of the stored
 sightings and of the batch's earlier sightings together, so the work per sighting is bounded whatever a key's
 popularity (a series title, a templated feed) and a batch costs time linear in its size. :func:`plan_joins` then says
-which matched stories it joins; joining two means merging them (union semantics), the older story surviving, except
-across an operator's split.
+which matched stories it joins, best verdict first; joining two means merging them (union semantics), the older
+story surviving, except across an operator's split, and never when the merged story would hold two entries of one
+feed with different titles and links (a sighting matching two of a feed's items must not chain them: they are two
+items its author published apart; see :func:`~ingest.dedupe.match.decide_features`). That guard knows a story's
+entries as far as the batch and the candidates show them.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
 from ingest.dedupe.match import STRONG_MIN, Features, Verdict, decide_features, informative
@@ -75,6 +77,24 @@ def _age(owner: Owner) -> tuple[int, int]:
     return (0, owner[1]) if owner[0] == "story" else (1, owner[1])
 
 
+_Entry = tuple[str, str, str | None]  # a feed entry as the chaining guard sees it: (source, title key, link)
+
+
+def _entry(f: Features) -> _Entry | None:
+    kind, title, _, _, _, _, _, link, source = f
+    return (source, title, link) if kind == "entry" else None
+
+
+def _other_item_of_the_feed(a: Features, b: Features) -> bool:
+    """Two entries of one feed under different titles and links: never one story (the rule of decide_features)."""
+    return a[0] == b[0] == "entry" and a[8] == b[8] and a[1] != b[1] and a[7] != b[7]
+
+
+def _two_items_of_one_feed(a: set[_Entry], b: set[_Entry]) -> bool:
+    """Whether merging would put two entries of one feed, with different titles and links, in one story."""
+    return any(sa == sb and ta != tb and la != lb for sa, ta, la in a for sb, tb, lb in b)
+
+
 def plan_joins(informative: bool, matches: Sequence[tuple[int, Verdict, bool]]) -> list[int]:
     """Which matched stories a new sighting joins, given ``(story, best verdict, story is informative)`` for each,
     oldest story first, and whether the sighting itself is informative.
@@ -99,70 +119,96 @@ def plan(world: World, batch: Sequence[Incoming]) -> Plan:
     cap = MAX_CANDIDATES_PER_KEY
     parent: dict[Owner, Owner] = {}
     owner_informative: dict[Owner, bool] = {}
-    held: dict[Owner, set[int]] = defaultdict(set)  # stored stories inside each owner: for cannot-link checks
-    cannot = world.cannot
+    held: dict[Owner, set[int]] = {}  # stored stories inside each owner: for cannot-link checks
+    entries: dict[Owner, set[_Entry]] = {}  # feed entries known inside each owner
+    cannot, story_of, known_features = world.cannot, world.story_of, world.features
 
     def find(x: Owner) -> Owner:
-        parent.setdefault(x, x)
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
+        root = parent.setdefault(x, x)
+        while root != x:
+            parent[x] = parent[root]
+            x, root = root, parent[root]
         return x
 
     def union(a: Owner, b: Owner) -> Owner:
         ra, rb = find(a), find(b)
         if ra == rb:
             return ra
-        if cannot and any(frozenset((x, y)) in cannot for x in held[ra] for y in held[rb]):
+        if cannot and any(frozenset((x, y)) in cannot for x in held.get(ra, ()) for y in held.get(rb, ())):
             return ra  # the operator split these apart: never fold them together again
+        if entries.get(ra) and entries.get(rb) and _two_items_of_one_feed(entries[ra], entries[rb]):
+            return ra
         survivor, loser = (ra, rb) if _age(ra) <= _age(rb) else (rb, ra)
         parent[loser] = survivor
         owner_informative[survivor] = owner_informative.get(survivor, False) or owner_informative.pop(loser, False)
-        held[survivor] |= held.pop(loser, set())
+        held.setdefault(survivor, set()).update(held.pop(loser, ()))
+        entries.setdefault(survivor, set()).update(entries.pop(loser, ()))
         return survivor
 
+    def owner_for(sid: int) -> Owner | None:
+        """The owner a candidate is in; a stored story is taken in on first sight (most of the world is never
+        looked at), with its informativeness, its id for split checks, and the candidate's entry for the guard."""
+        owner = owner_of.get(sid)
+        if owner is not None:
+            return find(owner)
+        story = story_of.get(sid)
+        if story is None:
+            return None
+        owner_of[sid] = owner = ("story", story)
+        if owner not in parent:
+            owner_informative[owner] = world.informative.get(story, False)
+            held[owner] = {story}
+        root = find(owner)
+        if (entry := _entry(known_features[sid])) is not None:
+            entries.setdefault(root, set()).add(entry)
+        return root
+
     owner_of: dict[int, Owner] = {}
-    for sid, story in world.story_of.items():
-        owner: Owner = ("story", story)
-        owner_of[sid] = owner
-        owner_informative[owner] = world.informative.get(story, False)
-        held[owner].add(story)
-    features: dict[int, Features] = dict(world.features)
+    features: dict[int, Features] = {}  # the batch's own
     result = Plan(assign={}, verdicts={}, merges={}, informative={})
-    batch_by_key: dict[str, list[int]] = defaultdict(list)  # the batch's own sightings per key, oldest first
+    batch_by_key: dict[str, list[int]] = {}  # the batch's own sightings per key, oldest first
     for n, new in enumerate(batch):
         best: dict[Owner, Verdict] = {}
         tried: set[int] = set()
         for key in new.keys:
             mine = batch_by_key.get(key, ())
+            stored = world.by_key.get(key, ())
             # The newest `cap` of (stored + batch so far): the batch's are newer than anything stored.
-            candidates = [*reversed(mine[-cap:]), *world.by_key.get(key, ())[: max(0, cap - len(mine))]]
+            candidates = [*reversed(mine[-cap:]), *stored[: cap - len(mine)]] if mine else stored[:cap]
             for sid in candidates:
-                if sid in tried or sid not in owner_of:
+                if sid in tried:
                     continue
                 tried.add(sid)
-                owner = find(owner_of[sid])
+                if sid in features and _other_item_of_the_feed(new.features, features[sid]):
+                    continue  # decide would say no: a batch's own items are the thousands of a big feed
+                owner = owner_for(sid)
+                if owner is None:
+                    continue
                 known = best.get(owner)
                 if known is not None and known.score >= 1.0:
                     continue
-                verdict = decide_features(new.features, features[sid])
+                verdict = decide_features(new.features, features.get(sid) or known_features[sid])
                 if verdict is not None and (known is None or verdict.score > known.score):
                     best[owner] = verdict
         group: Owner = ("group", n)
         owner_of[new.id] = group
+        parent[group] = group
         owner_informative[group] = informative(new.features)
-        ordered = sorted(best, key=_age)
-        picked = plan_joins(
-            owner_informative[group], [(i, best[o], owner_informative.get(o, False)) for i, o in enumerate(ordered)]
-        )
-        joins = [ordered[i] for i in picked]
-        root = group
-        for other in joins:
-            root = union(root, other)
-        result.verdicts[new.id] = max((best[o] for o in joins), key=lambda v: v.score) if joins else None
+        if (entry := _entry(new.features)) is not None:
+            entries[group] = {entry}
+        joins: list[Owner] = []
+        if best:
+            ordered = sorted(best, key=_age)
+            matches = [(i, best[o], owner_informative.get(o, False)) for i, o in enumerate(ordered)]
+            # The best match first: when two joins cannot both hold (a split, two items of one feed), it is kept.
+            joins = sorted((ordered[i] for i in plan_joins(owner_informative[group], matches)), key=_best_first(best))
+            root = group
+            for other in joins:
+                root = union(root, other)
+        result.verdicts[new.id] = best[joins[0]] if joins else None
         features[new.id] = new.features
         for key in new.keys:
-            batch_by_key[key].append(new.id)
+            batch_by_key.setdefault(key, []).append(new.id)
 
     for new in batch:
         result.assign[new.id] = find(owner_of[new.id])
@@ -173,3 +219,10 @@ def plan(world: World, batch: Sequence[Incoming]) -> Plan:
             result.merges[owner[1]] = root[1]
     result.informative = {o: v for o, v in owner_informative.items() if find(o) == o}
     return result
+
+
+def _best_first(best: Mapping[Owner, Verdict]) -> Callable[[Owner], tuple[float, int, int]]:
+    def key(owner: Owner) -> tuple[float, int, int]:
+        return (-best[owner].score, *_age(owner))
+
+    return key
