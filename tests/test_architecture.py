@@ -59,6 +59,7 @@ PURE = (
     "ingest/polling.py",
     "ingest/sanitize.py",
     "ingest/seeds.py",
+    "ingest/topics.py",
     "newsletter/digest/select.py",
     "newsletter/digest/compose.py",
     "newsletter/render.py",
