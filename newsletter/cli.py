@@ -555,16 +555,18 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
                 "created": r.created_at.isoformat(),
                 "confirmed": r.confirmed_at.isoformat() if r.confirmed_at else None,
                 "bounces": r.bounces,
+                "soft_bounces": r.soft_bounces,
             }
             for r in rows
         ]
         click.echo(json.dumps(data, indent=2))
         return
     table = Table(title=f"{len(rows)} subscriber(s)")
-    for col in ("email", "status", "since", "confirmed", "bounces"):
+    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces))
+        cells = (r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces), str(r.soft_bounces))
+        table.add_row(*cells)
     out().print(table)
 
 
@@ -615,6 +617,9 @@ def digest_send(app: App) -> None:
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
+        sys.exit(1)
+    if r.paused:
+        click.echo(f"stopped: {r.paused}", err=True)
         sys.exit(1)
 
 

@@ -4,8 +4,11 @@ answers 4xx or 5xx on demand for chosen recipients.
 ``with SmtpSink() as sink:``. ``sink.soft[address] = n`` answers the next ``n`` RCPTs for that address with 450;
 ``sink.hard.add(address)`` answers 550 at RCPT; ``sink.hard_data`` 554 after DATA; ``sink.hang`` never answers DATA
 for those addresses (the client's timeout fires); ``sink.on_message`` runs for every accepted message before the 250
-goes back (the SIGKILL test kills the sender from there). ``tls`` and ``starttls`` take an ``ssl.SSLContext``;
-``logins`` turns AUTH on; ``keep=False`` only counts what arrives (benchmarks).
+goes back (the SIGKILL test kills the sender from there). ``sink.mail_reply``, ``rcpt_reply`` and ``data_reply``,
+when set, answer every MAIL, RCPT and message (a server closing with 421, one answering 451 to all);
+``sink.mail_calls`` and ``data_calls`` count the MAIL commands and the messages that reached the end of DATA.
+``tls`` and ``starttls`` take an ``ssl.SSLContext``; ``logins`` turns AUTH on; ``keep=False`` only counts what
+arrives (benchmarks).
 """
 
 from __future__ import annotations
@@ -40,12 +43,25 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self.sink = sink
 
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
+    ) -> str:
+        with self.sink.lock:
+            self.sink.mail_calls += 1
+            if self.sink.mail_reply is not None:
+                return self.sink.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         sink = self.sink
         with sink.lock:
             sink.rcpt_calls[address] += 1
+            if sink.rcpt_reply is not None:
+                return sink.rcpt_reply
             if sink.soft.get(address, 0) > 0:
                 sink.soft[address] -= 1
                 return "450 4.2.1 mailbox busy, try again later"
@@ -57,6 +73,10 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         sink = self.sink
         rcpts = tuple(envelope.rcpt_tos)
+        with sink.lock:
+            sink.data_calls += 1
+            if sink.data_reply is not None:
+                return sink.data_reply
         if any(r in sink.hang for r in rcpts):
             await sink.released.wait()
             return "451 4.3.0 gave up"
@@ -92,6 +112,11 @@ class SmtpSink:
         self.hard: set[str] = set()
         self.hard_data: set[str] = set()
         self.hang: set[str] = set()
+        self.mail_reply: str | None = None
+        self.rcpt_reply: str | None = None
+        self.data_reply: str | None = None
+        self.mail_calls = 0
+        self.data_calls = 0
         self.on_message: Callable[[Received], None] | None = None
         self.logins = logins
         self.keep = keep  # False: count messages, keep none (benchmarks)

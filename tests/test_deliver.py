@@ -1,8 +1,11 @@
 """Delivery against a real aiosmtpd server on 127.0.0.1: one copy each, 4xx retried, 5xx bounced, the outbox,
-unsubscribing mid-send, TLS and login, and exactly once across SIGKILL (a subprocess killed half way, restarted)."""
+unsubscribing mid-send, TLS and login, and exactly once across SIGKILL (a subprocess killed half way, restarted).
+Hostile rows and servers: unusable addresses edited into the table, a server closing with 421 or answering 4xx to
+everything, soft bounces counted until the subscriber is suppressed."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -10,27 +13,32 @@ import ssl
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import text
 
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError
 from ingest.core.models import Outcome
 from ingest.store import Store
-from newsletter.digest import job
+from newsletter import cli
+from newsletter.digest import compose, job
 from newsletter.digest.select import period_for
-from newsletter.digest.send import backoff, deliver_digest, lease_length
+from newsletter.digest.send import BACKOFF, backoff, deliver_digest, lease_length
 from newsletter.digest.transports import OutboxTransport, SmtpTransport
 from newsletter.subscribers import manage as subscribers
 from newsletter.subscribers.tokens import Tokens
+from tests.conftest import write_config
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
 from tests.smtpd import Received, SmtpSink
 
 SENDER = "digest@news.example.org"
+RunCli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
@@ -219,7 +227,7 @@ def test_a_claim_holds_until_its_lease_runs_out(store: Store, tmp_path: Path) ->
     assert taken is not None
     assert (taken.id, taken.lease_owner, taken.attempts) == (held.id, "another", 2)
     # The dead process's late outcome does not overwrite the new holder's claim.
-    store.record_outcome(Outcome(held.id, held.subscriber_id, "sent", W48_DUE + lease, "250 late"), "dead process")
+    store.record_outcomes([Outcome(held.id, held.subscriber_id, "sent", W48_DUE + lease, "250 late")], "dead process")
     assert store.deliveries(digest.id)[0].status == "sending"
     # A restart that knows it is alone ends the claim at once.
     assert store.expire_leases(W48_DUE + lease) == 1
@@ -299,6 +307,30 @@ def test_an_unexpected_error_releases_what_was_claimed(store: Store, tmp_path: P
     assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] + [("pending", 0)] * 3
 
 
+def test_an_error_after_a_message_went_still_stores_its_outcome(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug while the server answers (building the next message) must not lose the outcome of the message that went:
+    put back as untried, it would be sent again at every run."""
+    settings = make_settings(tmp_path)
+    confirmed(store, *(f"s{i}@example.org" for i in range(4)))
+    real = compose.MessageTemplate.build
+    built: list[str] = []
+
+    def third_fails(self: compose.MessageTemplate, recipient: compose.Recipient) -> bytes:
+        built.append(recipient.address)
+        if len(built) == 3:
+            raise RuntimeError("a bug in building")
+        return real(self, recipient)
+
+    monkeypatch.setattr(compose.MessageTemplate, "build", third_fails)
+    transport = _Watching(store, settings.mail.outbox_dir)
+    with pytest.raises(RuntimeError, match="a bug in building"):
+        _run(store, settings, transport)
+    # The second went while the third was being built: it is sent, and the third is back untouched.
+    assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] * 2 + [("pending", 0)] * 2
+
+
 def _certificate(folder: Path) -> tuple[Path, Path]:
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
@@ -364,6 +396,242 @@ def test_the_connection_is_reused(store: Store, tmp_path: Path, smtp_sink: SmtpS
     assert len(smtp_sink.messages) == 5
 
 
+# ---- hostile rows and servers ------------------------------------------------------------------------------------
+
+#: Addresses no subscribe form lets in, as a migration or an editor could write them: a header injection, the same
+#: with its line break lost, an address that is not ASCII (no SMTPUTF8 here), a stray angle bracket.
+BAD_ROWS = ("bad\r\nBcc: x@evil.example", "bad Bcc: x@evil.example", "pässe@example.org", "x@evil.example>")
+
+
+def _insert_raw(store: Store, *emails: str) -> None:
+    """Confirmed subscriber rows written with plain SQL: nothing checks them on the way in."""
+    with store.engine.begin() as conn:
+        for email in emails:
+            conn.execute(
+                text(
+                    "INSERT INTO subscriber (email, status, created_at, bounces)"
+                    " VALUES (:email, 'confirmed', CURRENT_TIMESTAMP, 0)"
+                ),
+                {"email": email},
+            )
+
+
+def _cli_config(tmp_path: Path, sink: SmtpSink | None, extra: str = "") -> str:
+    """A config file on the test's database: the sink's SMTP server, or the outbox in ``tmp_path/outbox``."""
+    smtp = f'transport = "smtp"\nhost = "{sink.host}"\nport = {sink.port}\n' if sink else 'transport = "outbox"\n'
+    mail = f'from_address = "Oncology digest <{SENDER}>"\noutbox_dir = "outbox"\n{smtp}{extra}'
+    return str(write_config(tmp_path, f'\n[publish]\nbase_url = "https://news.example.org/"\n\n[mail]\n{mail}'))
+
+
+def _outbox_messages(folder: Path) -> list[Received]:
+    """The outbox's files as the sink would have received them (the recipient from the To header)."""
+    found = []
+    for path in sorted(folder.glob("*.eml")):
+        data = path.read_bytes()
+        found.append(Received(SENDER, (str(Received("", (), data).parsed()["To"]),), data))
+    return found
+
+
+@pytest.mark.parametrize("transport", ["smtp", "outbox"])
+def test_an_unusable_address_fails_that_delivery_only(
+    store: Store,
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    transport: str,
+) -> None:
+    confirmed(store, "a@example.org", "b@example.org")
+    _insert_raw(store, *BAD_ROWS)
+    confirmed(store, "c@example.org", "d@example.org")
+    cfg = _cli_config(tmp_path, smtp_sink if transport == "smtp" else None)
+    monkeypatch.setattr(cli, "now", lambda: W48_DUE)
+
+    code, out, err = run_cli("--config", cfg, "digest", "send")
+    assert code == 0, err
+    assert "digest 2026-W48: sent, 2 stories, 4 sent, 4 failed" in out
+    got = smtp_sink.messages if transport == "smtp" else _outbox_messages(tmp_path / "outbox")
+    good = {"a@example.org": 1, "b@example.org": 1, "c@example.org": 1, "d@example.org": 1}
+    assert Counter(r for m in got for r in m.rcpt_tos) == good
+    for m in got:
+        msg = m.parsed()
+        assert msg["To"] == m.rcpt_tos[0]
+        assert "Bcc" not in msg
+        assert b"evil.example" not in m.data
+    assert not [r for r in smtp_sink.rcpt_calls if "evil" in r]  # nothing even tried at that recipient
+    rows = {d.email: d for d in store.deliveries(1)}
+    for bad in BAD_ROWS:
+        assert rows[bad].status == "failed"
+        assert (rows[bad].reply or "").startswith(f"address not usable: {bad!r}: not a valid email address"), bad
+        assert "\n" not in (rows[bad].reply or "")
+    injected = store.subscriber_by_email(BAD_ROWS[0])
+    assert injected is not None
+    assert injected.bounces == 1  # what a server would answer to it (553 5.1.3): a hard bounce
+
+    code, out, err = run_cli("--config", cfg, "digest", "send")  # again: nothing more for anyone
+    assert code == 0, err
+    again = smtp_sink.messages if transport == "smtp" else _outbox_messages(tmp_path / "outbox")
+    assert len(again) == 4
+    assert {d.status for d in store.deliveries(1)} == {"sent", "failed"}
+
+
+def _tries(sink: SmtpSink, where: str) -> int:
+    """How many times the sink was asked at ``where`` (mail, rcpt or data)."""
+    return {"mail": sink.mail_calls, "rcpt": sum(sink.rcpt_calls.values()), "data": sink.data_calls}[where]
+
+
+@pytest.mark.parametrize("where", ["mail", "rcpt", "data"])
+def test_a_421_stops_the_run_and_the_rest_wait(
+    store: Store,
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+) -> None:
+    everyone = [f"r{i}@example.org" for i in range(6)]
+    confirmed(store, *everyone)
+    setattr(smtp_sink, f"{where}_reply", "421 4.3.2 service shutting down")
+    cfg = _cli_config(tmp_path, smtp_sink)
+    monkeypatch.setattr(cli, "now", lambda: W48_DUE)
+
+    code, out, err = run_cli("--config", cfg, "digest", "send")
+    assert code == 1
+    assert "digest 2026-W48: pending, 2 stories, 0 sent, 0 failed" in out
+    assert "421 4.3.2 service shutting down" in out + err
+    assert _tries(smtp_sink, where) == 1  # the first answer stops the run
+    rows = store.deliveries(1)
+    assert [(d.status, d.attempts) for d in rows] == [("pending", 1)] + [("pending", 0)] * 5
+    assert (rows[0].reply or "").startswith("421 4.3.2")
+    assert [d.reply for d in rows[1:]] == [None] * 5  # never tried
+    until = rows[0].next_attempt_at
+    assert until is not None
+    assert backoff(1) <= until - W48_DUE < backoff(1) + timedelta(seconds=30)  # type: ignore[operator]
+    assert {d.next_attempt_at for d in rows} == {until}  # everyone waits as long as the one that was answered
+    code, out, _ = run_cli("--config", cfg, "status")
+    assert code == 0
+    assert "last digest 2026-W48: pending (paused: the server answered 421 4.3.2 service shutting down" in out
+
+    monkeypatch.setattr(cli, "now", lambda: W48_DUE + timedelta(seconds=30))
+    code, out, err = run_cli("--config", cfg, "digest", "send")
+    assert code == 0, err
+    assert _tries(smtp_sink, where) == 1  # still waiting: nothing tried
+
+    smtp_sink.mail_reply = smtp_sink.rcpt_reply = smtp_sink.data_reply = None
+    monkeypatch.setattr(cli, "now", lambda: until + timedelta(seconds=1))
+    code, out, err = run_cli("--config", cfg, "digest", "send")
+    assert code == 0, err
+    assert "digest 2026-W48: sent, 2 stories, 6 sent, 0 failed" in out
+    assert smtp_sink.received_by() == dict.fromkeys(everyone, 1)
+    code, out, _ = run_cli("--config", cfg, "status")
+    assert "paused" not in out
+
+
+def test_temporary_failures_in_a_row_stop_the_run(
+    store: Store, tmp_path: Path, smtp_sink: SmtpSink, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    confirmed(store, *(f"r{i}@example.org" for i in range(8)))
+    smtp_sink.data_reply = "451 4.3.0 try again later"
+    cfg = _cli_config(tmp_path, smtp_sink, "pause_after_retries = 3\n")
+    monkeypatch.setattr(cli, "now", lambda: W48_DUE)
+    code, out, err = run_cli("--config", cfg, "digest", "send")
+    assert code == 1
+    assert "3 temporary failures in a row, the last: 451 4.3.0 try again later" in out + err
+    assert smtp_sink.data_calls == 3
+    rows = store.deliveries(1)
+    assert [(d.status, d.attempts) for d in rows] == [("pending", 1)] * 3 + [("pending", 0)] * 5
+    assert len({d.next_attempt_at for d in rows}) == 1  # the untried wait with the tried
+    assert smtp_sink.messages == []
+
+
+def test_the_default_stops_after_five_temporary_failures(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    confirmed(store, *(f"r{i}@example.org" for i in range(7)))
+    smtp_sink.rcpt_reply = "451 4.7.1 greylisted, come back later"
+    report = job.send_due_digest(store, _smtp(tmp_path, smtp_sink), W48_DUE)
+    assert sum(smtp_sink.rcpt_calls.values()) == 5
+    assert report.paused is not None
+    assert report.paused.startswith("5 temporary failures in a row")
+    assert [d.attempts for d in store.deliveries(1)] == [1] * 5 + [0] * 2
+
+
+# ---- soft bounces ----------------------------------------------------------------------------------------------
+
+
+def _until_done(store: Store, settings: Settings, now: datetime) -> job.DigestReport:
+    """Send the due digest, then each retry when it falls due, until nothing is left."""
+    report = job.send_due_digest(store, settings, now)
+    for _ in range(20):
+        if report.retry_at is None:
+            return report
+        report = job.send_due_digest(store, settings, report.retry_at)
+    raise AssertionError("retries never ended")
+
+
+def test_soft_bounces_are_counted_and_suppress_at_their_limit(
+    store: Store, tmp_path: Path, smtp_sink: SmtpSink, run_cli: RunCli
+) -> None:
+    settings = _smtp(tmp_path, smtp_sink, soft_bounce_limit=2)
+    confirmed(store, "a@example.org", "full@example.org")
+    smtp_sink.soft["full@example.org"] = 1000  # a mailbox that stays full
+
+    first = _until_done(store, settings, W48_DUE)
+    assert first.status == "sent"
+    row = {d.email: d for d in store.deliveries(1)}["full@example.org"]
+    assert row.status == "failed"
+    assert (row.reply or "").startswith(f"gave up after {len(BACKOFF) + 1} attempts; last answer: 450 4.2.1")
+    full = store.subscriber_by_email("full@example.org")
+    assert full is not None
+    assert (full.status, full.bounces, full.soft_bounces) == ("confirmed", 0, 1)
+
+    page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
+    _until_done(store, settings, W48_DUE + timedelta(days=7))
+    full = store.subscriber_by_email("full@example.org")
+    assert full is not None
+    assert (full.status, full.bounces, full.soft_bounces) == ("bounced", 0, 2)
+
+    cfg = _cli_config(tmp_path, smtp_sink)
+    code, out, err = run_cli("--config", cfg, "subscribers", "list", "--json")
+    assert code == 0, err
+    listed = {s["email"]: s for s in json.loads(out)}
+    assert (listed["full@example.org"]["bounces"], listed["full@example.org"]["soft_bounces"]) == (0, 2)
+    assert listed["full@example.org"]["status"] == "bounced"
+    code, out, _ = run_cli("--config", cfg, "subscribers", "list")
+    assert "soft bounces" in out
+
+    page_story(store, "A third week", first_seen=W48_DUE + timedelta(days=7), page="/srv/seeds/d.txt")
+    job.send_due_digest(store, settings, W48_DUE + timedelta(days=14))
+    assert "full@example.org" not in _statuses(store, "2026-W50")  # suppressed
+    assert smtp_sink.received_by() == {"a@example.org": 3}
+
+
+def test_a_success_clears_soft_bounces(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "flaky@example.org")
+    smtp_sink.soft["flaky@example.org"] = len(BACKOFF) + 1  # every try of the first week
+    _until_done(store, settings, W48_DUE)
+    flaky = store.subscriber_by_email("flaky@example.org")
+    assert flaky is not None
+    assert flaky.soft_bounces == 1
+    page_story(store, "Next week's story", first_seen=W48_DUE, page="/srv/seeds/c.txt")
+    job.send_due_digest(store, settings, W48_DUE + timedelta(days=7))
+    flaky = store.subscriber_by_email("flaky@example.org")
+    assert flaky is not None
+    assert (flaky.status, flaky.soft_bounces) == ("confirmed", 0)
+    assert smtp_sink.received_by() == {"flaky@example.org": 1}
+
+
+def test_a_server_closing_is_no_soft_bounce(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """421 says the server is going away, not that this mailbox cannot take mail: giving up on it counts nothing."""
+    settings = _smtp(tmp_path, smtp_sink)
+    confirmed(store, "a@example.org")
+    smtp_sink.rcpt_reply = "421 4.3.2 service shutting down"
+    _until_done(store, settings, W48_DUE)
+    assert _statuses(store) == {"a@example.org": "failed"}
+    a = store.subscriber_by_email("a@example.org")
+    assert a is not None
+    assert (a.status, a.bounces, a.soft_bounces) == ("confirmed", 0, 0)
+
+
 # ---- exactly once across SIGKILL ---------------------------------------------------------------------------------
 
 SENDER_SCRIPT = textwrap.dedent(
@@ -401,7 +669,13 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
     with Store.open(db_url) as store:
         page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
         everyone = [f"reader{i:03d}@example.org" for i in range(200)]
-        confirmed(store, *everyone)
+        # Two rows no message can be addressed to: one well before the kill, one right after the message in flight
+        # (claimed while that message is on the wire). Both fail; neither disturbs exactly once.
+        confirmed(store, *everyone[:50])
+        _insert_raw(store, BAD_ROWS[0])
+        confirmed(store, *everyone[50:100])
+        _insert_raw(store, BAD_ROWS[2])
+        confirmed(store, *everyone[100:])
     config = tmp_path / "newsletter.toml"
     config.write_text(
         f'[storage]\nurl = "{db_url}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
@@ -434,6 +708,8 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         in_flight = {d.email for d in rows if d.status == "sending"}
         assert set(killed[0].rcpt_tos) <= in_flight
         assert len(in_flight) <= 2
+        assert in_flight == {*killed[0].rcpt_tos, BAD_ROWS[2]}  # claimed ahead, as the comment above says
+        assert states.count("failed") == 1  # the first bad row, written with the claim after it
         settings = make_settings(tmp_path)
     # Restarted once the dead process's lease has run out, it finishes the job.
     second = _run_sender(config, W48_DUE + lease_length(settings) + timedelta(seconds=1))
@@ -452,7 +728,8 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         digest = store.digest_by_period("2026-W48")
         assert digest is not None
         assert digest.status == "sent"
-        assert {d.status for d in store.deliveries(digest.id)} == {"sent"}
+        final = {d.email: d.status for d in store.deliveries(digest.id)}
+        assert final == {**dict.fromkeys(everyone, "sent"), BAD_ROWS[0]: "failed", BAD_ROWS[2]: "failed"}
 
 
 # ---- preview and test send ---------------------------------------------------------------------------------------

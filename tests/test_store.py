@@ -213,3 +213,21 @@ def test_the_cli_refuses_a_database_it_cannot_use_without_a_traceback(
     assert str(db) in err
     assert ("newer than this code" if kind == "newer" else "not a SQLite database") in err
     assert "Traceback" not in err
+
+
+def test_subscribers_of_a_version_6_database_get_a_soft_bounce_count(db_url: str) -> None:
+    with Store.open(db_url) as store, store.engine.begin() as conn:  # back to version 6: no soft_bounces column
+        conn.execute(text("ALTER TABLE subscriber DROP COLUMN soft_bounces"))
+        conn.execute(text("UPDATE schema_version SET version = 6"))
+        conn.execute(
+            text(
+                "INSERT INTO subscriber (email, status, created_at, bounces)"
+                " VALUES ('old@example.org', 'confirmed', CURRENT_TIMESTAMP, 2)"
+            )
+        )
+    with Store.open(db_url) as store:
+        old = store.subscriber_by_email("old@example.org")
+        assert old is not None
+        assert (old.bounces, old.soft_bounces) == (2, 0)
+        with store.engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM schema_version")).scalar() == HEAD

@@ -148,7 +148,13 @@ class MailConfig(_Section):
     username: str | None = None
     rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
     timeout: float = Field(default=30.0, gt=0)
-    bounce_limit: int = Field(default=3, gt=0)
+    bounce_limit: int = Field(default=3, gt=0, description="hard bounces (5xx) before a subscriber is bounced")
+    soft_bounce_limit: int = Field(
+        default=5, gt=0, description="soft bounces (4xx until the retries ran out) before a subscriber is bounced"
+    )
+    pause_after_retries: int = Field(
+        default=5, gt=0, description="temporary failures in a row (4xx, timeouts) stop a run; a 421 stops it at once"
+    )
     lease_seconds: float = Field(
         default=0, ge=0, description="a claimed delivery's lease; 0: max(120, 4 * timeout + 30)"
     )

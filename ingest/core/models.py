@@ -6,7 +6,7 @@ database row never leaves the module that received it: it becomes one of these f
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
   :class:`StorySource`);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
-  :class:`Outcome`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`.
+  :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
 SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced"]
+#: A delivery that failed for good, counted against its subscriber: hard (5xx, or an address no message can go to) or
+#: soft (4xx until the retries ran out). Each kind has its own count and limit (decision 0015).
+BounceKind = Literal["hard", "soft"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,8 +220,9 @@ class Subscriber:
     created_at: datetime
     confirmed_at: datetime | None
     unsubscribed_at: datetime | None
-    bounces: int
+    bounces: int  # hard bounces since the last delivery that went through
     last_request_at: datetime | None
+    soft_bounces: int = 0  # soft bounces since the last delivery that went through
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,7 +264,7 @@ class Delivery:
     id: int
     digest_id: int
     subscriber_id: int
-    email: str  # the envelope recipient, from the subscriber row (never from a header)
+    email: str  # the subscriber row's address: checked again, in canonical form, it is the envelope recipient
     status: DeliveryStatus
     attempts: int
     reply: str | None
@@ -270,6 +274,7 @@ class Delivery:
     lease_owner: str | None
     lease_until: datetime | None
     subscriber_bounces: int = 0
+    subscriber_soft_bounces: int = 0
 
 
 #: What a sender decided about one claimed delivery (see :class:`Outcome`).
@@ -280,8 +285,9 @@ OutcomeStatus = Literal["sent", "failed", "retry", "release"]
 class Outcome:
     """What became of one claimed delivery.
 
-    ``sent`` and ``failed`` are final (``bounce`` counts a permanent failure against the subscriber); ``retry`` puts
-    it back for ``next_attempt_at``; ``release`` puts it back untouched (it was never tried: the transport was down).
+    ``sent`` and ``failed`` are final (``bounce`` counts a failure against the subscriber, ``reset_bounces`` clears
+    both counts); ``retry`` puts it back for ``next_attempt_at``; ``release`` puts it back untouched (it was never
+    tried: the transport was down, or the run stopped before it).
     """
 
     delivery_id: int
@@ -291,8 +297,17 @@ class Outcome:
     reply: str | None = None
     message_id: str | None = None
     next_attempt_at: datetime | None = None
-    bounce: bool = False
+    bounce: BounceKind | None = None
     reset_bounces: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BounceLimits:
+    """Bounces of each kind after which a confirmed subscriber becomes ``bounced`` (``[mail] bounce_limit`` and
+    ``soft_bounce_limit``)."""
+
+    hard: int = 3
+    soft: int = 5
 
 
 @dataclass(frozen=True, slots=True)

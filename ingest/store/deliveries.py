@@ -6,17 +6,20 @@ becomes is decided by the sender (``newsletter.digest``); this module only write
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Text, and_, bindparam, case, func, or_, select
 
-from ingest.core.models import Delivery, Outcome, Settled
+from ingest.core.models import BounceLimits, Delivery, Outcome, Settled
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import aware, record
 
 __all__ = ["DeliveriesMixin"]
+
+DEFAULT_LIMITS = BounceLimits()
 
 _sub = schema.subscriber
 _dig = schema.digest
@@ -65,6 +68,10 @@ def _claim_statement(locking: bool) -> Any:
             .where(_sub.c.id == _del.c.subscriber_id)
             .scalar_subquery()
             .label("subscriber_bounces"),
+            select(_sub.c.soft_bounces)
+            .where(_sub.c.id == _del.c.subscriber_id)
+            .scalar_subquery()
+            .label("subscriber_soft_bounces"),
         )
     )
 
@@ -85,18 +92,31 @@ _RECORD = (
         lease_until=None,
     )
 )
-_BOUNCE = (
-    _sub.update()
-    .where(_sub.c.id == bindparam("p_id"))
-    .values(
-        bounces=_sub.c.bounces + 1,
-        status=case(
-            (and_(_sub.c.status == "confirmed", _sub.c.bounces + 1 >= bindparam("p_limit")), "bounced"),
-            else_=_sub.c.status,
-        ),
+
+
+def _bounce_statement(count: Any) -> Any:
+    """One more bounce in ``count``; the subscriber is ``bounced`` once it reaches the limit."""
+    return (
+        _sub.update()
+        .where(_sub.c.id == bindparam("p_id"))
+        .values(
+            {
+                count: count + 1,
+                _sub.c.status: case(
+                    (and_(_sub.c.status == "confirmed", count + 1 >= bindparam("p_limit")), "bounced"),
+                    else_=_sub.c.status,
+                ),
+            }
+        )
     )
+
+
+_BOUNCE = {"hard": _bounce_statement(_sub.c.bounces), "soft": _bounce_statement(_sub.c.soft_bounces)}
+_UNBOUNCE = (
+    _sub.update()
+    .where(_sub.c.id == bindparam("p_id"), or_(_sub.c.bounces > 0, _sub.c.soft_bounces > 0))
+    .values(bounces=0, soft_bounces=0)
 )
-_UNBOUNCE = _sub.update().where(_sub.c.id == bindparam("p_id"), _sub.c.bounces > 0).values(bounces=0)
 
 
 class DeliveriesMixin(StoreBase):
@@ -124,32 +144,48 @@ class DeliveriesMixin(StoreBase):
 
     def record_and_claim(
         self,
-        outcome: Outcome | None,
+        outcomes: Sequence[Outcome],
         digest_id: int,
         owner: str,
         *,
         now: datetime,
         lease_until: datetime,
         after: int,
-        bounce_limit: int = 3,
+        limits: BounceLimits = DEFAULT_LIMITS,
     ) -> Delivery | None:
-        """:func:`record` ``outcome`` (when there is one), then :func:`claim_next` past ``after`` and, when nothing is
-        left past it, from the start: one transaction for what would be two or three, which is most of a sender's
+        """:func:`record` ``outcomes`` (usually one, or none), then :func:`claim_next` past ``after`` and, when nothing
+        is left past it, from the start: one transaction for what would be two or three, which is most of a sender's
         database work per message."""
         with self.engine.begin() as conn:
-            if outcome is not None:
-                _record(conn, outcome, owner, bounce_limit)
+            for outcome in outcomes:
+                _record(conn, outcome, owner, limits)
             found = _claim(conn, digest_id, owner, now, lease_until, after=after)
             if found is None and after:
                 found = _claim(conn, digest_id, owner, now, lease_until, after=0)
             return found
 
-    def record_outcome(self, outcome: Outcome, owner: str, *, bounce_limit: int = 3) -> None:
-        """Write what became of a delivery ``owner`` claimed, and count or clear the subscriber's bounces, in one
-        transaction. Nothing happens when the claim is no longer ``owner``'s (its lease ran out and another process took
-        the delivery over: that process's outcome is the one that counts)."""
+    def record_outcomes(
+        self, outcomes: Sequence[Outcome], owner: str, *, limits: BounceLimits = DEFAULT_LIMITS
+    ) -> None:
+        """Write what became of deliveries ``owner`` claimed, and count or clear their subscribers' bounces, in one
+        transaction. Nothing happens to a delivery whose claim is no longer ``owner``'s (its lease ran out and another
+        process took it over: that process's outcome is the one that counts)."""
         with self.engine.begin() as conn:
-            _record(conn, outcome, owner, bounce_limit)
+            for outcome in outcomes:
+                _record(conn, outcome, owner, limits)
+
+    def postpone(self, digest_id: int, until: datetime) -> int:
+        """Every pending delivery of the digest due before ``until`` waits until then (its attempts untouched): the
+        mail server asked us to stop. Returns how many now wait."""
+        with self.engine.begin() as conn:
+            due_before = or_(_del.c.next_attempt_at.is_(None), _del.c.next_attempt_at < until)
+            return int(
+                conn.execute(
+                    _del.update()
+                    .where(_del.c.digest_id == digest_id, _del.c.status == "pending", due_before)
+                    .values(next_attempt_at=until)
+                ).rowcount
+            )
 
     def expire_leases(self, now: datetime) -> int:
         """End every claim now, so deliveries left ``sending`` by a dead process are taken again at once rather than
@@ -162,8 +198,10 @@ class DeliveriesMixin(StoreBase):
                 ).rowcount
             )
 
-    def settle(self, digest_id: int, now: datetime) -> Settled:
-        """Cancel what is pending for subscribers no longer confirmed; mark the digest sent when nothing is left."""
+    def settle(self, digest_id: int, now: datetime, *, note: str | None = None) -> Settled:
+        """Cancel what is pending for subscribers no longer confirmed; mark the digest sent when nothing is left.
+        ``note`` is why the digest is still pending (a run stopped early), kept on the digest while it is; done,
+        the digest keeps none."""
         gone = select(_sub.c.id).where(_sub.c.status != "confirmed")
         with self.engine.begin() as conn:
             conn.execute(
@@ -183,12 +221,12 @@ class DeliveriesMixin(StoreBase):
                 )
             ).scalar()
             complete = not counts.get("pending") and not counts.get("sending")
-            if complete:
-                conn.execute(
-                    _dig.update()
-                    .where(_dig.c.id == digest_id, _dig.c.status == "pending")
-                    .values(status="sent", sent_at=now)
-                )
+            done = {"status": "sent", "sent_at": now, "note": None}
+            conn.execute(
+                _dig.update()
+                .where(_dig.c.id == digest_id, _dig.c.status == "pending")
+                .values(done if complete else {"note": note})
+            )
         return Settled(counts=counts, retry_at=aware(retry_at), complete=complete)
 
     def deliveries(self, digest_id: int) -> list[Delivery]:
@@ -216,7 +254,7 @@ def _claim(
     return record(Delivery, row) if row is not None else None
 
 
-def _record(conn: Connection, outcome: Outcome, owner: str, bounce_limit: int) -> None:
+def _record(conn: Connection, outcome: Outcome, owner: str, limits: BounceLimits) -> None:
     status = {"sent": "sent", "failed": "failed", "retry": "pending", "release": "pending"}[outcome.status]
     values = {
         "p_id": outcome.delivery_id,
@@ -230,13 +268,17 @@ def _record(conn: Connection, outcome: Outcome, owner: str, bounce_limit: int) -
     }
     if not conn.execute(_RECORD, values).rowcount:
         return
-    if outcome.bounce:
-        conn.execute(_BOUNCE, {"p_id": outcome.subscriber_id, "p_limit": bounce_limit})
+    if outcome.bounce is not None:
+        limit = limits.hard if outcome.bounce == "hard" else limits.soft
+        conn.execute(_BOUNCE[outcome.bounce], {"p_id": outcome.subscriber_id, "p_limit": limit})
     elif outcome.reset_bounces:
         conn.execute(_UNBOUNCE, {"p_id": outcome.subscriber_id})
 
 
 def _delivery_query() -> Any:
-    return select(_del, _sub.c.email, _sub.c.bounces.label("subscriber_bounces")).join(
-        _sub, _sub.c.id == _del.c.subscriber_id
-    )
+    return select(
+        _del,
+        _sub.c.email,
+        _sub.c.bounces.label("subscriber_bounces"),
+        _sub.c.soft_bounces.label("subscriber_soft_bounces"),
+    ).join(_sub, _sub.c.id == _del.c.subscriber_id)

@@ -84,8 +84,14 @@ def _v6(conn: Connection) -> None:
     conn.execute(text("DROP TABLE sighting_key_v5"))
 
 
+def _v7(conn: Connection) -> None:
+    """subscriber.soft_bounces: soft bounces have a count of their own (decision 0015); everyone starts at 0."""
+    if "soft_bounces" not in {c["name"] for c in inspect(conn).get_columns("subscriber")}:
+        conn.execute(text("ALTER TABLE subscriber ADD COLUMN soft_bounces INTEGER NOT NULL DEFAULT 0"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 
 HEAD = len(MIGRATIONS)
 

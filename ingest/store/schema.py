@@ -241,8 +241,10 @@ subscriber = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("confirmed_at", UtcDateTime),
     Column("unsubscribed_at", UtcDateTime),
-    Column("bounces", Integer, nullable=False, default=0),
+    Column("bounces", Integer, nullable=False, default=0),  # hard bounces (decision 0015)
     Column("last_request_at", UtcDateTime),
+    # A server default too: rows written by hand or by an older release's code still get a count.
+    Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
 )
 
 delivery = Table(

@@ -55,6 +55,7 @@ class SubscribersMixin(StoreBase):
                         created_at=now,
                         confirmed_at=now if status == "confirmed" else None,
                         bounces=0,
+                        soft_bounces=0,
                     )
                 )
                 row = conn.execute(select(_sub).where(_sub.c.email == email)).one()
@@ -71,10 +72,10 @@ class SubscribersMixin(StoreBase):
         only_from: Sequence[SubscriberStatus] | None = None,
     ) -> Subscriber | None:
         """Move a subscriber to ``status`` (only from one of ``only_from`` when given). Returns it after, or None when
-        it does not exist or was not in an allowed status. Confirming clears the bounce count."""
+        it does not exist or was not in an allowed status. Confirming clears both bounce counts."""
         values: dict[str, Any] = {"status": status}
         if status == "confirmed":
-            values.update(confirmed_at=now, unsubscribed_at=None, bounces=0)
+            values.update(confirmed_at=now, unsubscribed_at=None, bounces=0, soft_bounces=0)
         elif status == "unsubscribed":
             values["unsubscribed_at"] = now
         cond = _sub.c.id == subscriber_id

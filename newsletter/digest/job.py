@@ -61,6 +61,11 @@ class DigestReport:
     def error(self) -> str | None:
         return next((r.error for r in self.runs if r.error), None)
 
+    @property
+    def paused(self) -> str | None:
+        """Why sending stopped before the end (the server's answers); the rest waits (see ``retry_at``)."""
+        return next((r.paused for r in self.runs if r.paused), None)
+
 
 @dataclass(frozen=True, slots=True)
 class Preview:
@@ -137,8 +142,8 @@ def send_due_digest(
             for d in open_:
                 run = deliver_digest(store, settings, d, transport=active, tokens=tokens, clock=clock, stop=stop)
                 runs.append(run)
-                if run.error or (stop is not None and stop()):
-                    break
+                if run.error or run.paused or (stop is not None and stop()):
+                    break  # the same server would answer the next digest the same way
         finally:
             if own:
                 active.close()

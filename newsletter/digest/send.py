@@ -6,11 +6,20 @@ moment a process has at most ONE message on the wire whose outcome is not in the
 server has the message, the database does not know), that one message is sent again once its lease runs out: the only
 possible duplicate, and it carries the same Message-ID as the first copy. The outbox transport names each file after
 its delivery, so there the second copy replaces the first. The claim re-checks the subscriber's status, so whoever
-unsubscribes while a digest is going out is not sent it, unless theirs was already claimed (one message ahead).
+unsubscribes while a digest is going out is not sent it, unless theirs was already claimed (one message ahead). A
+message that has gone is never put back as untried: whatever breaks after it went, its outcome is written first.
 
-Answers: 2xx sent; 4xx and timeouts retry later with backoff (:data:`BACKOFF`, then failed); 5xx to the recipient or
-the data failed, counted as a bounce (the subscriber is marked bounced after ``[mail] bounce_limit``). A transport that
-cannot connect stops the run with :class:`TransportError`; what was not tried stays pending.
+Each address is checked again when it is claimed (:func:`newsletter.subscribers.addresses.normalize`: a row edited or
+migrated into the table never passed the subscribe form) and sent to in its canonical form. A delivery whose message
+cannot be addressed or built fails alone ("address not usable: ..."), written in the transaction that claims the next.
+
+Answers: 2xx sent; 4xx and timeouts retry later with backoff (:data:`BACKOFF`, then failed: a soft bounce when the
+last answer was a 4xx); 5xx to the recipient or the data failed, a hard bounce. Each kind counts against the
+subscriber up to its limit (``[mail] bounce_limit``, ``soft_bounce_limit``; decision 0015); a delivery that goes
+through clears both. A 421 (the server is closing) or ``[mail] pause_after_retries`` temporary failures in a row stop
+the run: what was not tried stays pending, its attempts not counted, and waits as long as the last one tried; the
+digest's note says why. A transport that cannot connect stops the run with :class:`TransportError`; what was not tried
+stays pending.
 """
 
 from __future__ import annotations
@@ -19,19 +28,19 @@ import logging
 import os
 import secrets
 import socket
-import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
-from ingest.core.errors import TransportError
+from ingest.core.errors import AddressError, TransportError
 from ingest.core.links import unsubscribe_url
-from ingest.core.models import Delivery, Digest, Outcome
+from ingest.core.models import BounceLimits, Delivery, Digest, Outcome
 from ingest.store import Store
 from newsletter.digest import compose
-from newsletter.digest.transports import SendResult, Transport
+from newsletter.digest.transports import CLOSING, SendResult, Transport
+from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens
 
 __all__ = [
@@ -89,6 +98,17 @@ class DeliveryRun:
     retry_at: datetime | None = None
     complete: bool = False
     error: str | None = None
+    paused: str | None = None  # why the run stopped before the end: the server's answers (the rest wait)
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A claimed delivery with its message built."""
+
+    delivery: Delivery
+    address: str  # the envelope recipient: the subscriber's address, checked again, in canonical form
+    message: bytes
+    message_id: str
 
 
 def deliver_digest(
@@ -102,7 +122,8 @@ def deliver_digest(
     owner: str | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> DeliveryRun:
-    """Send ``digest`` to each of its due deliveries, one at a time, until none is left (or ``stop()``).
+    """Send ``digest`` to each of its due deliveries, one at a time, until none is left (or ``stop()``, or the server
+    asks us to stop).
 
     While the server reads a message, one transaction writes the outcome of the previous one and claims the next
     delivery; it commits before this message can be accepted, so at most one message is ever accepted without its
@@ -116,38 +137,65 @@ def deliver_digest(
     )
     links = _Links(settings, tokens)
     lease = lease_length(settings)
-    limit = settings.mail.bounce_limit
+    limits = BounceLimits(hard=settings.mail.bounce_limit, soft=settings.mail.soft_bounce_limit)
     done: Counter[str] = Counter()
     error: str | None = None
 
-    def message_for(d: Delivery) -> tuple[bytes, str]:
+    def prepare(d: Delivery) -> _Ready | Outcome:
+        """``d``'s message, or the outcome of a delivery no message can go to (it fails alone)."""
         message_id = compose.message_id(digest, d.subscriber_id, domain)
+        try:
+            address = normalize(d.email)
+        except AddressError as exc:
+            # What a server would answer to it (553 5.1.3): a hard bounce, so a row nobody fixes stops being tried.
+            reply = f"address not usable: {exc}"
+            return Outcome(d.id, d.subscriber_id, "failed", clock(), reply, message_id, bounce="hard")
         url, mailto = links.of(d.subscriber_id, d.email)
         recipient = compose.Recipient(
-            address=d.email, unsubscribe_url=url, unsubscribe_mailto=mailto, message_id=message_id
+            address=address, unsubscribe_url=url, unsubscribe_mailto=mailto, message_id=message_id
         )
-        return template.build(recipient), message_id
+        try:
+            return _Ready(d, address, template.build(recipient), message_id)
+        except ValueError as exc:  # compose refuses a value it cannot put in a header
+            return Outcome(d.id, d.subscriber_id, "failed", clock(), f"message not built: {exc}", message_id)
 
     def stopping() -> bool:
         return stop is not None and stop()
 
-    def record_and_claim(outcome: Outcome | None, after: int) -> Delivery | None:
-        """Write the last outcome and claim the next due delivery past the cursor, else from the start (retries that
+    def record_and_claim(outcomes: Sequence[Outcome], after: int) -> Delivery | None:
+        """Write the last outcomes and claim the next due delivery past the cursor, else from the start (retries that
         fell due, expired leases), in one transaction."""
         now = clock()
         return store.record_and_claim(
-            outcome, digest.id, owner, now=now, lease_until=now + lease, after=after, bounce_limit=limit
+            outcomes, digest.id, owner, now=now, lease_until=now + lease, after=after, limits=limits
         )
 
-    current = None if stopping() else record_and_claim(None, 0)
+    def claim_ready(outcomes: Sequence[Outcome], after: int) -> _Ready | None:
+        """:func:`record_and_claim`, past any delivery no message can go to: each fails in the transaction that
+        claims the one after it."""
+        while (claimed := record_and_claim(outcomes, after)) is not None:
+            ready = prepare(claimed)
+            if isinstance(ready, _Ready):
+                return ready
+            unusable(ready)
+            outcomes, after = [ready], claimed.subscriber_id
+        return None
+
+    def unusable(outcome: Outcome) -> None:
+        done[outcome.status] += 1
+        log.warning("digest %s: subscriber %d: %s", digest.period, outcome.subscriber_id, outcome.reply)
+
+    current = None if stopping() else claim_ready((), 0)  # the message being sent; None once it has gone
     upcoming: Delivery | None = None  # claimed while the server takes in ``current``
-    finished: Outcome | None = None  # the last outcome, written while the server takes in the next message
-    built = message_for(current) if current is not None else None
+    in_flight: _Ready | None = None  # gone (the server may have accepted it), its answer not read yet
+    unwritten: list[Outcome] = []  # outcomes known, written with the next claim (or at the end)
+    streak: list[tuple[Delivery, SendResult]] = []  # temporary failures in a row
+    paused: _Pause | None = None
     try:
-        while current is not None and built is not None:
-            message, message_id = built
+        while current is not None:
+            d = current.delivery
             try:
-                transport.submit(envelope_from, current.email, message, f"{digest.period}-{current.subscriber_id}")
+                transport.submit(envelope_from, current.address, current.message, f"{digest.period}-{d.subscriber_id}")
             except TransportError as exc:
                 error = str(exc)
                 log.error("digest %s: %s", digest.period, exc)
@@ -155,26 +203,45 @@ def deliver_digest(
             # The last outcome is written BEFORE this message may be accepted (one unknown outcome at most), in the
             # transaction that claims the next delivery.
             if stopping():
-                if finished is not None:
-                    store.record_outcome(finished, owner, bounce_limit=limit)
+                if unwritten:
+                    store.record_outcomes(unwritten, owner, limits=limits)
             else:
-                upcoming = record_and_claim(finished, current.subscriber_id)
-            finished = None
+                upcoming = record_and_claim(unwritten, d.subscriber_id)
+            unwritten = []
             transport.finish()
-            built = message_for(upcoming) if upcoming is not None else None  # while the server reads the end
-            finished = _outcome(current, transport.result(), clock(), message_id)
+            in_flight, current = current, None
+            ahead = prepare(upcoming) if upcoming is not None else None  # while the server reads the end
+            result = transport.result()
+            finished = _outcome(in_flight, result, clock())
+            in_flight = None
+            unwritten.append(finished)
             done[finished.status] += 1
-            if upcoming is not None and stopping():
+            streak = [*streak, (d, result)] if result.status == "retry" else []
+            paused = _pause(streak, settings.mail.pause_after_retries, clock())
+            if isinstance(ahead, Outcome):  # the next one cannot be sent: it fails alone, written with this one
+                unwritten.append(ahead)
+                unusable(ahead)
+                upcoming = None
+            if paused is not None or stopping():
                 break  # the one claimed ahead is released below, untried
-            current, upcoming = upcoming, None
+            if isinstance(ahead, Outcome):
+                current = claim_ready(unwritten, ahead.subscriber_id)
+                unwritten = []
+            else:
+                current, upcoming = ahead, None
     finally:
-        if finished is not None:
-            store.record_outcome(finished, owner, bounce_limit=limit)
-        failing = error is not None or sys.exc_info()[0] is not None
-        for untried in (current, upcoming) if failing else (upcoming,):
-            if untried is not None:
-                store.record_outcome(Outcome(untried.id, untried.subscriber_id, "release", clock()), owner)
-    settled = store.settle(digest.id, clock())
+        if in_flight is not None:  # something broke after it went: its answer counts, it is never sent twice
+            unwritten.append(_outcome(in_flight, transport.result(), clock()))
+        untried = [r.delivery for r in (current,) if r is not None] + [u for u in (upcoming,) if u is not None]
+        unwritten += [Outcome(u.id, u.subscriber_id, "release", clock()) for u in untried]
+        if unwritten:
+            store.record_outcomes(unwritten, owner, limits=limits)
+    if paused is not None:
+        waiting = store.postpone(digest.id, paused.until)
+        log.warning("digest %s: %s; %d deliveries wait until %s", digest.period, paused.reason, waiting, paused.until)
+    # A run that tried nothing leaves the note alone: an earlier pause still holds.
+    note = paused.note if paused is not None else (None if done else digest.note)
+    settled = store.settle(digest.id, clock(), note=note)
     return DeliveryRun(
         period=digest.period,
         sent=done["sent"],
@@ -184,6 +251,7 @@ def deliver_digest(
         retry_at=settled.retry_at,
         complete=settled.complete,
         error=error,
+        paused=paused.reason if paused is not None else None,
     )
 
 
@@ -200,15 +268,47 @@ class _Links:
         return unsubscribe_url(self.settings, token), self.mailto + token
 
 
-def _outcome(d: Delivery, result: SendResult, now: datetime, message_id: str) -> Outcome:
+def _outcome(sent: _Ready, result: SendResult, now: datetime) -> Outcome:
+    d, message_id = sent.delivery, sent.message_id
     if result.status == "sent":
-        return Outcome(
-            d.id, d.subscriber_id, "sent", now, result.reply, message_id, reset_bounces=d.subscriber_bounces > 0
-        )
+        reset = d.subscriber_bounces > 0 or d.subscriber_soft_bounces > 0
+        return Outcome(d.id, d.subscriber_id, "sent", now, result.reply, message_id, reset_bounces=reset)
     if result.status == "failed":
-        return Outcome(d.id, d.subscriber_id, "failed", now, result.reply, message_id, bounce=True)
+        return Outcome(d.id, d.subscriber_id, "failed", now, result.reply, message_id, bounce="hard")
     wait = backoff(d.attempts)
     if wait is None:
         reply = f"gave up after {d.attempts} attempts; last answer: {result.reply}"
-        return Outcome(d.id, d.subscriber_id, "failed", now, reply, message_id)
+        # A soft bounce: the mailbox still said "later" at the last try. A 421 is about the server and a timeout
+        # about the network: neither says anything about this address.
+        soft = 400 <= result.code < 500 and result.code != CLOSING
+        return Outcome(d.id, d.subscriber_id, "failed", now, reply, message_id, bounce="soft" if soft else None)
     return Outcome(d.id, d.subscriber_id, "retry", now, result.reply, message_id, next_attempt_at=now + wait)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pause:
+    """Why a run stops before the end, and until when the digest's remaining deliveries wait."""
+
+    reason: str
+    until: datetime
+
+    @property
+    def note(self) -> str:
+        return f"paused: {self.reason}; the rest wait until {self.until:%Y-%m-%d %H:%M %Z}"
+
+
+def _pause(streak: Sequence[tuple[Delivery, SendResult]], limit: int, now: datetime) -> _Pause | None:
+    """Whether the temporary failures in a row so far stop the run: the last one a 421, or ``limit`` of them. The rest
+    then wait as long as the longest wait among these (the last step of :data:`BACKOFF` for one out of retries), so a
+    server that keeps refusing is tried less and less often, one message at a time."""
+    if not streak:
+        return None
+    last = streak[-1][1]
+    if last.code == CLOSING:
+        reason = f"the server answered {last.reply}"
+    elif len(streak) >= limit:
+        reason = f"{len(streak)} temporary failures in a row, the last: {last.reply}"
+    else:
+        return None
+    wait = max(backoff(d.attempts) or BACKOFF[-1] for d, _ in streak)
+    return _Pause(reason, now + wait)

@@ -2,6 +2,7 @@
 
 A transport knows nothing of digests, subscribers or the database: it takes an envelope and bytes and says what
 became of them (:class:`SendResult`). Answers: 2xx sent; 4xx, timeouts and a lost connection retry later; 5xx failed.
+After a 421 the server closes the connection (RFC 5321 3.8), so we drop it too; the next message opens a new one.
 A transport that cannot send at all (no connection, login refused, an outbox it cannot write) raises
 :class:`TransportError`.
 """
@@ -37,10 +38,15 @@ __all__ = [
 _DOT = re.compile(rb"(?m)^\.")
 
 
+#: RFC 5321 3.8: "service not available, closing transmission channel": about the server, not the recipient.
+CLOSING = 421
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     status: Literal["sent", "retry", "failed"]
     reply: str
+    code: int = 0  # the SMTP reply code; 0 when there was none (a timeout, a lost connection, the outbox)
 
 
 class Transport(Protocol):
@@ -52,8 +58,8 @@ class Transport(Protocol):
     """
 
     def submit(self, sender: str, recipient: str, message: bytes, name: str) -> None:
-        """Start sending ``message`` to ``recipient`` (the envelope, from the database); ``name`` is unique per
-        delivery. Raises :class:`TransportError` when nothing can be sent at all."""
+        """Start sending ``message`` to ``recipient`` (the envelope: the subscriber's address, checked again by the
+        caller); ``name`` is unique per delivery. Raises :class:`TransportError` when nothing can be sent at all."""
         ...
 
     def finish(self) -> None:
@@ -168,18 +174,19 @@ class SmtpTransport:
         conn = self._conn
         try:
             code, resp = conn.mail(sender)
+            if code == CLOSING:  # the server is going away, not refusing us: an answer like any other 421
+                self._refused(code, resp)
+                return
             if code != 250:
                 self._reset()
                 raise TransportError(f"SMTP server refuses the sender {sender}: {code} {_text(resp)}")
             code, resp = conn.rcpt(recipient)
             if code not in (250, 251):
-                self._reset()
-                self._early = _answer(code, resp)
+                self._refused(code, resp)
                 return
             code, resp = conn.docmd("data")
             if code != 354:
-                self._reset()
-                self._early = _answer(code, resp)
+                self._refused(code, resp)
                 return
             # RFC 5321 4.5.2: a line starting with "." gets another; the message ends with CRLF "." CRLF.
             body = _DOT.sub(b"..", message)
@@ -205,7 +212,18 @@ class SmtpTransport:
             code, resp = conn.getreply()
         except (smtplib.SMTPServerDisconnected, smtplib.SMTPResponseException, OSError) as exc:
             return self._lost(exc)
+        if code == CLOSING:
+            self._drop()
         return _answer(code, resp)
+
+    def _refused(self, code: int, resp: bytes) -> None:
+        """An answer before the message went: the verdict is known early; the session is reset, or dropped when the
+        server said it is closing."""
+        if code == CLOSING:
+            self._drop()
+        else:
+            self._reset()
+        self._early = _answer(code, resp)
 
     def _lost(self, exc: BaseException) -> SendResult:
         self._drop()
@@ -264,7 +282,7 @@ def _reply(exc: smtplib.SMTPResponseException) -> str:
 def _answer(code: int, resp: bytes | str) -> SendResult:
     reply = f"{code} {_text(resp)}"
     if 200 <= code < 300:
-        return SendResult("sent", reply)
+        return SendResult("sent", reply, code)
     if 500 <= code < 600:
-        return SendResult("failed", reply)
-    return SendResult("retry", reply)  # 4xx, and anything odd: never give up on a surprise
+        return SendResult("failed", reply, code)
+    return SendResult("retry", reply, code)  # 4xx, and anything odd: never give up on a surprise

@@ -102,7 +102,7 @@ class Service:
         if not self.stopping.is_set():
             try:
                 digest = self.send_digest(now)
-                if digest.created or digest.sent or digest.failed or digest.error:
+                if digest.created or digest.sent or digest.failed or digest.error or digest.paused:
                     parts.append("digest " + describe_digest(digest))
             except NewsletterError as exc:
                 errors.append(f"digest: {exc}")
@@ -190,4 +190,7 @@ def describe_publish(report: PublishReport) -> str:
 
 def describe_digest(report: DigestReport) -> str:
     text = f"{report.period} {report.status}, {report.stories} stories, {report.sent} sent, {report.failed} failed"
-    return text + (f" ({report.note})" if report.note else "")
+    text += f" ({report.note})" if report.note else ""
+    if report.paused and report.paused not in (report.note or ""):  # an older digest's run stopped
+        text += f"; stopped: {report.paused}"
+    return text
