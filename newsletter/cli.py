@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
-from ingest.core.links import uid_authority
+from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+#: A story's or sighting's id as an argument: a number the database could hold (see ingest.core.links.MAX_ID).
+ROW_ID = click.IntRange(1, MAX_ID)
 
 
 class App:
@@ -143,7 +145,7 @@ def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
 
 
 @stories.command("explain")
-@click.argument("story_id", type=int)
+@click.argument("story_id", type=ROW_ID)
 @click.pass_obj
 def stories_explain(app: App, story_id: int) -> None:
     """Show a story's sightings and why they were merged."""
@@ -190,8 +192,8 @@ def stories_explain(app: App, story_id: int) -> None:
 
 
 @stories.command("merge")
-@click.argument("first", type=int)
-@click.argument("second", type=int)
+@click.argument("first", type=ROW_ID)
+@click.argument("second", type=ROW_ID)
 @click.pass_obj
 def stories_merge(app: App, first: int, second: int) -> None:
     """Merge two stories (the older id survives)."""
@@ -200,8 +202,8 @@ def stories_merge(app: App, first: int, second: int) -> None:
 
 
 @stories.command("split")
-@click.argument("story_id", type=int)
-@click.argument("sighting_id", type=int)
+@click.argument("story_id", type=ROW_ID)
+@click.argument("sighting_id", type=ROW_ID)
 @click.pass_obj
 def stories_split(app: App, story_id: int, sighting_id: int) -> None:
     """Take a sighting out of a story into a story of its own."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from ingest.core.config import Settings
 from ingest.store import Store
@@ -68,13 +69,23 @@ class Site:
 
 @contextmanager
 def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
-    port = sock.getsockname()[1]
+    """The site with the subscriber pages on ``clock``, on a real uvicorn; yields its base URL."""
     app = create_app(
         settings, store, extra_routes=[*routes(settings, store, clock=clock), *digest_routes(settings, store)]
     )
+    with serve_app(app) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: ASGIApp) -> Iterator[str]:
+    """Any ASGI app on a real uvicorn on 127.0.0.1 (a free port); yields its base URL."""
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it each
+    # answer (headers, then body) waits ~40 ms on the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
+    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

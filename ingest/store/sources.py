@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
 from ingest.store import schema
 from ingest.store.base import StoreBase
@@ -113,8 +114,8 @@ class SourcesMixin(StoreBase):
         """A source by id, by location (the URL as added) or by its current URL."""
         src = schema.source
         cond = (src.c.location == ident) | (src.c.url == ident)
-        if ident.isdigit():
-            cond = cond | (src.c.id == int(ident))
+        if (as_id := parse_row_id(ident)) is not None:
+            cond = cond | (src.c.id == as_id)
         with self.engine.connect() as conn:
             row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return record(Source, row) if row is not None else None

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.links import is_row_id
 from ingest.core.models import Subscriber, SubscriberStatus
 from ingest.store import schema
 from ingest.store.base import StoreBase
@@ -28,6 +29,8 @@ class SubscribersMixin(StoreBase):
             return record(Subscriber, row) if row is not None else None
 
     def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        if not is_row_id(subscriber_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
             return record(Subscriber, row) if row is not None else None
