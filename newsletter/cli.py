@@ -52,7 +52,10 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.settings.storage.url, uid_authority=uid_authority(self.settings.publish))
+            storage = self.settings.storage
+            self._store = Store.open(
+                storage.url, uid_authority=uid_authority(self.settings.publish), busy_timeout=storage.busy_timeout
+            )
         return self._store
 
     def close(self) -> None:

@@ -56,6 +56,7 @@ class _Section(BaseModel):
 
 class StorageConfig(_Section):
     url: str = "sqlite:///../var/newsletter.db"
+    busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
 
 
 class SeedsConfig(_Section):
