@@ -311,7 +311,7 @@ def status(app: App, as_json: bool) -> None:
             _when(s.last_success_at),
             str(s.error_count),
             s.last_error or "",
-            "-" if s.kind == "page" else ("never (gone)" if s.status == "gone" else _when(s.next_check_at)),
+            "-" if s.kind == "page" else _next_check(s),
         )
     out().print(table)
     click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
@@ -390,17 +390,38 @@ def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], inter
     click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
 
 
+def _feed(app: App, feed: str) -> Source:
+    """The feed a command names by id or URL."""
+    source = app.store.find_source(feed)
+    if source is None or source.kind != "feed":
+        raise UsageError(f"no feed with id or URL {feed!r}; see `newsletter feeds list`")
+    return source
+
+
 @feeds.command("remove")
 @click.argument("feed")
 @click.pass_obj
 def feeds_remove(app: App, feed: str) -> None:
     """Stop following a feed (by id or URL); its stories stay."""
-    source = app.store.find_source(feed)
-    if source is None or source.kind != "feed":
-        raise UsageError(f"no feed with id or URL {feed!r}; see `newsletter feeds list`")
+    source = _feed(app, feed)
     app.store.remove_feed(source.id)
     note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
     click.echo(f"removed feed #{source.id}: {source.location}{note}")
+
+
+@feeds.command("resume")
+@click.argument("feed")
+@click.pass_obj
+def feeds_resume(app: App, feed: str) -> None:
+    """Follow a paused (or gone) feed again, by id or URL: it is checked at once."""
+    source = _feed(app, feed)
+    if source.status == "removed":
+        raise UsageError(f"feed #{source.id} was removed: `newsletter feeds add {source.location}` follows it again")
+    if source.status not in ("paused", "gone"):
+        click.echo(f"feed #{source.id} is {source.status}, not paused: nothing to resume ({source.location})")
+        return
+    app.store.resume_feed(source.id)
+    click.echo(f"resumed feed #{source.id}: {source.location} (it was {source.status}; it is checked at once)")
 
 
 @feeds.command("list")
@@ -430,13 +451,17 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
             str(s.sightings),
             str(s.error_count),
             s.last_error or (f"warning: {s.warning}" if s.warning else ""),
-            "never (gone)" if s.status == "gone" else _when(s.next_check_at),
+            _next_check(s),
         )
     out().print(table)
 
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _next_check(s: Source) -> str:
+    return f"never ({s.status})" if s.status in ("gone", "paused") else _when(s.next_check_at)
 
 
 def _feed_json(s: Source) -> dict[str, Any]:

@@ -101,6 +101,7 @@ class FetchConfig(_Section):
     interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
     lease_seconds: float = Field(default=0, ge=0, description="a claimed feed's lease; 0: automatic")
+    pause_after_days: float = Field(default=30, ge=0, description="days of failures before a feed is paused; 0: never")
 
     @field_validator("trusted_networks")
     @classmethod

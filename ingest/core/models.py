@@ -17,8 +17,9 @@ from typing import Literal
 
 ItemKind = Literal["article", "teaser", "entry"]
 SourceKind = Literal["page", "feed"]
-#: A source's state (README "Feeds"): a seed page is active or error; a feed any of the others.
-SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed"]
+#: A source's state (README "Feeds"): a seed page is active or error; a feed any of the others. ``paused``: a feed
+#: that failed for ``[fetch] pause_after_days`` in a row, no longer polled until resumed.
+SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed", "paused"]
 #: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
@@ -80,6 +81,8 @@ class Source:
     origin: str = "config"
     etag: str | None = None
     last_modified: str | None = None
+    created_at: datetime | None = None
+    failing_since: datetime | None = None  # the first failure of the current streak; None after a success
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +155,7 @@ class FeedState:
     url: str | None = None  # a permanently redirected feed's new URL
     success: bool = False  # the server answered with a usable feed (200 or 304)
     title: str | None = None  # the feed's own title, used when the source has no name
+    failing_since: datetime | None = None  # when the failure streak began (None: the feed is not failing)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,15 @@ def _v6(conn: Connection) -> None:
     conn.execute(text("DROP TABLE sighting_key_v5"))
 
 
+def _v7(conn: Connection) -> None:
+    """source.failing_since: when a feed's failure streak began, so that a feed failing for weeks is paused."""
+    if "failing_since" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        kind = schema.source.c.failing_since.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE source ADD COLUMN failing_since {kind}"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
 
 HEAD = len(MIGRATIONS)
 

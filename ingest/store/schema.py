@@ -112,7 +112,7 @@ source = Table(
     Column("tags", Tags, nullable=False, default=tuple),
     Column("interval", Integer),  # minutes between checks, None for the default
     Column("origin", String(16), nullable=False, default="config"),  # config | cli | opml | seed
-    Column("status", String(16), nullable=False, default="active"),  # active | failing | gone | error | removed
+    Column("status", String(16), nullable=False, default="active"),  # models.SourceStatus
     Column("content_hash", String(64)),
     Column("etag", CleanText),
     Column("last_modified", CleanText),
@@ -121,6 +121,7 @@ source = Table(
     Column("next_check_at", UtcDateTime),
     Column("last_status", Integer),
     Column("error_count", Integer, nullable=False, default=0),
+    Column("failing_since", UtcDateTime),  # the first failure of the current streak (a feed is paused after a while)
     Column("last_error", CleanText),
     Column("warning", CleanText),
     Column("created_at", UtcDateTime, nullable=False),

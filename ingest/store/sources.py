@@ -85,8 +85,8 @@ class SourcesMixin(StoreBase):
                     )
                     created = True
                 else:
-                    # Only what is given changes; a feed added again by the operator after it was removed or went
-                    # gone (410) is followed again from now.
+                    # Only what is given changes; a feed added again by the operator after it was removed, went
+                    # gone (410) or was paused is followed again from now.
                     values: dict[str, Any] = {}
                     if tags or mirror:
                         values["tags"] = list(tags)
@@ -94,10 +94,8 @@ class SourcesMixin(StoreBase):
                         values["interval"] = interval
                     if name:
                         values["name"] = name
-                    if row.status == "removed" or (row.status == "gone" and origin == "cli"):
-                        values.update(
-                            status="active", origin=origin, next_check_at=None, error_count=0, last_error=None
-                        )
+                    if row.status == "removed" or (row.status in ("gone", "paused") and origin == "cli"):
+                        values.update(_RESUMED, origin=origin)
                     if values:
                         conn.execute(src.update().where(src.c.id == row.id).values(**values))
                     created = False
@@ -119,6 +117,11 @@ class SourcesMixin(StoreBase):
         with self.engine.connect() as conn:
             row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return record(Source, row) if row is not None else None
+
+    def resume_feed(self, source_id: int) -> None:
+        """Follow a paused or gone feed again: active, due at once, a new failure streak."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.source.update().where(schema.source.c.id == source_id).values(**_RESUMED))
 
     def remove_feed(self, source_id: int) -> None:
         """Stop following a feed. Its sightings and stories stay (nothing is lost); adding it again resumes it."""
@@ -247,6 +250,17 @@ class SourcesMixin(StoreBase):
         return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
 
 
+#: A feed followed again (``feeds resume``, or added again): checked at once, its error streak forgotten.
+_RESUMED: dict[str, Any] = {
+    "status": "active",
+    "next_check_at": None,
+    "error_count": 0,
+    "failing_since": None,
+    "last_error": None,
+    "warning": None,
+}
+
+
 def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: datetime) -> None:
     """A feed's state after a fetch; ends the lease on it."""
     src = schema.source
@@ -254,6 +268,7 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
         "status": state.status,
         "last_status": state.last_status,
         "error_count": state.error_count,
+        "failing_since": state.failing_since,
         "next_check_at": state.next_check_at,
         "last_error": state.last_error,
         "warning": state.warning,
@@ -278,7 +293,7 @@ def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
     src = schema.source
     due = and_(
         src.c.kind == "feed",
-        src.c.status.not_in(("gone", "removed")),
+        src.c.status.not_in(("gone", "removed", "paused")),
         or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
         or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
     )
