@@ -99,7 +99,8 @@ def _requests(routes: list[BaseRoute]) -> Iterator[tuple[str, str, str | None]]:
 @pytest.fixture
 def site_url(tmp_path: Path, db_url: str) -> Iterator[tuple[str, list[BaseRoute]]]:
     store = Store.open(db_url)
-    settings = make_settings(tmp_path)
+    # No subscribe limits: every hostile form must reach the address check and the store, not stop at the limit.
+    settings = make_settings(tmp_path, subscribe={"per_client_per_hour": 0, "mails_per_hour": 0})
     page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1), tags=["lung cancer"])
     confirmed(store, "reader@example.org")
     job.send_due_digest(store, settings, W48_DUE)

@@ -159,6 +159,22 @@ class MailConfig(_Section):
 class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
+    trusted_proxies: list[str] = Field(default_factory=list, description="proxies whose X-Forwarded-For is believed")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"a list of addresses or networks such as '127.0.0.1', got {net!r}") from None
+        return value
+
+
+class SubscribeConfig(_Section):
+    per_client_per_hour: int = Field(default=5, ge=0, description="subscribe requests per client address; 0: any")
+    mails_per_hour: int = Field(default=100, ge=0, description="confirmation mails in all; 0: no cap")
 
 
 class LogConfig(_Section):
@@ -176,6 +192,7 @@ class Settings(_Section):
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
     web: WebConfig = WebConfig()
+    subscribe: SubscribeConfig = SubscribeConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None

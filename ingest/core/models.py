@@ -6,7 +6,8 @@ database row never leaves the module that received it: it becomes one of these f
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
   :class:`StorySource`);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
-  :class:`Outcome`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`.
+  :class:`Outcome`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the subscribe form's
+  :class:`RequestCounts`.
 """
 
 from __future__ import annotations
@@ -223,6 +224,15 @@ class Subscriber:
     unsubscribed_at: datetime | None
     bounces: int
     last_request_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """A subscribe form request, as recorded: its row, and what the window before it holds (it included)."""
+
+    id: int
+    client_requests: int  # requests from the same client
+    mails: int  # confirmation mails sent, whoever asked
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,8 +97,13 @@ def _v7(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE source ADD COLUMN failing_since {kind}"))
 
 
+def _v8(conn: Connection) -> None:
+    """subscribe_request: the subscribe form's requests of the last hour, for its limits."""
+    schema.metadata.create_all(conn, tables=[schema.subscribe_request])  # checkfirst: an existing table is kept
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8)
 
 HEAD = len(MIGRATIONS)
 

@@ -263,3 +263,16 @@ delivery = Table(
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )
+
+# One row per subscribe form request, kept for an hour: the per-client limit and the hourly cap on confirmation mails
+# count them here, so every process sharing the database counts the same, across restarts.
+subscribe_request = Table(
+    "subscribe_request",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("client", String(64), nullable=False),  # the client's address (IPv6: its /64 network)
+    Column("at", UtcDateTime, nullable=False),
+    Column("mailed", Boolean, nullable=False, default=False),  # a confirmation mail went out for it
+    Index(None, "client", "at"),
+    Index(None, "at"),
+)
