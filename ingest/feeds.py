@@ -22,7 +22,7 @@ from ingest.core.config import Settings
 from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.parse import ParsedFeed
-from ingest.polling import next_check
+from ingest.polling import failing_since, next_check, should_pause
 from ingest.run import sync_config_feeds
 from ingest.store import Store
 from ingest.workers import ParsePool
@@ -36,8 +36,10 @@ def feed_state(
     default_interval: float,
     now: datetime,
     rng: random.Random,
+    pause_after_days: float = 0,
 ) -> FeedState:
-    """The source's state after ``result`` (and ``parsed``, for a 200). Pure."""
+    """The source's state after ``result`` (and ``parsed``, for a 200). Pure. A failure that makes the streak
+    ``pause_after_days`` long pauses the feed (see :mod:`ingest.polling`)."""
     outcome = result.outcome
     status: SourceStatus = "active"
     error, warning = result.error, None
@@ -65,6 +67,20 @@ def feed_state(
         ttl_minutes=ttl,
         rng=rng,
     )
+    since = None
+    if status in ("failing", "not_a_feed"):
+        since = failing_since(
+            previous=source.failing_since,
+            error_count=source.error_count,
+            last_success=source.last_success_at,
+            created=source.created_at,
+            now=now,
+        )
+        if should_pause(since, now, pause_after_days):
+            status, when = "paused", None
+            warning = f"paused: failing since {since:%Y-%m-%d}; `newsletter feeds resume {source.id}` tries it again"
+    elif status == "gone":
+        since = source.failing_since
     fresh = result.outcome == "ok" and parsed is not None and parsed.kind == "feed"
     return FeedState(
         status=status,
@@ -79,6 +95,7 @@ def feed_state(
         url=result.permanent_url,
         success=success,
         title=parsed.title if parsed is not None else None,
+        failing_since=since,
     )
 
 
@@ -194,7 +211,15 @@ def _fetch_and_store(
             result, future = pending.popleft()
             parsed = future.result() if future is not None else None
             source = due[result.request.source_id]
-            state = feed_state(result, parsed, source, default_interval=settings.fetch.interval, now=now, rng=rng)
+            state = feed_state(
+                result,
+                parsed,
+                source,
+                default_interval=settings.fetch.interval,
+                now=now,
+                rng=rng,
+                pause_after_days=settings.fetch.pause_after_days,
+            )
             if parsed is not None and parsed.kind == "feed":
                 saved = store.save_feed(source.id, parsed.items, state, now)
                 reports.append(_report(source, result, state, saved))

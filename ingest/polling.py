@@ -14,6 +14,10 @@ With ``I`` the feed's interval, ``n`` the new error count, ``J`` = :data:`JITTER
 - ``retry_later`` (429, 503): as a failure, but never before the server's ``Retry-After`` (itself capped at a day
   from now): next = now + max(backoff, min(retry_after - now, DAY)). Honouring it never means polling sooner.
 - ``gone`` (410): no next check (``None``); the error count is left as it was.
+
+A feed that has failed for ``pause_after_days`` since the first failure of its streak is paused (no next check
+either) by its caller: :func:`failing_since` dates the streak, :func:`should_pause` decides. Backoff is capped at a day,
+so a feed dead for good would otherwise be polled once a day for ever.
 """
 
 from __future__ import annotations
@@ -61,6 +65,28 @@ def next_check(
     if outcome == "retry_later" and retry_after is not None:
         delay = max(delay, min(retry_after - now, MAX_DELAY))
     return now + delay, count
+
+
+def failing_since(
+    *,
+    previous: datetime | None,
+    error_count: int,
+    last_success: datetime | None,
+    created: datetime | None,
+    now: datetime,
+) -> datetime:
+    """When the failure streak that a failure at ``now`` belongs to began (``error_count``: failures before this one).
+
+    The first failure starts it; a streak already under way keeps its start. One from before streaks were dated
+    counts from the last success, else from when the feed was added."""
+    if error_count == 0:
+        return now
+    return previous or last_success or created or now
+
+
+def should_pause(since: datetime, now: datetime, pause_after_days: float) -> bool:
+    """Whether a feed failing since ``since`` is paused at ``now`` (``pause_after_days`` 0: never)."""
+    return pause_after_days > 0 and now - since >= timedelta(days=pause_after_days)
 
 
 def backoff(interval: timedelta, failures: int, rng: random.Random) -> timedelta:

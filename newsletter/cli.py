@@ -18,7 +18,7 @@ from rich.table import Table
 
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
-from ingest.core.links import uid_authority
+from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import normalize_tags
 from ingest.core.urls import check_feed_url
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+#: A story's or sighting's id as an argument: a number the database could hold (see ingest.core.links.MAX_ID).
+ROW_ID = click.IntRange(1, MAX_ID)
 
 
 class App:
@@ -50,7 +52,10 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store.open(self.settings.storage.url, uid_authority=uid_authority(self.settings.publish))
+            storage = self.settings.storage
+            self._store = Store.open(
+                storage.url, uid_authority=uid_authority(self.settings.publish), busy_timeout=storage.busy_timeout
+            )
         return self._store
 
     def close(self) -> None:
@@ -143,7 +148,7 @@ def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
 
 
 @stories.command("explain")
-@click.argument("story_id", type=int)
+@click.argument("story_id", type=ROW_ID)
 @click.pass_obj
 def stories_explain(app: App, story_id: int) -> None:
     """Show a story's sightings and why they were merged."""
@@ -190,8 +195,8 @@ def stories_explain(app: App, story_id: int) -> None:
 
 
 @stories.command("merge")
-@click.argument("first", type=int)
-@click.argument("second", type=int)
+@click.argument("first", type=ROW_ID)
+@click.argument("second", type=ROW_ID)
 @click.pass_obj
 def stories_merge(app: App, first: int, second: int) -> None:
     """Merge two stories (the older id survives)."""
@@ -200,8 +205,8 @@ def stories_merge(app: App, first: int, second: int) -> None:
 
 
 @stories.command("split")
-@click.argument("story_id", type=int)
-@click.argument("sighting_id", type=int)
+@click.argument("story_id", type=ROW_ID)
+@click.argument("sighting_id", type=ROW_ID)
 @click.pass_obj
 def stories_split(app: App, story_id: int, sighting_id: int) -> None:
     """Take a sighting out of a story into a story of its own."""
@@ -306,7 +311,7 @@ def status(app: App, as_json: bool) -> None:
             _when(s.last_success_at),
             str(s.error_count),
             s.last_error or "",
-            "-" if s.kind == "page" else ("never (gone)" if s.status == "gone" else _when(s.next_check_at)),
+            "-" if s.kind == "page" else _next_check(s),
         )
     out().print(table)
     click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
@@ -385,17 +390,38 @@ def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], inter
     click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
 
 
+def _feed(app: App, feed: str) -> Source:
+    """The feed a command names by id or URL."""
+    source = app.store.find_source(feed)
+    if source is None or source.kind != "feed":
+        raise UsageError(f"no feed with id or URL {feed!r}; see `newsletter feeds list`")
+    return source
+
+
 @feeds.command("remove")
 @click.argument("feed")
 @click.pass_obj
 def feeds_remove(app: App, feed: str) -> None:
     """Stop following a feed (by id or URL); its stories stay."""
-    source = app.store.find_source(feed)
-    if source is None or source.kind != "feed":
-        raise UsageError(f"no feed with id or URL {feed!r}; see `newsletter feeds list`")
+    source = _feed(app, feed)
     app.store.remove_feed(source.id)
     note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
     click.echo(f"removed feed #{source.id}: {source.location}{note}")
+
+
+@feeds.command("resume")
+@click.argument("feed")
+@click.pass_obj
+def feeds_resume(app: App, feed: str) -> None:
+    """Follow a paused (or gone) feed again, by id or URL: it is checked at once."""
+    source = _feed(app, feed)
+    if source.status == "removed":
+        raise UsageError(f"feed #{source.id} was removed: `newsletter feeds add {source.location}` follows it again")
+    if source.status not in ("paused", "gone"):
+        click.echo(f"feed #{source.id} is {source.status}, not paused: nothing to resume ({source.location})")
+        return
+    app.store.resume_feed(source.id)
+    click.echo(f"resumed feed #{source.id}: {source.location} (it was {source.status}; it is checked at once)")
 
 
 @feeds.command("list")
@@ -425,13 +451,17 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
             str(s.sightings),
             str(s.error_count),
             s.last_error or (f"warning: {s.warning}" if s.warning else ""),
-            "never (gone)" if s.status == "gone" else _when(s.next_check_at),
+            _next_check(s),
         )
     out().print(table)
 
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if value else "-"
+
+
+def _next_check(s: Source) -> str:
+    return f"never ({s.status})" if s.status in ("gone", "paused") else _when(s.next_check_at)
 
 
 def _feed_json(s: Source) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings
+from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings, SubscribeConfig, WebConfig
 from ingest.core.models import FeedState, ParsedItem
 from ingest.store import Store
 from newsletter.subscribers import manage as subscribers
@@ -27,11 +27,18 @@ W48_DUE = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
 def make_settings(
-    tmp_path: Path, *, mail: dict[str, Any] | None = None, digest: dict[str, Any] | None = None
+    tmp_path: Path,
+    *,
+    mail: dict[str, Any] | None = None,
+    digest: dict[str, Any] | None = None,
+    subscribe: dict[str, Any] | None = None,
+    web: dict[str, Any] | None = None,
 ) -> Settings:
     return Settings(
         publish=PublishConfig(dir=tmp_path / "public", base_url=BASE_URL, title="Oncology news"),
         digest=DigestConfig(**(digest or {})),
+        subscribe=SubscribeConfig(**(subscribe or {})),
+        web=WebConfig(**(web or {})),
         mail=MailConfig(
             outbox_dir=tmp_path / "outbox", from_address="Oncology digest <digest@news.example.org>", **(mail or {})
         ),

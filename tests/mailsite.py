@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from starlette.types import ASGIApp
 
 from ingest.core.config import Settings
 from ingest.store import Store
@@ -68,14 +69,27 @@ class Site:
 
 @contextmanager
 def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
-    port = sock.getsockname()[1]
+    """The site with the subscriber pages on ``clock``, on a real uvicorn; yields its base URL."""
     app = create_app(
         settings, store, extra_routes=[*routes(settings, store, clock=clock), *digest_routes(settings, store)]
     )
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
+    with serve_app(app) as url:
+        yield url
+
+
+@contextmanager
+def serve_app(app: ASGIApp | uvicorn.Config) -> Iterator[str]:
+    """Any ASGI app (or a whole uvicorn config: its host and port are ignored) on a real uvicorn on 127.0.0.1, on a
+    free port; yields its base URL."""
+    # IPPROTO_TCP spelled out: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and without it each
+    # answer (headers, then body) waits ~40 ms on the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)  # listening before the thread starts: clients queue, nobody waits or sleeps
+    port = sock.getsockname()[1]
+    config = app if isinstance(app, uvicorn.Config) else uvicorn.Config(app, log_level="warning", ws="none")
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -87,10 +101,10 @@ def serve(settings: Settings, store: Store, clock: Clock) -> Iterator[str]:
 
 
 @contextmanager
-def live_site(tmp_path: Path, db_url: str) -> Iterator[Site]:
+def live_site(tmp_path: Path, db_url: str, settings: Settings | None = None) -> Iterator[Site]:
     """Two stories, two confirmed readers and the digest of 2026-W48 sent (its copies removed from the outbox)."""
     store = Store.open(db_url)
-    settings = make_settings(tmp_path)
+    settings = settings or make_settings(tmp_path)
     page_story(store, "A <b>bold</b> story of the week", first_seen=W48_START + timedelta(days=1))
     page_story(store, "Recap: an old one", first_seen=W48_START + timedelta(days=2), tags=["recap"], page="/s/r.txt")
     confirmed(store, "reader@example.org", "other@example.org")

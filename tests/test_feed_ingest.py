@@ -179,6 +179,80 @@ def test_gone_feeds_are_not_polled_again(
     assert _source(store, url).next_check_at is None
 
 
+DAY = 24 * 60  # minutes
+
+
+def _fail_daily_until_paused(store: Store, settings: Settings, url: str, first_day: int) -> int:
+    """Ingest once a day (only what is due) from ``first_day`` on; the day the feed was found paused."""
+    for day in range(first_day, first_day + 60):
+        _ingest(store, settings, force=False, minutes=day * DAY)
+        if _source(store, url).status == "paused":
+            return day
+    raise AssertionError("the feed was never paused")
+
+
+def test_a_feed_failing_for_pause_after_days_is_paused_until_resumed(
+    feed_store: tuple[Store, Settings, str], hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    store, settings, url = feed_store  # fetched fine at NOW; [fetch] pause_after_days is 30 by default
+    cfg = str(settings.source_path)
+    stories = store.stories()
+    hostile_server.set("/x", status=500, body=b"down")
+    # The streak starts with the first failure (day 1): thirty days of failures later the feed is paused.
+    assert _fail_daily_until_paused(store, settings, url, 1) == 31
+    paused = _source(store, url)
+    assert (paused.next_check_at, paused.error_count) == (None, 31)
+    assert paused.last_error is not None and "HTTP 500" in paused.last_error
+    asked = len(hostile_server.requests_for("/x"))
+    _ingest(store, settings, force=False, minutes=40 * DAY)
+    _ingest(store, settings, force=True, minutes=41 * DAY)  # not even `ingest --all`
+    assert len(hostile_server.requests_for("/x")) == asked
+    assert store.stories() == stories  # nothing lost
+
+    code, out, _ = run_cli("--config", cfg, "feeds", "list", "--json")
+    (listed,) = json.loads(out)
+    assert (listed["status"], listed["next_check"]) == ("paused", None)
+    code, out, _ = run_cli("--config", cfg, "feeds", "list")
+    assert "paused" in out and "never (paused)" in out
+    code, out, _ = run_cli("--config", cfg, "status", "--json")
+    assert [s["status"] for s in json.loads(out)["sources"] if s["kind"] == "feed"] == ["paused"]
+    code, out, _ = run_cli("--config", cfg, "status")
+    assert "never (paused)" in out
+
+    code, out, err = run_cli("--config", cfg, "feeds", "resume", str(paused.id))
+    assert (code, out.strip()) == (0, f"resumed feed #{paused.id}: {url} (it was paused; it is checked at once)"), err
+    resumed = _source(store, url)
+    assert (resumed.status, resumed.next_check_at, resumed.error_count) == ("active", None, 0)
+    # Still failing: a new streak begins, and a failure the day after does not pause it again at once.
+    _ingest(store, settings, force=False, minutes=42 * DAY)
+    assert len(hostile_server.requests_for("/x")) == asked + 1
+    assert _source(store, url).status == "failing"
+    assert _fail_daily_until_paused(store, settings, url, 43) == 72
+
+    code, out, err = run_cli("--config", cfg, "feeds", "add", url)  # adding it again resumes it too
+    assert code == 0, err
+    assert (_source(store, url).status, _source(store, url).next_check_at) == ("active", None)
+    hostile_server.set("/x", headers={"Content-Type": "application/rss+xml"}, body=FEED_BODY, etag=FEED_ETAG)
+    _ingest(store, settings, force=False, minutes=73 * DAY)
+    healed = _source(store, url)
+    assert (healed.status, healed.error_count, healed.last_error) == ("active", 0, None)
+
+
+def test_resume_names_what_it_cannot_resume(feed_store: tuple[Store, Settings, str], run_cli: RunCli) -> None:
+    _, settings, url = feed_store
+    cfg = str(settings.source_path)
+    code, out, _ = run_cli("--config", cfg, "feeds", "resume", url)
+    assert (code, out.strip()) == (0, f"feed #1 is active, not paused: nothing to resume ({url})")
+    code, _, err = run_cli("--config", cfg, "feeds", "resume", "https://example.org/never-added.xml")
+    assert (code, err.strip()) == (
+        2,
+        "error: no feed with id or URL 'https://example.org/never-added.xml'; see `newsletter feeds list`",
+    )
+    assert run_cli("--config", cfg, "feeds", "remove", url)[0] == 0
+    code, _, err = run_cli("--config", cfg, "feeds", "resume", url)
+    assert (code, err.strip()) == (2, f"error: feed #1 was removed: `newsletter feeds add {url}` follows it again")
+
+
 def test_permanent_redirect_is_adopted_and_listed(
     tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
 ) -> None:

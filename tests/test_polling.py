@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from ingest.polling import JITTER, MAX_DELAY, backoff, next_check
+from ingest.polling import JITTER, MAX_DELAY, backoff, failing_since, next_check, should_pause
 from tests.conftest import NOW
 
 pytestmark = pytest.mark.no_database  # opens no database: one run
@@ -130,3 +130,26 @@ def test_gone_stops_polling_and_keeps_the_streak() -> None:
 def test_an_unknown_outcome_is_a_bug() -> None:
     with pytest.raises(ValueError, match="unknown fetch outcome"):
         _next("maybe")
+
+
+def test_a_failure_streak_is_dated_from_its_first_failure() -> None:
+    day = timedelta(days=1)
+    start = NOW - 40 * day
+
+    def since(previous: datetime | None, errors: int, success: datetime | None = None) -> datetime:
+        return failing_since(previous=previous, error_count=errors, last_success=success, created=start, now=NOW)
+
+    assert since(None, 0) == NOW  # this failure starts the streak
+    assert since(NOW - 3 * day, 0) == NOW  # a success came between: the old start is forgotten
+    assert since(NOW - 3 * day, 5) == NOW - 3 * day
+    # A streak from before streaks were dated: from the last success, else from when the feed was added.
+    assert since(None, 5, success=NOW - 10 * day) == NOW - 10 * day
+    assert since(None, 5) == start
+
+
+def test_a_feed_is_paused_after_pause_after_days_of_failures() -> None:
+    day = timedelta(days=1)
+    assert not should_pause(NOW - 29 * day, NOW, 30)
+    assert should_pause(NOW - 30 * day, NOW, 30)
+    assert should_pause(NOW - 1 * day, NOW, 0.5)
+    assert not should_pause(NOW - 3650 * day, NOW, 0)  # 0: never

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from sqlalchemy import text
 from ingest.core.errors import SchemaTooNewError, StoreError
 from ingest.core.models import ParsedItem
 from ingest.store import HEAD, Store
+from ingest.store.engine import MIGRATIONS, _v8
 from tests.conftest import GOLDEN
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -133,6 +134,25 @@ def test_version_1_database_is_migrated_to_head(tmp_path: Path) -> None:
     assert sqlite3.connect(db).execute("select version from schema_version").fetchall() == [(HEAD,)]
     with Store.open(f"sqlite:///{db}") as store:  # migrating is done once
         assert store.stories()[-1].uid == story.uid
+
+
+def test_a_database_from_before_paused_feeds_and_subscribe_limits_is_migrated(db_url: str) -> None:
+    """Migrations _v8 (source.failing_since) and _v9 (subscribe_request) on a database without either, on both
+    engines."""
+    with Store.open(db_url) as store:
+        store.upsert_feed("https://x.example/feed", name=None, tags=[], interval=None, origin="cli", now=NOW)
+        with store.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE source DROP COLUMN failing_since"))
+            conn.execute(text("DROP TABLE subscribe_request"))
+            conn.execute(text("UPDATE schema_version SET version = :v"), {"v": MIGRATIONS.index(_v8)})
+    for n in range(2):  # the second open finds nothing to do
+        with Store.open(db_url) as store:
+            (feed,) = store.sources(kind="feed")
+            assert (feed.failing_since, feed.created_at) == (None, NOW)
+            noted = store.note_subscribe_request(f"192.0.2.{n}", NOW, NOW - timedelta(hours=1))
+            assert (noted.client_requests, noted.mails) == (1, 0)
+            with store.engine.connect() as conn:
+                assert conn.execute(text("SELECT version FROM schema_version")).scalar() == HEAD
 
 
 def test_due_feeds_are_leased_in_batches_to_one_owner(db_url: str) -> None:

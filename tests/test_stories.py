@@ -159,6 +159,17 @@ def test_explain_merge_and_split_from_the_cli(project: Path, run_cli: RunCli) ->
     assert f"was merged into story {survivor}" in err
 
 
+@pytest.mark.parametrize("ident", ["9223372036854775808", "2147483648", "0", "99999999999999999999999"])
+def test_ids_no_row_can_have_are_refused_not_looked_up(project: Path, run_cli: RunCli, ident: str) -> None:
+    cfg = str(project / "newsletter.toml")
+    for args in (("stories", "explain", ident), ("stories", "merge", "1", ident), ("stories", "split", ident, "1")):
+        code, _, err = run_cli("--config", cfg, *args)
+        assert code == 2, args
+        assert "is not in the range 1<=x<=2147483647" in err
+    code, _, err = run_cli("--config", cfg, "feeds", "remove", ident)
+    assert (code, err.strip()) == (2, f"error: no feed with id or URL {ident!r}; see `newsletter feeds list`")
+
+
 def _teaser(key: str) -> ParsedItem:
     return ParsedItem(
         kind="entry",

@@ -72,7 +72,7 @@ def site(tmp_path: Path, db_url: str) -> Iterator[Site]:
     settings = Settings(publish=PublishConfig(dir=tmp_path / "public", max_entries=5))
     publish(store, settings, NOW)
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY: see mailsite
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)  # bound and listening before the thread starts: clients queue, nobody waits or sleeps
     port = sock.getsockname()[1]

@@ -50,12 +50,26 @@ def _check_timezone(value: str) -> str:
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
 
 
+def _check_networks(value: list[str]) -> list[str]:
+    for net in value:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ValueError(f"a list of networks such as '10.1.2.0/24' (or addresses), got {net!r}") from None
+    return value
+
+
+#: IP networks or single addresses, as CIDRs.
+Networks = Annotated[list[str], AfterValidator(_check_networks)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
 
 class StorageConfig(_Section):
     url: str = "sqlite:///../var/newsletter.db"
+    busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
 
 
 class SeedsConfig(_Section):
@@ -96,20 +110,11 @@ class FetchConfig(_Section):
     max_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
     user_agent: str = "feed-newsletter/0.1 (+https://example.org/feed-newsletter)"
     allow_private_networks: bool = False
-    trusted_networks: list[str] = Field(default_factory=list, description="CIDRs reachable even when private")
+    trusted_networks: Networks = Field(default_factory=list, description="CIDRs reachable even when private")
     interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
     lease_seconds: float = Field(default=0, ge=0, description="a claimed feed's lease; 0: automatic")
-
-    @field_validator("trusted_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for net in value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"a list of networks such as '10.1.2.0/24', got {net!r}") from None
-        return value
+    pause_after_days: float = Field(default=30, ge=0, description="days of failures before a feed is paused; 0: never")
 
 
 class PublishConfig(_Section):
@@ -163,6 +168,12 @@ class MailConfig(_Section):
 class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
+    trusted_proxies: Networks = Field(default_factory=list, description="proxies whose X-Forwarded-For is believed")
+
+
+class SubscribeConfig(_Section):
+    per_client_per_hour: int = Field(default=5, ge=0, description="subscribe requests per client address; 0: any")
+    mails_per_hour: int = Field(default=100, ge=0, description="confirmation mails in all; 0: no cap")
 
 
 class LogConfig(_Section):
@@ -180,6 +191,7 @@ class Settings(_Section):
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
     web: WebConfig = WebConfig()
+    subscribe: SubscribeConfig = SubscribeConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None

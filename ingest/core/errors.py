@@ -5,7 +5,11 @@
      ├── UsageError                 a command-line argument is wrong (bad URL, unknown id; CLI exit 2)
      │    └── AddressError          an email address that cannot be used (named, with the reason)
      ├── StoreError                 the database cannot be used (CLI exit 2)
-     │    └── SchemaTooNewError     the database was written by a newer version of this code
+     │    ├── SchemaTooNewError     the database was written by a newer version of this code
+     │    ├── StoreBusyError        another process held the write lock past [storage] busy_timeout: nothing written
+     │    └── StoreFullError        the disk (or the database server's) is full: the transaction was rolled back
+     ├── OutputError                a folder we write cannot be written (read-only, full): the files there stay as
+     │                              they were (CLI exit 2)
      ├── TransportError             the mail server cannot be reached or refuses us: the run stops, nothing is lost
      └── SourceError                one source failed; stored on the source, the others go on
           └── PageError             a seed page cannot be read (empty, binary, undecodable, too big)
@@ -42,6 +46,18 @@ class StoreError(NewsletterError):
 
 class SchemaTooNewError(StoreError):
     """The database schema is newer than this code understands."""
+
+
+class StoreBusyError(StoreError):
+    """Another process held the database's write lock for longer than we wait; this command wrote nothing."""
+
+
+class StoreFullError(StoreError):
+    """The disk holding the database is full; the transaction was rolled back, nothing stored before is lost."""
+
+
+class OutputError(NewsletterError):
+    """A folder the service writes (the published feeds) cannot be written; what was there before is unchanged."""
 
 
 class SourceError(NewsletterError):

@@ -16,14 +16,17 @@ from ingest.core.text import xml_safe
 
 __all__ = [
     "DEFAULT_UID_AUTHORITY",
+    "MAX_ID",
     "base_url",
     "confirm_url",
     "digest_url",
     "digests_url",
     "entry_link",
     "feed_url",
+    "is_row_id",
     "is_web_link",
     "mint_uid",
+    "parse_row_id",
     "site_root",
     "story_url",
     "uid_authority",
@@ -32,6 +35,22 @@ __all__ = [
 
 #: The tagging authority of story ids when the config names none (RFC 2606 reserves .invalid).
 DEFAULT_UID_AUTHORITY = "feed-newsletter.invalid"
+#: The largest row id on both engines: PostgreSQL's INTEGER is 32-bit (SQLite's is 64). An id from a URL, a token or
+#: an argument outside 1..MAX_ID names nothing; handed to a query it is an overflow error (a 500), not "not found".
+MAX_ID = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    """Whether ``value`` can be the id of a stored row (story, subscriber, source)."""
+    return 1 <= value <= MAX_ID
+
+
+def parse_row_id(text: str) -> int | None:
+    """The row id ``text`` spells (ASCII digits, no sign, no leading zero), or None when it cannot be one."""
+    if not (0 < len(text) <= len(str(MAX_ID)) and text.isascii() and text.isdigit()) or text[0] == "0":
+        return None
+    value = int(text)
+    return value if is_row_id(value) else None
 
 
 def base_url(config: PublishConfig) -> str:

@@ -6,7 +6,8 @@ database row never leaves the module that received it: it becomes one of these f
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
   :class:`StorySource`);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
-  :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`.
+  :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the
+  subscribe form's :class:`RequestCounts`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Literal
 
 ItemKind = Literal["article", "teaser", "entry"]
 SourceKind = Literal["page", "feed"]
-#: A source's state (README "Feeds"): a seed page is active or error; a feed any of the others.
-SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed"]
+#: A source's state (README "Feeds"): a seed page is active or error; a feed any of the others. ``paused``: a feed
+#: that failed for ``[fetch] pause_after_days`` in a row, no longer polled until resumed.
+SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed", "paused"]
 #: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
@@ -83,6 +85,8 @@ class Source:
     origin: str = "config"
     etag: str | None = None
     last_modified: str | None = None
+    created_at: datetime | None = None
+    failing_since: datetime | None = None  # the first failure of the current streak; None after a success
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +159,7 @@ class FeedState:
     url: str | None = None  # a permanently redirected feed's new URL
     success: bool = False  # the server answered with a usable feed (200 or 304)
     title: str | None = None  # the feed's own title, used when the source has no name
+    failing_since: datetime | None = None  # when the failure streak began (None: the feed is not failing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +228,15 @@ class Subscriber:
     bounces: int  # hard bounces since the last delivery that went through
     last_request_at: datetime | None
     soft_bounces: int = 0  # soft bounces since the last delivery that went through
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCounts:
+    """A subscribe form request, as recorded: its row, and what the window before it holds (it included)."""
+
+    id: int
+    client_requests: int  # requests from the same client
+    mails: int  # confirmation mails sent, whoever asked
 
 
 @dataclass(frozen=True, slots=True)

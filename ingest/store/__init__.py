@@ -26,14 +26,14 @@ from typing import Self
 from ingest.core.links import DEFAULT_UID_AUTHORITY
 from ingest.store.deliveries import DeliveriesMixin
 from ingest.store.digests import CARRYING, DigestsMixin
-from ingest.store.engine import HEAD, make_engine, migrate
+from ingest.store.engine import DEFAULT_BUSY_TIMEOUT, HEAD, instance_lock_path, make_engine, migrate
 from ingest.store.overrides import OverridesMixin
 from ingest.store.site import SiteMixin
 from ingest.store.sources import SourcesMixin
 from ingest.store.stories import StoriesMixin
 from ingest.store.subscribers import SubscribersMixin
 
-__all__ = ["CARRYING", "HEAD", "Store"]
+__all__ = ["CARRYING", "HEAD", "Store", "instance_lock_path"]
 
 
 class Store(
@@ -48,9 +48,12 @@ class Store(
     """A handle on the database. Create with :meth:`open`; it migrates the schema on the way."""
 
     @classmethod
-    def open(cls, url: str, *, uid_authority: str = DEFAULT_UID_AUTHORITY) -> Store:
-        """Open (creating or migrating) the database. ``uid_authority`` names us in new stories' tag: URIs."""
-        engine = make_engine(url)
+    def open(
+        cls, url: str, *, uid_authority: str = DEFAULT_UID_AUTHORITY, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+    ) -> Store:
+        """Open (creating or migrating) the database. ``uid_authority`` names us in new stories' tag: URIs;
+        ``busy_timeout``: seconds a SQLite write waits for another process's write lock."""
+        engine = make_engine(url, busy_timeout=busy_timeout)
         try:
             migrate(engine)
         except BaseException:

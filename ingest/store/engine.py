@@ -1,22 +1,28 @@
-"""Opening the database: engine settings per dialect, and the numbered migrations with their stored version.
+"""Opening the database: engine settings per dialect, the numbered migrations with their stored version, and the one
+place where the database's own failures become errors for a person.
 
 SQLite gets WAL, a busy timeout and foreign keys; PostgreSQL needs nothing special. A database newer than this
-code, or a file that is not a database, is refused with a :class:`StoreError` for a person, not a traceback.
+code, or a file that is not a database, is refused with a :class:`StoreError` for a person, not a traceback. While
+running, a write lock held by another process past the busy timeout, a full disk or a read-only file become
+:class:`StoreBusyError`, :class:`StoreFullError` or :class:`StoreError` naming the database (:func:`_translate`,
+hooked on every engine): the transaction is rolled back, and nothing stored before is lost.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from ingest.core.errors import SchemaTooNewError, StoreError
+from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
 from ingest.store import schema
 
@@ -90,17 +96,30 @@ def _v7(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE subscriber ADD COLUMN soft_bounces INTEGER NOT NULL DEFAULT 0"))
 
 
+def _v8(conn: Connection) -> None:
+    """source.failing_since: when a feed's failure streak began, so that a feed failing for weeks is paused."""
+    if "failing_since" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        kind = schema.source.c.failing_since.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE source ADD COLUMN failing_since {kind}"))
+
+
+def _v9(conn: Connection) -> None:
+    """subscribe_request: the subscribe form's requests of the last hour, for its limits."""
+    schema.metadata.create_all(conn, tables=[schema.subscribe_request])  # checkfirst: an existing table is kept
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9)
 
 HEAD = len(MIGRATIONS)
 
-SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: Seconds a SQLite write waits for another process's write lock before giving up ([storage] busy_timeout).
+DEFAULT_BUSY_TIMEOUT = 10.0
 #: The PostgreSQL advisory lock taken while migrating (any constant; this one spells "migrate").
 MIGRATION_LOCK = 0x6D69677261746501
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -116,21 +135,90 @@ def make_engine(url: str) -> Engine:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"{path.parent}: cannot create the database folder: {exc.strerror}") from None
-        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        kwargs["connect_args"] = {"timeout": busy_timeout}
     try:
         engine = create_engine(url, **kwargs)
     except (NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"[storage] url: no driver for {parsed.drivername!r} ({exc})") from None
     if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, busy_timeout))
+    event.listen(engine, "handle_error", partial(_translate, parsed, busy_timeout))
     return engine
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def instance_lock_path(url: str) -> Path | None:
+    """``<database>.lock``, where ``newsletter run`` keeps its pid while it uses a SQLite database; None for other
+    engines (decision 0011)."""
+    if not url.startswith("sqlite:///") or ":memory:" in url:
+        return None
+    return Path(url.removeprefix("sqlite:///") + ".lock")
+
+
+def lock_holder(url: str) -> int | None:
+    """The pid of the live ``newsletter run`` the database's lock file names, other than this process; else None."""
+    path = instance_lock_path(url)
+    try:
+        written = path.read_text(encoding="ascii").strip() if path is not None else ""
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not written.isdigit() or int(written) == os.getpid():
+        return None
+    try:
+        os.kill(int(written), 0)  # signal 0: is it alive? (a dead run's pid stays in the file)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return int(written)
+
+
+def _translate(url: URL, busy_timeout: float, context: ExceptionContext) -> None:
+    """The database's failures that are not bugs, as errors naming the database and what to do. Everything else
+    (a bug) keeps its traceback."""
+    orig = context.original_exception
+    sqlite_name = str(getattr(orig, "sqlite_errorname", ""))
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    if not (sqlite_name or sqlstate):
+        return
+    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    detail = str(orig).strip()
+    if sqlstate == "55P03":
+        raise StoreBusyError(
+            f"{where}: another process holds a lock this change needs, past the server's lock_timeout: try again "
+            "when it is done"
+        ) from None
+    if sqlite_name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        holder = lock_holder(url.render_as_string(hide_password=False))
+        who = f" (`newsletter run`, pid {holder}, is using it)" if holder else ""
+        raise StoreBusyError(
+            f"another process holds a write lock on {where}{who}; waited {busy_timeout:g} s "
+            "([storage] busy_timeout) and gave up: try again when it is done"
+        ) from None
+    # A full disk also shows as an I/O error: SQLite cannot grow its shared-memory file (SQLITE_IOERR_SHMSIZE).
+    full = sqlite_name.startswith("SQLITE_IOERR") and url.database is not None and _disk_full(Path(url.database))
+    if sqlite_name == "SQLITE_FULL" or sqlstate == "53100" or full:
+        raise StoreFullError(
+            f"{where}: the disk is full ({detail}): free some space and try again; this change was not saved, "
+            "nothing stored before is lost"
+        ) from None
+    if sqlite_name.startswith("SQLITE_READONLY") or sqlstate == "25006":
+        raise StoreError(f"{where}: the database cannot be written ({detail}): check its file and folder") from None
+    if sqlite_name.startswith("SQLITE_IOERR"):
+        raise StoreError(f"{where}: {detail} ({sqlite_name}): is the disk failing?") from None
+
+
+def _disk_full(database: Path) -> bool:
+    try:
+        return os.statvfs(database.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _sqlite_pragmas(busy_timeout: float, dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     # Turning a new file to WAL needs it to itself, and SQLite answers "locked" at once instead of waiting (the busy
     # timeout does not apply): processes opening a new database together retry for as long as the timeout.
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    deadline = time.monotonic() + busy_timeout
     while True:
         try:
             cur.execute("PRAGMA journal_mode=WAL")
@@ -139,7 +227,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)  # another connection is making the file: wait for it
-    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     # A checkpoint (the one fsync of WAL mode at synchronous=NORMAL) every ~40 MB of WAL instead of every 4 MB:

@@ -112,7 +112,7 @@ source = Table(
     Column("tags", Tags, nullable=False, default=tuple),
     Column("interval", Integer),  # minutes between checks, None for the default
     Column("origin", String(16), nullable=False, default="config"),  # config | cli | opml | seed
-    Column("status", String(16), nullable=False, default="active"),  # active | failing | gone | error | removed
+    Column("status", String(16), nullable=False, default="active"),  # models.SourceStatus
     Column("content_hash", String(64)),
     Column("etag", CleanText),
     Column("last_modified", CleanText),
@@ -121,6 +121,7 @@ source = Table(
     Column("next_check_at", UtcDateTime),
     Column("last_status", Integer),
     Column("error_count", Integer, nullable=False, default=0),
+    Column("failing_since", UtcDateTime),  # the first failure of the current streak (a feed is paused after a while)
     Column("last_error", CleanText),
     Column("warning", CleanText),
     Column("created_at", UtcDateTime, nullable=False),
@@ -263,4 +264,17 @@ delivery = Table(
     Column("lease_until", UtcDateTime),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
+)
+
+# One row per subscribe form request, kept for an hour: the per-client limit and the hourly cap on confirmation mails
+# count them here, so every process sharing the database counts the same, across restarts.
+subscribe_request = Table(
+    "subscribe_request",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("client", String(64), nullable=False),  # the client's address (IPv6: its /64 network)
+    Column("at", UtcDateTime, nullable=False),
+    Column("mailed", Boolean, nullable=False, default=False),  # a confirmation mail went out for it
+    Index(None, "client", "at"),
+    Index(None, "at"),
 )

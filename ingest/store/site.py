@@ -85,7 +85,7 @@ class SiteMixin(StoreBase):
 
     def search(self, text: str, limit: int) -> list[Story]:
         """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        words = text.split()
+        words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
         if not words or limit <= 0:
             return []
         query = live_stories()

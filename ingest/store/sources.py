@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
 from ingest.store import schema
 from ingest.store.base import StoreBase
@@ -84,8 +85,8 @@ class SourcesMixin(StoreBase):
                     )
                     created = True
                 else:
-                    # Only what is given changes; a feed added again by the operator after it was removed or went
-                    # gone (410) is followed again from now.
+                    # Only what is given changes; a feed added again by the operator after it was removed, went
+                    # gone (410) or was paused is followed again from now.
                     values: dict[str, Any] = {}
                     if tags or mirror:
                         values["tags"] = list(tags)
@@ -93,10 +94,8 @@ class SourcesMixin(StoreBase):
                         values["interval"] = interval
                     if name:
                         values["name"] = name
-                    if row.status == "removed" or (row.status == "gone" and origin == "cli"):
-                        values.update(
-                            status="active", origin=origin, next_check_at=None, error_count=0, last_error=None
-                        )
+                    if row.status == "removed" or (row.status in ("gone", "paused") and origin == "cli"):
+                        values.update(_RESUMED, origin=origin)
                     if values:
                         conn.execute(src.update().where(src.c.id == row.id).values(**values))
                     created = False
@@ -113,11 +112,16 @@ class SourcesMixin(StoreBase):
         """A source by id, by location (the URL as added) or by its current URL."""
         src = schema.source
         cond = (src.c.location == ident) | (src.c.url == ident)
-        if ident.isdigit():
-            cond = cond | (src.c.id == int(ident))
+        if (as_id := parse_row_id(ident)) is not None:
+            cond = cond | (src.c.id == as_id)
         with self.engine.connect() as conn:
             row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return record(Source, row) if row is not None else None
+
+    def resume_feed(self, source_id: int) -> None:
+        """Follow a paused or gone feed again: active, due at once, a new failure streak."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.source.update().where(schema.source.c.id == source_id).values(**_RESUMED))
 
     def remove_feed(self, source_id: int) -> None:
         """Stop following a feed. Its sightings and stories stay (nothing is lost); adding it again resumes it."""
@@ -246,6 +250,17 @@ class SourcesMixin(StoreBase):
         return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
 
 
+#: A feed followed again (``feeds resume``, or added again): checked at once, its error streak forgotten.
+_RESUMED: dict[str, Any] = {
+    "status": "active",
+    "next_check_at": None,
+    "error_count": 0,
+    "failing_since": None,
+    "last_error": None,
+    "warning": None,
+}
+
+
 def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: datetime) -> None:
     """A feed's state after a fetch; ends the lease on it."""
     src = schema.source
@@ -253,6 +268,7 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
         "status": state.status,
         "last_status": state.last_status,
         "error_count": state.error_count,
+        "failing_since": state.failing_since,
         "next_check_at": state.next_check_at,
         "last_error": state.last_error,
         "warning": state.warning,
@@ -277,7 +293,7 @@ def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
     src = schema.source
     due = and_(
         src.c.kind == "feed",
-        src.c.status.not_in(("gone", "removed")),
+        src.c.status.not_in(("gone", "removed", "paused")),
         or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
         or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
     )

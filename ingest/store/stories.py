@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, func, select
 
+from ingest.core.links import is_row_id
 from ingest.core.models import Sighting, Story
 from ingest.store import schema
 from ingest.store.base import StoreBase
@@ -40,7 +41,7 @@ def resolve(conn: Connection, story_id: int) -> int | None:
     def merged_into(current: int) -> int | None:
         return conn.execute(select(_st.c.merged_into).where(_st.c.id == current)).scalar()
 
-    if conn.execute(select(_st.c.id).where(_st.c.id == story_id)).first() is None:
+    if not is_row_id(story_id) or conn.execute(select(_st.c.id).where(_st.c.id == story_id)).first() is None:
         return None
     return follow(story_id, merged_into)
 
@@ -58,6 +59,8 @@ class StoriesMixin(StoreBase):
 
     def story(self, story_id: int) -> Story | None:
         """One live story with its sighting count; None when unknown or merged away (see :meth:`resolve_story`)."""
+        if not is_row_id(story_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(live_stories().where(_st.c.id == story_id)).first()
             return record(Story, row) if row is not None else None

@@ -1,5 +1,6 @@
-"""Subscribers: their addresses and statuses (pending, confirmed, unsubscribed, bounced), and the per-address limit on
-confirmation requests. Whether an address is valid is decided before it reaches here (``newsletter.subscribers``).
+"""Subscribers: their addresses and statuses (pending, confirmed, unsubscribed, bounced), the per-address limit on
+confirmation requests, and the subscribe form's requests of the last hour (its per-client limit and hourly cap on
+confirmation mails). Whether an address is valid is decided before it reaches here (``newsletter.subscribers``).
 """
 
 from __future__ import annotations
@@ -8,10 +9,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ingest.core.models import Subscriber, SubscriberStatus
+from ingest.core.links import is_row_id
+from ingest.core.models import RequestCounts, Subscriber, SubscriberStatus
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import record
@@ -19,6 +21,9 @@ from ingest.store.rows import record
 __all__ = ["SubscribersMixin"]
 
 _sub = schema.subscriber
+_req = schema.subscribe_request
+#: The PostgreSQL advisory lock that makes the subscribe form's counts one at a time (any constant; "subscr").
+_REQUESTS_LOCK = 0x7375627363720001
 
 
 class SubscribersMixin(StoreBase):
@@ -28,6 +33,8 @@ class SubscribersMixin(StoreBase):
             return record(Subscriber, row) if row is not None else None
 
     def subscriber_by_id(self, subscriber_id: int) -> Subscriber | None:
+        if not is_row_id(subscriber_id):
+            return None
         with self.engine.connect() as conn:
             row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
             return record(Subscriber, row) if row is not None else None
@@ -105,3 +112,46 @@ class SubscribersMixin(StoreBase):
             if not changed:
                 return None
             return record(Subscriber, conn.execute(select(_sub).where(_sub.c.email == email)).one())
+
+    def note_subscribe_request(self, client: str, now: datetime, since: datetime) -> RequestCounts:
+        """Record a subscribe form request from ``client`` at ``now``; count what came after ``since`` (this one
+        included). Older rows are dropped on the way: the limits look back no further.
+
+        Requests are counted one at a time among every process sharing the database, so a flood at once cannot slip
+        past a limit between two counts."""
+        with self.engine.begin() as conn:
+            _one_at_a_time(conn)
+            conn.execute(_req.delete().where(_req.c.at <= since))
+            rid = conn.execute(
+                _req.insert().values(client=client, at=now, mailed=False).returning(_req.c.id)
+            ).scalar_one()
+            mine = select(func.count()).where(_req.c.client == client, _req.c.at > since)
+            return RequestCounts(
+                id=int(rid),
+                client_requests=int(conn.execute(mine).scalar_one()),
+                mails=_mails(conn, since),
+            )
+
+    def claim_confirmation_mail(self, request_id: int, since: datetime, cap: int) -> bool:
+        """Count request ``request_id``'s confirmation mail against the cap of ``cap`` mails after ``since`` (0: no
+        cap). False when the cap is reached: then no mail may go out for it."""
+        with self.engine.begin() as conn:
+            _one_at_a_time(conn)
+            mark = _req.update().where(_req.c.id == request_id)
+            conn.execute(mark.values(mailed=True))  # written first: see _one_at_a_time
+            if cap and _mails(conn, since) > cap:
+                conn.execute(mark.values(mailed=False))
+                return False
+            return True
+
+
+def _one_at_a_time(conn: Connection) -> None:
+    """Serialize the subscribe form's counting transactions. PostgreSQL: an advisory lock until the transaction ends.
+    SQLite needs none: each such transaction writes first, and so holds the one write lock from its start."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REQUESTS_LOCK})
+
+
+def _mails(conn: Connection, since: datetime) -> int:
+    query = select(func.count()).where(_req.c.mailed.is_(True), _req.c.at > since)
+    return int(conn.execute(query).scalar_one())

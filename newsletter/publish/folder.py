@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
+from ingest.core.errors import OutputError
 from ingest.core.models import StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
@@ -389,7 +390,21 @@ def _page_of(bounds: Sequence[int], story_id: int) -> int:
 
 
 def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
-    """Bring ``[publish] dir`` up to date with the store. Three aggregate queries when nothing changed."""
+    """Bring ``[publish] dir`` up to date with the store. Three aggregate queries when nothing changed.
+
+    A folder that cannot be written (read-only, a full disk, a file where a folder should be) raises
+    :class:`OutputError` naming it: every file is replaced atomically, so what was published before stays whole."""
+    try:
+        return _publish(store, settings, now)
+    except OSError as exc:
+        where = settings.publish.dir
+        raise OutputError(
+            f"{where}: cannot write the published feeds: {exc.strerror or exc} ([publish] dir); "
+            "the files published before are unchanged"
+        ) from None
+
+
+def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
     cfg = settings.publish
     out = cfg.dir
     size = cfg.max_entries

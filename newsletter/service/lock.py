@@ -10,11 +10,11 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO
 
 from ingest.core.config import Settings
 from ingest.core.errors import StoreError
+from ingest.store import instance_lock_path
 
 __all__ = ["SingleInstanceError", "instance_lock"]
 
@@ -28,10 +28,10 @@ def instance_lock(settings: Settings) -> Iterator[None]:
     """On SQLite, one ``newsletter run`` per database: an exclusive lock on ``<database>.lock`` for the process's
     life (the kernel drops it if the process dies, so a crash never leaves it stuck). Other engines: no lock."""
     url = settings.storage.url
-    if not url.startswith("sqlite:///") or ":memory:" in url:
+    path = instance_lock_path(url)
+    if path is None:
         yield
         return
-    path = Path(url.removeprefix("sqlite:///") + ".lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle: IO[str] = path.open("a+")
     try:

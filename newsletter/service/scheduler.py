@@ -20,6 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from ingest.core.config import Settings
+from ingest.core.errors import NewsletterError
 from newsletter.digest.select import send_time
 
 __all__ = ["Jobs", "Scheduler"]
@@ -92,5 +93,7 @@ class Scheduler:
             return
         try:
             self.service.weekly_digest(self.service.clock())
+        except NewsletterError:
+            log.info("weekly digest: the next tick tries again")  # the error's own line is logged already
         except Exception:
             log.exception("weekly digest failed; the next tick tries again")

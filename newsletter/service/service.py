@@ -97,7 +97,7 @@ class Service:
             try:
                 published = self.publish(now)
                 parts.append("publish " + describe_publish(published))
-            except (NewsletterError, OSError) as exc:
+            except NewsletterError as exc:
                 errors.append(f"publish: {exc}")
         if not self.stopping.is_set():
             try:

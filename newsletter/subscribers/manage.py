@@ -6,12 +6,18 @@ Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`
 for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
 subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; following the
 link confirms. Removing unsubscribes: the row stays, so the address is not mailed again by a later import.
+
+Against floods the form also has, counted in the database over :data:`REQUEST_WINDOW` (so every process and restart
+sees the same counts): a limit per client address (``[subscribe] per_client_per_hour``), a cap on confirmation mails
+whoever asks (``[subscribe] mails_per_hour``), and a honeypot field bots fill and people never see. A refused
+request mails nothing, stores no address, and logs one warning line.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,11 +37,13 @@ from newsletter.subscribers.tokens import subscriber_id as token_subscriber_id
 
 __all__ = [
     "REQUEST_INTERVAL",
+    "REQUEST_WINDOW",
     "AddResult",
     "AddressError",
     "ImportLine",
     "ImportReport",
     "add",
+    "client_key",
     "confirm",
     "import_csv",
     "list_subscribers",
@@ -49,6 +57,8 @@ log = logging.getLogger("newsletter.subscribers")  # the name log lines have alw
 
 #: At most one confirmation mail per address in this time, however often the form is sent.
 REQUEST_INTERVAL = timedelta(minutes=15)
+#: What the form's limits look back over ([subscribe] per_client_per_hour, mails_per_hour).
+REQUEST_WINDOW = timedelta(hours=1)
 
 AddOutcome = Literal["added", "confirmed", "exists", "resubscribed", "refused"]
 
@@ -152,14 +162,51 @@ def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
 # ---- double opt-in ---------------------------------------------------------------------------------------------
 
 
-def request(store: Store, settings: Settings, email: str, now: datetime) -> bool:
-    """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out
-    (not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one). Raises
-    :class:`AddressError` for a bad address."""
+def client_key(host: str | None) -> str:
+    """What the per-client limit counts by: the client's address; for IPv6 its /64 network (one home or host has a
+    whole /64 to pick addresses from)."""
+    try:
+        ip = ipaddress.ip_address(host or "")
+    except ValueError:
+        return (host or "unknown")[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:203.0.113.5 is the IPv4 client 203.0.113.5
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def request(
+    store: Store, settings: Settings, email: str, now: datetime, *, client: str = "", trap: bool = False
+) -> bool:
+    """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out:
+    not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one, nor when the
+    form's limits refuse the request (``client``: see :func:`client_key`; ``trap``: the honeypot field was filled).
+    Raises :class:`AddressError` for a bad address (only when the limits let the request through)."""
+    limits = settings.subscribe
+    since = now - REQUEST_WINDOW
+    noted = store.note_subscribe_request(client, now, since)
+    capped = f"confirmation mails in the last hour, the cap of [subscribe] mails_per_hour = {limits.mails_per_hour}"
+
+    def refuse(reason: str) -> bool:
+        log.warning("subscribe request from %s not mailed: %s", client or "an unknown client", reason)
+        return False
+
+    if trap:
+        return refuse("the hidden field was filled (a bot)")
+    if limits.per_client_per_hour and noted.client_requests > limits.per_client_per_hour:
+        return refuse(
+            f"{noted.client_requests} requests from this client in the last hour, over [subscribe] "
+            f"per_client_per_hour = {limits.per_client_per_hour}"
+        )
+    if limits.mails_per_hour and noted.mails >= limits.mails_per_hour:
+        return refuse(f"{noted.mails} {capped}")
     address = normalize(email)
     pending = store.request_subscription(address, now, now - REQUEST_INTERVAL)
     if pending is None:
         return False
+    if not store.claim_confirmation_mail(noted.id, since, limits.mails_per_hour):  # others took the last ones
+        return refuse(f"{limits.mails_per_hour} {capped}")
     tokens = Tokens(signing_key(store, settings))
     url = confirm_url(settings.publish, tokens.confirm(pending.id, pending.email, now))
     message = compose.confirm_message(settings, pending.email, url, now)

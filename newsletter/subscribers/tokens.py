@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from itsdangerous import Signer
 
 from ingest.core.config import Settings
+from ingest.core.links import parse_row_id
 from ingest.store import Store
 
 __all__ = ["CONFIRM_MAX_AGE", "Tokens", "signing_key", "subscriber_id"]
@@ -36,8 +37,8 @@ CONFIRM_MAX_AGE = timedelta(days=7)
 #: A confirm token made this far in the future (clock skew between processes) is still accepted.
 _SKEW = timedelta(minutes=5)
 _MAX_LEN = 200
-_UNSUBSCRIBE = re.compile(r"([1-9][0-9]{0,17})\.([A-Za-z0-9_-]{20,100})")
-_CONFIRM = re.compile(r"([1-9][0-9]{0,17})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{20,100})")
+_UNSUBSCRIBE = re.compile(r"([1-9][0-9]{0,9})\.([A-Za-z0-9_-]{20,100})")
+_CONFIRM = re.compile(r"([1-9][0-9]{0,9})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{20,100})")
 _KEY_NAME = "signing_key"
 
 
@@ -85,8 +86,7 @@ class Tokens:
 
 def subscriber_id(token: str) -> int | None:
     """The subscriber id a token claims (unchecked: look it up, then check the token against its address)."""
-    head = token.split(".", 1)[0] if len(token) <= _MAX_LEN else ""
-    return int(head) if head.isdigit() and not head.startswith("0") and len(head) <= 18 else None
+    return parse_row_id(token.split(".", 1)[0]) if len(token) <= _MAX_LEN else None
 
 
 def signing_key(store: Store, settings: Settings) -> str:

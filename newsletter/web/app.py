@@ -55,7 +55,10 @@ def server_config(settings: Settings, store: Store) -> uvicorn.Config:
         port=settings.web.port,
         log_level=settings.log.level.lower(),
         server_header=False,
-        proxy_headers=False,
+        # Only a proxy we were told to trust may say who the client is (X-Forwarded-For): the subscribe form's
+        # limits count per client address.
+        proxy_headers=bool(settings.web.trusted_proxies),
+        forwarded_allow_ips=list(settings.web.trusted_proxies) or None,
         access_log=settings.log.level == "DEBUG",
     )
 

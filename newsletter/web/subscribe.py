@@ -31,6 +31,8 @@ from newsletter.web.pages import page, site_path, site_root
 __all__ = ["routes"]
 
 MAX_FORM_BYTES = 4096
+#: The honeypot: a text field the form hides from people (and from screen readers); a bot filling every field fills it.
+HONEYPOT = "website"
 #: Token pages: never cached, never indexed; and (pages.page) no Referer leaves with the token in it.
 _PRIVATE = {"Cache-Control": "no-store", "X-Robots-Tag": "noindex"}
 
@@ -60,8 +62,10 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
                 return Response("form too large", status_code=413, media_type="text/plain")
         fields = parse_qs(body.decode("utf-8", "replace"), max_num_fields=10)
         raw = (fields.get("email") or [""])[0]
+        trap = bool((fields.get(HONEYPOT) or [""])[0].strip())
+        client = manage.client_key(request.client.host if request.client else None)
         try:
-            await run_in_threadpool(manage.request, store, settings, raw, clock())
+            await run_in_threadpool(manage.request, store, settings, raw, clock(), client=client, trap=trap)
         except AddressError as exc:
             return page(
                 request,
@@ -72,8 +76,9 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
                 error=str(exc),
                 action=f"{root}subscribe",
             )
-        # The same answer whether a mail went out, the address was confirmed already or was asked for a minute ago:
-        # the page must not tell a stranger who is subscribed.
+        # The same answer whether a mail went out, the address was confirmed already or was asked for a minute ago,
+        # or the request was refused (a bot, a flood): the page must not tell a stranger who is subscribed, nor a bot
+        # that it was caught.
         return page(request, "web/subscribe.html", state="sent", email=raw[:300], error="", action="")
 
     def confirm(request: Request) -> Response:
