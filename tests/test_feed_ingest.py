@@ -344,3 +344,44 @@ def test_a_feed_moved_for_good_is_followed_and_keeps_its_stories(
     assert store.stories() == stories_before
     _ingest(store, settings, minutes=200)
     assert hostile_server.requests_for("/x") and len(hostile_server.requests_for("/x")) == 2  # not asked again
+
+
+# --- issue 13: hostile input, round two ------------------------------------------------------------------------
+
+
+def _add_feeds(run_cli: RunCli, cfg: Path, urls: list[str]) -> None:
+    for url in urls:
+        code, _, err = run_cli("--config", str(cfg), "feeds", "add", url)
+        assert code == 0, err
+
+
+def _feeds_json(run_cli: RunCli, cfg: Path) -> dict[str, dict[str, object]]:
+    code, out, err = run_cli("--config", str(cfg), "feeds", "list", "--json")
+    assert code == 0, err
+    return {f["url"]: f for f in json.loads(out)}
+
+
+@pytest.mark.parametrize("command", [("ingest",), ("run", "--once")])
+def test_a_redirect_to_mailto_fails_that_feed_alone(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli, command: tuple[str, ...]
+) -> None:
+    cfg = write_config(tmp_path, FETCH + '\n[publish]\ndir = "public"\n[mail]\noutbox_dir = "outbox"\n')
+    (tmp_path / "seeds").mkdir()
+    hostile_server.redirect("/to-mailto", "mailto:x@y")
+    hostile_server.redirect("/to-javascript", "javascript:alert(1)")
+    urls = [hostile_server.url(p) for p in ("/to-mailto", "/feed", "/to-javascript")]
+    _add_feeds(run_cli, cfg, urls)
+    code, out, err = run_cli("--config", str(cfg), *command)
+    assert code == 1
+    assert "Traceback" not in err and "InvalidURL" not in err
+    assert f"{urls[0]}: redirect to a non-http URL 'mailto:x@y': only http and https URLs are fetched" in err
+    assert f"ok     {urls[1]}: 2 new" in out
+    listed = _feeds_json(run_cli, cfg)
+    assert [(listed[u]["status"], listed[u]["entries"], listed[u]["error_count"]) for u in urls] == [
+        ("failing", 0, 1),
+        ("active", 2, 0),
+        ("failing", 0, 1),
+    ]
+    assert "redirect to a non-http URL 'javascript:alert(1)'" in str(listed[urls[2]]["last_error"])
+    if command == ("run", "--once"):
+        assert (tmp_path / "public" / "feed.atom").is_file()  # the pass went on to publish
