@@ -13,7 +13,8 @@ import pytest
 
 from ingest import parse as parse_module
 from ingest.parse import CONTENT_MAX, SUMMARY_MAX, TITLE_MAX, ParsedFeed, _parse, _parse_xml, adapter, parse_feed
-from ingest.parse.prolog import strip_internal_subset
+from ingest.parse.normalize import RAW_AUTHOR_MAX, RAW_BODY_MAX, RAW_FIELD_MAX
+from ingest.parse.prolog import cap_fields, strip_internal_subset
 from tests.conftest import GOLDEN
 
 pytestmark = pytest.mark.no_database  # opens no database: one run
@@ -443,3 +444,125 @@ def test_feedparser_never_gets_a_string(monkeypatch: pytest.MonkeyPatch) -> None
     _parse_case("bozo_recoverable.xml")
     assert len(seen) == 2
     assert all(hasattr(s, "read") for s in seen)
+
+
+# --- issue 13: every field cut to its cap before any parser's regex ----------------------------------------------
+
+
+def _rss_item(fields: str, *, well_formed: bool = True) -> bytes:
+    second = "<title>Second</title>" if well_formed else "<title>Second & not well-formed</title>"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<channel><title>Caps</title><item>{fields}<guid>g1</guid></item><item>{second}<guid>g2</guid></item>"
+        "</channel></rss>"
+    ).encode()
+
+
+def test_cap_fields_cuts_each_field_to_its_cap_and_keeps_the_document_well_formed() -> None:
+    from xml.etree import ElementTree as ET
+
+    euro = "€" * 40_000  # three bytes each: the cut must fall between characters
+    body = _rss_item(
+        f"<title>{euro}</title><dc:creator>{'&amp;' * 1000}</dc:creator>"
+        f"<category><![CDATA[{'x' * 100_000}]]></category><link>http://example.org/{'a' * 100_000}</link>"
+        f"<description>{'&lt;p&gt;' * 400_000}</description>"
+    )
+    capped, cuts = cap_fields(body)
+    assert cuts == 5
+    item = ET.fromstring(capped).find("channel/item")
+    assert item is not None
+    sizes = {child.tag.rpartition("}")[2]: len((child.text or "").encode()) for child in item}
+    assert RAW_FIELD_MAX - 3 <= sizes["title"] <= RAW_FIELD_MAX
+    assert sizes["creator"] == RAW_AUTHOR_MAX // 5  # whole references only: "&amp;" is 5 bytes, read as "&"
+    assert sizes["category"] == RAW_FIELD_MAX
+    assert sizes["link"] == RAW_FIELD_MAX
+    body_text = item.findtext("description") or ""
+    assert body_text == ("<p>" * 200_000)[: len(body_text)]
+    assert len(body_text) == RAW_BODY_MAX // 9 * 3 + 2  # 9 bytes a "&lt;p&gt;", then "&lt;p" of the last "&lt;p&g"
+    assert item.findtext("guid") == "g1"
+    assert _parse_xml(body, url=URL, headers={}, engine="auto").fast  # still well-formed: the fast path takes it
+
+
+def test_cap_fields_leaves_documents_within_the_caps_alone() -> None:
+    for case in [*XML_CASES, *GENERATED]:
+        if case != "quadratic_entity.xml":  # its title is 100 KB of "&a;"
+            body = _body(case)
+            assert cap_fields(body) == (body, 0), case
+
+
+def test_text_split_by_tags_counts_towards_its_field() -> None:
+    body = _rss_item("<author>" + "<b>x</b>" * 2_000 + "</author><title>T</title>", well_formed=False)
+    capped, cuts = cap_fields(body)
+    assert cuts == 1
+    assert capped.count(b"<b>x</b>") == RAW_AUTHOR_MAX
+    assert capped.count(b"<b></b>") == 2_000 - RAW_AUTHOR_MAX  # the tags stay: only text is cut
+
+
+def test_unterminated_markup_is_capped_as_text() -> None:
+    for opener in ("<!-- ", "<![CDATA[", '<x y="', "<?pi "):
+        body = _rss_item(f"<author>{opener}{'a' * 100_000}", well_formed=False)
+        capped, cuts = cap_fields(body)
+        assert (cuts, len(capped) < len(body) - 90_000) == (1, True), opener
+
+
+@pytest.mark.parametrize("well_formed", [True, False])
+def test_the_email_regexes_never_see_more_than_the_author_cap(
+    monkeypatch: pytest.MonkeyPatch, well_formed: bool
+) -> None:
+    """The 100 KB <author> that cost 49 s: feedparser's e-mail pattern (and the fast path's copy) gets 512 bytes."""
+    import re
+
+    import feedparser.mixin
+
+    from ingest.parse import fastpath
+
+    seen: list[int] = []
+
+    class Spy:
+        def search(self, pattern: object, string: str, *args: object) -> object:
+            if "@" in str(pattern):
+                seen.append(len(string))
+            return re.search(pattern, string, *args)  # type: ignore[call-overload]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(re, name)
+
+    class PatternSpy:
+        def search(self, string: str, *args: object) -> object:
+            seen.append(len(string))
+            return real_email.search(string, *args)  # type: ignore[call-overload]
+
+    real_email = fastpath._EMAIL
+    monkeypatch.setattr(feedparser.mixin, "re", Spy())
+    monkeypatch.setattr(fastpath, "_EMAIL", PatternSpy())
+    for author in ("a" * 1_000_000, "jo@" + "a." * 500_000, "x@y.org (" + "J" * 1_000_000 + ")"):
+        feed = parse_feed(
+            _rss_item(f"<title>T</title><author>{author}</author>", well_formed=well_formed), url=URL, headers={}
+        )
+        assert (feed.kind, len(feed.items)) == ("feed", 2)
+        assert feed.items[0].author is not None and len(feed.items[0].author) <= 500
+        assert feed.warning is not None and "1 over-long field(s) cut before parsing" in feed.warning
+    assert seen and max(seen) <= RAW_AUTHOR_MAX
+
+
+@pytest.mark.parametrize(
+    "field", ["title", "author", "dc:creator", "link", "category", "guid", "pubDate", "description"]
+)
+def test_a_huge_field_gives_the_same_entries_on_both_paths(field: str) -> None:
+    value = ("http://example.org/" if field == "link" else "") + "a" * 1_000_000
+    fields = f"<{field}>{value}</{field}>" + ("" if field == "title" else "<title>T</title>")
+    body = _rss_item(fields).replace(b"<guid>g1</guid>", b"") if field == "guid" else _rss_item(fields)
+    fast = _parse(body, url=URL, headers={}, tags=(), engine="auto")
+    slow = _parse(body, url=URL, headers={}, tags=(), engine="feedparser")
+    assert _parse_xml(body, url=URL, headers={}, engine="auto").fast
+    assert _dump(fast) == _dump(slow)
+    assert fast.kind == "feed" and len(fast.items) == 2
+
+
+def test_a_huge_json_feed_field_is_cut_too() -> None:
+    item = {"id": "1", "title": "t" * 1_000_000, "authors": [{"name": "a" * 1_000_000}], "tags": ["x" * 1_000_000]}
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": [item]}
+    feed = parse_feed(json.dumps(doc).encode(), url=URL, headers={})
+    [entry] = feed.items
+    assert len(entry.title) <= TITLE_MAX and entry.author == "a" * 500 and entry.tags == ("x" * 100,)
+    assert feed.warning is not None and "3 over-long field(s) cut before parsing" in feed.warning

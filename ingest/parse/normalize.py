@@ -33,6 +33,15 @@ DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for
 # The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
 _TEXT_INPUT_MAX = 100_000
 _HTML_INPUT_MAX = 2 * CONTENT_MAX
+# Caps on a field's raw text in the document, in bytes, applied before any parser sees it (prolog.cap_fields), so
+# that no regular expression of feedparser's or ours ever runs over more. An author is small because feedparser's
+# e-mail pattern (and our copy of it) is quadratic in the author's length: 100 KB cost 49 s, 512 bytes cost a few
+# milliseconds. Other fields stay over their final caps after a cut (a cut link is still longer than LINK_MAX and
+# dropped; a cut id longer than KEY_MAX and hashed), however many bytes each character took. A body keeps every
+# character that _HTML_INPUT_MAX would (UTF-8 takes at most 4 bytes a character).
+RAW_AUTHOR_MAX = 512
+RAW_FIELD_MAX = 32 * 1024
+RAW_BODY_MAX = 4 * _HTML_INPUT_MAX
 # A date outside these years is a typo or a placeholder (0001-01-01, 9999-12-31): the store uses first seen.
 YEAR_MIN = 1990
 YEAR_MAX = 2100
@@ -77,6 +86,8 @@ def finish(raw: RawFeed, *, url: str, content_type: str, body: bytes, tags: Sequ
         warnings.append(f"{url}: {raw.problem}; {len(items)} entries recovered")
     if duplicates:
         warnings.append(f"{url}: {duplicates} entries repeat the id of an earlier entry; the first of each was kept")
+    if raw.cut_fields:
+        warnings.append(f"{url}: {raw.cut_fields} over-long field(s) cut before parsing")
     return ParsedFeed("feed", title, link, tuple(items), ttl, "; ".join(warnings) or None, None, duplicates)
 
 
