@@ -328,8 +328,9 @@ def test_a_broken_feed_keeps_what_can_be_read_and_says_so_on_the_source(
     assert source.status == "active"
     assert source.warning is not None
     assert "not well-formed XML" in source.warning
-    assert "3 entries recovered" in source.warning
-    assert len(store.stories()) == 2 + 3  # the earlier two, and the three recovered
+    assert "2 entries recovered" in source.warning
+    assert "1 empty entries (no title, summary or link) dropped" in source.warning  # the third's title swallowed it
+    assert len(store.stories()) == 2 + 2  # the earlier two, and the two recovered
 
 
 def test_a_feed_moved_for_good_is_followed_and_keeps_its_stories(
@@ -446,3 +447,103 @@ def test_a_megabyte_field_ingests_in_under_two_seconds(
     assert len(big.title) <= 1_000 and len(big.summary) <= 10_000 and all(len(t) <= 100 for t in big.tags)
     assert big.link is None if field == "link" else big.link == "http://example.org/big"
     assert len(big.key) <= 1_000
+
+
+def _rss(items: list[str]) -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Many</title>'
+        f"<link>http://example.org/</link>{''.join(items)}</channel></rss>"
+    ).encode()
+
+
+def _item(n: int, when: str | None) -> str:
+    date = f"<pubDate>{when}</pubDate>" if when else ""
+    guid = f'<guid isPermaLink="false">e{n}</guid>'
+    return f"<item><title>Entry number {n}</title><link>http://example.org/{n}</link>{guid}{date}</item>"
+
+
+def test_a_feed_keeps_its_newest_entries_up_to_max_entries(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    """Issue 13 item 4: 50,000 entries were all stored. Dated entries are kept newest first (wherever the feed lists
+    them), then undated ones in the feed's order; the rest are dropped with a warning naming how many."""
+    cfg = write_config(tmp_path, FETCH + "max_entries = 5\n")
+    (tmp_path / "seeds").mkdir()
+    days = [3, 9, 1, 7, 5, 8]  # day of November 2026 of entries 0..5, listed out of order
+    items = [_item(n, f"{d:02d} Nov 2026 08:00:00 GMT") for n, d in enumerate(days)]
+    items += [_item(6, None), _item(7, None)]  # undated: after every dated one
+    hostile_server.set("/many", headers={"Content-Type": "application/rss+xml"}, body=_rss(items))
+    _add_feeds(run_cli, cfg, [hostile_server.url("/many")])
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    url = hostile_server.url("/many")
+    assert f"{url}: 5 new" in out
+    warning = f"{url}: 3 of 8 entries dropped: only the newest 5 are kept ([fetch] max_entries)"
+    assert warning in err
+    assert _feeds_json(run_cli, cfg)[url]["warning"] == warning
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list")
+    assert "3 of 8 entries dropped" in out
+    with Store.open(load_settings(cfg, environ={}).storage.url) as store:
+        kept = sorted((s.position, s.key) for s in store.sightings())
+    assert kept == [(1, "e0"), (2, "e1"), (3, "e3"), (4, "e4"), (5, "e5")]  # the feed's order among those kept
+
+
+def test_the_default_cap_is_500_entries(tmp_path: Path, hostile_server: HostileServer) -> None:
+    settings = _settings(tmp_path)
+    assert settings.fetch.max_entries == 500
+    items = [_item(n, None) for n in range(520)]
+    hostile_server.set("/many", headers={"Content-Type": "application/rss+xml"}, body=_rss(items))
+    with Store.open(settings.storage.url) as store:
+        store.upsert_feed(hostile_server.url("/many"), name=None, tags=[], interval=None, origin="cli", now=NOW)
+        [report] = ingest_feeds(store, settings, NOW, force=True, rng=random.Random(1))
+        assert report.new == 500
+        assert report.warning is not None and "20 of 520 entries dropped" in report.warning
+        assert max(int(s.key[1:]) for s in store.sightings()) == 499  # undated: the first 500 as listed
+
+
+def test_an_entry_cut_off_mid_item_is_dropped_with_a_warning(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    """Issue 13 item 6: a feed cut off mid-item left an empty story published as "(untitled)"."""
+    cfg = write_config(tmp_path, FETCH + '\n[publish]\ndir = "public"\n[mail]\noutbox_dir = "outbox"\n')
+    (tmp_path / "seeds").mkdir()
+    empty = '<item><guid isPermaLink="false">cut-1</guid></item>'
+    body = _rss([_item(1, "Wed, 25 Nov 2026 08:00:00 GMT"), empty])
+    cut = b'<item><guid isPermaLink="false">cut-2</guid><pubDate>Wed, 25 Nov 2026'
+    body = body.replace(b"</channel></rss>", cut)  # the connection dropped mid-item
+    hostile_server.set("/cut", headers={"Content-Type": "application/rss+xml"}, body=body)
+    url = hostile_server.url("/cut")
+    _add_feeds(run_cli, cfg, [url])
+    code, out, err = run_cli("--config", str(cfg), "run", "--once")
+    assert code == 0, err
+    assert f"{url}: 1 new" in out
+    assert f"{url}: 2 empty entries (no title, summary or link) dropped" in _feeds_json(run_cli, cfg)[url]["warning"]
+    code, out, _ = run_cli("--config", str(cfg), "stories", "--json")
+    assert [s["title"] for s in json.loads(out)] == ["Entry number 1"]
+    assert "untitled" not in (tmp_path / "public" / "feed.atom").read_text(encoding="utf-8")
+
+
+def test_a_date_more_than_a_day_ahead_falls_back_to_first_seen(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    """Issue 13 item 7: a pubDate in 2099 pinned a story to the top of the feed and the home page."""
+    settings = _settings(tmp_path)
+    ahead = (NOW + timedelta(hours=23)).strftime("%a, %d %b %Y %H:%M:%S GMT")  # within a day: a time zone slip
+    items = [
+        _item(1, "Thu, 01 Jan 2099 00:00:00 GMT"),
+        _item(2, (NOW + timedelta(days=2)).strftime("%a, %d %b %Y %H:%M:%S GMT")),
+        _item(3, ahead),
+        _item(4, "Wed, 25 Nov 2026 08:00:00 GMT"),
+    ]
+    hostile_server.set("/future", headers={"Content-Type": "application/rss+xml"}, body=_rss(items))
+    with Store.open(settings.storage.url) as store:
+        store.upsert_feed(hostile_server.url("/future"), name=None, tags=[], interval=None, origin="cli", now=NOW)
+        ingest_feeds(store, settings, NOW, force=True, rng=random.Random(1))
+        by_key = {s.key: s for s in store.sightings()}
+        stories = store.stories()
+    assert by_key["e1"].published is None and by_key["e2"].published is None
+    assert by_key["e3"].published == NOW + timedelta(hours=23)
+    assert by_key["e4"].published is not None
+    assert stories[0].title == "Entry number 3"  # the 2099 story is not pinned to the top
+    first_seen = {s.title: s.first_seen for s in stories}
+    assert first_seen["Entry number 1"] == NOW

@@ -99,6 +99,7 @@ class FetchConfig(_Section):
     trusted_networks: list[str] = Field(default_factory=list, description="CIDRs reachable even when private")
     interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
+    max_entries: int = Field(default=500, gt=0, description="entries kept from one fetch of a feed, newest first")
     lease_seconds: float = Field(default=0, ge=0, description="a claimed feed's lease; 0: automatic")
 
     @field_validator("trusted_networks")

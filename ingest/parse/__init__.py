@@ -31,6 +31,7 @@ Every path fills in the raw records of :mod:`ingest.parse.raw` (JSON Feed in :mo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Literal
 
 from ingest.parse.adapter import with_feedparser
@@ -48,7 +49,9 @@ def parse_feed(
     *,
     url: str,
     headers: Mapping[str, str],
+    now: datetime,
     tags: Sequence[str] = (),
+    max_entries: int | None = None,
 ) -> ParsedFeed:
     """Parse one fetched body; never raises for what is in ``body``.
 
@@ -56,14 +59,25 @@ def parse_feed(
     reads a guid without ``isPermaLink="false"`` as a URL, so "123" becomes "<url>/123". Pass the source's current
     URL (the one a 301 adopted), not a temporary redirect's target, or such keys change with the redirect.
     ``headers`` are the response headers (any case; Content-Type's charset is used, Content-Location is not).
-    ``tags`` are added to every entry's own categories."""
-    return _parse(body, url=url, headers=headers, tags=tags, engine="auto")
+    ``now`` is when the body was fetched: an entry dated more than a day after it gets no date (first seen is used).
+    ``tags`` are added to every entry's own categories. ``max_entries``: keep only the newest that many entries
+    (dated ones newest first, then undated ones in the feed's order), with a warning naming how many were dropped."""
+    return _parse(body, url=url, headers=headers, tags=tags, engine="auto", now=now, max_entries=max_entries)
 
 
 Engine = Literal["auto", "feedparser", "feedparser_defaults"]
 
 
-def _parse(body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str], engine: Engine) -> ParsedFeed:
+def _parse(
+    body: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    tags: Sequence[str],
+    engine: Engine,
+    now: datetime,
+    max_entries: int | None = None,
+) -> ParsedFeed:
     """``engine``: ``auto`` (fast path, else feedparser), ``feedparser`` (never the fast path) or
     ``feedparser_defaults`` (feedparser with its own sanitizer and resolver on; the reference the tests compare to)."""
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -71,10 +85,13 @@ def _parse(body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[
     if not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"):
         return failed("empty", f"{url}: empty response (the server sent {len(body)} bytes and no feed)")
     if looks_like_json(body):
-        return parse_json_feed(body, url=url, content_type=content_type, tags=tags)
-    lowered["content-location"] = url
-    raw = _parse_xml(body, url=url, headers=lowered, engine=engine)
-    return finish(raw, url=url, content_type=content_type, body=body, tags=tags)
+        raw = parse_json_feed(body, url=url, content_type=content_type)
+        if isinstance(raw, ParsedFeed):
+            return raw
+    else:
+        lowered["content-location"] = url
+        raw = _parse_xml(body, url=url, headers=lowered, engine=engine)
+    return finish(raw, url=url, content_type=content_type, body=body, tags=tags, now=now, max_entries=max_entries)
 
 
 def _parse_xml(body: bytes, *, url: str, headers: dict[str, str], engine: Engine) -> RawFeed:

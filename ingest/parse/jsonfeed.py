@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from feedparser.urls import _urljoin
@@ -16,7 +16,6 @@ from ingest.parse.normalize import (
     ParsedFeed,
     content_type_note,
     failed,
-    finish,
 )
 from ingest.parse.raw import RawEntry, RawFeed, Text
 
@@ -28,7 +27,8 @@ def looks_like_json(body: bytes) -> bool:
     return body.lstrip(b" \t\r\n\xef\xbb\xbf")[:1] in (b"{", b"[")
 
 
-def parse_json_feed(body: bytes, *, url: str, content_type: str, tags: Sequence[str]) -> ParsedFeed:
+def parse_json_feed(body: bytes, *, url: str, content_type: str) -> RawFeed | ParsedFeed:
+    """The raw records of a JSON Feed, or the ParsedFeed that says why the body is not one."""
     try:
         doc = json.loads(body.decode("utf-8-sig", errors="replace"))
     except (ValueError, RecursionError):
@@ -46,7 +46,7 @@ def parse_json_feed(body: bytes, *, url: str, content_type: str, tags: Sequence[
         if isinstance(item, dict):
             raw.entries.append(_json_entry(item, url, cap))
     raw.cut_fields = cap.cuts
-    return finish(raw, url=url, content_type=content_type, body=body, tags=tags)
+    return raw
 
 
 class _Caps:
