@@ -66,6 +66,7 @@ class SeedsConfig(_Section):
     max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     timezone: TimeZoneName = "UTC"
     title_max_chars: int = Field(default=90, ge=20)
+    follow_symlinks: bool = False
 
 
 class FeedConfig(_Section):
