@@ -170,7 +170,7 @@ def _host(url: httpx.URL) -> str:
 
 
 class _Fetcher:
-    """The shared state of one :func:`fetch_all`: the client, the queue and the per-host slots."""
+    """The shared state of one :func:`fetch_all`: the transport, the queue and the per-host slots."""
 
     def __init__(self, config: FetchConfig, policy: AddressPolicy, clock: Callable[[], datetime]) -> None:
         self._config = config

@@ -37,9 +37,9 @@ _HTML_INPUT_MAX = 2 * CONTENT_MAX
 # Caps on a field's raw text in the document, in bytes, applied before any parser sees it (prolog.cap_fields), so
 # that no regular expression of feedparser's or ours ever runs over more. An author is small because feedparser's
 # e-mail pattern (and our copy of it) is quadratic in the author's length: 100 KB cost 49 s, 512 bytes cost a few
-# milliseconds. Other fields stay over their final caps after a cut (a cut link is still longer than LINK_MAX and
-# dropped; a cut id longer than KEY_MAX and hashed), however many bytes each character took. A body keeps every
-# character that _HTML_INPUT_MAX would (UTF-8 takes at most 4 bytes a character).
+# milliseconds. Other fields stay over their final caps after a cut, even at 10 bytes a character ("&#x10FFFF;"): a
+# cut link is still longer than LINK_MAX and dropped, a cut id longer than KEY_MAX and hashed. A body is cut at four
+# times _HTML_INPUT_MAX: UTF-8 takes at most 4 bytes a character, and so does "&lt;".
 RAW_AUTHOR_MAX = 512
 RAW_FIELD_MAX = 32 * 1024
 RAW_BODY_MAX = 4 * _HTML_INPUT_MAX
