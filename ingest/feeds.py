@@ -206,7 +206,7 @@ def _fetch_and_store(
         if item is _FETCHED_ALL:
             fetching = False
         elif isinstance(item, FetchResult):
-            pending.append((item, _parse(parser, item, due[item.request.source_id])))
+            pending.append((item, _parse(parser, item, due[item.request.source_id], settings, now)))
         while pending and (pending[0][1] is None or pending[0][1].done() or not fetching):
             result, future = pending.popleft()
             parsed = future.result() if future is not None else None
@@ -233,13 +233,22 @@ def _fetch_and_store(
     return reports
 
 
-def _parse(parser: ParsePool, result: FetchResult, source: Source) -> Future[ParsedFeed] | None:
+def _parse(
+    parser: ParsePool, result: FetchResult, source: Source, settings: Settings, now: datetime
+) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
     # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a temporary
     # redirect's target, so they stay stable from fetch to fetch.
     base = result.permanent_url or source.url or source.location
-    return parser.submit(result.body, url=base, headers=result.headers, tags=source.tags)
+    return parser.submit(
+        result.body,
+        url=base,
+        headers=result.headers,
+        tags=source.tags,
+        now=now,
+        max_entries=settings.fetch.max_entries,
+    )
 
 
 def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveResult | None) -> SourceReport:

@@ -6,6 +6,8 @@ feedparser) is imported only when a pass reaches the feeds, so commands that nev
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,15 +49,45 @@ def sync_config_feeds(store: Store, settings: Settings, now: datetime) -> None:
     store.sync_config_feeds([(f.url, f.name, f.tags, f.interval) for f in settings.feeds], now)
 
 
-def seed_files(folder: Path) -> list[Path]:
-    """Text pages in a seed folder and its subfolders, in a stable order; hidden files are skipped."""
-    return sorted(
-        p
-        for p in folder.rglob("*")
-        if p.suffix.lower() in SEED_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def seed_files(folder: Path, *, follow_symlinks: bool = False) -> tuple[list[Path], list[Path]]:
+    """Text pages in a seed folder and its subfolders, in a stable order, and the symbolic links left unread.
+
+    Hidden files and folders are skipped. Only regular files are read: a symbolic link (to a page, to a folder, or
+    to nothing) is not followed unless ``follow_symlinks``, and is listed second so that the pass can say so. When
+    links are followed, a folder reached twice (through a link back up the tree) is walked once."""
+    pages: list[Path] = []
+    links: list[Path] = []
+    walked = {folder.resolve()}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:  # a subfolder we may not list: as rglob did, it holds no pages
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            link = entry.is_symlink()
+            if link and not follow_symlinks:
+                if entry.is_dir() or path.suffix.lower() in SEED_SUFFIXES:
+                    links.append(path)
+                continue
+            if entry.is_dir():
+                if _first_visit(path, walked):
+                    pending.append(path)
+            elif path.suffix.lower() in SEED_SUFFIXES and (entry.is_file() or link):
+                pages.append(path)  # a followed link that leads nowhere is read, and its error reported
+    return sorted(pages), sorted(links)
+
+
+def _first_visit(path: Path, walked: set[Path]) -> bool:
+    real = path.resolve()
+    if real in walked:
+        return False
+    walked.add(real)
+    return True
 
 
 def ingest_seeds(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
@@ -72,8 +104,17 @@ def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> lis
             what = "is not a folder" if folder.exists() else "does not exist"
             reports.append(SourceReport(location=str(folder), error=f"{folder}: seed folder {what} ([seeds] dirs)"))
             continue
-        for path in seed_files(folder):
+        pages, links = seed_files(folder, follow_symlinks=seeds.follow_symlinks)
+        for path in pages:
             reports.append(_ingest_page(store, path, folder, seeds=seeds, tz=tz, now=now))
+        reports.extend(
+            SourceReport(
+                location=str(link),
+                warning=f"{link}: a symbolic link, not read ([seeds] follow_symlinks is off)",
+                skipped=True,
+            )
+            for link in links
+        )
     return reports
 
 
@@ -83,7 +124,7 @@ def _ingest_page(
     location = str(path)
     source = store.page_source(location, str(folder), now)
     try:
-        data = _read(path, seeds.max_bytes)
+        data = _read(path, seeds.max_bytes, follow_symlinks=seeds.follow_symlinks)
         digest = content_hash(data)
         if digest == source.content_hash and source.status == "active":
             return SourceReport(location=location, unchanged=True, warning=source.warning)
@@ -105,22 +146,34 @@ def _ingest_page(
     )
 
 
-def _read(path: Path, max_bytes: int) -> bytes:
+def _read(path: Path, max_bytes: int, *, follow_symlinks: bool) -> bytes:
+    # O_NOFOLLOW: a page swapped for a link after the folder was listed is still not followed. O_NONBLOCK: a FIFO
+    # swapped in is refused below instead of blocking the open.
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise PageError(f"{path}: file is {size:,} bytes, over the {max_bytes:,}-byte limit ([seeds] max_bytes)")
-        with path.open("rb") as fh:
-            return fh.read(max_bytes + 1)
+        fd = os.open(path, flags)
     except PermissionError:
         raise PageError(f"{path}: cannot read the file (permission denied)") from None
     except OSError as exc:
         raise PageError(f"{path}: cannot read the file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise PageError(f"{path}: not a regular file")
+        if info.st_size > max_bytes:
+            raise PageError(
+                f"{path}: file is {info.st_size:,} bytes, over the {max_bytes:,}-byte limit ([seeds] max_bytes)"
+            )
+        try:
+            return fh.read(max_bytes + 1)
+        except OSError as exc:
+            raise PageError(f"{path}: cannot read the file: {exc.strerror}") from None
 
 
 def summarize(reports: Sequence[SourceReport]) -> dict[str, int]:
+    read = [r for r in reports if not r.skipped]
     return {
-        "sources": len(reports),
+        "sources": len(read),
         "new": sum(r.new for r in reports),
         "new_stories": sum(r.new_stories for r in reports),
         "errors": sum(1 for r in reports if r.error),

@@ -19,11 +19,30 @@ import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import datetime
 from typing import IO, Any
 
 from ingest.parse import ParsedFeed, parse_feed
 
 _LENGTH = struct.Struct("!Q")
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One parse, as sent to a worker: the arguments of :func:`ingest.parse.parse_feed`."""
+
+    body: bytes
+    url: str
+    headers: dict[str, str]
+    tags: tuple[str, ...]
+    now: datetime  # the fetch's time: the parser has no clock
+    max_entries: int | None
+
+    def parse(self) -> ParsedFeed:
+        return parse_feed(
+            self.body, url=self.url, headers=self.headers, tags=self.tags, now=self.now, max_entries=self.max_entries
+        )
 
 
 class WorkerError(RuntimeError):
@@ -62,7 +81,7 @@ class _Worker:
         self.writer.start()
         self.reader.start()
 
-    def submit(self, request: tuple[bytes, str, dict[str, str], tuple[str, ...]]) -> Future[ParsedFeed]:
+    def submit(self, request: _Request) -> Future[ParsedFeed]:
         future: Future[ParsedFeed] = Future()
         with self.lock:
             if self.dead is not None:
@@ -128,14 +147,25 @@ class ParsePool:
         for worker in self._workers:
             worker.close()
 
-    def submit(self, body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str]) -> Future[ParsedFeed]:
+    def submit(
+        self,
+        body: bytes,
+        *,
+        url: str,
+        headers: Mapping[str, str],
+        tags: Sequence[str],
+        now: datetime,
+        max_entries: int | None = None,
+    ) -> Future[ParsedFeed]:
+        """:func:`ingest.parse.parse_feed` of these arguments, in a worker or (with no workers) at once."""
+        request = _Request(body, url, dict(headers), tuple(tags), now, max_entries)
         if self._size:
             if not self._workers:
                 self._workers = [_Worker() for _ in range(self._size)]
             self._next = (self._next + 1) % self._size
-            return self._workers[self._next].submit((body, url, dict(headers), tuple(tags)))
+            return self._workers[self._next].submit(request)
         done: Future[ParsedFeed] = Future()
-        done.set_result(parse_feed(body, url=url, headers=headers, tags=tags))
+        done.set_result(request.parse())
         return done
 
 
@@ -144,11 +174,11 @@ def main() -> None:
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
         try:
-            body, url, headers, tags = _read_frame(stdin)
+            request: _Request = _read_frame(stdin)
         except EOFError:
             return
         try:
-            answer: tuple[bool, Any] = (True, parse_feed(body, url=url, headers=headers, tags=tags))
+            answer: tuple[bool, Any] = (True, request.parse())
         except Exception as exc:  # a bug in the parser: reported to the parent, which raises it
             answer = (False, f"{type(exc).__name__}: {exc}")
         _write_frame(stdout, answer)

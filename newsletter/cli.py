@@ -120,6 +120,9 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
         if r.error:
             click.echo(f"error  {r.error}", err=True)
             continue
+        if r.skipped:
+            click.echo(f"warn   {r.warning}", err=True)
+            continue
         state = "unchanged" if r.unchanged else f"{r.new} new, {r.seen} seen again"
         click.echo(f"ok     {r.location}: {state}")
         if r.warning and not r.unchanged:

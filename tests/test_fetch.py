@@ -297,12 +297,52 @@ def test_a_redirect_without_a_location_is_an_error(hostile_server: HostileServer
     assert result.error == f"{hostile_server.url('/no-location')}: HTTP 302 without a Location header"
 
 
-def test_a_redirect_to_another_scheme_is_refused(hostile_server: HostileServer) -> None:
-    result = _fetch(hostile_server, "/to-file")
-    assert result.outcome == "error"
+@pytest.mark.parametrize(
+    "location",
+    ["file:///etc/passwd", "mailto:x@y", "javascript:alert(1)", "data:text/html,<b>hi</b>", "urn:isbn:0451450523",
+     "about:blank", "ftp://example.org/feed", "MAILTO:X@Y"],
+)  # fmt: skip
+def test_a_redirect_to_another_scheme_is_refused(hostile_server: HostileServer, location: str) -> None:
+    hostile_server.redirect("/elsewhere", location)
+    result = _fetch(hostile_server, "/elsewhere")
+    assert (result.outcome, result.status, result.body) == ("error", 302, None)
     assert result.error == (
-        f"{hostile_server.url('/to-file')}: redirect to 'file:/etc/passwd': only http and https URLs are fetched"
+        f"{hostile_server.url('/elsewhere')}: redirect to a non-http URL {location!r}: "
+        "only http and https URLs are fetched"
     )
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["::::garbage", "http://[::1", "http://exa mple.org/", "http://", "https://:80/", "//[zz]/", "http://a:99999/",
+     "http://xn--/", "%", "?\u00e9", "http://\u00e9\u00e9\u00e9.example/", "  ", "\u00ff:\u00ff"],
+)  # fmt: skip
+def test_a_redirect_to_garbage_ends_the_fetch_with_an_error(hostile_server: HostileServer, location: str) -> None:
+    hostile_server.redirect("/garbage", location)
+    result = _fetch(hostile_server, "/garbage")
+    assert result.outcome == "error"
+    assert result.error is not None
+    assert result.error.startswith(hostile_server.url("/garbage"))
+
+
+def test_hostile_redirects_fail_alone_and_the_batch_goes_on(hostile_server: HostileServer) -> None:
+    locations = ["mailto:x@y", "javascript:void(0)", "data:,x", "urn:x", "about:blank", "::::garbage", "http://[::1"]
+    for i, location in enumerate(locations):
+        hostile_server.redirect(f"/bad{i}", location)
+    paths = [f"/bad{i}" for i in range(len(locations))] + ["/feed"]
+    requests = [FetchRequest(i, hostile_server.url(path)) for i, path in enumerate(paths)]
+    results = fetch_all_sync(requests, _config(), clock=lambda: NOW)
+    assert [r.outcome for r in results] == ["error"] * len(locations) + ["ok"]
+    assert results[-1].body == FEED_BODY
+
+
+def test_cookies_go_back_along_their_own_fetch_only(hostile_server: HostileServer) -> None:
+    hostile_server.set("/consent", status=302, headers=[("Set-Cookie", "consent=yes; Path=/"), ("Location", "/feed")])
+    hostile_server.set("/latin", status=302, headers=[("Set-Cookie", "\xff=\xfe; Path=/"), ("Location", "/feed")])
+    requests = [FetchRequest(i, hostile_server.url(path)) for i, path in enumerate(["/consent", "/latin", "/feed"])]
+    results = fetch_all_sync(requests, _config(concurrency=1), clock=lambda: NOW)
+    assert [r.outcome for r in results] == ["ok", "ok", "ok"]  # a cookie no header can carry is not sent back
+    assert [r.headers.get("cookie") for r in hostile_server.requests_for("/feed")] == ["consent=yes", None, None]
 
 
 # --- statuses --------------------------------------------------------------------------------------------------

@@ -159,3 +159,43 @@ def test_publish_writes_the_feeds(project: Path, run_cli: RunCli) -> None:
         assert (project / "public" / name).is_file(), name
     code, out, _ = run_cli("--config", str(cfg), "publish")
     assert "up to date" in out
+
+
+def test_symlinks_in_a_seed_folder_are_skipped_with_a_warning(project: Path, run_cli: RunCli) -> None:
+    """Issue 13 item 13: passwd_link.txt -> /etc/passwd became a published story."""
+    cfg = project / "newsletter.toml"
+    outside = project / "outside"
+    outside.mkdir()
+    shutil.copy(GOLDEN / "seeds" / "date_formats.txt", outside / "elsewhere.txt")
+    seeds = project / "seeds"
+    (seeds / "passwd_link.txt").symlink_to("/etc/passwd")
+    (seeds / "page_link.txt").symlink_to(outside / "elsewhere.txt")
+    (seeds / "folder_link").symlink_to(outside, target_is_directory=True)
+    (seeds / "dangling.txt").symlink_to(project / "nowhere.txt")
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    for name in ("passwd_link.txt", "page_link.txt", "folder_link", "dangling.txt"):
+        assert f"warn   {seeds / name}: a symbolic link, not read ([seeds] follow_symlinks is off)" in err, name
+    assert "Traceback" not in err and "error" not in err
+    assert "ingested 1 source(s)" in out  # the bundled page; a skipped link is no source
+    stories = _stories(run_cli, cfg)
+    assert len(stories) == 6
+    assert not any("root:" in str(s) for s in stories)
+
+    (seeds / "passwd_link.txt").unlink()
+    cfg.write_text(cfg.read_text().replace("[seeds]\n", "[seeds]\nfollow_symlinks = true\n"))
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 1  # the dangling link cannot be read: an error now that links are followed
+    assert f"{seeds / 'page_link.txt'}: 6 new" in out
+    assert f"{seeds / 'folder_link' / 'elsewhere.txt'}: 6 new" in out
+    assert f"{seeds / 'dangling.txt'}: cannot read the file" in err
+
+
+def test_a_symlink_loop_is_walked_once(project: Path, run_cli: RunCli) -> None:
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text().replace("[seeds]\n", "[seeds]\nfollow_symlinks = true\n"))
+    (project / "seeds" / "sub").mkdir()
+    (project / "seeds" / "sub" / "back").symlink_to(project / "seeds", target_is_directory=True)
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    assert "ingested 1 source(s)" in out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -13,8 +13,9 @@ import pytest
 
 from ingest import parse as parse_module
 from ingest.parse import CONTENT_MAX, SUMMARY_MAX, TITLE_MAX, ParsedFeed, _parse, _parse_xml, adapter, parse_feed
-from ingest.parse.prolog import strip_internal_subset
-from tests.conftest import GOLDEN
+from ingest.parse.normalize import RAW_AUTHOR_MAX, RAW_BODY_MAX, RAW_FIELD_MAX
+from ingest.parse.prolog import cap_fields, strip_internal_subset
+from tests.conftest import GOLDEN, NOW
 
 pytestmark = pytest.mark.no_database  # opens no database: one run
 
@@ -45,7 +46,7 @@ def _headers(name: str) -> dict[str, str]:
 
 def _parse_case(name: str, engine: parse_module.Engine = "auto") -> ParsedFeed:
     body = (FEEDS / name).read_bytes()
-    return _parse(body, url=URL + name, headers=_headers(name), tags=(), engine=engine)
+    return _parse(body, now=NOW, url=URL + name, headers=_headers(name), tags=(), engine=engine)
 
 
 def _dump(feed: ParsedFeed) -> dict[str, Any]:
@@ -137,8 +138,8 @@ def _body(name: str) -> bytes:
 @pytest.mark.parametrize("case", [*XML_CASES, *GENERATED])
 def test_fast_path_gives_the_same_entries_as_feedparser(case: str) -> None:
     body, headers = _body(case), {"content-type": "application/xml"}
-    fast = _parse(body, url=URL + case, headers=headers, tags=(), engine="auto")
-    slow = _parse(body, url=URL + case, headers=headers, tags=(), engine="feedparser")
+    fast = _parse(body, now=NOW, url=URL + case, headers=headers, tags=(), engine="auto")
+    slow = _parse(body, now=NOW, url=URL + case, headers=headers, tags=(), engine="feedparser")
     assert _dump(fast) == _dump(slow)
     if case in FAST_CASES or case in GENERATED:
         assert _parse_xml(body, url=URL + case, headers=dict(headers), engine="auto").fast
@@ -148,8 +149,8 @@ def test_fast_path_gives_the_same_entries_as_feedparser(case: str) -> None:
 def test_same_entries_as_feedparser_with_its_own_sanitizer(case: str) -> None:
     """Keys, titles, links, dates and summary text match plain feedparser (sanitizer and resolver on)."""
     body, headers = _body(case), {"content-type": "application/xml"}
-    ours = _parse(body, url=URL + case, headers=headers, tags=(), engine="auto")
-    plain = _parse(body, url=URL + case, headers=headers, tags=(), engine="feedparser_defaults")
+    ours = _parse(body, now=NOW, url=URL + case, headers=headers, tags=(), engine="auto")
+    plain = _parse(body, now=NOW, url=URL + case, headers=headers, tags=(), engine="feedparser_defaults")
 
     def essentials(feed: ParsedFeed) -> list[tuple[object, ...]]:
         return [(i.key, i.title, i.link, i.published, i.summary) for i in feed.items]
@@ -207,17 +208,17 @@ def test_atom_entry_fields() -> None:
 
 def test_tags_argument_is_added_to_every_entry() -> None:
     body = (FEEDS / "rss20.xml").read_bytes()
-    feed = parse_feed(body, url=URL, headers={}, tags=["Recap", "HER2", "recap"])
+    feed = parse_feed(body, now=NOW, url=URL, headers={}, tags=["Recap", "HER2", "recap"])
     assert feed.items[0].tags == ("breast cancer", "her2", "recap")
     assert feed.items[1].tags == ("recap", "her2")
 
 
 def test_keys_are_stable_from_fetch_to_fetch() -> None:
     body = (FEEDS / "duplicate_guids.xml").read_bytes()
-    first = parse_feed(body, url=URL, headers={})
+    first = parse_feed(body, now=NOW, url=URL, headers={})
     # The same feed later: a new entry on top, the others moved down.
     newer = body.replace(b"<item>", b"<item><title>Newest</title><guid>new</guid></item><item>", 1)
-    second = parse_feed(newer, url=URL, headers={})
+    second = parse_feed(newer, now=NOW, url=URL, headers={})
     assert [i.key for i in second.items][1:] == [i.key for i in first.items]
     assert [i.position for i in second.items] == list(range(1, len(second.items) + 1))
 
@@ -243,7 +244,9 @@ def test_absurd_and_missing_dates_fall_back_to_first_seen() -> None:
 
 def test_relative_links_resolve_against_the_feed_url_not_a_header() -> None:
     body = (FEEDS / "relative_links.xml").read_bytes()
-    feed = parse_feed(body, url="https://final.example/news/feed.xml", headers={"Content-Location": "https://cdn.x/"})
+    feed = parse_feed(
+        body, now=NOW, url="https://final.example/news/feed.xml", headers={"Content-Location": "https://cdn.x/"}
+    )
     first = feed.items[0]
     assert first.link == "https://final.example/articles/1"
     assert 'href="https://final.example/figures/2"' in first.content
@@ -269,7 +272,7 @@ def test_quadratic_entity_is_never_expanded() -> None:
 def test_internal_subset_is_removed_whatever_the_encoding(encoding: str) -> None:
     text = (FEEDS / "billion_laughs.xml").read_text(encoding="utf-8")
     body = text.replace('<?xml version="1.0"?>', f'<?xml version="1.0" encoding="{encoding}"?>').encode(encoding)
-    feed = parse_feed(body, url=URL, headers={"content-type": f"application/xml; charset={encoding}"})
+    feed = parse_feed(body, now=NOW, url=URL, headers={"content-type": f"application/xml; charset={encoding}"})
     assert len(feed.items) == 1
     assert "lollol" not in feed.items[0].title + feed.items[0].summary
 
@@ -289,7 +292,7 @@ def test_subset_hidden_behind_a_comment_holding_a_tag_is_removed() -> None:
         b'<?xml version="1.0"?><!-- <rss> --><!DOCTYPE rss [<!ENTITY a "' + b"A" * 4000 + b'">]>'
         b'<rss version="2.0"><channel><item><title>' + b"&a;" * 3000 + b"</title></item></channel></rss>"
     )
-    feed = parse_feed(body, url=URL, headers={})
+    feed = parse_feed(body, now=NOW, url=URL, headers={})
     assert len(feed.items) == 1
     assert "AAAA" not in feed.items[0].title
 
@@ -297,7 +300,7 @@ def test_subset_hidden_behind_a_comment_holding_a_tag_is_removed() -> None:
 def test_deep_nesting_falls_back_instead_of_recursing() -> None:
     nested = b"<x:a xmlns:x='urn:x'>" * 5_000 + b"</x:a>" * 5_000
     body = b'<rss version="2.0"><channel><item><title>deep</title><guid>g</guid>' + nested + b"</item></channel></rss>"
-    feed = parse_feed(body, url=URL, headers={})
+    feed = parse_feed(body, now=NOW, url=URL, headers={})
     assert [i.title for i in feed.items] == ["deep"]
 
 
@@ -312,7 +315,7 @@ def test_deep_nesting_falls_back_instead_of_recursing() -> None:
 )
 def test_garbage_encoding_names(declared: bytes, content_type: str) -> None:
     body = (FEEDS / "rss20.xml").read_bytes().replace(b'encoding="utf-8"', declared, 1)
-    assert len(parse_feed(body, url=URL, headers={"content-type": content_type}).items) == 3
+    assert len(parse_feed(body, now=NOW, url=URL, headers={"content-type": content_type}).items) == 3
 
 
 def test_mangled_feeds_never_raise() -> None:
@@ -329,13 +332,15 @@ def test_mangled_feeds_never_raise() -> None:
                 data[pos:pos] = rnd.choice(tokens)
             else:
                 del data[pos : pos + rnd.randint(1, 40)]
-        feed = parse_feed(bytes(data), url=URL, headers={"content-type": rnd.choice(["text/xml", "", "text/html"])})
+        feed = parse_feed(
+            bytes(data), now=NOW, url=URL, headers={"content-type": rnd.choice(["text/xml", "", "text/html"])}
+        )
         for item in feed.items:
             (item.key + item.title + item.summary + item.content + (item.link or "")).encode("utf-8")
 
 
 def test_body_that_names_a_local_file_is_not_opened() -> None:
-    feed = parse_feed(b"/etc/passwd", url=URL, headers={})
+    feed = parse_feed(b"/etc/passwd", now=NOW, url=URL, headers={})
     assert feed.kind == "not_a_feed"
     assert "root:" not in repr(feed)
 
@@ -354,7 +359,7 @@ def test_body_that_names_a_local_file_is_not_opened() -> None:
     ],
 )
 def test_not_a_feed_and_empty(body: bytes, content_type: str, kind: str, says: str) -> None:
-    feed = parse_feed(body, url="https://x.example/feed", headers={"content-type": content_type})
+    feed = parse_feed(body, now=NOW, url="https://x.example/feed", headers={"content-type": content_type})
     assert feed.kind == kind
     assert feed.items == ()
     assert feed.error is not None
@@ -376,11 +381,13 @@ def test_valid_feed_without_entries_is_empty() -> None:
 def test_bozo_feed_keeps_recoverable_entries_with_a_warning() -> None:
     feed = _parse_case("bozo_recoverable.xml")
     assert feed.kind == "feed"
-    assert len(feed.items) == 3
+    assert len(feed.items) == 2
     assert feed.items[0].link == "https://broken.example.com/1?a=1&b=2"
     assert feed.warning is not None
     assert "not well-formed XML" in feed.warning
-    assert "3 entries recovered" in feed.warning
+    assert "2 entries recovered" in feed.warning
+    # The third entry's title is never closed and swallows the rest: nothing of it is left to show.
+    assert feed.empty == 1 and "1 empty entries (no title, summary or link) dropped" in feed.warning
 
 
 def test_control_characters_and_lone_surrogates_are_replaced() -> None:
@@ -401,7 +408,7 @@ def test_oversized_fields_are_truncated_not_refused() -> None:
         f'<rss version="2.0"><channel><title>Big</title><item><title>{big_title}</title><link>{link}</link>'
         f"<guid>{'g' * 5_000}</guid><description>{escape(big_html)}</description></item></channel></rss>"
     ).encode()
-    item = parse_feed(body, url=URL, headers={}).items[0]
+    item = parse_feed(body, now=NOW, url=URL, headers={}).items[0]
     assert len(item.title) <= TITLE_MAX
     assert len(item.summary) <= SUMMARY_MAX
     assert len(item.content) <= CONTENT_MAX
@@ -443,3 +450,179 @@ def test_feedparser_never_gets_a_string(monkeypatch: pytest.MonkeyPatch) -> None
     _parse_case("bozo_recoverable.xml")
     assert len(seen) == 2
     assert all(hasattr(s, "read") for s in seen)
+
+
+# --- issue 13: every field cut to its cap before any parser's regex ----------------------------------------------
+
+
+def _rss_item(fields: str, *, well_formed: bool = True) -> bytes:
+    second = "<title>Second</title>" if well_formed else "<title>Second & not well-formed</title>"
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        f"<channel><title>Caps</title><item>{fields}<guid>g1</guid></item><item>{second}<guid>g2</guid></item>"
+        "</channel></rss>"
+    ).encode()
+
+
+def test_cap_fields_cuts_each_field_to_its_cap_and_keeps_the_document_well_formed() -> None:
+    from xml.etree import ElementTree as ET
+
+    euro = "€" * 40_000  # three bytes each: the cut must fall between characters
+    body = _rss_item(
+        f"<title>{euro}</title><dc:creator>{'&amp;' * 1000}</dc:creator>"
+        f"<category><![CDATA[{'x' * 100_000}]]></category><link>http://example.org/{'a' * 100_000}</link>"
+        f"<description>{'&lt;p&gt;' * 400_000}</description>"
+    )
+    capped, cuts = cap_fields(body)
+    assert cuts == 5
+    item = ET.fromstring(capped).find("channel/item")
+    assert item is not None
+    sizes = {child.tag.rpartition("}")[2]: len((child.text or "").encode()) for child in item}
+    assert RAW_FIELD_MAX - 3 <= sizes["title"] <= RAW_FIELD_MAX
+    assert sizes["creator"] == RAW_AUTHOR_MAX // 5  # whole references only: "&amp;" is 5 bytes, read as "&"
+    assert sizes["category"] == RAW_FIELD_MAX
+    assert sizes["link"] == RAW_FIELD_MAX
+    body_text = item.findtext("description") or ""
+    assert body_text == ("<p>" * 200_000)[: len(body_text)]
+    assert len(body_text) == RAW_BODY_MAX // 9 * 3 + 2  # 9 bytes a "&lt;p&gt;", then "&lt;p" of the last "&lt;p&g"
+    assert item.findtext("guid") == "g1"
+    assert _parse_xml(body, url=URL, headers={}, engine="auto").fast  # still well-formed: the fast path takes it
+
+
+def test_cap_fields_leaves_documents_within_the_caps_alone() -> None:
+    for case in [*XML_CASES, *GENERATED]:
+        if case != "quadratic_entity.xml":  # its title is 100 KB of "&a;"
+            body = _body(case)
+            assert cap_fields(body) == (body, 0), case
+
+
+def test_text_split_by_tags_counts_towards_its_field() -> None:
+    body = _rss_item("<author>" + "<b>x</b>" * 2_000 + "</author><title>T</title>", well_formed=False)
+    capped, cuts = cap_fields(body)
+    assert cuts == 1
+    assert capped.count(b"<b>x</b>") == RAW_AUTHOR_MAX
+    assert capped.count(b"<b></b>") == 2_000 - RAW_AUTHOR_MAX  # the tags stay: only text is cut
+
+
+def test_unterminated_markup_is_capped_as_text() -> None:
+    for opener in ("<!-- ", "<![CDATA[", '<x y="', "<?pi "):
+        body = _rss_item(f"<author>{opener}{'a' * 100_000}", well_formed=False)
+        capped, cuts = cap_fields(body)
+        assert (cuts, len(capped) < len(body) - 90_000) == (1, True), opener
+
+
+@pytest.mark.parametrize("well_formed", [True, False])
+def test_the_email_regexes_never_see_more_than_the_author_cap(
+    monkeypatch: pytest.MonkeyPatch, well_formed: bool
+) -> None:
+    """The 100 KB <author> that cost 49 s: feedparser's e-mail pattern (and the fast path's copy) gets 512 bytes."""
+    import re
+
+    import feedparser.mixin
+
+    from ingest.parse import fastpath
+
+    seen: list[int] = []
+
+    class Spy:
+        def search(self, pattern: object, string: str, *args: object) -> object:
+            if "@" in str(pattern):
+                seen.append(len(string))
+            return re.search(pattern, string, *args)  # type: ignore[call-overload]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(re, name)
+
+    class PatternSpy:
+        def search(self, string: str, *args: object) -> object:
+            seen.append(len(string))
+            return real_email.search(string, *args)  # type: ignore[call-overload]
+
+    real_email = fastpath._EMAIL
+    monkeypatch.setattr(feedparser.mixin, "re", Spy())
+    monkeypatch.setattr(fastpath, "_EMAIL", PatternSpy())
+    for author in ("a" * 1_000_000, "jo@" + "a." * 500_000, "x@y.org (" + "J" * 1_000_000 + ")"):
+        feed = parse_feed(
+            _rss_item(f"<title>T</title><author>{author}</author>", well_formed=well_formed),
+            now=NOW,
+            url=URL,
+            headers={},
+        )
+        assert (feed.kind, len(feed.items)) == ("feed", 2)
+        assert feed.items[0].author is not None and len(feed.items[0].author) <= 500
+        assert feed.warning is not None and "1 over-long field(s) cut before parsing" in feed.warning
+    assert seen and max(seen) <= RAW_AUTHOR_MAX
+
+
+@pytest.mark.parametrize(
+    "field", ["title", "author", "dc:creator", "link", "category", "guid", "pubDate", "description"]
+)
+def test_a_huge_field_gives_the_same_entries_on_both_paths(field: str) -> None:
+    value = ("http://example.org/" if field == "link" else "") + "a" * 1_000_000
+    fields = f"<{field}>{value}</{field}>" + ("" if field == "title" else "<title>T</title>")
+    body = _rss_item(fields).replace(b"<guid>g1</guid>", b"") if field == "guid" else _rss_item(fields)
+    fast = _parse(body, now=NOW, url=URL, headers={}, tags=(), engine="auto")
+    slow = _parse(body, now=NOW, url=URL, headers={}, tags=(), engine="feedparser")
+    assert _parse_xml(body, url=URL, headers={}, engine="auto").fast
+    assert _dump(fast) == _dump(slow)
+    assert fast.kind == "feed" and len(fast.items) == 2
+
+
+def test_a_huge_json_feed_field_is_cut_too() -> None:
+    item = {"id": "1", "title": "t" * 1_000_000, "authors": [{"name": "a" * 1_000_000}], "tags": ["x" * 1_000_000]}
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "J", "items": [item]}
+    feed = parse_feed(json.dumps(doc).encode(), now=NOW, url=URL, headers={})
+    [entry] = feed.items
+    assert len(entry.title) <= TITLE_MAX and entry.author == "a" * 500 and entry.tags == ("x" * 100,)
+    assert feed.warning is not None and "3 over-long field(s) cut before parsing" in feed.warning
+
+
+# --- issue 13: future dates, empty entries, the entry cap (pure; the feed pass is tested in test_feed_ingest.py) ---
+
+
+def _dated_rss(dates: list[str | None]) -> bytes:
+    items = "".join(
+        f"<item><title>E{n}</title><guid isPermaLink='false'>e{n}</guid>"
+        + (f"<pubDate>{when}</pubDate>" if when else "")
+        + "</item>"
+        for n, when in enumerate(dates)
+    )
+    return f'<rss version="2.0"><channel><title>D</title>{items}</channel></rss>'.encode()
+
+
+def test_a_date_more_than_a_day_after_the_fetch_is_not_believed() -> None:
+    now = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    body = _dated_rss(
+        ["Thu, 01 Jan 2099 00:00:00 GMT", "Sat, 28 Nov 2026 09:59:00 GMT", "Sat, 28 Nov 2026 10:01:00 GMT"]
+    )
+    far, near, over = parse_feed(body, now=now, url=URL, headers={}).items
+    assert (far.published, far.raw_date) == (None, "Thu, 01 Jan 2099 00:00:00 GMT")  # the raw date as written
+    assert near.published == datetime(2026, 11, 28, 9, 59, tzinfo=UTC)  # within a day: a time zone written wrong
+    assert (over.published, over.raw_date) == (None, "Sat, 28 Nov 2026 10:01:00 GMT")
+    later = parse_feed(body, now=now + timedelta(days=1), url=URL, headers={}).items  # the same feed a day on
+    assert later[2].published == datetime(2026, 11, 28, 10, 1, tzinfo=UTC)
+
+
+def test_the_newest_entries_are_kept_dated_first_then_undated_in_order() -> None:
+    dates = [None, "Tue, 03 Nov 2026 08:00:00 GMT", None, "Mon, 09 Nov 2026 08:00:00 GMT",
+             "Tue, 03 Nov 2026 08:00:00 GMT", "Thu, 01 Jan 2099 00:00:00 GMT"]  # fmt: skip
+    feed = parse_feed(_dated_rss(dates), now=NOW, url=URL, headers={}, max_entries=4)
+    # e3 is the newest; e1 and e4 share a date and both fit; then the undated in the feed's order: e0 (e5's 2099
+    # counts as no date). e2 and e5 are left out; those kept keep the feed's order.
+    assert [(i.key, i.position) for i in feed.items] == [("e0", 1), ("e1", 2), ("e3", 3), ("e4", 4)]
+    assert (feed.over_cap, feed.warning) == (
+        2,
+        f"{URL}: 2 of 6 entries dropped: only the newest 4 are kept ([fetch] max_entries)",
+    )
+    assert parse_feed(_dated_rss(dates), now=NOW, url=URL, headers={}).over_cap == 0  # no cap given: all kept
+
+
+def test_an_entry_with_nothing_to_show_is_dropped_and_counted() -> None:
+    body = _dated_rss(["Mon, 09 Nov 2026 08:00:00 GMT"]).replace(b"<title>E0</title>", b"<title> </title>")
+    body = body.replace(b"</channel>", b"<item><description>Only a body</description></item></channel>")
+    feed = parse_feed(body, now=NOW, url=URL, headers={})
+    assert [(i.title, i.summary) for i in feed.items] == [("Only a body", "Only a body")]
+    assert (feed.kind, feed.empty) == ("feed", 1)
+    only_empty = parse_feed(_dated_rss([None]).replace(b"<title>E0</title>", b""), now=NOW, url=URL, headers={})
+    assert (only_empty.kind, only_empty.items, only_empty.empty) == ("empty", (), 1)
+    assert only_empty.error == f"{URL}: 1 empty entries (no title, summary or link) dropped"

@@ -80,6 +80,7 @@ class SeedsConfig(_Section):
     max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     timezone: TimeZoneName = "UTC"
     title_max_chars: int = Field(default=90, ge=20)
+    follow_symlinks: bool = False
 
 
 class FeedConfig(_Section):
@@ -113,6 +114,7 @@ class FetchConfig(_Section):
     trusted_networks: Networks = Field(default_factory=list, description="CIDRs reachable even when private")
     interval: float = Field(default=60, gt=0, description="default minutes between checks of a feed")
     max_redirects: int = Field(default=10, ge=0)
+    max_entries: int = Field(default=500, gt=0, description="entries kept from one fetch of a feed, newest first")
     lease_seconds: float = Field(default=0, ge=0, description="a claimed feed's lease; 0: automatic")
     pause_after_days: float = Field(default=30, ge=0, description="days of failures before a feed is paused; 0: never")
 

@@ -364,3 +364,4 @@ class SourceReport:
     unchanged: bool = False
     error: str | None = None
     warning: str | None = None
+    skipped: bool = False  # not read at all (a symbolic link in a seed folder): only the warning says why

@@ -5,6 +5,7 @@ on every hop, the capped body, and every failure turned into a :class:`FetchResu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import zlib
@@ -145,6 +146,7 @@ class _Trail:
     permanent_url: str | None = None
     host: str | None = None  # the host whose slot is held
     started: float | None = None
+    cookies: httpx.Cookies = field(default_factory=httpx.Cookies)
 
     @property
     def where(self) -> str:
@@ -156,35 +158,46 @@ class _Trail:
 
 def _host_key(url: str) -> str:
     try:
-        return httpx.URL(url).host
+        return _host(httpx.URL(url))
     except (httpx.InvalidURL, UnicodeError):
         return ""
 
 
+def _host(url: httpx.URL) -> str:
+    # raw_host: the host as sent (IDNA-encoded), never decoded. URL.host decodes an "xn--" label and raises
+    # idna's IDNAError for one that is not valid punycode ("http://xn--/").
+    return url.raw_host.decode("ascii", "replace")
+
+
 class _Fetcher:
-    """The shared state of one :func:`fetch_all`: the client, the queue and the per-host slots."""
+    """The shared state of one :func:`fetch_all`: the transport, the queue and the per-host slots."""
 
     def __init__(self, config: FetchConfig, policy: AddressPolicy, clock: Callable[[], datetime]) -> None:
         self._config = config
         self._policy = policy
         self._clock = clock
-        self._client = httpx.AsyncClient(
-            transport=GuardedTransport(policy, keepalive=config.concurrency),
-            follow_redirects=False,
-            trust_env=False,  # no proxies and no .netrc credentials from the environment
-            timeout=httpx.Timeout(config.timeout),
-            headers={"User-Agent": config.user_agent, "Accept": ACCEPT, "Accept-Encoding": ACCEPT_ENCODING},
-        )
+        # The transport itself, not an httpx.AsyncClient: the client's send() works out the next request of every
+        # 3xx even with follow_redirects=False, and a Location such as "mailto:x@y" makes it raise InvalidURL (an
+        # Exception, not an httpx.HTTPError) before we see the response. Redirects are ours (_redirect_target), and
+        # so is what the client would add: default headers and the timeout here, cookies in _send. No proxies and
+        # no .netrc credentials from the environment, as nothing reads the environment.
+        self._transport = GuardedTransport(policy, keepalive=config.concurrency)
+        self._headers: list[tuple[bytes, bytes]] = [
+            (b"User-Agent", config.user_agent.encode()),
+            (b"Accept", ACCEPT.encode()),
+            (b"Accept-Encoding", ACCEPT_ENCODING.encode()),
+        ]
+        self._timeouts = httpx.Timeout(config.timeout).as_dict()
         self._slots = asyncio.Condition()
         self._busy: dict[str, int] = {}
         self._pending: dict[str, deque[tuple[int, FetchRequest]]] = {}
 
     async def __aenter__(self) -> _Fetcher:
-        await self._client.__aenter__()
+        await self._transport.__aenter__()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def queue(self, jobs: Iterable[tuple[int, FetchRequest]]) -> None:
         for job in jobs:
@@ -233,6 +246,10 @@ class _Fetcher:
             return self._result(trail, "error", error=f"{trail.where}: {message}")
         except _Failure as failure:
             return self._result(trail, failure.outcome, error=failure.message)
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # Each step above turns these into messages of its own; should a new one slip through (an httpx upgrade),
+            # it still ends this fetch alone: both come from what a server sent, never from a bug of ours.
+            return self._result(trail, "error", error=f"{trail.where}: {_describe(exc)}")
         finally:
             if trail.host is not None:
                 await self._release_host(trail.host)
@@ -243,13 +260,14 @@ class _Fetcher:
         seen = {str(url)}
         permanent = True
         for hop in range(self._config.max_redirects + 1):
-            if url.host != trail.host:
+            host = _host(url)
+            if host != trail.host:
                 # Release before taking the next, so a fetch never holds one host's slot while waiting for another's.
                 if trail.host is not None:
                     await self._release_host(trail.host)
                     trail.host = None
-                await self._take_host(url.host)
-                trail.host = url.host
+                await self._take_host(host)
+                trail.host = host
             response = await self._send(trail, url)
             try:
                 trail.status = response.status_code
@@ -291,16 +309,22 @@ class _Fetcher:
                 await response.aclose()
         raise AssertionError("unreachable: the last hop either returns or raises")  # pragma: no cover
 
-    def _check_url(self, trail: _Trail, raw: str | httpx.URL, *, redirect: bool = False) -> httpx.URL:
-        """A URL we may request: well-formed, http or https, and not a literal address the policy refuses."""
+    def _check_url(self, trail: _Trail, raw: str | httpx.URL, *, location: str | None = None) -> httpx.URL:
+        """A URL we may request: well-formed, http or https, and not a literal address the policy refuses.
+
+        ``location``: the Location header that led to ``raw``, for a redirect."""
+        redirect = location is not None
         prefix = f"{trail.where}: redirect to {str(raw)!r}" if redirect else f"{trail.where}"
         try:
             url = raw if isinstance(raw, httpx.URL) else httpx.URL(raw)
+            url.host  # noqa: B018 - decodes an "xn--" label, as building the request would: idna raises here instead
         except (httpx.InvalidURL, UnicodeError) as exc:
             raise _Failure("error", f"{prefix}: not a valid URL ({exc})") from None
         if url.scheme not in ("http", "https"):
+            if redirect:
+                prefix = f"{trail.where}: redirect to a non-http URL {location!r}"
             raise _Failure("error", f"{prefix}: only http and https URLs are fetched")
-        host = url.host
+        host = _host(url)
         if not host or "%" in host:
             raise _Failure("error", f"{prefix}: expected a host name or an IP address in the URL")
         ip = parse_ip_host(host)
@@ -318,21 +342,29 @@ class _Fetcher:
             target = url.join(location)
         except (httpx.InvalidURL, UnicodeError) as exc:
             raise _Failure("error", f"{trail.where}: redirect to {location!r}: not a valid URL ({exc})") from None
-        return self._check_url(trail, target, redirect=True)
+        return self._check_url(trail, target, location=location)
 
     async def _send(self, trail: _Trail, url: httpx.URL) -> httpx.Response:
-        headers: list[tuple[bytes, bytes]] = []
+        headers = list(self._headers)
         if (etag := header_value(trail.request.etag)) is not None:
             headers.append((b"If-None-Match", etag))
         if (modified := header_value(trail.request.last_modified)) is not None:
             headers.append((b"If-Modified-Since", modified))
-        request = self._client.build_request("GET", url, headers=headers)
+        request = httpx.Request("GET", url, headers=headers)
+        request.extensions["timeout"] = self._timeouts
+        with contextlib.suppress(UnicodeEncodeError):  # a cookie a server set in bytes no header can carry: none sent
+            trail.cookies.set_cookie_header(request)
         try:
-            return await self._client.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
         except BlockedAddressError as exc:
             raise _Failure("blocked", f"{trail.where}: refused: {blocked_text(exc.host, exc.ip, exc.reason)}") from None
         except httpx.HTTPError as exc:
             raise _Failure("error", f"{trail.where}: {_describe(exc)}") from None
+        response.request = request
+        # A server that sets a cookie and redirects may want it back; one jar per fetch, so that no feed's server
+        # can send cookies (or a 64 KB one that no server accepts) along with another feed's requests.
+        trail.cookies.extract_cookies(response)
+        return response
 
     async def _read_body(self, trail: _Trail, response: httpx.Response) -> bytes:
         limit = self._config.max_bytes
@@ -399,7 +431,7 @@ class _Fetcher:
         )
 
 
-def _describe(exc: httpx.HTTPError) -> str:
+def _describe(exc: httpx.HTTPError | httpx.InvalidURL) -> str:
     detail = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.ConnectTimeout):
         return f"timed out connecting ({detail})"

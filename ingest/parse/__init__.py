@@ -4,11 +4,14 @@ Bytes and the response headers in, frozen records out; no I/O, no clock. RSS 0.9
 1.0 go through feedparser, JSON Feed 1.0 and 1.1 through :mod:`json` (feedparser 6.0 does not read it). The worker
 processes (:mod:`ingest.workers`) import only this package: it must not import httpx, :mod:`ingest.fetch` or the store.
 
-Three things happen before any parser sees the body (:mod:`ingest.parse.prolog`):
+Four things happen before any parser sees the body (:mod:`ingest.parse.prolog`):
 
 - it is decoded to UTF-8 the way feedparser would decode it (HTTP charset, BOM, XML declaration, fallbacks);
 - any DOCTYPE internal subset is removed: feedparser keeps "safe" entity declarations, and a 40 KB feed whose title
   repeats one big entity ("quadratic blowup") expands to hundreds of megabytes;
+- the text of each field is cut to its cap (an author to 512 bytes, a title, link, id, category or date to 32 KB, a
+  body to 1.6 MB): feedparser runs its regular expressions while it parses, and its e-mail pattern is quadratic in an
+  author's length (a 100 KB ``<author>`` cost 49 s); both paths then read the same capped document;
 - numeric character references to characters that cannot exist (lone surrogates, beyond U+10FFFF) are replaced,
   because feedparser's lenient parser crashes on them.
 
@@ -28,13 +31,14 @@ Every path fills in the raw records of :mod:`ingest.parse.raw` (JSON Feed in :mo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Literal
 
 from ingest.parse.adapter import with_feedparser
 from ingest.parse.fastpath import FastPath
 from ingest.parse.jsonfeed import looks_like_json, parse_json_feed
 from ingest.parse.normalize import CONTENT_MAX, SUMMARY_MAX, TITLE_MAX, FeedKind, ParsedFeed, failed, finish
-from ingest.parse.prolog import replace_impossible_charrefs, strip_internal_subset, to_utf8
+from ingest.parse.prolog import cap_fields, replace_impossible_charrefs, strip_internal_subset, to_utf8
 from ingest.parse.raw import RawFeed
 
 __all__ = ["CONTENT_MAX", "SUMMARY_MAX", "TITLE_MAX", "Engine", "FeedKind", "ParsedFeed", "parse_feed"]
@@ -45,7 +49,9 @@ def parse_feed(
     *,
     url: str,
     headers: Mapping[str, str],
+    now: datetime,
     tags: Sequence[str] = (),
+    max_entries: int | None = None,
 ) -> ParsedFeed:
     """Parse one fetched body; never raises for what is in ``body``.
 
@@ -53,14 +59,25 @@ def parse_feed(
     reads a guid without ``isPermaLink="false"`` as a URL, so "123" becomes "<url>/123". Pass the source's current
     URL (the one a 301 adopted), not a temporary redirect's target, or such keys change with the redirect.
     ``headers`` are the response headers (any case; Content-Type's charset is used, Content-Location is not).
-    ``tags`` are added to every entry's own categories."""
-    return _parse(body, url=url, headers=headers, tags=tags, engine="auto")
+    ``now`` is when the body was fetched: an entry dated more than a day after it gets no date (first seen is used).
+    ``tags`` are added to every entry's own categories. ``max_entries``: keep only the newest that many entries
+    (dated ones newest first, then undated ones in the feed's order), with a warning naming how many were dropped."""
+    return _parse(body, url=url, headers=headers, tags=tags, engine="auto", now=now, max_entries=max_entries)
 
 
 Engine = Literal["auto", "feedparser", "feedparser_defaults"]
 
 
-def _parse(body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[str], engine: Engine) -> ParsedFeed:
+def _parse(
+    body: bytes,
+    *,
+    url: str,
+    headers: Mapping[str, str],
+    tags: Sequence[str],
+    engine: Engine,
+    now: datetime,
+    max_entries: int | None = None,
+) -> ParsedFeed:
     """``engine``: ``auto`` (fast path, else feedparser), ``feedparser`` (never the fast path) or
     ``feedparser_defaults`` (feedparser with its own sanitizer and resolver on; the reference the tests compare to)."""
     lowered = {k.lower(): v for k, v in headers.items()}
@@ -68,10 +85,13 @@ def _parse(body: bytes, *, url: str, headers: Mapping[str, str], tags: Sequence[
     if not body.strip(b" \t\r\n\x00\xef\xbb\xbf\xfe\xff"):
         return failed("empty", f"{url}: empty response (the server sent {len(body)} bytes and no feed)")
     if looks_like_json(body):
-        return parse_json_feed(body, url=url, content_type=content_type, tags=tags)
-    lowered["content-location"] = url
-    raw = _parse_xml(body, url=url, headers=lowered, engine=engine)
-    return finish(raw, url=url, content_type=content_type, body=body, tags=tags)
+        raw = parse_json_feed(body, url=url, content_type=content_type)
+        if isinstance(raw, ParsedFeed):
+            return raw
+    else:
+        lowered["content-location"] = url
+        raw = _parse_xml(body, url=url, headers=lowered, engine=engine)
+    return finish(raw, url=url, content_type=content_type, body=body, tags=tags, now=now, max_entries=max_entries)
 
 
 def _parse_xml(body: bytes, *, url: str, headers: dict[str, str], engine: Engine) -> RawFeed:
@@ -80,8 +100,9 @@ def _parse_xml(body: bytes, *, url: str, headers: dict[str, str], engine: Engine
     else:
         data, fp_headers = to_utf8(body, headers)
         data = strip_internal_subset(data)
-    if engine == "auto":
-        fast = FastPath.parse(data, url)
-        if fast is not None:
-            return fast
-    return with_feedparser(replace_impossible_charrefs(data), fp_headers, sanitize=engine == "feedparser_defaults")
+    data, cuts = cap_fields(data)
+    raw = FastPath.parse(data, url) if engine == "auto" else None
+    if raw is None:
+        raw = with_feedparser(replace_impossible_charrefs(data), fp_headers, sanitize=engine == "feedparser_defaults")
+    raw.cut_fields = cuts
+    return raw

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from feedparser.urls import _urljoin
 
 from ingest.parse.adapter import feed_date
-from ingest.parse.normalize import ParsedFeed, content_type_note, failed, finish
+from ingest.parse.normalize import (
+    RAW_AUTHOR_MAX,
+    RAW_BODY_MAX,
+    RAW_FIELD_MAX,
+    ParsedFeed,
+    content_type_note,
+    failed,
+)
 from ingest.parse.raw import RawEntry, RawFeed, Text
 
 _JSON_FEED_VERSIONS = ("https://jsonfeed.org/version/1", "http://jsonfeed.org/version/1")
@@ -20,7 +27,8 @@ def looks_like_json(body: bytes) -> bool:
     return body.lstrip(b" \t\r\n\xef\xbb\xbf")[:1] in (b"{", b"[")
 
 
-def parse_json_feed(body: bytes, *, url: str, content_type: str, tags: Sequence[str]) -> ParsedFeed:
+def parse_json_feed(body: bytes, *, url: str, content_type: str) -> RawFeed | ParsedFeed:
+    """The raw records of a JSON Feed, or the ParsedFeed that says why the body is not one."""
     try:
         doc = json.loads(body.decode("utf-8-sig", errors="replace"))
     except (ValueError, RecursionError):
@@ -29,50 +37,71 @@ def parse_json_feed(body: bytes, *, url: str, content_type: str, tags: Sequence[
     if not (isinstance(version, str) and version.startswith(_JSON_FEED_VERSIONS)):
         return failed("not_a_feed", f"{url}: not a feed (JSON, but not a JSON Feed: no jsonfeed.org version)")
     raw = RawFeed(version="json1")
-    title = doc.get("title")
-    raw.title = Text(title, "text/plain") if isinstance(title, str) else None
-    raw.link = _json_url(doc.get("home_page_url"), url)
+    cap = _Caps()
+    title = cap(doc.get("title"), RAW_FIELD_MAX)
+    raw.title = Text(title, "text/plain") if title is not None else None
+    raw.link = _json_url(cap(doc.get("home_page_url"), RAW_FIELD_MAX), url)
     items = doc.get("items")
     for item in items if isinstance(items, list) else ():
         if isinstance(item, dict):
-            raw.entries.append(_json_entry(item, url))
-    return finish(raw, url=url, content_type=content_type, body=body, tags=tags)
+            raw.entries.append(_json_entry(item, url, cap))
+    raw.cut_fields = cap.cuts
+    return raw
 
 
-def _json_url(value: object, base: str) -> str | None:
-    if not isinstance(value, str) or not value.strip():
+class _Caps:
+    """A string field cut to its raw cap (as prolog.cap_fields cuts XML, in characters here) before any regex of the
+    date parser or the URL joiner reads it; anything but a string is None. Counts the cuts."""
+
+    def __init__(self) -> None:
+        self.cuts = 0
+
+    def __call__(self, value: object, limit: int) -> str | None:
+        if not isinstance(value, str):
+            return None
+        if len(value) > limit:
+            self.cuts += 1
+            return value[:limit]
+        return value
+
+
+def _json_url(value: str | None, base: str) -> str | None:
+    if not value or not value.strip():
         return None
     return str(_urljoin(base, value.strip()))
 
 
-def _json_entry(item: Mapping[str, Any], base: str) -> RawEntry:
+def _json_entry(item: Mapping[str, Any], base: str, cap: _Caps) -> RawEntry:
     raw = RawEntry()
     item_id = item.get("id")
     if isinstance(item_id, str | int | float) and not isinstance(item_id, bool):
-        raw.id = str(item_id)
-    raw.link = _json_url(item.get("url"), base) or _json_url(item.get("external_url"), base)
-    title = item.get("title")
-    raw.title = Text(title, "text/plain") if isinstance(title, str) else None
-    if isinstance(item.get("content_html"), str):
-        raw.content = Text(item["content_html"], "text/html", base)
-    elif isinstance(item.get("content_text"), str):
-        raw.content = Text(item["content_text"], "text/plain", base)
-    if isinstance(item.get("summary"), str):
-        raw.summary = Text(item["summary"], "text/plain", base)
+        raw.id = cap(str(item_id), RAW_FIELD_MAX)
+    raw.link = _json_url(cap(item.get("url"), RAW_FIELD_MAX), base) or _json_url(
+        cap(item.get("external_url"), RAW_FIELD_MAX), base
+    )
+    title = cap(item.get("title"), RAW_FIELD_MAX)
+    raw.title = Text(title, "text/plain") if title is not None else None
+    if (html := cap(item.get("content_html"), RAW_BODY_MAX)) is not None:
+        raw.content = Text(html, "text/html", base)
+    elif (text := cap(item.get("content_text"), RAW_BODY_MAX)) is not None:
+        raw.content = Text(text, "text/plain", base)
+    if (summary := cap(item.get("summary"), RAW_BODY_MAX)) is not None:
+        raw.summary = Text(summary, "text/plain", base)
     elif raw.content is not None:
         raw.summary = raw.content
     for key, attr in (("date_published", "published"), ("date_modified", "updated")):
-        value = item.get(key)
-        if isinstance(value, str):
+        value = cap(item.get(key), RAW_FIELD_MAX)
+        if value is not None:
             setattr(raw, attr, value)
             setattr(raw, f"{attr}_parsed", feed_date(value))
     authors = item.get("authors")
     if not isinstance(authors, list):
         authors = [item.get("author")]  # JSON Feed 1.0
     for author in authors:
-        if isinstance(author, Mapping) and isinstance(author.get("name"), str):
-            raw.author = author["name"]
+        if isinstance(author, Mapping) and (name := cap(author.get("name"), RAW_AUTHOR_MAX)) is not None:
+            raw.author = name
             break
     raw_tags = item.get("tags")
-    raw.tags = [t for t in raw_tags if isinstance(t, str)] if isinstance(raw_tags, list) else []
+    tags = raw_tags if isinstance(raw_tags, list) else []
+    raw.tags = [t for t in (cap(t, RAW_FIELD_MAX) for t in tags) if t is not None]
     return raw

@@ -7,10 +7,11 @@ repeated keys dropped. Knows no feed format: the readers have filled in the raw 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import html
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
@@ -33,9 +34,21 @@ DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for
 # The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
 _TEXT_INPUT_MAX = 100_000
 _HTML_INPUT_MAX = 2 * CONTENT_MAX
+# Caps on a field's raw text in the document, in bytes, applied before any parser sees it (prolog.cap_fields), so
+# that no regular expression of feedparser's or ours ever runs over more. An author is small because feedparser's
+# e-mail pattern (and our copy of it) is quadratic in the author's length: 100 KB cost 49 s, 512 bytes cost a few
+# milliseconds. Other fields stay over their final caps after a cut, even at 10 bytes a character ("&#x10FFFF;"): a
+# cut link is still longer than LINK_MAX and dropped, a cut id longer than KEY_MAX and hashed. A body is cut at four
+# times _HTML_INPUT_MAX: UTF-8 takes at most 4 bytes a character, and so does "&lt;".
+RAW_AUTHOR_MAX = 512
+RAW_FIELD_MAX = 32 * 1024
+RAW_BODY_MAX = 4 * _HTML_INPUT_MAX
 # A date outside these years is a typo or a placeholder (0001-01-01, 9999-12-31): the store uses first seen.
 YEAR_MIN = 1990
 YEAR_MAX = 2100
+# So is a date further ahead of the fetch than this: a pubDate in 2099 would pin its story to the top of every list.
+# A day covers a time zone written wrong.
+FUTURE_SLACK = timedelta(days=1)
 TTL_MAX_MINUTES = 366 * 24 * 60
 
 
@@ -51,9 +64,22 @@ class ParsedFeed:
     warning: str | None  # the feed had a defect (not well-formed, repeated ids); its entries were recovered anyway
     error: str | None  # for not_a_feed and empty: what is wrong, for a person, naming the URL
     duplicates: int = 0  # entries dropped because an earlier entry of the same feed had the same key
+    empty: int = 0  # entries dropped for having no title, summary, body or link (a feed cut off mid-item)
+    over_cap: int = 0  # entries dropped beyond max_entries (the oldest)
 
 
-def finish(raw: RawFeed, *, url: str, content_type: str, body: bytes, tags: Sequence[str]) -> ParsedFeed:
+def finish(
+    raw: RawFeed,
+    *,
+    url: str,
+    content_type: str,
+    body: bytes,
+    tags: Sequence[str],
+    now: datetime,
+    max_entries: int | None = None,
+) -> ParsedFeed:
+    """``now``: the fetch's time (a date more than FUTURE_SLACK after it is not believed). ``max_entries``: keep the
+    newest that many entries as the feed lists them (:func:`newest`), before empty and repeated ones are dropped."""
     title = _plain(raw.title, TITLE_MAX) or None
     link = _link(raw.link)
     ttl = _ttl(raw.ttl)
@@ -62,22 +88,54 @@ def finish(raw: RawFeed, *, url: str, content_type: str, body: bytes, tags: Sequ
             return ParsedFeed("empty", title, link, (), ttl, None, f"{url}: the feed has no entries")
         return failed("not_a_feed", f"{url}: not a feed ({_what_it_is(body, content_type, raw.problem)})")
     extra = _tags(tags, limit=TAGS_PER_ENTRY)
+    dates = [_when(entry, now) for entry in raw.entries]
+    chosen: Sequence[int] = range(len(raw.entries))
+    if max_entries is not None and len(raw.entries) > max_entries:
+        chosen = newest([when for when, _ in dates], max_entries)
+    over_cap = len(raw.entries) - len(chosen)
     items: list[ParsedItem] = []
     seen: set[str] = set()
-    duplicates = 0
-    for entry in raw.entries:
-        item = _item(entry, len(items) + 1, extra)
-        if item.key in seen:
+    duplicates = empty = 0
+    for index in chosen:
+        item = _item(raw.entries[index], dates[index], len(items) + 1, extra)
+        if item is None:
+            empty += 1
+        elif item.key in seen:
             duplicates += 1
-            continue
-        seen.add(item.key)
-        items.append(item)
+        else:
+            seen.add(item.key)
+            items.append(item)
     warnings = []
     if raw.problem:
         warnings.append(f"{url}: {raw.problem}; {len(items)} entries recovered")
+    if over_cap:
+        warnings.append(
+            f"{url}: {over_cap} of {len(raw.entries)} entries dropped: only the newest {max_entries} are kept "
+            "([fetch] max_entries)"
+        )
+    if empty:
+        warnings.append(f"{url}: {empty} empty entries (no title, summary or link) dropped")
     if duplicates:
         warnings.append(f"{url}: {duplicates} entries repeat the id of an earlier entry; the first of each was kept")
-    return ParsedFeed("feed", title, link, tuple(items), ttl, "; ".join(warnings) or None, None, duplicates)
+    if raw.cut_fields:
+        warnings.append(f"{url}: {raw.cut_fields} over-long field(s) cut before parsing")
+    if not items:  # every entry was empty: nothing to show, as for a feed without entries; the warnings say why
+        return ParsedFeed("empty", title, link, (), ttl, None, "; ".join(warnings), 0, empty, over_cap)
+    return ParsedFeed(
+        "feed", title, link, tuple(items), ttl, "; ".join(warnings) or None, None, duplicates, empty, over_cap
+    )
+
+
+def newest(dates: Sequence[datetime | None], count: int) -> list[int]:
+    """The indices of the ``count`` newest entries, in the feed's order: dated entries newest first (wherever the
+    feed lists them; on equal dates, the one listed first), then undated ones in the feed's order. Undated entries go
+    last because nothing says how old they are, while most feeds list newest first."""
+
+    def rank(i: int) -> tuple[int, float, int]:
+        when = dates[i]
+        return (0, -when.timestamp(), i) if when is not None else (1, 0.0, i)
+
+    return sorted(heapq.nsmallest(count, range(len(dates)), key=rank))
 
 
 def failed(kind: FeedKind, error: str) -> ParsedFeed:
@@ -96,7 +154,10 @@ def _what_it_is(body: bytes, content_type: str, problem: str | None) -> str:
     return f"no RSS, Atom or JSON Feed found{content_type_note(content_type)}{detail}"
 
 
-def _item(raw: RawEntry, position: int, extra_tags: tuple[str, ...]) -> ParsedItem:
+def _item(
+    raw: RawEntry, dated: tuple[datetime | None, str | None], position: int, extra_tags: tuple[str, ...]
+) -> ParsedItem | None:
+    """The entry normalized, or None when nothing of it can be shown: no title, summary, body or link."""
     content_source = raw.content or raw.summary
     content = _html(content_source)
     if raw.summary is None:
@@ -111,8 +172,10 @@ def _item(raw: RawEntry, position: int, extra_tags: tuple[str, ...]) -> ParsedIt
     derived = False
     if not title and summary:
         title, derived = truncate_words(first_sentence(summary), DERIVED_TITLE_MAX), True
-    when, raw_date = _when(raw)
+    when, raw_date = dated
     link = _link(raw.link)
+    if not (title or summary or content or link):
+        return None
     key = _key(raw, title, raw_date, summary)
     author = clean_line(raw.author)[:AUTHOR_MAX] if raw.author else ""
     entry_tags = _tags(raw.tags, limit=TAGS_PER_ENTRY)
@@ -157,9 +220,11 @@ def _html(text: Text | None) -> str:
     return clean
 
 
-def _when(raw: RawEntry) -> tuple[datetime | None, str | None]:
+def _when(raw: RawEntry, now: datetime) -> tuple[datetime | None, str | None]:
+    """The entry's date (published, else updated) if it is believable, and the raw text it came from."""
+    latest = now + FUTURE_SLACK
     for parsed, text in ((raw.published_parsed, raw.published), (raw.updated_parsed, raw.updated)):
-        if parsed is not None and YEAR_MIN <= parsed.year <= YEAR_MAX:
+        if parsed is not None and YEAR_MIN <= parsed.year <= YEAR_MAX and parsed <= latest:
             return parsed, text
     return None, raw.published or raw.updated or None
 

@@ -1,5 +1,6 @@
 """What happens to a feed's bytes before any parser sees them: decoding to UTF-8 as feedparser would, the DOCTYPE and
-entity guard, and the fix for character references to characters that cannot exist. Bytes in, bytes out.
+entity guard, the caps on each field's text, and the fix for character references to characters that cannot exist.
+Bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from typing import Any
 
 from feedparser.encodings import convert_to_utf8
 from feedparser.sanitizer import RE_ENTITY_PATTERN
+
+from ingest.parse.normalize import RAW_AUTHOR_MAX, RAW_BODY_MAX, RAW_FIELD_MAX
 
 
 def to_utf8(body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
@@ -175,3 +178,141 @@ def replace_impossible_charrefs(data: bytes) -> bytes:
         return match.group(0)
 
     return _CHARREF_ANY.sub(b"&#xFFFD;", _CHARREF.sub(fix, data))
+
+
+# Element local names (any namespace prefix, any case) and the cap on all the text inside one, children included.
+# The outermost of these around a piece of text decides: text in a <b> inside an <author> counts towards the author.
+_FIELD_CAPS: dict[bytes, int] = {
+    **dict.fromkeys(
+        (b"author", b"creator", b"contributor", b"managingeditor", b"webmaster", b"publisher", b"owner", b"name",
+         b"email"),
+        RAW_AUTHOR_MAX,
+    ),
+    **dict.fromkeys(
+        (b"title", b"link", b"guid", b"id", b"category", b"subject", b"keywords", b"pubdate", b"published",
+         b"updated", b"modified", b"issued", b"created", b"date", b"lastbuilddate", b"ttl", b"uri", b"url",
+         b"homepage"),
+        RAW_FIELD_MAX,
+    ),
+    **dict.fromkeys(
+        (b"description", b"encoded", b"content", b"summary", b"abstract", b"fullitem", b"body", b"subtitle",
+         b"tagline", b"info"),
+        RAW_BODY_MAX,
+    ),
+}  # fmt: skip
+# A start or end tag. No "<" inside: XML allows none in a tag, and a failed match then stops at the next "<", so a
+# hostile run of unclosed tags costs linear time, not quadratic.
+_TAG = re.compile(rb"""<(/?)([A-Za-z_:\x80-\xff][^\s/<>"']*)(?:[^<>"']++|"[^"<]*+"|'[^'<]*+')*+>""")
+
+
+def cap_fields(data: bytes) -> tuple[bytes, int]:
+    """The document with the text of each field cut to its cap (``RAW_*_MAX`` in :mod:`ingest.parse.normalize`), and
+    how many fields were cut. Nothing else changes: a well-formed document stays well-formed (cuts fall between
+    characters and outside entity references; CDATA sections keep their ends), and tags stay where they are.
+
+    A lexical pass that never fails, for not-well-formed documents too: an end tag closes the innermost open element
+    of its name (an end tag of none is ignored); an unterminated comment, CDATA section or tag makes the rest of the
+    document text, as a lenient parser would read it."""
+    if len(data) <= RAW_AUTHOR_MAX:
+        return data, 0
+    return _Capper(data).run()
+
+
+class _Capper:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.kept: list[bytes] = []
+        self.copied = 0  # data[:copied] is in kept
+        self.cuts = 0
+        self.stack: list[bytes] = []  # the open elements' local names
+        self.where: dict[bytes, list[int]] = {}  # local name -> its depths on the stack
+        self.field_depth = -1  # depth of the element whose cap applies; -1 for none
+        self.left = 0  # bytes of text the current field may still take
+        self.field_cut = False
+
+    def run(self) -> tuple[bytes, int]:
+        data, n, pos = self.data, len(self.data), 0
+        while pos < n:
+            lt = data.find(b"<", pos)
+            if lt < 0:
+                self._text(pos, n)
+                break
+            if lt > pos:
+                self._text(pos, lt)
+            if data.startswith(b"<!--", lt):
+                pos = self._skip(lt, b"-->")
+            elif data.startswith(b"<![CDATA[", lt):
+                end = data.find(b"]]>", lt + 9)
+                self._text(lt + 9, n if end < 0 else end, cdata=True)
+                pos = n if end < 0 else end + 3
+            elif data.startswith(b"<?", lt):
+                pos = self._skip(lt, b"?>")
+            elif data.startswith(b"<!", lt):
+                pos = self._skip(lt, b">")
+            elif (tag := _TAG.match(data, lt)) is not None:
+                pos = tag.end()
+                local = tag.group(2).rpartition(b":")[2].lower()
+                if tag.group(1):
+                    self._close(local)
+                elif data[pos - 2] != 0x2F:  # not an empty-element tag "<x/>"
+                    self._open(local)
+            else:  # a "<" that starts no tag: text to a lenient parser
+                self._text(lt, lt + 1)
+                pos = lt + 1
+        if not self.cuts:
+            return data, 0
+        self.kept.append(data[self.copied :])
+        return b"".join(self.kept), self.cuts
+
+    def _skip(self, start: int, closer: bytes) -> int:
+        end = self.data.find(closer, start + 2)
+        if end < 0:
+            self._text(start, len(self.data))
+            return len(self.data)
+        return end + len(closer)
+
+    def _open(self, local: bytes) -> None:
+        self.where.setdefault(local, []).append(len(self.stack))
+        self.stack.append(local)
+        if self.field_depth < 0 and (cap := _FIELD_CAPS.get(local)) is not None:
+            self.field_depth, self.left, self.field_cut = len(self.stack) - 1, cap, False
+
+    def _close(self, local: bytes) -> None:
+        depths = self.where.get(local)
+        if not depths:
+            return
+        depth = depths[-1]
+        while len(self.stack) > depth:
+            self.where[self.stack.pop()].pop()
+        if self.field_depth >= depth:
+            self.field_depth = -1
+
+    def _text(self, start: int, end: int, *, cdata: bool = False) -> None:
+        size = end - start
+        if self.field_depth < 0:  # text outside any field: each run on its own
+            if size <= RAW_BODY_MAX:
+                return
+            keep = RAW_BODY_MAX
+            self.cuts += 1
+        elif size <= self.left:
+            self.left -= size
+            return
+        else:
+            keep, self.left = self.left, 0
+            if not self.field_cut:
+                self.cuts += 1
+                self.field_cut = True
+        cut = _cut_point(self.data, start, start + keep, cdata=cdata)
+        self.kept.append(self.data[self.copied : cut])
+        self.copied = end
+
+
+def _cut_point(data: bytes, start: int, cut: int, *, cdata: bool) -> int:
+    """``cut`` moved back so that it splits no UTF-8 character and, outside CDATA, no entity or character reference."""
+    if not cdata:
+        amp = data.rfind(b"&", max(start, cut - 32), cut)
+        if amp >= 0 and data.find(b";", amp, cut) < 0:
+            cut = amp
+    while cut > start and 0x80 <= data[cut] < 0xC0:  # data[cut] is the first byte dropped: not inside a character
+        cut -= 1
+    return cut

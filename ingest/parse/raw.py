@@ -44,4 +44,5 @@ class RawFeed:
     ttl: str | None = None
     entries: list[RawEntry] = field(default_factory=list)
     problem: str | None = None  # why the document is not well-formed, when it is not
+    cut_fields: int = 0  # fields whose text was over its raw cap and cut before parsing (prolog.cap_fields)
     fast: bool = False  # which path produced it (for tests and the benchmark)
