@@ -379,9 +379,13 @@ def test_a_one_story_digest_says_story_everywhere(store: Store, tmp_path: Path) 
 # ---- item 11: the preview, for a real subscriber -------------------------------------------------------------------
 
 
-def _cfg(project: Path) -> str:
+@pytest.fixture
+def ingested(project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The bundled seed ingested on Friday of 2026-W48, an outbox in the project; returns the config's path."""
     cfg = project / "newsletter.toml"
     cfg.write_text(cfg.read_text() + '\n[mail]\noutbox_dir = "outbox"\n')
+    monkeypatch.setattr(cli, "now", lambda: NOW)
+    assert run_cli("--config", str(cfg), "ingest")[0] == 0
     return str(cfg)
 
 
@@ -397,13 +401,9 @@ def _unsubscribe_links(msg: EmailMessage) -> tuple[str, str, str]:
     return header.group(1), in_html.group(1), in_text.group(1)
 
 
-def test_digest_preview_is_rendered_for_a_real_subscriber(
-    project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = _cfg(project)
+def test_digest_preview_is_rendered_for_a_real_subscriber(project: Path, run_cli: RunCli, ingested: str) -> None:
+    cfg = ingested
     out = project / "preview"
-    monkeypatch.setattr(cli, "now", lambda: NOW)
-    run_cli("--config", cfg, "ingest")
     code, _, err = run_cli("--config", cfg, "digest", "preview", "--out", str(out))
     assert code == 2
     assert "no confirmed subscriber; add one or pass --as" in err
@@ -444,12 +444,10 @@ def test_digest_preview_is_rendered_for_a_real_subscriber(
 
 
 def test_a_preview_of_a_sent_digest_is_what_the_subscriber_got(
-    project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+    project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, ingested: str
 ) -> None:
-    cfg = _cfg(project)
+    cfg = ingested
     out = project / "preview"
-    monkeypatch.setattr(cli, "now", lambda: NOW)
-    run_cli("--config", cfg, "ingest")
     run_cli("--config", cfg, "subscribers", "add", "ann@example.org", "bob@example.org")
     monkeypatch.setattr(cli, "now", lambda: MONDAY)
     assert run_cli("--config", cfg, "digest", "send")[0] == 0
