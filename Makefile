@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser lint types unit bench clean
+.PHONY: run test browser spamassassin lint types unit bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/newsletter run
 
-test: $(STAMP) browser lint types unit
+test: $(STAMP) browser spamassassin lint types unit
 
 # The subscribe pages are tested in a real headless Chromium (Debian's, driven by selenium): install it when missing.
 browser:
@@ -27,6 +27,14 @@ browser:
 		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; }
+
+# The digest is scored by SpamAssassin's local rules: install Debian's spamassassin when missing (without its
+# recommends: no spamd daemon is set up).
+spamassassin:
+	@command -v spamassassin >/dev/null || { \
+		echo "installing Debian's spamassassin for the digest's spam score test"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends spamassassin; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -20,7 +20,7 @@ from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
-from ingest.core.text import normalize_tags
+from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.run import ingest_pass, summarize, sync_config_feeds
@@ -268,6 +268,7 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
     _setup_logging(settings.log.level)
     with instance_lock(settings):
         service = Service(settings, app.store)
+        service.warn_about_setup()
         if once:
             report = service.run_pass(now(), force_publish=True)
             _print_reports(report.sources)  # the pass's errors are in the log (stderr)
@@ -324,7 +325,8 @@ def status(app: App, as_json: bool) -> None:
     else:
         counts = ", ".join(f"{n} {k}" for k, n in sorted(view.last_deliveries.items())) or "no deliveries"
         note = f" ({last.note})" if last.note else ""
-        click.echo(f"last digest {last.period}: {last.status}{note}; {last.story_count} stories; {counts}")
+        stories = counted(last.story_count, "story", "stories")
+        click.echo(f"last digest {last.period}: {last.status}{note}; {stories}; {counts}")
     click.echo(f"next digest {view.next_period}: due {view.next_due:%a %Y-%m-%d %H:%M %Z}")
     total = ", ".join(f"{n} {k}" for k, n in sorted(view.subscribers.items())) or "none"
     click.echo(f"subscribers {total}")
@@ -627,15 +629,19 @@ def digest() -> None:
 @digest.command("preview")
 @click.option("--period", default=None, help="ISO week, e.g. 2026-W48 (default: the one due next).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path, file_okay=False), default=None, help="Folder.")
+@click.option(
+    "--as", "as_email", default=None, metavar="EMAIL", help="A subscriber (default: the first confirmed one)."
+)
 @click.pass_obj
-def digest_preview(app: App, period: str | None, out_dir: Path | None) -> None:
-    """Write exactly what would be sent (.eml, .html, .txt); send nothing."""
+def digest_preview(app: App, period: str | None, out_dir: Path | None, as_email: str | None) -> None:
+    """Write exactly what one subscriber would be sent (.eml, .html, .txt); send nothing."""
     from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = job.preview(app.store, app.settings, now(), target, period=period)
+    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email)
     state = "as sent" if p.stored else "as it would be sent now"
-    click.echo(f"digest {p.period} ({state}): {p.subject!r}, {p.stories} stories")
+    stories = counted(p.stories, "story", "stories")
+    click.echo(f"digest {p.period} ({state}) for {p.address}: {p.subject!r}, {stories}")
     for path in (p.eml, p.html, p.text):
         click.echo(f"wrote  {path}")
 
@@ -646,6 +652,8 @@ def digest_send(app: App) -> None:
     """Build and deliver the due digest (and retries due)."""
     from newsletter.digest import job
 
+    for warning in job.mail_warnings(app.settings):
+        click.echo(f"warning: {warning}", err=True)
     r = job.send_due_digest(app.store, app.settings, now())
     click.echo(_digest_line(r))
     if r.error:
@@ -657,7 +665,7 @@ def digest_send(app: App) -> None:
 
 
 def _digest_line(r: DigestReport) -> str:
-    line = f"digest {r.period}: {r.status}, {r.stories} stories, {r.sent} sent, {r.failed} failed"
+    line = f"digest {r.period}: {r.status}, {counted(r.stories, 'story', 'stories')}, {r.sent} sent, {r.failed} failed"
     if r.retry_at:
         line += f", retries from {_when(r.retry_at)}"
     if r.note:

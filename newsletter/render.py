@@ -13,6 +13,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from ingest.core.config import PROJECT_ROOT
+from ingest.core.text import counted
 
 TEMPLATES = PROJECT_ROOT / "templates"
 
@@ -56,6 +57,7 @@ def environment() -> Environment:
     )
     env.filters["fmt_date"] = fmt_date
     env.filters["iso_date"] = iso_date
+    env.filters["counted"] = counted  # {{ n|counted("story", "stories") }}: "1 story", "2 stories"
     return env
 
 

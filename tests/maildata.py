@@ -85,8 +85,10 @@ def feed_stories(
     fetched: datetime,
     name: str | None = None,
     tags: Sequence[str] = (),
+    summary: str = "What {title} is about.",
 ) -> list[int]:
-    """One fetch of a feed at ``fetched`` bringing ``entries`` (title, published); returns their story ids."""
+    """One fetch of a feed at ``fetched`` bringing ``entries`` (title, published); returns their story ids.
+    ``summary`` is each entry's summary, ``{title}`` filled in."""
     source, _ = store.upsert_feed(url, name=name, tags=tags, interval=None, origin="cli", now=fetched)
     items = [
         ParsedItem(
@@ -95,7 +97,7 @@ def feed_stories(
             position=i,
             title=title,
             published=published,
-            summary=f"What {title} is about.",
+            summary=summary.format(title=title),
             link=f"https://feeds.example.org/{_key(title)}",
             tags=tuple(tags),
         )

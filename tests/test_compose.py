@@ -130,7 +130,8 @@ def test_the_html_is_an_email_layout(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     doc = compose.render_digest(_selection(settings), settings).html
     assert '<html lang="en">' in doc
-    assert 'width="600"' in doc
+    assert 'class="card" role="presentation" border="0" width="100%"' in doc  # fluid, up to its max-width
+    assert "max-width: 600px" in doc
     assert "@media (prefers-color-scheme: dark)" in doc  # kept as a <style> block: media queries cannot be inlined
     assert 'class="preheader" style="' in doc  # CSS inlined into the elements
     assert doc.count("<style") == 1

@@ -744,7 +744,7 @@ def test_preview_writes_what_would_be_sent_and_sends_nothing(store: Store, tmp_p
     assert shown.subject == "Oncology digest: 2 new stories, Nov 23 to 29"
     assert sorted(p.name for p in out.iterdir()) == ["2026-W48.eml", "2026-W48.html", "2026-W48.txt"]
     msg = Received("", (), shown.eml.read_bytes()).parsed()
-    assert msg["To"] == job.PREVIEW_ADDRESS
+    assert msg["To"] == shown.address == "a@example.org"  # the first confirmed subscriber
     assert "A story of the week" in shown.html.read_text(encoding="utf-8")
     assert "\x1e" not in shown.html.read_text(encoding="utf-8") + shown.text.read_text(encoding="utf-8")
     assert store.digest_by_period("2026-W48") is None  # nothing made

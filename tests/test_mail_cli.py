@@ -99,6 +99,7 @@ def test_digest_preview_of_a_chosen_period_and_test_send(
     cfg = _cfg(project)
     monkeypatch.setattr(cli, "now", lambda: NOW)
     run_cli("--config", cfg, "ingest")
+    run_cli("--config", cfg, "subscribers", "add", "ann@example.org")
     code, out, err = run_cli("--config", cfg, "digest", "preview", "--period", "2026-W47", "--out", str(project / "p"))
     assert code == 0, err
     assert "2026-W47" in out

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.digest import job
-from tests.maildata import W48_DUE
+from tests.maildata import W48_DUE, page_story
 from tests.mailsite import Site, confirm_url, live_site
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -157,3 +157,34 @@ def test_the_digest_email_in_light_and_dark(
         assert titles == ["A <b>bold</b> story of the week", "Recap: an old one"]
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+@pytest.mark.parametrize("width", [375, 600])
+@pytest.mark.parametrize("stylesheet", [True, False], ids=["with-style", "style-stripped"])
+def test_the_digest_email_fits_the_screen_without_its_stylesheet(
+    browser: WebDriver, site: Site, tmp_path: Path, width: int, stylesheet: bool
+) -> None:
+    """A phone at 375 px, and 600 px, with the ``<style>`` block kept and removed (as clients that strip it do): the
+    card is fluid (at most 600 px), so nothing scrolls sideways, a long unbroken word included."""
+    page_story(
+        site.store,
+        "Pembrolizumab-plus-chemotherapy-versus-chemotherapy-alone-in-untreated-metastatic-disease: the update",
+        first_seen=W48_DUE + timedelta(days=1),
+        page="/srv/seeds/long.txt",
+    )
+    shown = job.preview(site.store, site.settings, W48_DUE + timedelta(days=2), tmp_path, period="2026-W49")
+    metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    try:
+        browser.get(shown.html.as_uri())
+        if not stylesheet:
+            browser.execute_script("document.querySelectorAll('style').forEach(s => s.remove())")
+            assert browser.find_elements(By.TAG_NAME, "style") == []
+        assert browser.execute_script("return window.innerWidth") == width
+        assert browser.execute_script("return document.scrollingElement.scrollWidth") <= width
+        card = browser.find_element(By.CSS_SELECTOR, "table.card")
+        assert card.size["width"] <= min(600, width)
+        assert card.size["width"] >= min(600, width) - 16  # fluid: it fills the screen, less the outer gutter
+        assert not browser.find_element(By.CSS_SELECTOR, ".preheader").is_displayed()
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})

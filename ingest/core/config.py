@@ -132,10 +132,11 @@ class PublishConfig(_Section):
 class DigestConfig(_Section):
     timezone: TimeZoneName = "UTC"
     send_at: str = "mon 08:00"
-    subject: str = "Oncology digest: {count} new stories, {start} to {end}"
+    subject: str = "Oncology digest: {count} new {stories}, {start} to {end}"
     backlog_days: int = Field(default=14, ge=0)
     send_empty: bool = False
     catch_up_hours: int = Field(default=24, ge=0)
+    max_per_section: int = Field(default=10, ge=1, description="stories per section in the email; the rest on the web")
 
     @field_validator("send_at")
     @classmethod
@@ -149,6 +150,7 @@ class MailConfig(_Section):
     transport: Literal["outbox", "smtp"] = "outbox"
     outbox_dir: Path = Path("../var/outbox")
     from_address: str = "Oncology digest <digest@localhost>"
+    postal_address: str = Field(default="", description="shown in the digest's footer; several lines allowed")
     host: str = "localhost"
     port: int = Field(default=25, gt=0, lt=65536)
     security: Literal["none", "starttls", "tls"] = "none"

@@ -1,4 +1,4 @@
-"""Plain-text cleaning shared by every parser: entities, odd spaces, characters XML cannot carry.
+"""Plain-text cleaning shared by every parser: entities, odd spaces, characters XML cannot carry; counts in words.
 
 Pure functions on strings; no I/O. HTML sanitizing lives in :mod:`ingest.sanitize`.
 """
@@ -38,6 +38,11 @@ def clean_line(text: str) -> str:
 def collapse(text: str) -> str:
     """Runs of whitespace, newlines included, become one space."""
     return _WS.sub(" ", text).strip()
+
+
+def counted(count: int, singular: str, plural: str) -> str:
+    """``1 story``, ``2 stories``, ``0 stories``: a count and its noun agreeing in number (English)."""
+    return f"{count} {singular if count == 1 else plural}"
 
 
 def nfkc(text: str) -> str:

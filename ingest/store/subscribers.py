@@ -39,6 +39,13 @@ class SubscribersMixin(StoreBase):
             row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
             return record(Subscriber, row) if row is not None else None
 
+    def first_subscriber(self, status: SubscriberStatus) -> Subscriber | None:
+        """The longest-standing subscriber with ``status`` (the lowest id), or None."""
+        query = select(_sub).where(_sub.c.status == status).order_by(_sub.c.id).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+            return record(Subscriber, row) if row is not None else None
+
     def subscribers(self, status: SubscriberStatus | None = None) -> list[Subscriber]:
         query = select(_sub).order_by(_sub.c.email)
         if status is not None:

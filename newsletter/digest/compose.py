@@ -17,7 +17,7 @@ from __future__ import annotations
 import html
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email import policy
@@ -33,13 +33,16 @@ from ingest.core.config import Settings
 from ingest.core.errors import ConfigError
 from ingest.core.links import base_url, digest_url
 from ingest.core.models import Digest
-from newsletter.digest.select import Selection, subject
+from ingest.core.text import collapse, counted, xml_safe
+from newsletter.digest.select import DigestItem, Section, Selection, subject
 from newsletter.render import render
 
 __all__ = [
+    "HTML_BUDGET",
     "MessageTemplate",
     "Recipient",
     "Rendered",
+    "ShownSection",
     "archive_url",
     "clean_header",
     "confirm_message",
@@ -47,6 +50,7 @@ __all__ = [
     "list_address",
     "message_id",
     "message_template",
+    "postal_lines",
     "render_digest",
     "sender",
 ]
@@ -59,6 +63,10 @@ _QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
 _SPACES = re.compile(r"\s+")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False)
+#: The most the digest's HTML part may weigh as sent (quoted-printable), before the recipient's values go in (an
+#: address and a link: well under 1 KB). Gmail clips a message past about 102 KB and hides the rest behind a link:
+#: the footer and its unsubscribe link first.
+HTML_BUDGET = 88_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,21 @@ class Rendered:
     subject: str
     html: str
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ShownSection:
+    """A section as the email shows it: its first stories, and where the rest are (the digest's web page)."""
+
+    title: str
+    anchor: str
+    items: tuple[DigestItem, ...]
+    total: int
+    more_url: str
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.items)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +144,21 @@ def inline_css(document: str) -> str:
 
 
 def render_digest(selection: Selection, settings: Settings) -> Rendered:
-    """The digest's HTML and text, rendered once, with slot marks for the recipient's values."""
+    """The digest's HTML and text, rendered once, with slot marks for the recipient's values.
+
+    Each section shows its first ``[digest] max_per_section`` stories and counts the rest in a line linking the
+    digest's web page (which shows them all); when even that makes the HTML part bigger than :data:`HTML_BUDGET`
+    (many sections), fewer are shown per section, at least one, until it fits.
+    """
     period = selection.period
     title = settings.publish.title
     first = next((s.items[0].title for s in selection.sections if s.items), "")
     count = selection.count
-    preheader = f"{count} new {'story' if count == 1 else 'stories'}, {period.label}"
+    preheader = f"{counted(count, 'new story', 'new stories')}, {period.label}"
     if first:
         preheader += f": {first}"
     subject_line = clean_header(subject(settings.digest, count, period))
+    archive = archive_url(settings, period.key)
     context = {
         "lang": "en",
         "title": title,
@@ -138,16 +167,39 @@ def render_digest(selection: Selection, settings: Settings) -> Rendered:
         "period": period.key,
         "period_label": period.label,
         "count": count,
-        "sections": selection.sections,
-        "archive_url": archive_url(settings, period.key),
+        "archive_url": archive,
         "home_url": base_url(settings.publish),
+        "postal_lines": postal_lines(settings),
         "address": SLOT.format("address"),
         "unsubscribe_url": SLOT.format("unsubscribe_url"),
     }
-    return Rendered(
-        subject=subject_line,
-        html=inline_css(render("email/digest.html", **context)),
-        text=render("email/digest.txt", **context),
+    cap = settings.digest.max_per_section
+    while True:
+        sections = _shown(selection.sections, cap, archive)
+        page = inline_css(render("email/digest.html", sections=sections, **context))
+        size = len(_qp(page))
+        if size <= HTML_BUDGET or cap == 1:
+            break
+        cap = max(1, min(cap - 1, cap * HTML_BUDGET // size))
+    return Rendered(subject=subject_line, html=page, text=render("email/digest.txt", sections=sections, **context))
+
+
+def postal_lines(settings: Settings) -> tuple[str, ...]:
+    """``[mail] postal_address``, one line each, blank lines dropped."""
+    lines = (collapse(xml_safe(line)) for line in settings.mail.postal_address.splitlines())
+    return tuple(line for line in lines if line)
+
+
+def _shown(sections: Sequence[Section], cap: int, archive: str) -> tuple[ShownSection, ...]:
+    return tuple(
+        ShownSection(
+            title=s.title,
+            anchor=s.anchor,
+            items=s.items[:cap],
+            total=len(s.items),
+            more_url=f"{archive}#{s.anchor}",
+        )
+        for s in sections
     )
 
 

@@ -10,15 +10,19 @@ story is recorded as empty and sends nothing unless ``[digest] send_empty``.
 from __future__ import annotations
 
 import html as html_lib
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ingest.core.config import Settings
+from ingest.core.errors import UsageError
 from ingest.core.links import unsubscribe_url
-from ingest.core.models import Digest, NewDigest
+from ingest.core.models import Digest, NewDigest, Subscriber
 from ingest.store import CARRYING, Store
 from newsletter.digest import compose
 from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
@@ -27,11 +31,17 @@ from newsletter.digest.transports import SendResult, Transport, TransportError, 
 from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens, signing_key
 
-__all__ = ["DigestReport", "Preview", "ensure_digest", "preview", "select_for", "send_due_digest", "send_test"]
-
-#: The recipient shown in a preview: a reserved name (RFC 2606), so a preview sent by mistake reaches nobody.
-PREVIEW_ADDRESS = "subscriber@example.invalid"
-PREVIEW_SUBSCRIBER_ID = 0
+__all__ = [
+    "DigestReport",
+    "Preview",
+    "ensure_digest",
+    "mail_warnings",
+    "preview",
+    "preview_reader",
+    "select_for",
+    "send_due_digest",
+    "send_test",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +82,46 @@ class Preview:
     period: str
     subject: str
     stories: int
+    address: str  # whom it was rendered for
     eml: Path
     html: Path
     text: Path
     stored: bool  # True: the digest was made already and this is exactly what was sent
+
+
+def mail_warnings(settings: Settings) -> tuple[str, ...]:
+    """What in the set-up would make a mailed digest's links or sender lead nowhere: said once when ``newsletter
+    run`` or ``digest send`` starts. Nothing when the digest goes to the outbox (nothing leaves the machine)."""
+    if settings.mail.transport != "smtp":
+        return ()
+    warnings: list[str] = []
+    url = settings.publish.base_url
+    if _is_loopback(urlsplit(url).hostname or ""):
+        warnings.append(
+            f"[publish] base_url is {url!r}, a loopback address, while the digest goes out by SMTP: its unsubscribe "
+            "and view-in-browser links would lead subscribers nowhere; set [publish] base_url to the public address "
+            "people reach, e.g. https://news.example.org/"
+        )
+    sender = settings.mail.from_address
+    if parseaddr(sender)[1].rpartition("@")[2].rstrip(".").lower() == "localhost":
+        warnings.append(
+            f"[mail] from_address is {sender!r}, an address at localhost, while the digest goes out by SMTP: replies "
+            "and the List-Unsubscribe mailto go nowhere and many mail servers refuse such a sender; set [mail] "
+            "from_address to an address at your domain, e.g. 'Oncology digest <digest@example.org>'"
+        )
+    return tuple(warnings)
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):  # RFC 6761: always this machine
+        return True
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _clock_from(now: datetime) -> Clock:
@@ -184,13 +230,15 @@ def _one_message(
     period: Period,
     now: datetime,
     address: str,
-    subscriber_id: int,
+    subscriber: Subscriber | None,
     tokens: Tokens,
-) -> bytes:
+) -> tuple[bytes, str]:
+    """One recipient's message, as their delivery would build it, and the unsubscribe URL it carries."""
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
-    url, mailto = unsubscribe_links(settings, tokens, subscriber_id, address) if subscriber_id else ("", "")
-    if not subscriber_id:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
+    if subscriber is not None:
+        url, mailto = unsubscribe_links(settings, tokens, subscriber.id, subscriber.email)
+    else:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
         url = unsubscribe_url(settings.publish, "preview")
         mailto = f"mailto:{envelope_from}?subject=unsubscribe"
     stand_in = digest or Digest(
@@ -208,42 +256,68 @@ def _one_message(
         note=None,
     )
     template = compose.message_template(rendered, settings, now)
-    return template.build(
+    message = template.build(
         compose.Recipient(
             address=address,
             unsubscribe_url=url,
             unsubscribe_mailto=mailto,
-            message_id=compose.message_id(stand_in, subscriber_id, domain),
+            message_id=compose.message_id(stand_in, subscriber.id if subscriber else 0, domain),
         )
     )
+    return message, url
 
 
-def preview(store: Store, settings: Settings, now: datetime, out_dir: Path, *, period: str | None = None) -> Preview:
-    """Write what would be sent for ``period`` (default: the next digest to go out) and send nothing.
+def preview_reader(store: Store, as_email: str | None) -> Subscriber:
+    """Whom a preview is rendered for: the subscriber ``as_email`` names, else the first confirmed one."""
+    if as_email is None:
+        found = store.first_subscriber("confirmed")
+        if found is None:
+            raise UsageError("no confirmed subscriber; add one or pass --as")
+        return found
+    found = store.subscriber_by_email(normalize(as_email))
+    if found is None:
+        raise UsageError(f"--as {as_email}: no subscriber has this address ('subscribers list' shows them)")
+    return found
 
-    ``<period>.eml`` is the message as a recipient would get it (a stand-in address), ``<period>.html`` and
-    ``<period>.txt`` its two parts. A digest already made is shown exactly as stored; otherwise it is selected and
-    rendered from the database as it is now, and nothing is written to the database.
+
+def preview(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    out_dir: Path,
+    *,
+    period: str | None = None,
+    as_email: str | None = None,
+) -> Preview:
+    """Write what would be sent for ``period`` (default: the next digest to go out) to one subscriber; send nothing.
+
+    The subscriber is the one ``as_email`` names, else the first confirmed one (:class:`UsageError` when there is
+    none). ``<period>.eml`` is the message their delivery carries: their address, their signed unsubscribe link and,
+    for a digest already made, their Message-ID; ``<period>.html`` and ``<period>.txt`` are its two parts, with the
+    same links. A digest already made is shown exactly as stored; otherwise it is selected and rendered from the
+    database as it is now, and nothing is written to the database (but the signing key, made on first use when
+    ``NEWSLETTER_SECRET_KEY`` is not set: the link is the real one).
     """
+    reader = preview_reader(store, as_email)
+    address = normalize(reader.email)
     chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period)
-    tokens = Tokens(b"preview")  # no subscriber behind the stand-in address: nothing to sign for real
-    message = _one_message(
+    message, url = _one_message(
         settings,
         rendered=rendered,
         digest=digest,
         period=chosen,
         now=now,
-        address=PREVIEW_ADDRESS,
-        subscriber_id=PREVIEW_SUBSCRIBER_ID,
-        tokens=tokens,
+        address=address,
+        subscriber=reader,
+        tokens=Tokens(signing_key(store, settings)),
     )
-    html, text = _fill(rendered, PREVIEW_ADDRESS, "#unsubscribe")
+    html, text = _fill(rendered, address, url)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{chosen.key}.{ext}" for ext in ("eml", "html", "txt")}
     paths["eml"].write_bytes(message)
     paths["html"].write_text(html, encoding="utf-8")
     paths["txt"].write_text(text, encoding="utf-8")
-    return Preview(chosen.key, rendered.subject, count, paths["eml"], paths["html"], paths["txt"], stored)
+    return Preview(chosen.key, rendered.subject, count, address, paths["eml"], paths["html"], paths["txt"], stored)
 
 
 def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tuple[str, str]:
@@ -262,14 +336,14 @@ def send_test(store: Store, settings: Settings, email: str, now: datetime, *, pe
     chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
     found = store.subscriber_by_email(address)
     tokens = Tokens(signing_key(store, settings))
-    message = _one_message(
+    message, _ = _one_message(
         settings,
         rendered=rendered,
         digest=digest,
         period=chosen,
         now=now,
         address=address,
-        subscriber_id=found.id if found else 0,
+        subscriber=found,
         tokens=tokens,
     )
     try:

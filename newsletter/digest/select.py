@@ -47,6 +47,8 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 SUMMARY_CHARS = 280
 _PERIOD = re.compile(r"(\d{4})-W(\d{2})")
+_NOT_ID = re.compile(r"[^\w-]+")
+_OLD_PLURAL = re.compile(r"(\{count\}\s+(?:\w+\s+)?)stories\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,11 @@ class Section:
     key: str  # articles | recaps | tag:<tag> | feeds
     title: str
     items: tuple[DigestItem, ...]
+
+    @property
+    def anchor(self) -> str:
+        """The section's id in the email and on the digest's web page: ``articles``, ``tag-lung``."""
+        return _NOT_ID.sub("-", self.key).strip("-") or "section"
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +183,22 @@ def _range(period: Period) -> tuple[str, str]:
 
 
 def subject(config: DigestConfig, count: int, period: Period) -> str:
-    """``[digest] subject`` with ``{count}``, ``{start}``, ``{end}`` (and ``{period}``) filled in; other braces stay."""
+    """``[digest] subject`` with ``{count}``, ``{stories}`` (``story`` or ``stories``, agreeing with the count),
+    ``{start}``, ``{end}`` and ``{period}`` filled in; other braces stay.
+
+    A subject written before ``{stories}`` existed (the old default, ``{count} new stories``, is in every config file
+    copied from ours) said "1 new stories": ``stories`` right after ``{count}``, or after it and one word, agrees too.
+    """
     start, end = _range(period)
-    values = {"count": str(count), "start": start, "end": end, "period": period.key}
-    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), config.subject)
+    values = {
+        "count": str(count),
+        "stories": "story" if count == 1 else "stories",
+        "start": start,
+        "end": end,
+        "period": period.key,
+    }
+    template = _OLD_PLURAL.sub(r"\1{stories}", config.subject)
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
 # ---- selection -------------------------------------------------------------------------------------------------

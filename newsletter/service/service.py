@@ -22,9 +22,10 @@ from typing import TYPE_CHECKING, TypeVar
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
 from ingest.core.models import SourceReport
+from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
-from newsletter.digest.job import DigestReport, send_due_digest
+from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.publish import PublishReport, publish
 
 if TYPE_CHECKING:
@@ -64,6 +65,11 @@ class Service:
         self.stopping = threading.Event()
         self._ingest_lock = threading.Lock()
         self._digest_lock = threading.Lock()
+
+    def warn_about_setup(self) -> None:
+        """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
+        for warning in mail_warnings(self.settings):
+            log.warning("%s", warning)
 
     # ---- steps ---------------------------------------------------------------------------------------------------
 
@@ -189,7 +195,8 @@ def describe_publish(report: PublishReport) -> str:
 
 
 def describe_digest(report: DigestReport) -> str:
-    text = f"{report.period} {report.status}, {report.stories} stories, {report.sent} sent, {report.failed} failed"
+    stories = counted(report.stories, "story", "stories")
+    text = f"{report.period} {report.status}, {stories}, {report.sent} sent, {report.failed} failed"
     text += f" ({report.note})" if report.note else ""
     if report.paused and report.paused not in (report.note or ""):  # an older digest's run stopped
         text += f"; stopped: {report.paused}"

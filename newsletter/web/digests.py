@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.models import Digest, Story
+from ingest.core.text import counted
 from ingest.store import CARRYING, Store
 from newsletter.digest.select import period_for, sections
 from newsletter.publish import EPOCH, FeedPage, atom_feed
@@ -87,7 +88,7 @@ def _as_entry(d: Digest, settings: Settings) -> Story:
         id=d.id,
         uid=f"{settings.publish.id}:digest:{d.period}",
         title=d.subject,
-        summary=f"{d.story_count} stories: the digest of {d.period}.",
+        summary=f"{counted(d.story_count, 'story', 'stories')}: the digest of {d.period}.",
         content="",
         link=link,
         published=d.due_at,
