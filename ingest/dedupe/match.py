@@ -157,6 +157,10 @@ def is_informative(m: MatchInput) -> bool:
     return informative(features(m))
 
 
+#: The prefixes of the title and link keys: the only keys two items of one feed can match on (see decide_features).
+TITLE_OR_LINK_KEY = ("t:", "l:")
+
+
 def _key(prefix: str, text: str) -> str:
     return prefix + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 

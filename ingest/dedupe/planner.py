@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 
-from ingest.dedupe.match import STRONG_MIN, Features, Verdict, decide_features, informative
+from ingest.dedupe.match import STRONG_MIN, TITLE_OR_LINK_KEY, Features, Verdict, decide_features, informative
 
 __all__ = ["MAX_CANDIDATES_PER_KEY", "Incoming", "Owner", "Plan", "World", "plan", "plan_joins"]
 
@@ -167,11 +167,23 @@ def plan(world: World, batch: Sequence[Incoming]) -> Plan:
     features: dict[int, Features] = {}  # the batch's own
     result = Plan(assign={}, verdicts={}, merges={}, informative={})
     batch_by_key: dict[str, list[int]] = {}  # the batch's own sightings per key, oldest first
+    # Per key: the one feed whose entries are all the batch holds under it (None: anything else is there too). A feed's
+    # own items under other titles and links never match (decide_features), so such a key's batch list is skipped
+    # whole: a feed of thousands of alike titles shares its near-title and blurb keys among all its items.
+    only_entries_of: dict[str, str | None] = {}
     for n, new in enumerate(batch):
         best: dict[Owner, Verdict] = {}
         tried: set[int] = set()
+        entry_of = new.features[8] if new.features[0] == "entry" else None
         for key in new.keys:
             mine = batch_by_key.get(key, ())
+            if (
+                mine
+                and entry_of is not None
+                and only_entries_of[key] == entry_of
+                and not key.startswith(TITLE_OR_LINK_KEY)
+            ):
+                mine = ()
             stored = world.by_key.get(key, ())
             # The newest `cap` of (stored + batch so far): the batch's are newer than anything stored.
             candidates = [*reversed(mine[-cap:]), *stored[: cap - len(mine)]] if mine else stored[:cap]
@@ -209,6 +221,10 @@ def plan(world: World, batch: Sequence[Incoming]) -> Plan:
         features[new.id] = new.features
         for key in new.keys:
             batch_by_key.setdefault(key, []).append(new.id)
+            if key not in only_entries_of:
+                only_entries_of[key] = entry_of
+            elif only_entries_of[key] != entry_of:
+                only_entries_of[key] = None
 
     for new in batch:
         result.assign[new.id] = find(owner_of[new.id])

@@ -1,9 +1,10 @@
-"""Benchmark of two hostile feeds of issue 13: a huge RSS <author> (item 2) and a feed of 50,000 entries (item 4).
+"""Benchmark of three hostile feeds of issue 13: a huge RSS <author> (item 2), a feed of 50,000 entries (item 4) and a
+feed of thousands of alike titles (item 3).
 
 A plain script, not collected by pytest:
 
-    .venv/bin/python tests/benchmarks/bench_hostile.py [--authors 100 1024] [--entries 50000] [--timeout 600]
-        [--root PATH]
+    .venv/bin/python tests/benchmarks/bench_hostile.py [--authors 100 1024] [--entries 50000]
+        [--alike 1000 2000 4000 50000] [--timeout 600] [--root PATH]
 
 A :class:`tests.servers.HostileServer` on 127.0.0.1 serves the generated feeds, and each measurement is one real
 ``newsletter ingest`` in a child process of its own, on a fresh SQLite database (the loopback network trusted,
@@ -14,7 +15,10 @@ seconds is stopped and shown as "> N s".
 - authors: one feed of two entries whose first ``<author>`` is N KB of "a" (the worst case for the e-mail regex that
   feedparser and our fast path run on an author), once well-formed (the fast path) and once not well-formed (a stray
   "&" in the second entry: feedparser's strict, then its lenient parser);
-- entries: one well-formed RSS feed of N entries with distinct made-up titles, dated an hour apart.
+- entries: one well-formed RSS feed of N entries with distinct made-up titles, dated an hour apart;
+- alike: one feed of N entries titled "Story number i about topic j" (j = i mod 10), a minute apart, each with its
+  own guid and link: the campaign's clustering blow-up (1k entries 2.3 s, 2k 7.9 s, 4k 52.6 s, 50k not done after
+  13 min). ``[fetch] max_entries`` is raised to N so that every entry is stored; each must be a story of its own.
 
 ``--root`` runs the children on another checkout's code (``PYTHONPATH``), e.g. an export of main, to compare before
 and after on the same machine: ``git archive main | tar -x -C /tmp/main && bench_hostile.py --root /tmp/main``.
@@ -57,6 +61,19 @@ def author_feed(kilobytes: int, *, well_formed: bool) -> bytes:
     ).encode()
 
 
+def alike_feed(count: int) -> bytes:
+    parts = ['<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>Alike</title>']
+    parts.append("<link>http://example.org/</link>")
+    for i in range(count):
+        when = format_datetime(START - timedelta(minutes=i), usegmt=True)
+        parts.append(
+            f"<item><title>Story number {i} about topic {i % 10}</title><link>http://example.org/story/{i}</link>"
+            f"<guid>s{i}</guid><pubDate>{when}</pubDate></item>"
+        )
+    parts.append("</channel></rss>")
+    return "".join(parts).encode()
+
+
 def many_entries_feed(count: int, seed: int = 13) -> bytes:
     rng = random.Random(seed)
     syllables = ["ba", "ce", "di", "fo", "gu", "ka", "le", "mi", "no", "pu", "ra", "se", "ti", "vo", "zu", "xan"]
@@ -81,11 +98,14 @@ class Run:
     seconds: float
     peak_mb: float
     entries: int | None
+    stories: int | None
     stopped: bool
     code: int | None
 
 
-def ingest_once(code_root: Path, server: HostileServer, path: str, body: bytes, label: str, timeout: float) -> Run:
+def ingest_once(
+    code_root: Path, server: HostileServer, path: str, body: bytes, label: str, timeout: float, max_entries: int = 0
+) -> Run:
     server.set(path, headers={"Content-Type": "application/rss+xml"}, body=body)
     with tempfile.TemporaryDirectory(prefix="bench-hostile-") as tmp:
         folder = Path(tmp)
@@ -94,7 +114,8 @@ def ingest_once(code_root: Path, server: HostileServer, path: str, body: bytes, 
         (folder / "newsletter.toml").write_text(
             f'[storage]\nurl = "sqlite:///{db}"\n\n[seeds]\ndirs = ["seeds"]\n\n'
             '[fetch]\ntimeout = 600.0\nmax_bytes = 67108864\ntrusted_networks = ["127.0.0.1/32"]\n'
-            f'\n[[feeds]]\nurl = "{server.url(path)}"\n',
+            + (f"max_entries = {max_entries}\n" if max_entries else "")
+            + f'\n[[feeds]]\nurl = "{server.url(path)}"\n',
             encoding="utf-8",
         )
         env = {**os.environ, "PYTHONPATH": str(code_root)}
@@ -118,11 +139,13 @@ def ingest_once(code_root: Path, server: HostileServer, path: str, body: bytes, 
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         child.returncode = os.waitstatus_to_exitcode(status)
-        entries = None
+        entries = stories = None
         if not stopped and db.exists():
             with sqlite3.connect(db) as conn:
                 entries = conn.execute("SELECT count(*) FROM sighting").fetchone()[0]
-        return Run(label, seconds, usage.ru_maxrss / 1024, entries, stopped, None if stopped else child.returncode)
+                stories = conn.execute("SELECT count(*) FROM story WHERE merged_into IS NULL").fetchone()[0]
+        code = None if stopped else child.returncode
+        return Run(label, seconds, usage.ru_maxrss / 1024, entries, stories, stopped, code)
 
 
 def code_of(root: Path) -> str:
@@ -139,8 +162,12 @@ def main() -> None:
         "--authors", type=int, nargs="*", default=[0, 100, 1024], help="author sizes in KB (0: the baseline)"
     )
     parser.add_argument("--entries", type=int, nargs="*", default=[50_000], help="entries in the big feed")
+    parser.add_argument("--alike", type=int, nargs="*", default=[1000, 2000, 4000, 50_000], help="alike-title feeds")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is stopped")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose code the children run")
+    parser.add_argument(
+        "--no-max-entries", action="store_true", help="code from before [fetch] max_entries: do not write the key"
+    )
     args = parser.parse_args()
     root = args.root.resolve()
     print(f"code: {code_of(root)}  (python {sys.version.split()[0]}, {os.cpu_count()} cores)")
@@ -161,11 +188,16 @@ def main() -> None:
             label = f"{count:,} entries ({len(body) / 1e6:.1f} MB)"
             runs.append(ingest_once(root, server, "/many", body, label, args.timeout))
             print(_line(runs[-1]), flush=True)
+        for count in args.alike:
+            label = f"{count:,} alike titles"
+            cap = 0 if args.no_max_entries else count
+            runs.append(ingest_once(root, server, "/alike", alike_feed(count), label, args.timeout, max_entries=cap))
+            print(_line(runs[-1]), flush=True)
 
 
 def _line(run: Run) -> str:
     seconds = f"> {run.seconds:6.0f} s (stopped)" if run.stopped else f"{run.seconds:8.2f} s"
-    entries = "-" if run.entries is None else f"{run.entries:,} stored"
+    entries = "-" if run.entries is None else f"{run.entries:,} stored, {run.stories:,} stories"
     return f"{run.label:<36} {seconds:>20}  peak {run.peak_mb:7.0f} MB  {entries}  exit {run.code}"
 
 
