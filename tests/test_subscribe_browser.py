@@ -95,7 +95,11 @@ def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     (msg,) = site.outbox()
     path = confirm_url(msg).split("/", 3)[3]
     browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "Confirm your subscription"
+    assert site.status("browser.reader@example.org") == "pending"  # opening the link changed nothing
+    _submit(browser, "main form button[type=submit]")
     assert _h1(browser) == "You are subscribed"
+    assert browser.current_url == f"{site.url}/{path}"  # answered in place, no redirect
     assert site.status("browser.reader@example.org") == "confirmed"
     assert browser.get_cookies() == []
 

@@ -35,10 +35,27 @@ def test_subscribe_and_confirm(site: Site) -> None:
         link = confirm_url(msg)
         assert link.startswith("https://news.example.org/confirm/")
         path = "/" + link.split("/", 3)[3]
-        confirmed_page = client.get(path)
+        asked = client.get(path)
+        assert asked.status_code == 200
+        assert f'<form method="post" action="{path}">' in asked.text
+        assert site.status("new.reader@example.org") == "pending"  # opening the link is not confirming
+        confirmed_page = client.post(path)
         assert confirmed_page.status_code == 200
         assert "You are subscribed" in confirmed_page.text
         assert site.status("new.reader@example.org") == "confirmed"
+        assert "You are subscribed" in client.post(path).text  # again: harmless
+
+
+def test_a_link_scanner_following_the_confirm_link_confirms_nothing(site: Site) -> None:
+    """A mail scanner (a hospital's gateway, a link preview) GETs every link of a message, HEADs some."""
+    with site.client() as client:
+        client.post("/subscribe", data={"email": "scanned@example.org"})
+        path = "/" + confirm_url(site.outbox()[0]).split("/", 3)[3]
+        answers = [client.get(path), client.head(path), client.get(path, headers={"Accept": "*/*"})]
+    assert [a.status_code for a in answers] in ([200, 200, 200], [200, 405, 200])
+    assert answers[0].headers["cache-control"] == "no-store"
+    assert "You are subscribed" not in answers[0].text
+    assert site.status("scanned@example.org") == "pending"
 
 
 def test_a_bad_address_is_refused_on_the_form(site: Site) -> None:
@@ -56,11 +73,14 @@ def test_an_expired_or_forged_confirm_link_reveals_nothing(site: Site) -> None:
         client.post("/subscribe", data={"email": "late@example.org"})
         path = "/" + confirm_url(site.outbox()[0]).split("/", 3)[3]
         site.clock.now += timedelta(days=8)
-        expired = client.get(path)
-        forged = client.get(path[:-3] + "abc")
-        unknown = client.get("/confirm/99999.abc.abcdefghijklmnopqrstuvwxyz")
-    assert {expired.status_code, forged.status_code, unknown.status_code} == {400}
-    assert expired.text == forged.text == unknown.text
+        answers = [
+            send(target)
+            for send in (client.get, client.post)
+            for target in (path, path[:-3] + "abc", "/confirm/99999.abc.abcdefghijklmnopqrstuvwxyz")
+        ]
+    assert {a.status_code for a in answers} == {400}
+    assert len({a.text for a in answers}) == 1
+    expired = answers[0]
     assert "late@example.org" not in expired.text
     assert site.status("late@example.org") == "pending"
 
