@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -161,3 +162,22 @@ def test_the_digest_email_in_light_and_dark(
         assert titles == ["A <b>bold</b> story of the week", "Recap: an old one"]
     finally:
         browser.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+def _px(element: Any) -> float:
+    return float(element.value_of_css_property("font-size").removesuffix("px"))
+
+
+def test_the_digest_page_headings_outrank_the_story_titles(browser: WebDriver, site: Site) -> None:
+    """The page's title, then each section's heading, then the stories' titles under it, then the text."""
+    browser.get(f"{site.url}/digests/2026-W48")
+    title = _px(browser.find_element(By.TAG_NAME, "h1"))
+    sections = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section > h2")]
+    items = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section li h3")]
+    text = _px(browser.find_element(By.CSS_SELECTOR, "main section li p"))
+    assert len(sections) == 2 and len(items) == 2
+    assert title > max(sections)
+    assert min(sections) > max(items), f"section headings {sections} px, story titles {items} px"
+    assert min(items) >= text
+    browser.get(f"{site.url}/")
+    assert _px(browser.find_element(By.TAG_NAME, "h1")) > _px(browser.find_element(By.CSS_SELECTOR, "ol.stories h2"))
