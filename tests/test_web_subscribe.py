@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import timedelta
@@ -164,3 +165,23 @@ def test_the_digest_archive(site: Site) -> None:
     link = entries[0].find("a:link", ns)
     assert link is not None
     assert link.get("href") == "https://news.example.org/digests/2026-W48"
+    # The entry carries the digest itself, as its web page shows it: sections, titles, links out, blurbs.
+    content = entries[0].find("a:content", ns)
+    assert content is not None and content.get("type") == "html"
+    body = content.text or ""
+    assert "<h2>New articles</h2>" in body and "<h2>Recaps</h2>" in body
+    assert "A &lt;b&gt;bold&lt;/b&gt; story of the week" in body  # the title is text, escaped once in the HTML
+    story_links = re.findall(r'href="(https://news\.example\.org/stories/\d+)"', body)
+    assert len(story_links) == 2
+    assert "What Recap: an old one is about." in body
+    # Nothing of one subscriber's copy: no unsubscribe link, no slot left to fill.
+    assert "unsubscribe" not in body.lower() and "{{" not in body and "\x00" not in body
+
+
+def test_the_home_page_leads_to_the_digests(site: Site) -> None:
+    with site.client() as client:
+        home = client.get("/")
+    assert home.status_code == 200
+    assert '<a href="/digests/">' in home.text
+    assert '<link rel="alternate" type="application/atom+xml" title="Oncology news: weekly digests" ' \
+        'href="/digests.atom">' in home.text

@@ -27,7 +27,16 @@ from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, publish
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
-__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_path", "site_root"]
+__all__ = [
+    "FeedLink",
+    "StoryItem",
+    "digests_feed",
+    "not_found_page",
+    "page",
+    "page_routes",
+    "site_path",
+    "site_root",
+]
 
 HOME_STORIES = 50
 SEARCH_RESULTS = 50
@@ -122,6 +131,15 @@ def _feeds(settings: Settings, tags: Sequence[str]) -> tuple[list[FeedLink], lis
     return main, by_tag
 
 
+def digests_feed(settings: Settings) -> FeedLink:
+    """The digests' own feed (served by :mod:`newsletter.web.digests`), as pages link to it."""
+    return FeedLink(
+        f"{settings.publish.title}: weekly digests",
+        ATOM_TYPE,
+        site_path(settings, links.feed_url(settings.publish, "digests.atom")),
+    )
+
+
 def page_routes(settings: Settings, store: Store) -> list[Route]:
     """``GET /`` (with ``?q=`` to search) and ``GET /stories/{id}``."""
     root = site_root(settings)
@@ -140,6 +158,8 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             feeds=feeds,
             tag_feeds=tag_feeds,
             subscribe_url=f"{root}subscribe",
+            digests_url=site_path(settings, links.digests_url(settings.publish)),
+            digests_feed=digests_feed(settings),
         )
 
     def story_page(request: Request) -> Response:
