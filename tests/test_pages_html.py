@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from ingest.core.models import ParsedItem
+from newsletter.web.pages import PAGE_SIZE
 from tests.maildata import W48_START, page_story
 from tests.mailsite import Site, live_site
 
@@ -55,6 +57,12 @@ def pages(tmp_path: Path, db_url: str) -> Iterator[dict[str, str]]:
             published=odd - timedelta(hours=1, microseconds=1),
             page="/s/dated.txt",
         )
+        many = site.store.page_source("/s/many.txt", "/s", odd)
+        teasers = [
+            ParsedItem(kind="teaser", key=f"k{i}", position=i, title=f"Teaser {i}", published=None, summary="")
+            for i in range(PAGE_SIZE)
+        ]
+        site.store.save_page(many.id, teasers, content_hash="many", warning=None, now=odd)
         yield _fetch(site, story)
 
 
@@ -65,6 +73,7 @@ def _fetch(site: Site, story: int) -> dict[str, str]:
         confirm = next(line for line in mail.get_body(("plain",)).get_content().split() if "/confirm/" in line)  # type: ignore[union-attr]
         paths = {
             "home": "/",
+            "home, page 2": "/?page=2",
             "search": "/?q=story",
             "story": f"/stories/{story}",
             "subscribe": "/subscribe",

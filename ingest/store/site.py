@@ -38,6 +38,22 @@ def _like_escape(text: str) -> str:
     return text
 
 
+def _matching(query: Select[Any], text: str) -> Select[Any] | None:
+    """``query`` narrowed to stories whose title or summary contains every word of ``text``; None for no words."""
+    words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
+    if not words:
+        return None
+    for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
+        pattern = "%" + _like_escape(word.lower()) + "%"
+        query = query.where(
+            or_(
+                func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
+                func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
+            )
+        )
+    return query
+
+
 def _version_columns() -> Select[Any]:
     when = func.coalesce(_st.c.published, _st.c.first_seen).label("when")
     return select(_st.c.id, when, _st.c.updated).where(_st.c.merged_into.is_(None))
@@ -83,22 +99,22 @@ class SiteMixin(StoreBase):
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
-    def search(self, text: str, limit: int) -> list[Story]:
+    def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
         """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
-        if not words or limit <= 0:
+        query = _matching(live_stories(), text)
+        if query is None or limit <= 0:
             return []
-        query = live_stories()
-        for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
-            pattern = "%" + _like_escape(word.lower()) + "%"
-            query = query.where(
-                or_(
-                    func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
-                    func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
-                )
-            )
         with self.engine.connect() as conn:
-            return [record(Story, row) for row in conn.execute(query.order_by(*newest_first()).limit(limit))]
+            rows = conn.execute(query.order_by(*newest_first()).limit(limit).offset(offset))
+            return [record(Story, row) for row in rows]
+
+    def count_matches(self, text: str) -> int:
+        """How many stories :meth:`search` finds for ``text`` in all."""
+        query = _matching(select(func.count()).select_from(_st).where(_st.c.merged_into.is_(None)), text)
+        if query is None:
+            return 0
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def tags(self) -> list[str]:
         """Every tag carried by a live story, lower-cased, sorted."""
