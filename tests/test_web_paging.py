@@ -94,7 +94,9 @@ def test_the_home_page_pages_through_every_story(client: httpx.Client) -> None:
     assert [first.status, second.status, third.status] == [200, 200, 200]
     assert [len(first.titles), len(second.titles), len(third.titles)] == [50, 50, 20]
     everything = first.titles + second.titles + third.titles
-    assert everything == [f"Story {i:03d} about {'trastuzumab' if i < MATCHING else 'pembrolizumab'}" for i in range(120)]
+    assert everything == [
+        f"Story {i:03d} about {'trastuzumab' if i < MATCHING else 'pembrolizumab'}" for i in range(STORIES)
+    ]
     assert first.head == first.anchors == {"next": "/?page=2"}
     assert second.head == second.anchors == {"prev": "/", "next": "/?page=3"}  # page 1 has no parameter
     assert third.head == third.anchors == {"prev": "/?page=2"}

@@ -183,5 +183,7 @@ def test_the_home_page_leads_to_the_digests(site: Site) -> None:
         home = client.get("/")
     assert home.status_code == 200
     assert '<a href="/digests/">' in home.text
-    assert '<link rel="alternate" type="application/atom+xml" title="Oncology news: weekly digests" ' \
+    assert (
+        '<link rel="alternate" type="application/atom+xml" title="Oncology news: weekly digests" '
         'href="/digests.atom">' in home.text
+    )

@@ -4,7 +4,7 @@ database row never leaves the module that received it: it becomes one of these f
 - in-stage: :class:`ParsedItem`, :class:`ParsedPage` (what a parser saw);
 - what the store holds, as read back: :class:`Source`, :class:`Sighting`, :class:`Story`, and its answers
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
-  :class:`StorySource`);
+  :class:`StorySource`, :class:`Byline`);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
   :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the
   subscribe form's :class:`RequestCounts`.
@@ -212,6 +212,15 @@ class StorySource:
     published: datetime | None
     first_seen: datetime
     author: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Byline:
+    """Whom a feed entry credits: where the story was seen (a source, named as :class:`StorySource` names it) and
+    the author that source gave, when it gave one."""
+
+    source: str
+    author: str | None = None
 
 
 # ---- subscribers, digests, deliveries ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from ingest.core.models import Explanation, Override, Story
 from ingest.dedupe import Member, canonical
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import fold, refresh, story_values, take_lock
+from ingest.store.clustering import fold, refresh, stamp, story_values, take_lock
 from ingest.store.rows import chunks, record
 from ingest.store.stories import StoriesMixin, live_stories, resolve
 
@@ -125,7 +125,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
         st.insert().values(
             uid=mint_uid(uid_authority, now),
             first_seen=row.first_seen,
-            updated=now,
+            updated=stamp(conn, now),
             informative=informative,
             **story_values(canonical([member])),
         )
@@ -144,7 +144,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
             or_(o.c.sighting_a == sighting_id, o.c.sighting_b == sighting_id),
         )
     )
-    conn.execute(st.update().where(st.c.id == story_id).values(updated=now))
+    conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now)))
     refresh(conn, [story_id], now)
     return new_id
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import Select, Text, cast, func, or_, select
 
-from ingest.core.models import SourceKind, StoreState, Story, StorySource, StoryVersion
+from ingest.core.models import Byline, SourceKind, StoreState, Story, StorySource, StoryVersion
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.rows import record
+from ingest.store.rows import chunks, one_of, record
 from ingest.store.stories import live_stories, newest_first
 
 __all__ = ["SiteMixin", "source_name"]
@@ -160,22 +160,28 @@ class SiteMixin(StoreBase):
                 for row in conn.execute(query)
             ]
 
-    def authors(self, story_ids: Iterable[int]) -> dict[int, str]:
-        """The author of each story's first sighting that names one (stories without any are left out)."""
+    def bylines(self, story_ids: Iterable[int]) -> dict[int, Byline]:
+        """Whom each story's feed entry credits: its first sighting that names an author, with that sighting's
+        source; else its first sighting's source alone."""
         ids = sorted(set(story_ids))
-        if not ids:
-            return {}
-        s = schema.sighting
-        query = (
-            select(s.c.story_id, s.c.author)
-            .where(s.c.story_id.in_(ids), s.c.author.is_not(None), s.c.author != "")
-            .order_by(s.c.story_id, s.c.first_seen, s.c.id)
-        )
-        found: dict[int, str] = {}
+        s, src = schema.sighting, schema.source
+        first: dict[int, Byline] = {}
+        credited: dict[int, Byline] = {}
         with self.engine.connect() as conn:
-            for row in conn.execute(query):
-                found.setdefault(int(row.story_id), row.author)
-        return found
+            for part in chunks(ids):
+                query = (
+                    select(s.c.story_id, s.c.author, src.c.kind, src.c.name, src.c.location, src.c.url)
+                    .join(src, src.c.id == s.c.source_id)
+                    .where(one_of(conn.dialect.name, s.c.story_id, part))
+                    .order_by(s.c.story_id, s.c.first_seen, s.c.id)
+                )
+                for row in conn.execute(query):
+                    story_id, author = int(row.story_id), (row.author or "").strip()
+                    byline = Byline(source_name(row.kind, row.name, row.location, row.url), author or None)
+                    first.setdefault(story_id, byline)
+                    if author:
+                        credited.setdefault(story_id, byline)
+        return first | credited
 
     # ---- what a publish depends on, and the archive pages ------------------------------------------------------
 

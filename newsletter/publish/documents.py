@@ -23,7 +23,7 @@ from feedgen.feed import FeedGenerator
 
 from ingest.core.config import PublishConfig
 from ingest.core.links import base_url, entry_link, feed_url
-from ingest.core.models import Story
+from ingest.core.models import Byline, Story
 from ingest.core.text import xml_safe
 from ingest.sanitize import sanitize_html
 
@@ -118,6 +118,15 @@ def _published(story: Story) -> datetime:
     return story.published or story.first_seen
 
 
+def _byline(byline: Byline | None) -> str:
+    """An entry's author: where the story was seen, and who wrote it when that source said (``Dr. Who (OncFeed)``):
+    the entry names its source, never the service."""
+    if byline is None:
+        return ""
+    source, author = _text(byline.source), _text(byline.author)
+    return f"{author} ({source})" if author and source else author or source
+
+
 def _tags(story: Story) -> list[str]:
     return [t for t in dict.fromkeys(_text(t) for t in story.tags) if t]
 
@@ -198,13 +207,15 @@ def atom_feed(
     config: PublishConfig,
     page: FeedPage = MAIN,
     *,
-    authors: Mapping[int, str] | None = None,
+    bylines: Mapping[int, Byline] | None = None,
     updated: datetime | None = None,
     on_skip: SkipHandler | None = None,
 ) -> bytes:
-    """An Atom 1.0 document of ``stories`` in the order given. ``updated`` is used only when no story renders."""
+    """An Atom 1.0 document of ``stories`` in the order given. ``updated`` is used only when no story renders. Each
+    entry's author is its byline (``bylines``, by story id); a story without one is credited to ``[publish]
+    author``."""
     home = base_url(config)
-    author_of = authors or {}
+    byline_of = bylines or {}
 
     def make(story: Story) -> FeedEntry:
         _check(story)
@@ -214,7 +225,7 @@ def atom_feed(
         fe.title(_title(story))
         fe.updated(story.updated)
         fe.published(_published(story))
-        fe.author({"name": _text(author_of.get(story.id)) or _text(config.author) or home})
+        fe.author({"name": _byline(byline_of.get(story.id)) or _text(config.author) or home})
         fe.link(href=entry_link(config, story), rel="alternate")
         summary = _text(story.summary)
         if summary:
@@ -291,12 +302,12 @@ def json_feed(
     config: PublishConfig,
     page: FeedPage = FeedPage(path="feed.json"),
     *,
-    authors: Mapping[int, str] | None = None,
+    bylines: Mapping[int, Byline] | None = None,
     on_skip: SkipHandler | None = None,
 ) -> bytes:
     """The JSON Feed 1.1 twin (https://jsonfeed.org/version/1.1)."""
     home = base_url(config)
-    author_of = authors or {}
+    byline_of = bylines or {}
 
     def make(story: Story) -> dict[str, Any]:
         _check(story)
@@ -315,7 +326,7 @@ def json_feed(
             item["summary"] = summary
         item["date_published"] = _published(story).isoformat()
         item["date_modified"] = story.updated.isoformat()
-        author = _text(author_of.get(story.id))
+        author = _byline(byline_of.get(story.id))
         if author:
             item["authors"] = [{"name": author}]
         tags = _tags(story)

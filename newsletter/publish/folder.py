@@ -44,7 +44,7 @@ from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.errors import OutputError
-from ingest.core.models import StoreState, Story, StoryVersion
+from ingest.core.models import Byline, StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
 
@@ -294,24 +294,24 @@ class _Build:
 
     # -- the documents --
 
-    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], dict[int, str]]:
+    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], dict[int, Byline]]:
         stories = self.store.stories_by_id([v.id for v in versions])
-        return stories, self.store.authors(s.id for s in stories)
+        return stories, self.store.bylines(s.id for s in stories)
 
     def main(self, versions: Sequence[StoryVersion], pages: int) -> dict[str, bytes]:
-        stories, authors = self._stories(versions)
+        stories, bylines = self._stories(versions)
         cfg, now, skips = self.cfg, self.now, self.skips
         docs = {
-            "feed.atom": atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
+            "feed.atom": atom_feed(stories, cfg, _main_page(pages), bylines=bylines, updated=now, on_skip=skips),
             "feed.rss": rss_feed(stories, cfg, updated=now, on_skip=skips),
-            "feed.json": json_feed(stories, cfg, authors=authors, on_skip=skips),
+            "feed.json": json_feed(stories, cfg, bylines=bylines, on_skip=skips),
         }
         self.entries = len([s for s in stories if s.uid not in skips.uids])
         return docs
 
     def _atom(self, versions: Sequence[StoryVersion], page: FeedPage) -> bytes:
-        stories, authors = self._stories(versions)
-        return atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
+        stories, bylines = self._stories(versions)
+        return atom_feed(stories, self.cfg, page, bylines=bylines, updated=self.now, on_skip=self.skips)
 
     def tag(self, tag: str, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _tag_page(self.cfg, tag))

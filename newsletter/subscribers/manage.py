@@ -5,7 +5,8 @@ Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one can
 Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
 for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
 subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; the link shows a
-button, and pressing it (a POST) confirms, so a mail scanner that follows every link confirms nobody. Removing unsubscribes: the row stays, so the address is not mailed again by a later import.
+button, and pressing it (a POST) confirms, so a mail scanner that follows every link confirms nobody. Removing
+unsubscribes: the row stays, so the address is not mailed again by a later import.
 
 Against floods the form also has, counted in the database over :data:`REQUEST_WINDOW` (so every process and restart
 sees the same counts): a limit per client address (``[subscribe] per_client_per_hour``), a cap on confirmation mails

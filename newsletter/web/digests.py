@@ -19,9 +19,9 @@ from ingest.core.models import Candidate, Digest, Story
 from ingest.store import CARRYING, Store
 from newsletter.digest.select import period_for, sections
 from newsletter.publish import EPOCH, FeedPage, atom_feed
+from newsletter.render import render
 from newsletter.web.conditional import Document, respond
 from newsletter.web.feeds import ATOM
-from newsletter.render import render
 from newsletter.web.pages import digests_feed, not_found_page, page, site_path, site_root
 
 __all__ = ["routes"]
