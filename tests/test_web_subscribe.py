@@ -187,3 +187,15 @@ def test_the_home_page_leads_to_the_digests(site: Site) -> None:
         '<link rel="alternate" type="application/atom+xml" title="Oncology news: weekly digests" '
         'href="/digests.atom">' in home.text
     )
+
+
+def test_a_story_hidden_after_its_digest_leaves_the_digest_page_and_feed(site: Site) -> None:
+    (bold,) = [s for s in site.store.stories() if "bold" in s.title]
+    site.store.hide_story(bold.id, "retracted", site.clock.now)
+    with site.client() as client:
+        one = client.get("/digests/2026-W48")
+        feed = client.get("/digests.atom")
+    assert one.status_code == 200
+    assert "bold" not in one.text and "Recap: an old one" in one.text
+    assert "1 story." in one.text
+    assert b"bold" not in feed.content.split(b"<content", 1)[1]

@@ -125,6 +125,8 @@ class Story:
     tags: tuple[str, ...]
     sightings: int = 0
     sources: tuple[str, ...] = field(default=())
+    hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
+    hidden_reason: str | None = None  # the operator's note, for operators only
 
     @property
     def is_recap(self) -> bool:
@@ -199,6 +201,7 @@ class StoryVersion:
     id: int
     when: datetime  # coalesce(published, first_seen), the sort key
     updated: datetime
+    hidden: bool = False  # hidden by the operator: an Atom document that would hold it says it was deleted
 
 
 @dataclass(frozen=True, slots=True)

@@ -458,17 +458,27 @@ def _settle_stored(
 def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
     """Fold each loser story into its survivor: sightings move, the loser resolves to the survivor for good.
 
-    Both rows get a new ``updated`` (:func:`stamp`): publishing rebuilds what held either of them.
+    Both rows get a new ``updated`` (:func:`stamp`): publishing rebuilds what held either of them. A hidden loser
+    hides its survivor: what the operator retracted must not come back as part of another story (they can split it
+    out, or show the survivor again).
     """
     s, st = schema.sighting, schema.story
     for loser, survivor in merges.items():
         conn.execute(s.update().where(s.c.story_id == loser).values(story_id=survivor))
         conn.execute(st.update().where(st.c.merged_into == loser).values(merged_into=survivor))
-        row = conn.execute(select(st.c.first_seen, st.c.informative).where(st.c.id == loser)).one()
+        row = conn.execute(
+            select(st.c.first_seen, st.c.informative, st.c.hidden_at, st.c.hidden_reason).where(st.c.id == loser)
+        ).one()
         conn.execute(st.update().where(st.c.id == loser).values(merged_into=survivor, updated=stamp(conn, now)))
         values: dict[str, Any] = {"updated": stamp(conn, now)}
         if row.informative:
             values["informative"] = True
+        if row.hidden_at is not None:
+            conn.execute(
+                st.update()
+                .where(st.c.id == survivor, st.c.hidden_at.is_(None))
+                .values(hidden_at=row.hidden_at, hidden_reason=row.hidden_reason)
+            )
         conn.execute(st.update().where(st.c.id == survivor).values(**values))
         conn.execute(
             st.update()

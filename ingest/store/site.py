@@ -18,7 +18,7 @@ from ingest.core.models import Byline, SourceKind, StoreState, Story, StorySourc
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import chunks, one_of, record
-from ingest.store.stories import live_stories, newest_first
+from ingest.store.stories import newest_first, visible, visible_stories
 
 __all__ = ["SiteMixin", "source_name"]
 
@@ -54,9 +54,11 @@ def _matching(query: Select[Any], text: str) -> Select[Any] | None:
     return query
 
 
-def _version_columns() -> Select[Any]:
+def _version_columns(*, hidden: bool = True) -> Select[Any]:
+    """Live stories as versions; without ``hidden``, only the visible ones."""
     when = func.coalesce(_st.c.published, _st.c.first_seen).label("when")
-    return select(_st.c.id, when, _st.c.updated).where(_st.c.merged_into.is_(None))
+    query = select(_st.c.id, when, _st.c.updated, _st.c.hidden_at.is_not(None).label("hidden"))
+    return query.where(_st.c.merged_into.is_(None) if hidden else visible())
 
 
 class SiteMixin(StoreBase):
@@ -66,7 +68,8 @@ class SiteMixin(StoreBase):
 
     def recent_versions(self, limit: int, *, tag: str | None = None) -> list[StoryVersion]:
         """Live stories, newest first, as versions only (no text is read): cheap to compare with last time. With
-        ``tag``, only those carrying it (case-insensitive)."""
+        ``tag``, only those carrying it (case-insensitive). Hidden stories count: a document holding the newest
+        ``limit`` says which of them were deleted (RFC 6721)."""
         if tag is None:
             return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
@@ -91,8 +94,8 @@ class SiteMixin(StoreBase):
         return found[:limit]
 
     def versions_between(self, after_id: int, last_id: int | None = None) -> list[StoryVersion]:
-        """Live stories with ``after_id < id <= last_id`` (one archive page; no upper end without ``last_id``), as
-        versions, newest first."""
+        """Live stories, hidden ones included, with ``after_id < id <= last_id`` (one archive page; no upper end
+        without ``last_id``), as versions, newest first."""
         query = _version_columns().where(_st.c.id > after_id)
         if last_id is not None:
             query = query.where(_st.c.id <= last_id)
@@ -101,7 +104,7 @@ class SiteMixin(StoreBase):
 
     def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
         """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        query = _matching(live_stories(), text)
+        query = _matching(visible_stories(), text)
         if query is None or limit <= 0:
             return []
         with self.engine.connect() as conn:
@@ -110,16 +113,16 @@ class SiteMixin(StoreBase):
 
     def count_matches(self, text: str) -> int:
         """How many stories :meth:`search` finds for ``text`` in all."""
-        query = _matching(select(func.count()).select_from(_st).where(_st.c.merged_into.is_(None)), text)
+        query = _matching(select(func.count()).select_from(_st).where(visible()), text)
         if query is None:
             return 0
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
     def tags(self) -> list[str]:
-        """Every tag carried by a live story, lower-cased, sorted."""
+        """Every tag carried by a visible story, lower-cased, sorted."""
         # DISTINCT on the JSON text: few distinct tag lists exist, so few rows come back (json has no equality in PG).
-        query = select(cast(_st.c.tags, Text).label("t")).where(_st.c.merged_into.is_(None)).distinct()
+        query = select(cast(_st.c.tags, Text).label("t")).where(visible()).distinct()
         found: set[str] = set()
         with self.engine.connect() as conn:
             for (raw,) in conn.execute(query):

@@ -50,14 +50,15 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
         if found is None or found.status not in CARRYING:
             return not_found_page(request)
         period = period_for(found.period, settings.digest)
+        shown = sections(store.digest_stories(found.id), settings)  # less any story hidden since it was sent
         return page(
             request,
             "web/digest.html",
             subject=found.subject,
             period=found.period,
             period_label=period.label,
-            count=found.story_count,
-            sections=sections(store.digest_stories(found.id), settings),
+            count=sum(len(section.items) for section in shown),
+            sections=shown,
             archive_url=site_path(settings, links.digests_url(cfg)),
             subscribe_url=subscribe_url,
         )

@@ -1,4 +1,5 @@
-"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, the 404 page. No SQL here.
+"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page (410 once the operator hid
+it), the 404 page. No SQL here.
 
 Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
 every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
@@ -198,6 +199,8 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         story = store.story(live)
         if story is None:
             return not_found_page(request)
+        if story.hidden_at is not None:  # the operator withdrew it: gone for good, as far as readers know
+            return page(request, "web/gone.html", status_code=410)
         body = sanitize_html(story.content, base_url=story.link) if story.content.strip() else ""
         sources = [
             (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
