@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.subscribers.tokens import Tokens
+from tests.feedcheck import atom_problems
 from tests.mailsite import Site, confirm_url, live_site
 
 
@@ -157,6 +158,7 @@ def test_the_digest_archive(site: Site) -> None:
     assert (missing.status_code, nonsense.status_code) == (404, 404)
     assert feed.status_code == 200
     assert feed.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert atom_problems(feed.content, site.clock.now) == []
     ns = {"a": "http://www.w3.org/2005/Atom"}
     root = ET.fromstring(feed.content)
     entries = root.findall("a:entry", ns)
