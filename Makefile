@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser spamassassin lint types unit bench clean
+.PHONY: run test browser spamassassin vnu lint types unit bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/newsletter run
 
-test: $(STAMP) browser spamassassin lint types unit
+test: $(STAMP) browser spamassassin vnu lint types unit
 
 # The subscribe pages are tested in a real headless Chromium (Debian's, driven by selenium): install it when missing.
 browser:
@@ -35,6 +35,15 @@ spamassassin:
 		echo "installing Debian's spamassassin for the digest's spam score test"; \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends spamassassin; }
+
+# Every kind of page is checked with the Nu Html Checker (vnu.jar, from the npm registry, run with the machine's Java):
+# installed into .venv/vnu/ when missing (a few seconds). Without npm or Java the check is skipped, saying why.
+VNU_VERSION := 26.9.27
+vnu: $(STAMP)
+	@test -f $(VENV)/vnu/node_modules/vnu-jar/build/dist/vnu.jar || { \
+		if command -v npm >/dev/null && command -v java >/dev/null; then \
+			npm install --silent --prefix $(VENV)/vnu --no-save --ignore-scripts --no-audit --no-fund vnu-jar@$(VNU_VERSION); \
+		else echo "no npm or no java: the Nu Html Checker test is skipped"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -31,6 +31,10 @@ if TYPE_CHECKING:
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+#: The longest note `stories hide --reason` keeps.
+MAX_REASON = 1000
+#: Hidden stories `status` names one by one (the most recently hidden); --json lists them all.
+SHOWN_HIDDEN = 10
 #: A story's or sighting's id as an argument: a number the database could hold (see ingest.core.links.MAX_ID).
 ROW_ID = click.IntRange(1, MAX_ID)
 
@@ -139,11 +143,11 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many stories.")
 @click.pass_context
 def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
-    """List stories, newest first; explain, merge or split them."""
+    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide or unhide them."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
-    items = app.store.stories(limit=limit)
+    items = app.store.stories(limit=limit, hidden=True)
     if as_json:
         click.echo(json.dumps([story_json(s) for s in items], indent=2, ensure_ascii=False))
         return
@@ -168,6 +172,8 @@ def stories_explain(app: App, story_id: int) -> None:
     click.echo(f"  first seen {s.first_seen.isoformat()}   updated {s.updated.isoformat()}")
     click.echo(f"  link       {s.link or '-'}")
     click.echo(f"  tags       {', '.join(s.tags) or '-'}")
+    if s.hidden_at is not None:
+        click.echo(f"  hidden     {_hidden(s)}: out of the pages, feeds and digests; `stories unhide {s.id}` shows it")
     if e.merged:
         click.echo(f"  merged in  {', '.join(str(i) for i in e.merged)} (those ids resolve to this story)")
     table = Table(title=f"{len(e.sightings)} sighting(s)")
@@ -217,6 +223,37 @@ def stories_split(app: App, story_id: int, sighting_id: int) -> None:
     click.echo(f"sighting {sighting_id} left story {story_id}: it is now story {new_id}")
 
 
+@stories.command("hide")
+@click.argument("story_id", type=ROW_ID)
+@click.option("--reason", default=None, help="Why (shown to operators only: explain, status).")
+@click.pass_obj
+def stories_hide(app: App, story_id: int, reason: str | None) -> None:
+    """Hide (retract) a story: out of the pages, feeds, search and future digests."""
+    if reason is not None and len(reason) > MAX_REASON:
+        raise UsageError(f"--reason: at most {MAX_REASON} characters, got {len(reason)}")
+    story, changed = app.store.hide_story(story_id, " ".join(reason.split()) if reason else None, now())
+    state = "is hidden" if changed else "was hidden already"
+    click.echo(f"story {story.id} {state} ({_hidden(story)}): {story.title}")
+    if changed:
+        click.echo("the published feeds change at the next publish (`newsletter publish`, or the service's next pass)")
+
+
+@stories.command("unhide")
+@click.argument("story_id", type=ROW_ID)
+@click.pass_obj
+def stories_unhide(app: App, story_id: int) -> None:
+    """Show a hidden story again."""
+    story, changed = app.store.unhide_story(story_id, now())
+    if not changed:
+        click.echo(f"story {story.id} is not hidden: nothing to do")
+        return
+    click.echo(f"story {story.id} is shown again: {story.title}")
+
+
+def _hidden(s: Story) -> str:
+    return f"since {_when(s.hidden_at)}" + (f", reason: {s.hidden_reason}" if s.hidden_reason else "")
+
+
 def story_json(s: Story) -> dict[str, Any]:
     return {
         "id": s.id,
@@ -227,6 +264,7 @@ def story_json(s: Story) -> dict[str, Any]:
         "link": s.link,
         "sightings": s.sightings,
         "tags": list(s.tags),
+        "hidden": s.hidden_at is not None,
     }
 
 
@@ -237,6 +275,7 @@ def _stories_table(items: Sequence[Story]) -> None:
     table.add_column("title")
     table.add_column("seen", justify="right")
     table.add_column("tags")
+    table.add_column("hidden")
     for s in items:
         table.add_row(
             str(s.id),
@@ -244,6 +283,7 @@ def _stories_table(items: Sequence[Story]) -> None:
             s.title,
             str(s.sightings),
             ", ".join(s.tags),
+            _when(s.hidden_at) if s.hidden_at else "",
         )
     out().print(table)
 
@@ -318,7 +358,15 @@ def status(app: App, as_json: bool) -> None:
             "-" if s.kind == "page" else _next_check(s),
         )
     out().print(table)
-    click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
+    hidden = len(view.hidden)
+    click.echo(
+        f"stories    {view.live_stories} live, {hidden} hidden, {view.first_seen_this_week} first seen this week"
+        f" ({view.week})"
+    )
+    for story in view.hidden[:SHOWN_HIDDEN]:
+        click.echo(f"  hidden   #{story.id} {_hidden(story)}: {story.title}")
+    if hidden > SHOWN_HIDDEN:
+        click.echo(f"  hidden   and {hidden - SHOWN_HIDDEN} more (`newsletter status --json` lists them all)")
     last = view.last_digest
     if last is None:
         click.echo("digest     none yet")

@@ -105,7 +105,7 @@ def test_status_shows_sources_digests_and_subscribers(service: Service, run_cli:
         "last_success": NOW.isoformat(),
     }
     assert data["stories"]["live"] == 6
-    assert set(data["stories"]) == {"live", "first_seen_this_week", "week"}
+    assert set(data["stories"]) == {"live", "hidden", "first_seen_this_week", "week"}
     assert data["last_digest"]["note"] == "not sent: due 2026-11-30 08:00 UTC, 30.0 h late"
     assert data["last_digest"]["deliveries"] == {}
     assert set(data["next_digest"]) == {"period", "due"}

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,11 @@ def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     (msg,) = site.outbox()
     path = confirm_url(msg).split("/", 3)[3]
     browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "Confirm your subscription"
+    assert site.status("browser.reader@example.org") == "pending"  # opening the link changed nothing
+    _submit(browser, "main form button[type=submit]")
     assert _h1(browser) == "You are subscribed"
+    assert browser.current_url == f"{site.url}/{path}"  # answered in place, no redirect
     assert site.status("browser.reader@example.org") == "confirmed"
     assert browser.get_cookies() == []
 
@@ -188,3 +193,22 @@ def test_the_digest_email_fits_the_screen_without_its_stylesheet(
         assert not browser.find_element(By.CSS_SELECTOR, ".preheader").is_displayed()
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _px(element: Any) -> float:
+    return float(element.value_of_css_property("font-size").removesuffix("px"))
+
+
+def test_the_digest_page_headings_outrank_the_story_titles(browser: WebDriver, site: Site) -> None:
+    """The page's title, then each section's heading, then the stories' titles under it, then the text."""
+    browser.get(f"{site.url}/digests/2026-W48")
+    title = _px(browser.find_element(By.TAG_NAME, "h1"))
+    sections = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section > h2")]
+    items = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section li h3")]
+    text = _px(browser.find_element(By.CSS_SELECTOR, "main section li p"))
+    assert len(sections) == 2 and len(items) == 2
+    assert title > max(sections)
+    assert min(sections) > max(items), f"section headings {sections} px, story titles {items} px"
+    assert min(items) >= text
+    browser.get(f"{site.url}/")
+    assert _px(browser.find_element(By.TAG_NAME, "h1")) > _px(browser.find_element(By.CSS_SELECTOR, "ol.stories h2"))

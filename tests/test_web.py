@@ -245,6 +245,7 @@ def test_home_page_lists_stories_with_feed_autodiscovery(site: Site) -> None:
         ("application/atom+xml", "/feed.atom"),
         ("application/rss+xml", "/feed.rss"),
         ("application/feed+json", "/feed.json"),
+        ("application/atom+xml", "/digests.atom"),
     }
     assert any(m.get("name") == "viewport" for m in page.meta)
     assert "/subscribe" in page.anchors

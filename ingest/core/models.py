@@ -4,7 +4,7 @@ database row never leaves the module that received it: it becomes one of these f
 - in-stage: :class:`ParsedItem`, :class:`ParsedPage` (what a parser saw);
 - what the store holds, as read back: :class:`Source`, :class:`Sighting`, :class:`Story`, and its answers
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
-  :class:`StorySource`);
+  :class:`StorySource`, :class:`Byline`);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
   :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the
   subscribe form's :class:`RequestCounts`.
@@ -125,6 +125,8 @@ class Story:
     tags: tuple[str, ...]
     sightings: int = 0
     sources: tuple[str, ...] = field(default=())
+    hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
+    hidden_reason: str | None = None  # the operator's note, for operators only
 
     @property
     def is_recap(self) -> bool:
@@ -199,6 +201,7 @@ class StoryVersion:
     id: int
     when: datetime  # coalesce(published, first_seen), the sort key
     updated: datetime
+    hidden: bool = False  # hidden by the operator: an Atom document that would hold it says it was deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +215,15 @@ class StorySource:
     published: datetime | None
     first_seen: datetime
     author: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Byline:
+    """Whom a feed entry credits: where the story was seen (a source, named as :class:`StorySource` names it) and
+    the author that source gave, when it gave one."""
+
+    source: str
+    author: str | None = None
 
 
 # ---- subscribers, digests, deliveries ----------------------------------------------------------------------------

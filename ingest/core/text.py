@@ -9,6 +9,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Iterable
+from datetime import datetime
 
 # XML 1.0 section 2.2: Char ::= #x9 | #xA | #xD | [#x20-#xD7FF] | [#xE000-#xFFFD] | [#x10000-#x10FFFF].
 # Anything else (C0 controls, lone surrogates, U+FFFE/U+FFFF) breaks a feed, so it is replaced at ingest.
@@ -43,6 +44,13 @@ def collapse(text: str) -> str:
 def counted(count: int, singular: str, plural: str) -> str:
     """``1 story``, ``2 stories``, ``0 stories``: a count and its noun agreeing in number (English)."""
     return f"{count} {singular if count == 1 else plural}"
+
+
+def html_datetime(value: datetime) -> str:
+    """A moment for ``<time datetime>``: RFC 3339 as Python writes it, but with at most milliseconds (cut, not
+    rounded), which is all HTML allows (a "valid global date and time string" takes 1 to 3 fractional digits; the
+    six of a real clock make the page invalid)."""
+    return value.isoformat(timespec="milliseconds" if value.microsecond else "seconds")
 
 
 def nfkc(text: str) -> str:

@@ -15,10 +15,10 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, text
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
@@ -42,7 +42,7 @@ from ingest.dedupe import (
 from ingest.store import schema
 from ingest.store.rows import chunks, follow, one_of, record
 
-__all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_items", "story_values", "take_lock"]
+__all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_items", "stamp", "story_values", "take_lock"]
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
 CLUSTERING_LOCK = 0x6465647570650001
@@ -130,6 +130,31 @@ def _existing(conn: Connection, source_id: int, keys: Sequence[str]) -> dict[str
 
 
 _LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK
+_STAMPS = "ingest.clustering.stamps"  # Connection.info key: (transaction, clock reading, next stamp to give)
+_TICK = timedelta(microseconds=1)
+#: Stamps already given at or after a clock reading are looked for this far ahead of it: a pass writes fewer rows
+#: than a minute has microseconds, and a value further ahead came from a clock that was ahead (left alone).
+_STAMP_WINDOW = timedelta(minutes=1)
+
+
+def stamp(conn: Connection, now: datetime) -> datetime:
+    """The ``updated`` of one story row written at the clock reading ``now``: ``now`` itself, or the microsecond
+    after the last value given at that reading, by this transaction or an earlier one (one reading serves a whole
+    ingest pass). No two rows share a value, so no two entries of a feed do (the W3C validator warns about that, and
+    readers order by it); consecutive microseconds keep the order the rows were written in and stay inside the pass,
+    which lasts far longer, so each value is still a moment when the story was being written. Decision 0006."""
+    transaction = conn.get_transaction()
+    held = conn.info.get(_STAMPS)
+    if held is not None and held[0] is transaction and held[1] == now:
+        given: datetime = held[2]
+    else:
+        st = schema.story
+        taken = conn.execute(
+            select(func.max(st.c.updated)).where(st.c.updated >= now, st.c.updated < now + _STAMP_WINDOW)
+        ).scalar()
+        given = now if taken is None else max(now, taken + _TICK)
+    conn.info[_STAMPS] = (transaction, now, given + _TICK)
+    return given
 
 
 def _holds_lock(conn: Connection) -> bool:
@@ -397,7 +422,7 @@ def _new_stories(
         {
             "uid": mint_uid(uid_authority, now),
             "first_seen": now,
-            "updated": now,
+            "updated": stamp(conn, now),
             "informative": decided.informative.get(("group", n), False),
             **story_values(canonical([members[pid] for pid in groups[n]])),
         }
@@ -433,17 +458,27 @@ def _settle_stored(
 def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
     """Fold each loser story into its survivor: sightings move, the loser resolves to the survivor for good.
 
-    Both rows get ``updated = now``: publishing rebuilds what held either of them.
+    Both rows get a new ``updated`` (:func:`stamp`): publishing rebuilds what held either of them. A hidden loser
+    hides its survivor: what the operator retracted must not come back as part of another story (they can split it
+    out, or show the survivor again).
     """
     s, st = schema.sighting, schema.story
     for loser, survivor in merges.items():
         conn.execute(s.update().where(s.c.story_id == loser).values(story_id=survivor))
         conn.execute(st.update().where(st.c.merged_into == loser).values(merged_into=survivor))
-        row = conn.execute(select(st.c.first_seen, st.c.informative).where(st.c.id == loser)).one()
-        conn.execute(st.update().where(st.c.id == loser).values(merged_into=survivor, updated=now))
-        values: dict[str, Any] = {"updated": now}
+        row = conn.execute(
+            select(st.c.first_seen, st.c.informative, st.c.hidden_at, st.c.hidden_reason).where(st.c.id == loser)
+        ).one()
+        conn.execute(st.update().where(st.c.id == loser).values(merged_into=survivor, updated=stamp(conn, now)))
+        values: dict[str, Any] = {"updated": stamp(conn, now)}
         if row.informative:
             values["informative"] = True
+        if row.hidden_at is not None:
+            conn.execute(
+                st.update()
+                .where(st.c.id == survivor, st.c.hidden_at.is_(None))
+                .values(hidden_at=row.hidden_at, hidden_reason=row.hidden_reason)
+            )
         conn.execute(st.update().where(st.c.id == survivor).values(**values))
         conn.execute(
             st.update()
@@ -475,7 +510,7 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
             continue
         values = story_values(canonical(members[story_id]))
         if values["content_hash"] != hashes.get(story_id):
-            conn.execute(st.update().where(st.c.id == story_id).values(updated=now, **values))
+            conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now), **values))
 
 
 def _shows(m: Member) -> tuple[object, ...]:

@@ -16,7 +16,7 @@ from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import aware, chunks, record
 from ingest.store.site import source_name
-from ingest.store.stories import live_stories
+from ingest.store.stories import visible, visible_stories
 
 __all__ = ["CARRYING", "DigestsMixin"]
 
@@ -115,10 +115,10 @@ class DigestsMixin(StoreBase):
         return aware(carried), aware(first)
 
     def candidates(self, since: datetime, until: datetime) -> list[Candidate]:
-        """Live stories first seen in [since, until) that no digest carries yet, with where each was seen."""
+        """Visible stories first seen in [since, until) that no digest carries yet, with where each was seen."""
         carried = select(_ds.c.story_id)
         query = (
-            live_stories()
+            visible_stories()
             .where(_st.c.first_seen >= since, _st.c.first_seen < until, _st.c.id.not_in(carried))
             .order_by(_st.c.id)
         )
@@ -127,9 +127,9 @@ class DigestsMixin(StoreBase):
             return _with_origins(conn, stories)
 
     def digest_stories(self, digest_id: int) -> list[Candidate]:
-        """The stories a digest carries, in its order (a story merged away since is followed to its survivor once)."""
+        """The stories a digest carries and readers may still see (not hidden since), in its order."""
         query = (
-            live_stories()
+            visible_stories()
             .join(_ds, _ds.c.story_id == _st.c.id)
             .where(_ds.c.digest_id == digest_id)
             .order_by(_ds.c.position)
@@ -143,7 +143,7 @@ class DigestsMixin(StoreBase):
             query = (
                 select(func.count())
                 .select_from(_st)
-                .where(_st.c.merged_into.is_(None), _st.c.first_seen >= since, _st.c.first_seen < until)
+                .where(visible(), _st.c.first_seen >= since, _st.c.first_seen < until)
             )
             return int(conn.execute(query).scalar_one())
 

@@ -108,8 +108,17 @@ def _v9(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.subscribe_request])  # checkfirst: an existing table is kept
 
 
+def _v10(conn: Connection) -> None:
+    """story.hidden_at and hidden_reason: a story the operator hid (retracted); none is hidden before."""
+    columns = {c["name"] for c in inspect(conn).get_columns("story")}
+    for column in (schema.story.c.hidden_at, schema.story.c.hidden_reason):
+        if column.name not in columns:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE story ADD COLUMN {column.name} {kind}"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10)
 
 HEAD = len(MIGRATIONS)
 

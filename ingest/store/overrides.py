@@ -1,7 +1,10 @@
-"""The operator's overrides: merging two stories, splitting a sighting out, and explaining a story.
+"""The operator's overrides: merging two stories, splitting a sighting out, hiding a story and showing it again, and
+explaining a story.
 
 A merge or split is kept in ``story_override`` (kind ``merge``: must link; ``split``: cannot link) so the matcher
-respects it later; both take the clustering lock so an ingest checking its plan sees them, or not at all.
+respects it later; both take the clustering lock so an ingest checking its plan sees them, or not at all. Hiding sets
+``story.hidden_at`` (and the operator's reason); the story keeps its id and sightings, and new copies of it join it
+hidden. Every one of them gives the rows it changes a new ``updated``, so publishing rebuilds what held them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from ingest.core.models import Explanation, Override, Story
 from ingest.dedupe import Member, canonical
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import fold, refresh, story_values, take_lock
+from ingest.store.clustering import fold, refresh, stamp, story_values, take_lock
 from ingest.store.rows import chunks, record
 from ingest.store.stories import StoriesMixin, live_stories, resolve
 
@@ -41,6 +44,38 @@ class OverridesMixin(StoriesMixin, StoreBase):
         except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
+    def hide_story(self, story_id: int, reason: str | None, now: datetime) -> tuple[Story, bool]:
+        """Hide a live story from readers; returns (the story, whether it was visible until now). Hiding a hidden
+        story again keeps when it was hidden and takes a new ``reason`` when one is given."""
+        try:
+            with self.engine.begin() as conn:
+                take_lock(conn)  # stamps and folds are ordered with ingests
+                before = _live_row(conn, story_id)
+                st = schema.story
+                if before.hidden_at is None:
+                    at = stamp(conn, now)  # the tombstone's "when" is then the document's "updated"
+                    values = {"hidden_at": at, "hidden_reason": reason, "updated": at}
+                    conn.execute(st.update().where(st.c.id == story_id).values(**values))
+                elif reason is not None:
+                    conn.execute(st.update().where(st.c.id == story_id).values(hidden_reason=reason))
+                return _live_row(conn, story_id), before.hidden_at is None
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+
+    def unhide_story(self, story_id: int, now: datetime) -> tuple[Story, bool]:
+        """Show a hidden story again; returns (the story, whether it was hidden until now)."""
+        try:
+            with self.engine.begin() as conn:
+                take_lock(conn)
+                before = _live_row(conn, story_id)
+                if before.hidden_at is not None:
+                    st = schema.story
+                    values = {"hidden_at": None, "hidden_reason": None, "updated": stamp(conn, now)}
+                    conn.execute(st.update().where(st.c.id == story_id).values(**values))
+                return _live_row(conn, story_id), before.hidden_at is not None
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+
     def explain(self, story_id: int) -> Explanation:
         """A story, the ids merged into it, its sightings with why each joined, and the operator's overrides."""
         with self.engine.connect() as conn:
@@ -56,6 +91,12 @@ class OverridesMixin(StoriesMixin, StoreBase):
         return Explanation(
             story=record(Story, row), merged_into=None, merged=merged, sightings=sightings, overrides=overrides
         )
+
+
+def _live_row(conn: Connection, story_id: int) -> Story:
+    """The live story ``story_id``; ``LookupError`` for an unknown or merged-away id (see :func:`_live_story`)."""
+    _live_story(conn, story_id)
+    return record(Story, conn.execute(live_stories().where(schema.story.c.id == story_id)).one())
 
 
 def _live_story(conn: Connection, story_id: int) -> None:
@@ -125,7 +166,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
         st.insert().values(
             uid=mint_uid(uid_authority, now),
             first_seen=row.first_seen,
-            updated=now,
+            updated=stamp(conn, now),
             informative=informative,
             **story_values(canonical([member])),
         )
@@ -144,7 +185,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
             or_(o.c.sighting_a == sighting_id, o.c.sighting_b == sighting_id),
         )
     )
-    conn.execute(st.update().where(st.c.id == story_id).values(updated=now))
+    conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now)))
     refresh(conn, [story_id], now)
     return new_id
 

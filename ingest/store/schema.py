@@ -147,6 +147,9 @@ story = Table(
     Column("merged_into", Integer, ForeignKey("story.id")),  # a merged-away story resolves to its survivor
     # Whether any sighting carries a date or a blurb (ingest.dedupe.is_informative): kept for the matcher.
     Column("informative", Boolean, nullable=False, default=False),
+    # The operator hid (retracted) it: out of every page, feed and future digest until shown again.
+    Column("hidden_at", UtcDateTime),
+    Column("hidden_reason", CleanText),  # the operator's note: shown to operators only
     Index(None, "first_seen"),
     Index(None, "published"),
 )

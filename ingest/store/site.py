@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import Select, Text, cast, func, or_, select
 
-from ingest.core.models import SourceKind, StoreState, Story, StorySource, StoryVersion
+from ingest.core.models import Byline, SourceKind, StoreState, Story, StorySource, StoryVersion
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.rows import record
-from ingest.store.stories import live_stories, newest_first
+from ingest.store.rows import chunks, one_of, record
+from ingest.store.stories import newest_first, visible, visible_stories
 
 __all__ = ["SiteMixin", "source_name"]
 
@@ -38,9 +38,27 @@ def _like_escape(text: str) -> str:
     return text
 
 
-def _version_columns() -> Select[Any]:
+def _matching(query: Select[Any], text: str) -> Select[Any] | None:
+    """``query`` narrowed to stories whose title or summary contains every word of ``text``; None for no words."""
+    words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
+    if not words:
+        return None
+    for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
+        pattern = "%" + _like_escape(word.lower()) + "%"
+        query = query.where(
+            or_(
+                func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
+                func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
+            )
+        )
+    return query
+
+
+def _version_columns(*, hidden: bool = True) -> Select[Any]:
+    """Live stories as versions; without ``hidden``, only the visible ones."""
     when = func.coalesce(_st.c.published, _st.c.first_seen).label("when")
-    return select(_st.c.id, when, _st.c.updated).where(_st.c.merged_into.is_(None))
+    query = select(_st.c.id, when, _st.c.updated, _st.c.hidden_at.is_not(None).label("hidden"))
+    return query.where(_st.c.merged_into.is_(None) if hidden else visible())
 
 
 class SiteMixin(StoreBase):
@@ -50,7 +68,8 @@ class SiteMixin(StoreBase):
 
     def recent_versions(self, limit: int, *, tag: str | None = None) -> list[StoryVersion]:
         """Live stories, newest first, as versions only (no text is read): cheap to compare with last time. With
-        ``tag``, only those carrying it (case-insensitive)."""
+        ``tag``, only those carrying it (case-insensitive). Hidden stories count: a document holding the newest
+        ``limit`` says which of them were deleted (RFC 6721)."""
         if tag is None:
             return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
@@ -75,35 +94,35 @@ class SiteMixin(StoreBase):
         return found[:limit]
 
     def versions_between(self, after_id: int, last_id: int | None = None) -> list[StoryVersion]:
-        """Live stories with ``after_id < id <= last_id`` (one archive page; no upper end without ``last_id``), as
-        versions, newest first."""
+        """Live stories, hidden ones included, with ``after_id < id <= last_id`` (one archive page; no upper end
+        without ``last_id``), as versions, newest first."""
         query = _version_columns().where(_st.c.id > after_id)
         if last_id is not None:
             query = query.where(_st.c.id <= last_id)
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
-    def search(self, text: str, limit: int) -> list[Story]:
+    def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
         """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
-        if not words or limit <= 0:
+        query = _matching(visible_stories(), text)
+        if query is None or limit <= 0:
             return []
-        query = live_stories()
-        for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
-            pattern = "%" + _like_escape(word.lower()) + "%"
-            query = query.where(
-                or_(
-                    func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
-                    func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
-                )
-            )
         with self.engine.connect() as conn:
-            return [record(Story, row) for row in conn.execute(query.order_by(*newest_first()).limit(limit))]
+            rows = conn.execute(query.order_by(*newest_first()).limit(limit).offset(offset))
+            return [record(Story, row) for row in rows]
+
+    def count_matches(self, text: str) -> int:
+        """How many stories :meth:`search` finds for ``text`` in all."""
+        query = _matching(select(func.count()).select_from(_st).where(visible()), text)
+        if query is None:
+            return 0
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def tags(self) -> list[str]:
-        """Every tag carried by a live story, lower-cased, sorted."""
+        """Every tag carried by a visible story, lower-cased, sorted."""
         # DISTINCT on the JSON text: few distinct tag lists exist, so few rows come back (json has no equality in PG).
-        query = select(cast(_st.c.tags, Text).label("t")).where(_st.c.merged_into.is_(None)).distinct()
+        query = select(cast(_st.c.tags, Text).label("t")).where(visible()).distinct()
         found: set[str] = set()
         with self.engine.connect() as conn:
             for (raw,) in conn.execute(query):
@@ -144,22 +163,28 @@ class SiteMixin(StoreBase):
                 for row in conn.execute(query)
             ]
 
-    def authors(self, story_ids: Iterable[int]) -> dict[int, str]:
-        """The author of each story's first sighting that names one (stories without any are left out)."""
+    def bylines(self, story_ids: Iterable[int]) -> dict[int, Byline]:
+        """Whom each story's feed entry credits: its first sighting that names an author, with that sighting's
+        source; else its first sighting's source alone."""
         ids = sorted(set(story_ids))
-        if not ids:
-            return {}
-        s = schema.sighting
-        query = (
-            select(s.c.story_id, s.c.author)
-            .where(s.c.story_id.in_(ids), s.c.author.is_not(None), s.c.author != "")
-            .order_by(s.c.story_id, s.c.first_seen, s.c.id)
-        )
-        found: dict[int, str] = {}
+        s, src = schema.sighting, schema.source
+        first: dict[int, Byline] = {}
+        credited: dict[int, Byline] = {}
         with self.engine.connect() as conn:
-            for row in conn.execute(query):
-                found.setdefault(int(row.story_id), row.author)
-        return found
+            for part in chunks(ids):
+                query = (
+                    select(s.c.story_id, s.c.author, src.c.kind, src.c.name, src.c.location, src.c.url)
+                    .join(src, src.c.id == s.c.source_id)
+                    .where(one_of(conn.dialect.name, s.c.story_id, part))
+                    .order_by(s.c.story_id, s.c.first_seen, s.c.id)
+                )
+                for row in conn.execute(query):
+                    story_id, author = int(row.story_id), (row.author or "").strip()
+                    byline = Byline(source_name(row.kind, row.name, row.location, row.url), author or None)
+                    first.setdefault(story_id, byline)
+                    if author:
+                        credited.setdefault(story_id, byline)
+        return first | credited
 
     # ---- what a publish depends on, and the archive pages ------------------------------------------------------
 

@@ -23,7 +23,7 @@ from ingest.core.config import DigestConfig, Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import entry_link
 from ingest.core.models import Candidate
-from ingest.core.text import collapse, xml_safe
+from ingest.core.text import collapse, html_datetime, xml_safe
 
 __all__ = [
     "DigestItem",
@@ -296,7 +296,7 @@ def _item(c: Candidate, settings: Settings, tz: ZoneInfo) -> DigestItem:
         title=_text(s.title) or "(untitled)",
         url=entry_link(settings.publish, s),
         date=f"{published.day} {MONTHS[published.month - 1]} {published.year}" if published else "",
-        iso_date=published.isoformat() if published else "",
+        iso_date=html_datetime(published) if published else "",
         source=source,
         summary=_shorten(_text(s.summary), SUMMARY_CHARS),
     )

@@ -15,6 +15,11 @@ links ``prev-archive`` to the newest full page, and always carries the stories n
 page; the newest by date fill the rest of the cap), so the main feed and the archives together hold every story: a
 reader walking ``prev-archive`` back to the last page it has seen misses nothing, even a 2022 story found today.
 
+A story the operator hid keeps its place in that scheme but is no entry: each Atom document that would hold it (the
+main feed while it is among the newest, its archive page for good, a tag feed) carries an RFC 6721
+``at:deleted-entry`` for it instead. RSS and JSON Feed have no such thing: the item just goes. A tag feed left with
+tombstones only is removed, like one whose stories were merged away.
+
 What is rebuilt: nothing when the store's fingerprint (row count, newest id, newest ``updated``) is the one saved.
 Otherwise the main feed, plus the archive pages and tag feeds holding a story updated since the last publish (with
 a margin), new pages, and missing files. Each candidate is first reduced to its stories' (id, updated) list; when
@@ -44,7 +49,7 @@ from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.errors import OutputError
-from ingest.core.models import StoreState, Story, StoryVersion
+from ingest.core.models import Byline, StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
 
@@ -62,8 +67,8 @@ __all__ = [
 log = logging.getLogger("newsletter.publish")  # the name log lines have always carried
 
 STATE_FILE = ".publish-state.json"
-#: Bump when the layout of the documents changes: every file is then rebuilt once.
-FORMAT = 1
+#: Bump when the layout of the documents changes: every file is then rebuilt once. 2: entries credit their source.
+FORMAT = 2
 #: Stories updated this long before the last publish's newest ``updated`` are looked at again: an ingest that read
 #: its clock before ours but committed after we looked must still reach its archive page.
 UPDATE_MARGIN = timedelta(minutes=10)
@@ -294,24 +299,28 @@ class _Build:
 
     # -- the documents --
 
-    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], dict[int, str]]:
+    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], list[Story], dict[int, Byline]]:
+        """The visible stories of ``versions``, the hidden ones (the document's tombstones), and the bylines."""
         stories = self.store.stories_by_id([v.id for v in versions])
-        return stories, self.store.authors(s.id for s in stories)
+        shown = [s for s in stories if s.hidden_at is None]
+        return shown, [s for s in stories if s.hidden_at is not None], self.store.bylines(s.id for s in shown)
 
     def main(self, versions: Sequence[StoryVersion], pages: int) -> dict[str, bytes]:
-        stories, authors = self._stories(versions)
+        stories, hidden, bylines = self._stories(versions)
         cfg, now, skips = self.cfg, self.now, self.skips
         docs = {
-            "feed.atom": atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
+            "feed.atom": atom_feed(
+                stories, cfg, _main_page(pages), bylines=bylines, deleted=hidden, updated=now, on_skip=skips
+            ),
             "feed.rss": rss_feed(stories, cfg, updated=now, on_skip=skips),
-            "feed.json": json_feed(stories, cfg, authors=authors, on_skip=skips),
+            "feed.json": json_feed(stories, cfg, bylines=bylines, on_skip=skips),
         }
         self.entries = len([s for s in stories if s.uid not in skips.uids])
         return docs
 
     def _atom(self, versions: Sequence[StoryVersion], page: FeedPage) -> bytes:
-        stories, authors = self._stories(versions)
-        return atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
+        stories, hidden, bylines = self._stories(versions)
+        return atom_feed(stories, self.cfg, page, bylines=bylines, deleted=hidden, updated=self.now, on_skip=self.skips)
 
     def tag(self, tag: str, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _tag_page(self.cfg, tag))
@@ -340,7 +349,7 @@ def document(store: Store, settings: Settings, name: str, now: datetime | None =
         if found is None:  # not in the last publish: look at every story
             found = {tag_slug(t): t for t in store.tags()}.get(tag.group(1))
         versions = build.tag_versions(found) if found is not None else []
-        return build.tag(found, versions) if found is not None and versions else None
+        return build.tag(found, versions) if found is not None and _shows_any(versions) else None
     return None
 
 
@@ -382,6 +391,11 @@ def _page_number(name: str) -> int:
     """N of ``archive/N.atom``; a huge number for a name publish would not make, so it is removed."""
     stem = name.removeprefix("archive/").removesuffix(".atom")
     return int(stem) if stem.isdigit() and not stem.startswith("0") else 1 << 62
+
+
+def _shows_any(versions: Sequence[StoryVersion]) -> bool:
+    """Whether a document of ``versions`` would have an entry, not only tombstones."""
+    return any(not v.hidden for v in versions)
 
 
 def _page_of(bounds: Sequence[int], story_id: int) -> int:
@@ -470,7 +484,7 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
 
     for tag in sorted(tag_candidates):
         versions = build.tag_versions(tag)
-        if not versions:  # no live story carries it any more (merged away): its feed goes
+        if not _shows_any(versions):  # no visible story carries it any more (merged away, hidden): its feed goes
             tags.discard(tag)
             prints.pop(tag_name(tag), None)
         elif not fresh(tag_name(tag), _fingerprint(tag, versions=versions), tag_name(tag)):

@@ -4,8 +4,9 @@ Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one can
 
 Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
 for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
-subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; following the
-link confirms. Removing unsubscribes: the row stays, so the address is not mailed again by a later import.
+subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; the link shows a
+button, and pressing it (a POST) confirms, so a mail scanner that follows every link confirms nobody. Removing
+unsubscribes: the row stays, so the address is not mailed again by a later import.
 
 Against floods the form also has, counted in the database over :data:`REQUEST_WINDOW` (so every process and restart
 sees the same counts): a limit per client address (``[subscribe] per_client_per_hour``), a cap on confirmation mails
@@ -45,6 +46,7 @@ __all__ = [
     "add",
     "client_key",
     "confirm",
+    "confirm_target",
     "import_csv",
     "list_subscribers",
     "remove",
@@ -220,16 +222,24 @@ def request(
     return result.status == "sent"
 
 
-def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
-    """Confirm the subscriber a valid, unexpired confirm token names. None for any bad token (forged, expired,
-    unknown subscriber, or one who has unsubscribed or bounced since: they must ask again)."""
+def confirm_target(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """The subscriber a valid, unexpired confirm token names, or None. Changes nothing (for the page with the button).
+    None for any bad token (forged, expired, unknown subscriber, or one who has unsubscribed or bounced since: they
+    must ask again)."""
     ident = token_subscriber_id(token)
     found = store.subscriber_by_id(ident) if ident is not None else None
-    if found is None:
+    if found is None or found.status not in ("pending", "confirmed"):
         return None
     if Tokens(signing_key(store, settings)).check_confirm(token, found.email, now) is None:
         return None
-    if found.status == "confirmed":
+    return found
+
+
+def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """Confirm the subscriber a valid, unexpired confirm token names; again is harmless. None for a bad token (see
+    :func:`confirm_target`)."""
+    found = confirm_target(store, settings, token, now)
+    if found is None or found.status == "confirmed":
         return found
     return store.set_subscriber_status(found.id, "confirmed", now, only_from=("pending",))
 

@@ -1,4 +1,5 @@
-"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page, the 404 page. No SQL here.
+"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page (410 once the operator hid
+it), the 404 page. No SQL here.
 
 Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
 every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
+from urllib.parse import quote, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,10 +29,19 @@ from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, publish
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
-__all__ = ["FeedLink", "StoryItem", "not_found_page", "page", "page_routes", "site_path", "site_root"]
+__all__ = [
+    "FeedLink",
+    "StoryItem",
+    "digests_feed",
+    "not_found_page",
+    "page",
+    "page_routes",
+    "site_path",
+    "site_root",
+]
 
-HOME_STORIES = 50
-SEARCH_RESULTS = 50
+#: Stories a page of the home page (or of search results) lists; ``?page=N`` goes further back.
+PAGE_SIZE = 50
 MAX_QUERY = 200
 SUMMARY_CHARS = 320
 #: Pages load nothing but their inline stylesheet and pictures in story bodies; forms post back to us.
@@ -122,13 +133,42 @@ def _feeds(settings: Settings, tags: Sequence[str]) -> tuple[list[FeedLink], lis
     return main, by_tag
 
 
+def _listing_url(root: str, query: str, number: int) -> str:
+    """Page ``number`` of the home page, or of the results for ``query``: page 1 without ``page``."""
+    params = {"q": query} if query else {}
+    if number > 1:
+        params["page"] = str(number)
+    return root + ("?" + urlencode(params, quote_via=quote) if params else "")
+
+
+def digests_feed(settings: Settings) -> FeedLink:
+    """The digests' own feed (served by :mod:`newsletter.web.digests`), as pages link to it."""
+    return FeedLink(
+        f"{settings.publish.title}: weekly digests",
+        ATOM_TYPE,
+        site_path(settings, links.feed_url(settings.publish, "digests.atom")),
+    )
+
+
 def page_routes(settings: Settings, store: Store) -> list[Route]:
     """``GET /`` (with ``?q=`` to search) and ``GET /stories/{id}``."""
     root = site_root(settings)
 
     def home(request: Request) -> Response:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
-        stories = store.search(query, SEARCH_RESULTS) if query else store.stories(HOME_STORIES)
+        asked = request.query_params.get("page")
+        number = 1 if asked is None else links.parse_row_id(asked)
+        if number is None:
+            return not_found_page(request)
+        if asked is not None and number == 1:  # page 1 has one address: without the parameter
+            return RedirectResponse(_listing_url(root, query, 1), status_code=301)
+        total = store.count_live()
+        matches = store.count_matches(query) if query else total
+        pages = max(1, -(-matches // PAGE_SIZE))
+        if number > pages:
+            return not_found_page(request)
+        offset = (number - 1) * PAGE_SIZE
+        stories = store.search(query, PAGE_SIZE, offset=offset) if query else store.stories(PAGE_SIZE, offset=offset)
         known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
         feeds, tag_feeds = _feeds(settings, store.tags() if known is None else known)
         return page(
@@ -136,10 +176,17 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             "web/home.html",
             query=query,
             stories=[StoryItem.of(s, settings) for s in stories],
-            total=store.count_live(),
+            matches=matches,
+            page_number=number,
+            pages=pages,
+            prev_url=_listing_url(root, query, number - 1) if number > 1 else None,
+            next_url=_listing_url(root, query, number + 1) if number < pages else None,
+            total=total,
             feeds=feeds,
             tag_feeds=tag_feeds,
             subscribe_url=f"{root}subscribe",
+            digests_url=site_path(settings, links.digests_url(settings.publish)),
+            digests_feed=digests_feed(settings),
         )
 
     def story_page(request: Request) -> Response:
@@ -152,6 +199,8 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         story = store.story(live)
         if story is None:
             return not_found_page(request)
+        if story.hidden_at is not None:  # the operator withdrew it: gone for good, as far as readers know
+            return page(request, "web/gone.html", status_code=410)
         body = sanitize_html(story.content, base_url=story.link) if story.content.strip() else ""
         sources = [
             (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)

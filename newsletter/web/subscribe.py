@@ -3,9 +3,11 @@
 ``routes(settings, store)`` returns them for :func:`newsletter.web.create_app` (``extra_routes``). Only a POST
 changes a subscription: ``GET /unsubscribe/{token}`` shows a button (mail scanners and link previews follow GETs),
 ``POST /unsubscribe/{token}`` unsubscribes at once, and is also the RFC 8058 one-click target (body
-``List-Unsubscribe=One-Click``, no cookie, no session): 200, never a redirect, harmless to repeat. Confirming is a GET:
-the link was mailed to whoever asked, and a scanner that follows it confirms what the person asked for. A forged,
-expired or unknown token gets the same 400 page, whatever was wrong with it. No route sets a cookie.
+``List-Unsubscribe=One-Click``, no cookie, no session): 200, never a redirect, harmless to repeat. Confirming is the
+same: ``GET /confirm/{token}`` shows a button and ``POST /confirm/{token}`` confirms, because link scanners (a
+hospital's mail gateway, a link preview) open every link of a message, and would otherwise confirm addresses nobody
+asked for. A forged, expired or unknown token gets the same 400 page, whatever was wrong with it. No route sets a
+cookie.
 
 The web reads the clock (it answers people now); ``clock`` is passed in so tests can set it.
 """
@@ -81,12 +83,19 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         # that it was caught.
         return page(request, "web/subscribe.html", state="sent", email=raw[:300], error="", action="")
 
-    def confirm(request: Request) -> Response:
+    def confirm_page(request: Request) -> Response:
         token = request.path_params["token"]
-        found = manage.confirm(store, settings, token, clock())
+        found = manage.confirm_target(store, settings, token, clock())
         if found is None:
-            return private(page(request, "web/confirm.html", status_code=400, state="invalid"))
-        return private(page(request, "web/confirm.html", state="confirmed"))
+            return private(page(request, "web/confirm.html", status_code=400, state="invalid", action=""))
+        state = "confirmed" if found.status == "confirmed" else "ask"
+        action = site_path(settings, links.confirm_url(settings.publish, token))
+        return private(page(request, "web/confirm.html", state=state, action=action))
+
+    def confirm_post(request: Request) -> Response:
+        if manage.confirm(store, settings, request.path_params["token"], clock()) is None:
+            return private(page(request, "web/confirm.html", status_code=400, state="invalid", action=""))
+        return private(page(request, "web/confirm.html", state="confirmed", action=""))
 
     def unsubscribe_page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -107,7 +116,8 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
     return [
         Route("/subscribe", subscribe_form, methods=["GET"]),
         Route("/subscribe", subscribe_post, methods=["POST"]),
-        Route("/confirm/{token}", confirm, methods=["GET"]),
+        Route("/confirm/{token}", confirm_page, methods=["GET"]),
+        Route("/confirm/{token}", confirm_post, methods=["POST"]),
         Route("/unsubscribe/{token}", unsubscribe_page, methods=["GET"]),
         Route("/unsubscribe/{token}", unsubscribe_post, methods=["POST"]),
     ]
