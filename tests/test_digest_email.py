@@ -121,6 +121,7 @@ def _h2_blocks(doc: str) -> list[str]:
 # ---- item 7: capped sections, a table of contents, under Gmail's clip -------------------------------------------
 
 
+@pytest.mark.sqlite_only  # the email's size does not depend on the database (the pipeline runs on both elsewhere)
 def test_a_500_story_week_stays_under_gmails_clip(store: Store, tmp_path: Path) -> None:
     """Through the real pipeline (stored, selected, rendered, delivered to the outbox): the HTML part of a 500-story
     week, as sent, stays under 90 KB with its footer; each section shows at most 10 (as many in each) and links to
@@ -538,6 +539,7 @@ def test_digest_send_and_run_once_warn_once_about_loopback_links(
 
 
 @pytest.mark.slow
+@pytest.mark.sqlite_only  # what is warned does not depend on the database; a service start costs seconds
 def test_the_long_running_service_warns_once_at_start(project: Path) -> None:
     """``newsletter run``: the warning comes once, at start, not with every pass."""
     settings = _settings(project, 'base_url = "http://localhost:8080/"\n', mail='transport = "smtp"\n')
