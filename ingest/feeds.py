@@ -260,4 +260,5 @@ def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveRe
         unchanged=result.outcome == "not_modified",
         error=None if state.success else (state.last_error or state.status),
         warning=state.warning,
+        fetch_seconds=result.elapsed,
     )

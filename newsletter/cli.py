@@ -305,7 +305,7 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
     from newsletter.service.service import Service
 
     settings = app.settings
-    _setup_logging(settings.log.level)
+    _setup_logging(settings.log.level, settings.log.format)
     with instance_lock(settings):
         service = Service(settings, app.store)
         service.warn_about_setup()
@@ -325,10 +325,15 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
             sys.exit(1)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, style: str = "text") -> None:
     import logging
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if style == "json":
+        from newsletter.service.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

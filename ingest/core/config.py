@@ -173,6 +173,8 @@ class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
     trusted_proxies: Networks = Field(default_factory=list, description="proxies whose X-Forwarded-For is believed")
+    health_max_pass_age: int = Field(default=60, ge=0, description="minutes; 0: the last pass's age is not judged")
+    metrics: bool = True
 
 
 class SubscribeConfig(_Section):
@@ -182,6 +184,7 @@ class SubscribeConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(_Section):

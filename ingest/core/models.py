@@ -377,3 +377,4 @@ class SourceReport:
     error: str | None = None
     warning: str | None = None
     skipped: bool = False  # not read at all (a symbolic link in a seed folder): only the warning says why
+    fetch_seconds: float | None = None  # a feed's fetch, from the start of its request to the end of its body

@@ -22,7 +22,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, s
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError
+from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
 from ingest.store import schema
 
@@ -187,9 +187,13 @@ def _translate(url: URL, busy_timeout: float, context: ExceptionContext) -> None
     orig = context.original_exception
     sqlite_name = str(getattr(orig, "sqlite_errorname", ""))
     sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    unconnected = context.connection is None and url.get_backend_name() != "sqlite"  # SQLite's are about its files
+    if unconnected and isinstance(context.sqlalchemy_exception, OperationalError):
+        # Could not even connect (a server down, refused, unreachable): not a bug, a state of the service.
+        raise StoreUnreachableError(f"{where}: the database cannot be reached ({type(orig).__name__})") from None
     if not (sqlite_name or sqlstate):
         return
-    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
     detail = str(orig).strip()
     if sqlstate == "55P03":
         raise StoreBusyError(

@@ -48,6 +48,13 @@ class SourcesMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(Source, row) for row in conn.execute(query)]
 
+    def source_counts(self, kind: SourceKind = "feed") -> dict[str, int]:
+        """Sources of a kind by status."""
+        src = schema.source
+        query = select(src.c.status, func.count()).where(src.c.kind == kind).group_by(src.c.status)
+        with self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query)}
+
     def upsert_feed(
         self,
         url: str,
