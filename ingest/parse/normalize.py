@@ -17,10 +17,12 @@ from urllib.parse import quote, urlsplit
 
 from ingest.core.models import ParsedItem
 from ingest.core.text import (
+    HEADLINE_CHARS,
     clean_line,
     collapse,
     counted,
-    first_sentence,
+    headline,
+    key_title,
     normalize_tags,
     truncate_words,
     xml_safe,
@@ -38,7 +40,6 @@ LINK_MAX = 2_000
 AUTHOR_MAX = 500
 KEY_MAX = 1_000
 TAGS_PER_ENTRY = 50
-DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for seed pages
 # The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
 _TEXT_INPUT_MAX = 100_000
 _HTML_INPUT_MAX = 2 * CONTENT_MAX
@@ -190,12 +191,12 @@ def _item(
     title = _plain(raw.title, TITLE_MAX)
     derived = False
     if not title and summary:
-        title, derived = truncate_words(first_sentence(summary), DERIVED_TITLE_MAX), True
+        title, derived = headline(summary, HEADLINE_CHARS), True
     when, raw_date = dated
     link = _link(raw.link)
     if not (title or summary or content or link):
         return None
-    key = _key(raw, title, raw_date, summary)
+    key = _key(raw, key_title(summary) if derived else title, raw_date, summary)
     author = clean_line(raw.author)[:AUTHOR_MAX] if raw.author else ""
     entry_tags = _tags(raw.tags, limit=TAGS_PER_ENTRY)
     return ParsedItem(
