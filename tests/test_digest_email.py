@@ -283,7 +283,7 @@ def _golden_like(tmp_path: Path) -> EmailMessage:
             "New articles",
             (
                 _item(1, "Neoadjuvant immunotherapy improves event-free survival in resectable lung cancer"),
-                _item(2, "Updated guidance on HER2-low breast cancer testing", source="Site and 2 more"),
+                _item(2, "Updated guidance on HER2-low breast cancer testing", source="Site", sources=3),
             ),
         ),
         Section("recaps", "Recaps", (_item(3, "Recap: prostate cancer imaging with PSMA PET"),)),

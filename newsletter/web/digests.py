@@ -56,7 +56,7 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
             period=found.period,
             period_label=period.label,
             count=found.story_count,
-            sections=sections(store.digest_stories(found.id), settings),
+            sections=sections(store.digest_stories(found.id), settings, period),
             archive_url=site_path(settings, links.digests_url(cfg)),
             subscribe_url=subscribe_url,
         )
