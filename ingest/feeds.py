@@ -95,6 +95,7 @@ def feed_state(
         url=result.permanent_url,
         success=success,
         title=parsed.title if parsed is not None else None,
+        site_url=parsed.link if parsed is not None else None,
         failing_since=since,
     )
 

@@ -84,7 +84,7 @@ def _as_sent(part: EmailMessage) -> int:
     return len(payload.replace("\r\n", "\n").replace("\n", "\r\n").encode("ascii"))
 
 
-def _item(n: int, title: str, summary: str = "", source: str = "Oncology Feed") -> DigestItem:
+def _item(n: int, title: str, summary: str = "", source: str = "Oncology Feed", sources: int = 1) -> DigestItem:
     return DigestItem(
         story_id=n,
         title=title,
@@ -93,6 +93,7 @@ def _item(n: int, title: str, summary: str = "", source: str = "Oncology Feed") 
         iso_date="2026-11-24T00:00:00+00:00",
         source=source,
         summary=summary or f"What story {n} says.",
+        sources=sources,
     )
 
 
@@ -284,7 +285,7 @@ def _golden_like(tmp_path: Path) -> EmailMessage:
             "New articles",
             (
                 _item(1, "Neoadjuvant immunotherapy improves event-free survival in resectable lung cancer"),
-                _item(2, "Updated guidance on HER2-low breast cancer testing", source="Site and 2 more"),
+                _item(2, "Updated guidance on HER2-low breast cancer testing", source="Site", sources=3),
             ),
         ),
         Section("recaps", "Recaps", (_item(3, "Recap: prostate cancer imaging with PSMA PET"),)),
