@@ -62,8 +62,8 @@ def test_the_published_documents_pass_the_validator_rules(
     for path in documents:
         body = path.read_bytes()
         assert atom_problems(body, now) == [], path.name
-        for entry in _entries(body):  # a source, never the service, is named
-            assert entry.findtext(f"{ATOM}author/{ATOM}name") == "000_a91153ef02972648.txt", path.name
+        for entry in _entries(body):  # a source, never the service, is named: here the seed folder, unnamed in config
+            assert entry.findtext(f"{ATOM}author/{ATOM}name") == "seeds", path.name
 
 
 def test_stories_made_together_get_distinct_updated_in_the_order_they_were_made(store: Store) -> None:
@@ -123,7 +123,7 @@ def test_each_entry_names_its_source_and_its_author(store: Store, tmp_path: Path
     assert names == {
         "With an author": "Dr. Who (OncFeed)",
         "Without one": "OncFeed",
-        "p story 0 on adjuvant therapy": "rail.txt",  # a seed page by its file name, never its path on the server
+        "p story 0 on adjuvant therapy": "seeds",  # a seed page by its folder (unnamed here), never a path
     }
     assert atom_problems(body, NOW) == []
 

@@ -297,8 +297,7 @@ def test_a_database_from_before_hidden_stories_is_migrated(db_url: str) -> None:
         with store.engine.begin() as conn:
             conn.execute(text("ALTER TABLE story DROP COLUMN hidden_at"))
             conn.execute(text("ALTER TABLE story DROP COLUMN hidden_reason"))
-            conn.execute(text("UPDATE schema_version SET version = :v"), {"v": HEAD - 1})
-    assert MIGRATIONS[-1].__doc__ and "hidden" in MIGRATIONS[-1].__doc__
+            conn.execute(text("UPDATE schema_version SET version = :v"), {"v": _step("story.hidden_at")})
     for _ in range(2):  # the second open finds nothing to do
         with Store.open(db_url) as store:
             (story,) = store.stories()
@@ -324,3 +323,8 @@ def test_the_service_publishes_a_hide_at_its_next_pass(project: Project) -> None
     report = service.run_pass(NOW + timedelta(minutes=3))
     assert report.published is not None and "feed.atom" in report.published.written
     assert list(_tombstones(_feed(project))) == [uid]
+
+
+def _step(column: str) -> int:
+    """The schema version before the migration that adds ``column`` (later ones run again: they check first)."""
+    return next(n for n, step in enumerate(MIGRATIONS) if step.__doc__ and step.__doc__.startswith(column))
