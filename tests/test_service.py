@@ -254,8 +254,9 @@ send_empty = true
 
 @pytest.mark.slow
 def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(project: Path) -> None:
-    """Ctrl-C (SIGINT) half way through a digest: exit 0; every message the server took is recorded as sent, the
-    rest stay pending for the next run (none left claimed, none sent twice)."""
+    """Ctrl-C (SIGINT) half way through a digest sent over four connections: exit 0; each connection finishes its
+    message in flight, every message the server took is recorded as sent, the rest stay pending for the next run
+    (none left claimed, none sent twice)."""
     now = datetime.now(UTC)
     due = now - timedelta(minutes=2)
     send_at = f"{('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun')[due.weekday()]} {due:%H:%M}"
@@ -264,7 +265,7 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         settings = _settings(
             project,
             f'[digest]\nsend_at = "{send_at}"\nsend_empty = true\n',
-            mail=f'transport = "smtp"\nhost = "127.0.0.1"\nport = {sink.port}\n',
+            mail=f'transport = "smtp"\nhost = "127.0.0.1"\nport = {sink.port}\nconnections = 4\n',
         )
         assert settings.source_path is not None
         with Store.open(settings.storage.url) as store:
@@ -278,6 +279,7 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         assert "received SIGINT" in stderr
         got = sink.received_by()
         assert 10 <= len(got) < 80  # stopped half way
+        assert len(sink.peers) == 4
         assert set(got.values()) == {1}
         with Store.open(settings.storage.url) as store:
             (digest,) = store.digests(limit=1)

@@ -63,6 +63,22 @@ def _check_networks(value: list[str]) -> list[str]:
 Networks = Annotated[list[str], AfterValidator(_check_networks)]
 
 
+def _check_domain_rates(value: dict[str, float]) -> dict[str, float]:
+    checked: dict[str, float] = {}
+    for domain, rate in value.items():
+        name = domain.strip().rstrip(".").lower()
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", name):
+            raise ValueError(f"a table of mail domains such as 'gmail.com', got {domain!r}")
+        if not rate > 0:
+            raise ValueError(f"a rate above 0 messages per second for {domain!r}, got {rate!r}")
+        checked[name] = float(rate)
+    return checked
+
+
+#: Recipient domain -> messages per second (``[mail] domain_rates``), domains lower case.
+DomainRates = Annotated[dict[str, float], AfterValidator(_check_domain_rates)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -155,7 +171,13 @@ class MailConfig(_Section):
     port: int = Field(default=25, gt=0, lt=65536)
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
+    rate: float = Field(
+        default=0.0, ge=0, description="messages per second, shared by every sending process; 0 for no limit"
+    )
+    domain_rates: DomainRates = Field(
+        default_factory=dict, description="messages per second to one recipient domain, e.g. {'gmail.com': 20}"
+    )
+    connections: int = Field(default=4, gt=0, le=64, description="SMTP sessions per process, each reused")
     timeout: float = Field(default=30.0, gt=0)
     bounce_limit: int = Field(default=3, gt=0, description="hard bounces (5xx) before a subscriber is bounced")
     soft_bounce_limit: int = Field(

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Text, and_, bindparam, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ingest.core.models import BounceLimits, Delivery, Outcome, Settled
 from ingest.store import schema
@@ -24,6 +25,7 @@ DEFAULT_LIMITS = BounceLimits()
 _sub = schema.subscriber
 _dig = schema.digest
 _del = schema.delivery
+_slot = schema.send_slot
 
 # Built once: a claim runs once per message, and building these expressions costs more than running them.
 _NOW = bindparam("p_now", type_=schema.UtcDateTime())
@@ -174,6 +176,25 @@ class DeliveriesMixin(StoreBase):
             for outcome in outcomes:
                 _record(conn, outcome, owner, limits)
 
+    def reserve_send_slot(self, budgets: Sequence[tuple[str, float]], now: float) -> float:
+        """When one message may go (seconds since the epoch), reserved in every budget of ``budgets`` ((key, seconds
+        per message): ``"*"`` for all mail, else a recipient domain) among every process sharing the database.
+
+        Each budget gives its next free slot (not before ``now``) and moves on by its interval; the message goes at
+        the latest of its slots. A slot is taken whether or not the message waits longer for another budget, so a
+        slow domain never slows the rest of the mail (at worst a message held for its domain goes out beside the
+        next one: a burst of one per connection). One transaction; budgets are locked in key order (two processes
+        never wait on each other in a cycle), and its first statement is a write (SQLite's write lock is taken at
+        once, never upgraded from a stale read)."""
+        intervals = dict(budgets)
+        start = now
+        with self.engine.begin() as conn:
+            for key in sorted(intervals):
+                slot = max(now, _touch_slot(conn, key))
+                conn.execute(_slot.update().where(_slot.c.key == key).values(next_at=slot + intervals[key]))
+                start = max(start, slot)
+        return start
+
     def postpone(self, digest_id: int, until: datetime) -> int:
         """Every pending delivery of the digest due before ``until`` waits until then (its attempts untouched): the
         mail server asked us to stop. Returns how many now wait."""
@@ -252,6 +273,17 @@ def _claim(
         {"p_digest": digest_id, "p_after": after, "p_now": now, "p_owner": owner, "p_until": lease_until},
     ).first()
     return record(Delivery, row) if row is not None else None
+
+
+def _touch_slot(conn: Connection, key: str) -> float:
+    """Lock budget ``key``'s row (made at 0 the first time) and return its next free time."""
+    touch = _slot.update().where(_slot.c.key == key).values(next_at=_slot.c.next_at).returning(_slot.c.next_at)
+    found = conn.execute(touch).scalar()
+    if found is None:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(_slot).values(key=key, next_at=0.0).on_conflict_do_nothing())
+        found = conn.execute(touch).scalar_one()
+    return float(found)
 
 
 def _record(conn: Connection, outcome: Outcome, owner: str, limits: BounceLimits) -> None:

@@ -117,8 +117,13 @@ def _v10(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE story ADD COLUMN {column.name} {kind}"))
 
 
+def _v11(conn: Connection) -> None:
+    """send_slot: the sending rate as one budget for every process sharing the database."""
+    schema.metadata.create_all(conn, tables=[schema.send_slot])  # checkfirst: an existing table is kept
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11)
 
 HEAD = len(MIGRATIONS)
 

@@ -281,3 +281,12 @@ subscribe_request = Table(
     Index(None, "client", "at"),
     Index(None, "at"),
 )
+
+# The sending rate shared by every process ([mail] rate, domain_rates): per budget ("*" for all mail, else a recipient
+# domain) the earliest time (seconds since the epoch) the next message may go. Each message reserves its slot.
+send_slot = Table(
+    "send_slot",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("next_at", Float, nullable=False),
+)
