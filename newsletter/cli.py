@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.core.config import Settings, default_config_path, load_settings
-from ingest.core.errors import AddressError, NewsletterError, UsageError
+from ingest.core.errors import AddressError, MailboxError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
@@ -719,6 +719,26 @@ def _digest_line(r: DigestReport) -> str:
     if r.note:
         line += f" ({r.note})"
     return line
+
+
+@cli.command()
+@click.pass_obj
+def inbound(app: App) -> None:
+    """Read mail that came back ([inbound]): bounces, complaints, unsubscribes."""
+    from newsletter.inbound.apply import read_inbound
+
+    if app.settings.inbound.source == "none":
+        raise UsageError("[inbound] source is 'none': set it to 'maildir' or 'imap' to read mail that comes back")
+    try:
+        report = read_inbound(app.store, app.settings, now())
+    except MailboxError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for applied in report.applied:
+        click.echo(applied.line)
+    counts = report.counts()
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing new"
+    click.echo(f"inbound {report.mailbox}: {len(report.applied)} message(s): {summary}")
 
 
 @digest.command("test-send")

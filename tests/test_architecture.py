@@ -38,6 +38,7 @@ HOMES: dict[str, set[str]] = {
     "jinja2": {"newsletter/render.py"},
     "css_inline": {"newsletter/digest/compose.py"},
     "smtplib": {"newsletter/digest/transports.py"},
+    "imaplib": {"newsletter/inbound/mailboxes.py"},
     "email_validator": {"newsletter/subscribers/addresses.py"},
     "itsdangerous": {"newsletter/subscribers/tokens.py"},
     "starlette": {"newsletter/web"},
@@ -63,8 +64,11 @@ PURE = (
     "newsletter/digest/select.py",
     "newsletter/digest/compose.py",
     "newsletter/render.py",
+    "newsletter/inbound/classify.py",
 )
-IMPURE = {"sqlalchemy", "psycopg", "sqlite3", "httpx", "httpcore", "socket", "smtplib", "ssl", "urllib.request"}
+IMPURE = {
+    "sqlalchemy", "psycopg", "sqlite3", "httpx", "httpcore", "socket", "smtplib", "imaplib", "ssl", "urllib.request",
+}  # fmt: skip
 
 #: Project modules each layer may import (prefixes of dotted names).
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -82,8 +86,9 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "newsletter.subscribers",
     ),
     "newsletter/subscribers": ("ingest.core", "ingest.store", "newsletter.subscribers", "newsletter.digest"),
+    "newsletter/inbound": ("ingest.core", "ingest.store", "newsletter.inbound", "newsletter.subscribers"),
     "newsletter/web": ("ingest", "newsletter.web", "newsletter.publish", "newsletter.digest", "newsletter.subscribers",
-                       "newsletter.render"),
+                       "newsletter.render", "newsletter.inbound"),
     "newsletter/render.py": ("ingest.core",),
     "newsletter/status.py": ("ingest", "newsletter.digest", "newsletter.status"),
     "newsletter/service": ("ingest", "newsletter"),

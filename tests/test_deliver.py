@@ -42,12 +42,6 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
-
-
-@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     with Store.open(db_url) as s:
         page_story(s, "A story of the week", first_seen=W48_START + timedelta(days=1))

@@ -32,7 +32,11 @@ from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
 #: Environment variables that are secrets or options of the CLI, not keys of the file.
-SECRET_ENV = {"smtp_password": "NEWSLETTER_SMTP_PASSWORD", "secret_key": "NEWSLETTER_SECRET_KEY"}
+SECRET_ENV = {
+    "smtp_password": "NEWSLETTER_SMTP_PASSWORD",
+    "secret_key": "NEWSLETTER_SECRET_KEY",
+    "imap_password": "NEWSLETTER_IMAP_PASSWORD",
+}
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -189,6 +193,30 @@ class MailConfig(_Section):
     lease_seconds: float = Field(
         default=0, ge=0, description="a claimed delivery's lease; 0: max(120, 4 * timeout + 30)"
     )
+    bounce_address: str = Field(
+        default="", description="envelope sender base: bounces come back to bounces+TOKEN@ (VERP); '' for From"
+    )
+    unsubscribe_address: str = Field(
+        default="", description="List-Unsubscribe mailto base: unsubscribe+TOKEN@; '' for From with a subject"
+    )
+
+    @field_validator("bounce_address", "unsubscribe_address")
+    @classmethod
+    def _plain_address(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", value):
+            raise ValueError("a plain address without '+', such as 'bounces@news.example.org', or ''")
+        return value.lower()
+
+
+class InboundConfig(_Section):
+    source: Literal["none", "maildir", "imap"] = "none"
+    maildir: Path = Path("../var/inbound")
+    host: str = ""
+    port: int = Field(default=993, gt=0, lt=65536)
+    security: Literal["tls", "starttls"] = "tls"
+    username: str = ""
+    folder: str = "INBOX"
+    timeout: float = Field(default=30.0, gt=0)
 
 
 class WebConfig(_Section):
@@ -216,12 +244,14 @@ class Settings(_Section):
     publish: PublishConfig = PublishConfig()
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
+    inbound: InboundConfig = InboundConfig()
     web: WebConfig = WebConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    imap_password: SecretStr | None = None
     #: The file the settings came from (None when built from defaults in code).
     source_path: Path | None = None
 
@@ -271,11 +301,18 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     return _resolve_paths(settings, path.resolve())
 
 
+#: Where a secret would be written in the file by someone who did not know: (section, key).
+_SECRET_KEYS = {"smtp_password": ("mail", "password"), "imap_password": ("inbound", "password")}
+
+
 def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:
     if secret in data:
         return True
-    short = secret.removeprefix("smtp_")
-    return any(isinstance(v, Mapping) and short in v for v in data.values())
+    if secret in _SECRET_KEYS:
+        section, short = _SECRET_KEYS[secret]
+        table = data.get(section)
+        return isinstance(table, Mapping) and short in table
+    return any(isinstance(v, Mapping) and secret in v for v in data.values())
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[tuple[str, str], str]:
@@ -406,6 +443,7 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
             "seeds": settings.seeds.model_copy(update={"dirs": [absolute(d) for d in settings.seeds.dirs]}),
             "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
             "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
+            "inbound": settings.inbound.model_copy(update={"maildir": absolute(settings.inbound.maildir)}),
             "source_path": config_path,
         }
     )

@@ -49,6 +49,18 @@ class StoreBase:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
 
+    def meta_value(self, name: str) -> str | None:
+        """The value kept in the meta table under ``name`` (e.g. how far an IMAP mailbox was read), or None."""
+        with self.engine.connect() as conn:
+            found = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == name)).scalar()
+            return None if found is None else str(found)
+
+    def set_meta_value(self, name: str, value: str) -> None:
+        table = schema.meta
+        with self.engine.begin() as conn:
+            if not conn.execute(table.update().where(table.c.key == name).values(value=value)).rowcount:
+                conn.execute(table.insert().values(key=name, value=value))
+
     def stored_secret(self, name: str, make: Callable[[], str]) -> tuple[str, bool]:
         """The value kept in the meta table under ``name``, created with ``make()`` on first use: (value, created).
 

@@ -118,8 +118,11 @@ def _v10(conn: Connection) -> None:
 
 
 def _v11(conn: Connection) -> None:
-    """send_slot: the sending rate as one budget for every process sharing the database."""
+    """send_slot: the sending rate as one budget for every process sharing the database; delivery.bounce: which
+    failed deliveries counted as bounces (none before: a report coming later counts from here on)."""
     schema.metadata.create_all(conn, tables=[schema.send_slot])  # checkfirst: an existing table is kept
+    if "bounce" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN bounce VARCHAR(8)"))
 
 
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.

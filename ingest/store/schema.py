@@ -265,6 +265,9 @@ delivery = Table(
     Column("sent_at", UtcDateTime),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    # A failed delivery counted against its subscriber: hard | soft (models.BounceKind), at the answer or reported
+    # later (a delivery report, a relay's event); the streak of these is what a late report counts.
+    Column("bounce", String(8)),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )

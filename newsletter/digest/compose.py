@@ -53,6 +53,7 @@ __all__ = [
     "postal_lines",
     "render_digest",
     "sender",
+    "tagged",
 ]
 
 SLOT = "\x1e{}\x1f"
@@ -125,6 +126,13 @@ def sender(settings: Settings) -> tuple[str, str]:
 
 def list_address(settings: Settings) -> str:
     return sender(settings)[1]
+
+
+def tagged(address: str, tag: str) -> str:
+    """``local+tag@domain`` for ``local@domain``: mail to it reaches ``local@domain`` (the ``+`` sub-address of Postfix,
+    Exim, Gmail, Fastmail and most others) and says ``tag`` back to us."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
 
 
 def archive_url(settings: Settings, period: str) -> str:

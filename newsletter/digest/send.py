@@ -116,6 +116,7 @@ class _Ready:
 
     delivery: Delivery
     address: str  # the envelope recipient: the subscriber's address, checked again, in canonical form
+    sender: str  # the envelope sender: [mail] bounce_address tagged with the delivery (VERP), else From's address
     message: bytes
     message_id: str
 
@@ -166,8 +167,10 @@ def deliver_digest(
         recipient = compose.Recipient(
             address=address, unsubscribe_url=url, unsubscribe_mailto=mailto, message_id=message_id
         )
+        bounce_to = settings.mail.bounce_address
+        sender = compose.tagged(bounce_to, tokens.bounce_tag(d.id)) if bounce_to else envelope_from
         try:
-            return _Ready(d, address, template.build(recipient), message_id)
+            return _Ready(d, address, sender, template.build(recipient), message_id)
         except ValueError as exc:  # compose refuses a value it cannot put in a header
             return Outcome(d.id, d.subscriber_id, "failed", clock(), f"message not built: {exc}", message_id)
 
@@ -210,7 +213,7 @@ def deliver_digest(
                 try:
                     pacer.wait(current.address)
                     transport.submit(
-                        envelope_from, current.address, current.message, f"{digest.period}-{d.subscriber_id}"
+                        current.sender, current.address, current.message, f"{digest.period}-{d.subscriber_id}"
                     )
                 except TransportError as exc:
                     shared.fail(str(exc))
@@ -377,11 +380,16 @@ class _Links:
     def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self.tokens = tokens
         self.settings = settings.publish
+        self.address = settings.mail.unsubscribe_address  # unsubscribe+TAG@: read by `newsletter inbound`
         self.mailto = f"mailto:{compose.list_address(settings)}?subject=unsubscribe%20"
 
     def of(self, subscriber_id: int, email: str) -> tuple[str, str]:
         token = self.tokens.unsubscribe(subscriber_id, email)
-        return unsubscribe_url(self.settings, token), self.mailto + token
+        url = unsubscribe_url(self.settings, token)
+        if self.address:
+            tag = self.tokens.unsubscribe_tag(subscriber_id, email)
+            return url, f"mailto:{compose.tagged(self.address, tag)}?subject=unsubscribe"
+        return url, self.mailto + token
 
 
 def _outcome(sent: _Ready, result: SendResult, now: datetime) -> Outcome:

@@ -26,6 +26,7 @@ from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
+from newsletter.inbound.apply import InboundReport, read_inbound
 from newsletter.publish import PublishReport, publish
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class PassReport:
     sources: tuple[SourceReport, ...] = ()
     published: PublishReport | None = None
     digest: DigestReport | None = None
+    inbound: InboundReport | None = None  # mail that came back, when [inbound] has a source
     errors: tuple[str, ...] = field(default=())  # a step that failed as a whole (the database, the mail server)
 
     @property
@@ -65,6 +67,7 @@ class Service:
         self.stopping = threading.Event()
         self._ingest_lock = threading.Lock()
         self._digest_lock = threading.Lock()
+        self._inbound_lock = threading.Lock()
 
     def warn_about_setup(self) -> None:
         """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
@@ -85,16 +88,24 @@ class Service:
         with self._digest_lock:
             return send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
 
+    def read_inbound(self, now: datetime) -> InboundReport | None:
+        """Mail that came back (``[inbound]``), when a source is configured."""
+        if self.settings.inbound.source == "none":
+            return None
+        with self._inbound_lock:
+            return read_inbound(self.store, self.settings, now)
+
     def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
         """Everything that is due, once: ingest, publish when stories changed (by this ingest, or by the operator:
-        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), the digest when due.
+        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), mail that came back
+        (bounces first, so the digest skips who bounced), the digest when due.
 
         Logs one line for the pass: each step's outcome, and the duration (a failed step also logs its error)."""
         started = time.monotonic()
         errors: list[str] = []
         parts: list[str] = []
         sources: tuple[SourceReport, ...] = ()
-        published = digest = None
+        published = digest = inbound = None
         try:
             sources = self.ingest(now)
             parts.append("ingest " + describe_ingest(sources))
@@ -106,6 +117,12 @@ class Service:
                 parts.append("publish " + describe_publish(published))
         except NewsletterError as exc:
             errors.append(f"publish: {exc}")
+        try:
+            inbound = self.read_inbound(now)
+            if inbound is not None and inbound.applied:
+                parts.append(f"inbound {len(inbound.applied)} message(s)")
+        except NewsletterError as exc:
+            errors.append(f"inbound: {exc}")
         if not self.stopping.is_set():
             try:
                 digest = self.send_digest(now)
@@ -117,7 +134,7 @@ class Service:
             log.error("%s", error)
         outcome = "failed" if errors else "ok"
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
-        return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
+        return PassReport(sources=sources, published=published, digest=digest, inbound=inbound, errors=tuple(errors))
 
     def weekly_digest(self, now: datetime) -> DigestReport:
         """The weekly digest job: :meth:`send_digest`, logged as one line with its outcome and duration."""
