@@ -37,6 +37,7 @@ HOMES: dict[str, set[str]] = {
     "feedgen": {"newsletter/publish/documents.py"},
     "jinja2": {"newsletter/render.py"},
     "css_inline": {"newsletter/digest/compose.py"},
+    "dkim": {"newsletter/digest/dkim.py"},
     "smtplib": {"newsletter/digest/transports.py"},
     "imaplib": {"newsletter/inbound/mailboxes.py"},
     "email_validator": {"newsletter/subscribers/addresses.py"},

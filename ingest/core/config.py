@@ -36,6 +36,7 @@ SECRET_ENV = {
     "smtp_password": "NEWSLETTER_SMTP_PASSWORD",
     "secret_key": "NEWSLETTER_SECRET_KEY",
     "imap_password": "NEWSLETTER_IMAP_PASSWORD",
+    "dkim_key_file": "NEWSLETTER_DKIM_KEY_FILE",
 }
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
@@ -200,6 +201,9 @@ class MailConfig(_Section):
         default="", description="List-Unsubscribe mailto base: unsubscribe+TOKEN@; '' for From with a subject"
     )
 
+    dkim_selector: str = Field(default="", description="DKIM: the selector of the public key in DNS; '' to not sign")
+    dkim_domain: str = Field(default="", description="DKIM: the signing domain (d=), usually From's domain")
+
     @field_validator("bounce_address", "unsubscribe_address")
     @classmethod
     def _plain_address(cls, value: str) -> str:
@@ -252,6 +256,7 @@ class Settings(_Section):
     smtp_password: SecretStr | None = None
     secret_key: SecretStr | None = None
     imap_password: SecretStr | None = None
+    dkim_key_file: Path | None = None  # the DKIM private key's file: named only in the environment
     #: The file the settings came from (None when built from defaults in code).
     source_path: Path | None = None
 

@@ -47,6 +47,7 @@ from ingest.core.links import unsubscribe_url
 from ingest.core.models import BounceLimits, Delivery, Digest, Outcome
 from ingest.store import Store
 from newsletter.digest import compose
+from newsletter.digest.dkim import signer as dkim_signer
 from newsletter.digest.transports import CLOSING, SendResult, Transport
 from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens
@@ -152,6 +153,7 @@ def deliver_digest(
     lease = lease_length(settings)
     limits = BounceLimits(hard=settings.mail.bounce_limit, soft=settings.mail.soft_bounce_limit)
     pacer = pacer or Pacer(store, settings)
+    dkim = dkim_signer(settings)
     shared = _Shared(settings.mail.pause_after_retries)
 
     def prepare(d: Delivery) -> _Ready | Outcome:
@@ -170,7 +172,8 @@ def deliver_digest(
         bounce_to = settings.mail.bounce_address
         sender = compose.tagged(bounce_to, tokens.bounce_tag(d.id)) if bounce_to else envelope_from
         try:
-            return _Ready(d, address, sender, template.build(recipient), message_id)
+            message = template.build(recipient)
+            return _Ready(d, address, sender, dkim.sign(message) if dkim else message, message_id)
         except ValueError as exc:  # compose refuses a value it cannot put in a header
             return Outcome(d.id, d.subscriber_id, "failed", clock(), f"message not built: {exc}", message_id)
 

@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 from ingest.core.config import Settings
 from ingest.core.errors import TransportError
 from newsletter.digest import compose
+from newsletter.digest.dkim import signer as dkim_signer
 
 __all__ = [
     "OutboxTransport",
@@ -262,9 +263,10 @@ def open_transports(settings: Settings) -> list[Transport]:
 def send_one(settings: Settings, recipient: str, message: bytes, name: str) -> SendResult:
     """One message outside any digest (a confirmation, a test send), through the configured transport."""
     _, envelope_from = compose.sender(settings)
+    dkim = dkim_signer(settings)
     transport = open_transport(settings)
     try:
-        return send(transport, envelope_from, recipient, message, name)
+        return send(transport, envelope_from, recipient, dkim.sign(message) if dkim else message, name)
     finally:
         transport.close()
 
