@@ -35,6 +35,7 @@ from newsletter.subscribers import manage as subscribers
 from newsletter.subscribers.tokens import Tokens
 from tests.conftest import write_config
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
+from tests.servers import self_signed_certificate
 from tests.smtpd import Received, SmtpSink
 
 SENDER = "digest@news.example.org"
@@ -327,22 +328,9 @@ def test_an_error_after_a_message_went_still_stores_its_outcome(
     assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] * 2 + [("pending", 0)] * 2
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # our client verifies the server against the default trust store
@@ -359,7 +347,7 @@ def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch:
 
 
 def test_a_wrong_password_stops_the_run(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))

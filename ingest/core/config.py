@@ -37,6 +37,7 @@ SECRET_ENV = {
     "secret_key": "NEWSLETTER_SECRET_KEY",
     "imap_password": "NEWSLETTER_IMAP_PASSWORD",
     "dkim_key_file": "NEWSLETTER_DKIM_KEY_FILE",
+    "postmark_hook_password": "NEWSLETTER_POSTMARK_HOOK_PASSWORD",
 }
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
@@ -223,6 +224,26 @@ class InboundConfig(_Section):
     timeout: float = Field(default=30.0, gt=0)
 
 
+class HooksConfig(_Section):
+    ses: bool = False
+    ses_topics: list[str] = Field(default_factory=list, description="SNS topic ARNs accepted; [] for any")
+    sns_cert_url: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="where SNS signing certificates (and subscription confirmations) may be fetched from: a regex",
+    )
+    postmark_username: str = ""
+    sendgrid_public_key: str = ""
+
+    @field_validator("sns_cert_url")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a regular expression ({exc})") from None
+        return value
+
+
 class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
@@ -249,6 +270,7 @@ class Settings(_Section):
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
     inbound: InboundConfig = InboundConfig()
+    hooks: HooksConfig = HooksConfig()
     web: WebConfig = WebConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     log: LogConfig = LogConfig()
@@ -257,6 +279,7 @@ class Settings(_Section):
     secret_key: SecretStr | None = None
     imap_password: SecretStr | None = None
     dkim_key_file: Path | None = None  # the DKIM private key's file: named only in the environment
+    postmark_hook_password: SecretStr | None = None
     #: The file the settings came from (None when built from defaults in code).
     source_path: Path | None = None
 
@@ -307,7 +330,11 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
 
 
 #: Where a secret would be written in the file by someone who did not know: (section, key).
-_SECRET_KEYS = {"smtp_password": ("mail", "password"), "imap_password": ("inbound", "password")}
+_SECRET_KEYS = {
+    "smtp_password": ("mail", "password"),
+    "imap_password": ("inbound", "password"),
+    "postmark_hook_password": ("hooks", "postmark_password"),
+}
 
 
 def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:

@@ -297,6 +297,14 @@ class DeliveriesMixin(StoreBase):
             row = conn.execute(_delivery_query().where(_del.c.id == delivery_id)).first()
             return record(Delivery, row) if row is not None else None
 
+    def delivery_of(self, digest_id: int, subscriber_id: int) -> Delivery | None:
+        if not (is_row_id(digest_id) and is_row_id(subscriber_id)):
+            return None
+        with self.engine.connect() as conn:
+            query = _delivery_query().where(_del.c.digest_id == digest_id, _del.c.subscriber_id == subscriber_id)
+            row = conn.execute(query).first()
+            return record(Delivery, row) if row is not None else None
+
     def latest_delivery(self, subscriber_id: int) -> Delivery | None:
         """The subscriber's most recent delivery that went out (sent, or failed at once)."""
         with self.engine.connect() as conn:

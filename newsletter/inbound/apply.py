@@ -26,6 +26,7 @@ from ingest.core.config import Settings
 from ingest.core.errors import AddressError
 from ingest.core.models import BounceLimits, Delivery, Feedback, Subscriber
 from ingest.store import Store
+from newsletter.digest import compose
 from newsletter.inbound.classify import classify
 from newsletter.inbound.mailboxes import open_mailbox
 from newsletter.subscribers.addresses import normalize
@@ -75,6 +76,8 @@ def apply(
         return Applied(feedback, "left alone")
     if feedback.kind == "unsubscribe":
         found = _by_unsubscribe_tag(store, tokens, feedback)
+        if found is None and trusted:
+            found = _by_recipient(store, feedback)
         if found is None:
             return Applied(feedback, "left alone", why="no tag of ours")
         return Applied(feedback, _unsubscribe(store, found, now), found.email)
@@ -137,10 +140,17 @@ def _delivery(store: Store, tokens: Tokens, feedback: Feedback, *, trusted: bool
         found = store.delivery(ident) if ident is not None else None
         if found is not None:
             return found
-    if trusted:
-        who = _by_recipient(store, feedback)
-        return store.latest_delivery(who.id) if who is not None else None
-    return None
+    if not trusted:
+        return None
+    who = _by_recipient(store, feedback)
+    if who is None:
+        return None
+    for message_id in feedback.message_ids:  # the very message the event is about, when the relay names it
+        parts = compose.message_id_parts(message_id)
+        found = store.delivery_of(*parts) if parts is not None else None
+        if found is not None and found.subscriber_id == who.id and found.message_id == message_id:
+            return found
+    return store.latest_delivery(who.id)
 
 
 def _subscriber(store: Store, delivery: Delivery | None) -> Subscriber | None:

@@ -18,6 +18,7 @@ from ingest.core.config import Settings
 from ingest.store import Store
 from newsletter.web.digests import routes as digest_routes
 from newsletter.web.feeds import FeedFiles, feed_routes
+from newsletter.web.hooks import routes as hook_routes
 from newsletter.web.pages import not_found_page, page_routes
 from newsletter.web.subscribe import routes as subscribe_routes
 
@@ -41,9 +42,16 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
 
 
 def site(settings: Settings, store: Store) -> Starlette:
-    """The whole site: feeds, pages, and the subscribe, confirm, unsubscribe and digest archive pages."""
+    """The whole site: feeds, pages, the subscribe, confirm, unsubscribe and digest archive pages, and the relays'
+    webhooks (off until configured)."""
     return create_app(
-        settings, store, extra_routes=[*subscribe_routes(settings, store), *digest_routes(settings, store)]
+        settings,
+        store,
+        extra_routes=[
+            *subscribe_routes(settings, store),
+            *digest_routes(settings, store),
+            *hook_routes(settings, store),
+        ],
     )
 
 
