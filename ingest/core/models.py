@@ -329,6 +329,11 @@ class Outcome:
     reset_bounces: bool = False
 
 
+#: What one ``newsletter run`` process does (``--role``): ``ingest`` reads the sources and publishes, ``sender`` reads
+#: mail that came back and sends the digest, ``web`` serves the site. One process does all three unless told.
+Role = Literal["ingest", "sender", "web"]
+ROLES: tuple[Role, ...] = ("ingest", "sender", "web")
+
 #: What a message that came back says (:class:`Feedback`): a delivery failed (``bounce``: hard or soft), a delivery is
 #: late but still tried (``delayed``: counts nothing), a reader complained, a reader asked to unsubscribe by mail, or
 #: something else (a reply, an auto-reply, a report naming none of our deliveries): left alone.
