@@ -95,6 +95,7 @@ def feed_state(
         url=result.permanent_url,
         success=success,
         title=parsed.title if parsed is not None else None,
+        site_url=parsed.link if parsed is not None else None,
         failing_since=since,
     )
 
@@ -260,4 +261,5 @@ def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveRe
         unchanged=result.outcome == "not_modified",
         error=None if state.success else (state.last_error or state.status),
         warning=state.warning,
+        fetch_seconds=result.elapsed,
     )

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ingest.core.config import SeedsConfig, Settings
+from ingest.core.config import SeedsConfig, SeedSite, Settings
 from ingest.core.errors import PageError
 from ingest.core.models import SourceReport
 from ingest.seeds import content_hash, parse_page
@@ -99,14 +99,15 @@ def ingest_seeds(store: Store, seeds: SeedsConfig, now: datetime) -> list[Source
 def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
     reports: list[SourceReport] = []
     tz = ZoneInfo(seeds.timezone)
-    for folder in seeds.dirs:
+    for site in seeds.sites():
+        folder = site.path
         if not folder.is_dir():
             what = "is not a folder" if folder.exists() else "does not exist"
-            reports.append(SourceReport(location=str(folder), error=f"{folder}: seed folder {what} ([seeds] dirs)"))
+            reports.append(SourceReport(location=str(folder), error=f"{folder}: seed folder {what} ({site.key})"))
             continue
         pages, links = seed_files(folder, follow_symlinks=seeds.follow_symlinks)
         for path in pages:
-            reports.append(_ingest_page(store, path, folder, seeds=seeds, tz=tz, now=now))
+            reports.append(_ingest_page(store, path, site, seeds=seeds, tz=tz, now=now))
         reports.extend(
             SourceReport(
                 location=str(link),
@@ -119,10 +120,10 @@ def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> lis
 
 
 def _ingest_page(
-    store: Store, path: Path, folder: Path, *, seeds: SeedsConfig, tz: ZoneInfo, now: datetime
+    store: Store, path: Path, site: SeedSite, *, seeds: SeedsConfig, tz: ZoneInfo, now: datetime
 ) -> SourceReport:
     location = str(path)
-    source = store.page_source(location, str(folder), now)
+    source = store.page_source(location, str(site.path), now, name=site.name, site_url=site.url)
     try:
         data = _read(path, seeds.max_bytes, follow_symlinks=seeds.follow_symlinks)
         digest = content_hash(data)

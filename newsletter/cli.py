@@ -318,7 +318,7 @@ def run(app: App, once: bool, no_web: bool, tick: float, roles: tuple[Role, ...]
     if once and not chosen - {"web"}:
         raise UsageError("--once runs the ingest and sender steps once; --role web alone has none (use `serve`)")
     settings = app.settings
-    _setup_logging(settings.log.level)
+    _setup_logging(settings.log.level, settings.log.format)
     # The web alone writes only what its pages do (subscribe, unsubscribe): it runs beside a service on SQLite too.
     lock = instance_lock(settings) if chosen - {"web"} else contextlib.nullcontext()
     with lock:
@@ -343,10 +343,15 @@ def run(app: App, once: bool, no_web: bool, tick: float, roles: tuple[Role, ...]
             sys.exit(1)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, style: str = "text") -> None:
     import logging
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if style == "json":
+        from newsletter.service.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 

@@ -42,8 +42,8 @@ HOSTILE_TITLES = [
 ]
 
 
-def _item(n: int, title: str, **kw: str) -> DigestItem:
-    values = {
+def _item(n: int, title: str, **kw: str | int) -> DigestItem:
+    values: dict[str, str | int] = {
         "story_id": n,
         "title": title,
         "url": f"https://example.org/articles/{n}?a=1&b=2",
@@ -64,10 +64,24 @@ def _selection(settings: Settings, sections: tuple[Section, ...] | None = None) 
                 "New articles",
                 (
                     _item(1, "Neoadjuvant therapy & résumé of “results”"),
-                    _item(2, "An undated article", date="", iso_date="", source="page.txt"),
+                    _item(2, "An undated article", date="", iso_date="", source="Targeted Oncology"),
                 ),
             ),
-            Section("recaps", "Recaps", (_item(3, "Recap: HER2-positive breast cancer", source="Site and 2 more"),)),
+            Section(
+                "recaps",
+                "Recaps",
+                (
+                    _item(
+                        3,
+                        "Recap: HER2-positive breast cancer",
+                        date="16 Jul 2022",
+                        iso_date="2022-07-16T00:00:00+00:00",
+                        first_seen="first seen this week",
+                        source="Site",
+                        sources=3,
+                    ),
+                ),
+            ),
             Section("tag:lung", "From the feeds: lung", (_item(4, "Lung <b>news</b>", summary=""),)),
         )
     return Selection(period=period_for("2026-W48", settings.digest), sections=sections)

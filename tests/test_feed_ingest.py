@@ -621,3 +621,38 @@ def test_a_date_more_than_a_day_ahead_falls_back_to_first_seen(
     assert stories[0].title == "Entry number 3"  # the 2099 story is not pinned to the top
     first_seen = {s.title: s.first_seen for s in stories}
     assert first_seen["Entry number 1"] == NOW
+
+
+def test_guids_that_are_no_urls_and_repeated_guids(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    """Issue 14 items 5 and 6: a guid two different items shared dropped the second ("Second distinct story beta"
+    never became a story), and a guid that is no URL ("same", "g1") became the story's link ("http://host/same")."""
+    cfg = write_config(tmp_path, FETCH)
+    (tmp_path / "seeds").mkdir()
+    items = [
+        "<item><title>First distinct story alpha</title><guid>same</guid><description>Alpha.</description></item>",
+        "<item><title>Second distinct story beta</title><guid>same</guid><description>Beta.</description></item>",
+        "<item><title>A guid that is a word</title><guid>g1</guid><description>G1.</description></item>",
+        "<item><title>A permalink</title><guid>http://example.org/p</guid><description>P.</description></item>",
+    ]
+    hostile_server.set("/guids", headers={"Content-Type": "application/rss+xml"}, body=_rss(items))
+    url = hostile_server.url("/guids")
+    _add_feeds(run_cli, cfg, [url])
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    assert f"{url}: 4 new" in out
+    code, out, _ = run_cli("--config", str(cfg), "stories", "--json")
+    links = {s["title"]: s["link"] for s in json.loads(out)}
+    assert links == {
+        "First distinct story alpha": None,
+        "Second distinct story beta": None,
+        "A guid that is a word": None,
+        "A permalink": "http://example.org/p",
+    }
+    # Fetched again (no validators: a full 200), the same keys: nothing new, nothing dropped.
+    code, out, err = run_cli("--config", str(cfg), "ingest", "--all")
+    assert code == 0, err
+    assert f"{url}: 0 new" in out
+    with Store.open(load_settings(cfg, environ={}).storage.url) as store:
+        assert len(store.sightings()) == 4

@@ -282,7 +282,8 @@ def test_story_page_shows_the_story_its_sources_and_link(site: Site) -> None:
     assert "<h1>Story number 2 about trastuzumab</h1>" in r.text
     assert "The blurb of story 2." in r.text
     assert "https://news.example/2" in page.anchors
-    assert "page-one.txt" in r.text
+    assert "Seen in 1 source" in r.text
+    assert "page-one.txt" not in r.text  # a seed page is its folder's source, never a file (issue 14 item 1)
     assert "/srv/seeds" not in r.text  # a server path is never shown
     assert '<time datetime="2026-11-25T10:00:00+00:00">25 Nov 2026</time>' in r.text
 

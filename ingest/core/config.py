@@ -12,8 +12,10 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,7 +29,7 @@ from pydantic import (
 )
 
 from ingest.core.errors import ConfigError, UsageError
-from ingest.core.text import normalize_tags
+from ingest.core.text import HEADLINE_CHARS, normalize_tags
 from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
@@ -94,15 +96,59 @@ class StorageConfig(_Section):
     busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
 
 
+def _check_site_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError("an http:// or https:// address of the site, such as 'https://www.example.org/'")
+    return value
+
+
+class SeedFolder(_Section):
+    """One ``[[seeds.folders]]`` table: a folder of pages saved from one site, and how readers see that site."""
+
+    path: Path
+    name: str = Field(min_length=1, description="the site's name, shown as the source of its stories")
+    url: Annotated[str | None, AfterValidator(_check_site_url)] = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSite:
+    """A seed folder to read, with its site's name and address when the config gives them."""
+
+    path: Path
+    name: str | None
+    url: str | None
+    key: str  # the config key that lists it, for messages
+
+
 class SeedsConfig(_Section):
     dirs: list[Path] = Field(default_factory=lambda: [Path("seeds")])
+    folders: list[SeedFolder] = Field(default_factory=list)
     boilerplate: list[str] = Field(
         default_factory=lambda: ["Stay up to date on recent advances in the multidisciplinary approach to cancer."]
     )
     max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     timezone: TimeZoneName = "UTC"
-    title_max_chars: int = Field(default=90, ge=20)
+    title_max_chars: int = Field(default=HEADLINE_CHARS, ge=20)
     follow_symlinks: bool = False
+
+    def sites(self) -> list[SeedSite]:
+        """Every folder to read, once: those of ``dirs`` (named by ``[[seeds.folders]]`` when it lists them too),
+        then the rest of ``[[seeds.folders]]``."""
+        named = {folder.path: folder for folder in self.folders}
+        found: dict[Path, SeedSite] = {}
+        for path in self.dirs:
+            site = named.get(path)
+            name, url = (site.name, site.url) if site else (None, None)
+            found.setdefault(path, SeedSite(path, name, url, "[seeds] dirs"))
+        for folder in self.folders:
+            found.setdefault(folder.path, SeedSite(folder.path, folder.name, folder.url, "[[seeds.folders]] path"))
+        return list(found.values())
 
 
 class FeedConfig(_Section):
@@ -248,6 +294,8 @@ class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
     trusted_proxies: Networks = Field(default_factory=list, description="proxies whose X-Forwarded-For is believed")
+    health_max_pass_age: int = Field(default=60, ge=0, description="minutes; 0: the last pass's age is not judged")
+    metrics: bool = True
 
 
 class SubscribeConfig(_Section):
@@ -257,6 +305,7 @@ class SubscribeConfig(_Section):
 
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(_Section):
@@ -413,6 +462,9 @@ def _key_name(loc: list[str]) -> str:
     if loc[0] == "feeds" and len(loc) > 1 and loc[1].isdigit():
         rest = ".".join(loc[2:])
         return f"[[feeds]] #{int(loc[1]) + 1} {rest}".rstrip()
+    if loc[:2] == ["seeds", "folders"] and len(loc) > 2 and loc[2].isdigit():
+        rest = ".".join(loc[3:])
+        return f"[[seeds.folders]] #{int(loc[2]) + 1} {rest}".rstrip()
     if len(loc) == 1:
         return f"[{loc[0]}]" if loc[0] in _SECTIONS else loc[0]
     return f"[{loc[0]}] {'.'.join(loc[1:])}"
@@ -448,6 +500,8 @@ def _line_of(text: str, loc: list[str]) -> int | None:
     key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
     current, occurrence = "", -1
     wanted = int(loc[1]) if section == "feeds" and len(loc) > 2 and loc[1].isdigit() else 0
+    if loc[:2] == ["seeds", "folders"] and len(loc) > 3 and loc[2].isdigit():
+        section, wanted = "seeds.folders", int(loc[2])
     for i, line in enumerate(lines):
         m = header.match(line)
         if m:
@@ -472,7 +526,12 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
     return settings.model_copy(
         update={
             "storage": settings.storage.model_copy(update={"url": url}),
-            "seeds": settings.seeds.model_copy(update={"dirs": [absolute(d) for d in settings.seeds.dirs]}),
+            "seeds": settings.seeds.model_copy(
+                update={
+                    "dirs": [absolute(d) for d in settings.seeds.dirs],
+                    "folders": [f.model_copy(update={"path": absolute(f.path)}) for f in settings.seeds.folders],
+                }
+            ),
             "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
             "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
             "inbound": settings.inbound.model_copy(update={"maildir": absolute(settings.inbound.maildir)}),

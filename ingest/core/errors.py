@@ -7,7 +7,8 @@
      ├── StoreError                 the database cannot be used (CLI exit 2)
      │    ├── SchemaTooNewError     the database was written by a newer version of this code
      │    ├── StoreBusyError        another process held the write lock past [storage] busy_timeout: nothing written
-     │    └── StoreFullError        the disk (or the database server's) is full: the transaction was rolled back
+     │    ├── StoreFullError        the disk (or the database server's) is full: the transaction was rolled back
+     │    └── StoreUnreachableError the database server cannot be reached (down, refused): nothing written
      ├── OutputError                a folder we write cannot be written (read-only, full): the files there stay as
      │                              they were (CLI exit 2)
      ├── TransportError             the mail server cannot be reached or refuses us: the run stops, nothing is lost
@@ -59,6 +60,10 @@ class StoreBusyError(StoreError):
 
 class StoreFullError(StoreError):
     """The disk holding the database is full; the transaction was rolled back, nothing stored before is lost."""
+
+
+class StoreUnreachableError(StoreError):
+    """The database server could not be connected to; nothing was read or written."""
 
 
 class OutputError(NewsletterError):

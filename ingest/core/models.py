@@ -4,7 +4,7 @@ database row never leaves the module that received it: it becomes one of these f
 - in-stage: :class:`ParsedItem`, :class:`ParsedPage` (what a parser saw);
 - what the store holds, as read back: :class:`Source`, :class:`Sighting`, :class:`Story`, and its answers
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
-  :class:`StorySource`, :class:`Byline`);
+  :class:`StorySource`, :class:`Byline`, and :class:`ReaderSource`, a source as readers count them);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
   :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the
   subscribe form's :class:`RequestCounts`.
@@ -89,6 +89,7 @@ class Source:
     last_modified: str | None = None
     created_at: datetime | None = None
     failing_since: datetime | None = None  # the first failure of the current streak; None after a success
+    site_url: str | None = None  # the site readers may visit: a feed's own link, a seed folder's configured url
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,7 @@ class Story:
     sources: tuple[str, ...] = field(default=())
     hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
     hidden_reason: str | None = None  # the operator's note, for operators only
+    title_derived: bool = False  # the title was made from its first sentence: no source gave it a headline
 
     @property
     def is_recap(self) -> bool:
@@ -163,6 +165,7 @@ class FeedState:
     url: str | None = None  # a permanently redirected feed's new URL
     success: bool = False  # the server answered with a usable feed (200 or 304)
     title: str | None = None  # the feed's own title, used when the source has no name
+    site_url: str | None = None  # the feed's own link (its site), http(s) only; None: keep the one stored
     failing_since: datetime | None = None  # when the failure streak began (None: the feed is not failing)
 
 
@@ -210,13 +213,26 @@ class StoryVersion:
 class StorySource:
     """One appearance of a story as its page shows it: where it was seen and what that source called it."""
 
-    source: str  # the source's name; else a feed's URL; else a seed page's file name (never a path on the server)
+    source: str  # the source as readers know it (ingest.core.sources.source_name); never a path on the server
     kind: SourceKind
     title: str
     link: str | None
     published: datetime | None
     first_seen: datetime
     author: str | None
+    site_url: str | None = None  # the source's site (Source.site_url)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSource:
+    """A source as a reader counts them: one name (every page of a seed folder, every copy a feed sent, are one),
+    its site's address, and what it brought of one story."""
+
+    name: str
+    url: str | None  # the site's address, http(s) only; never a path on the server
+    link: str | None  # that source's own link to the story, http(s) only
+    first_seen: datetime
+    author: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,11 +394,15 @@ class Origin:
     """One sighting of a candidate story, as the digest's selection needs it."""
 
     source_kind: SourceKind
-    source_name: str  # the source's name; else a feed's URL; else a seed page's file name
+    source_name: str  # the source as readers know it (ingest.core.sources.source_name)
     source_tags: tuple[str, ...]
     published: datetime | None
     first_seen: datetime
     source_first_seen: datetime  # the first sighting of its source: when that source was first read
+    source_url: str | None = None  # the source's site (Source.site_url)
+    link: str | None = None  # the sighting's link as a story shows it (tracking parameters dropped)
+    title: str = ""
+    title_derived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,3 +425,4 @@ class SourceReport:
     error: str | None = None
     warning: str | None = None
     skipped: bool = False  # not read at all (a symbolic link in a seed folder): only the warning says why
+    fetch_seconds: float | None = None  # a feed's fetch, from the start of its request to the end of its body

@@ -49,17 +49,26 @@ class StoreBase:
                     conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
                     conn.commit()
 
+    def ping(self) -> None:
+        """One round trip to the database; :class:`StoreError` when it cannot be reached (for the health check)."""
+        with self.engine.connect() as conn:  # a failure to connect arrives as StoreUnreachableError (engine)
+            conn.execute(select(1)).scalar_one()
+
     def meta_value(self, name: str) -> str | None:
-        """The value kept in the meta table under ``name`` (e.g. how far an IMAP mailbox was read), or None."""
         with self.engine.connect() as conn:
             found = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == name)).scalar()
-            return None if found is None else str(found)
+        return None if found is None else str(found)
 
-    def set_meta_value(self, name: str, value: str) -> None:
+    def set_meta(self, name: str, value: str) -> None:
+        """Keep ``value`` under ``name`` in the meta table (replacing what was there)."""
         table = schema.meta
         with self.engine.begin() as conn:
             if not conn.execute(table.update().where(table.c.key == name).values(value=value)).rowcount:
-                conn.execute(table.insert().values(key=name, value=value))
+                try:
+                    with conn.begin_nested():
+                        conn.execute(table.insert().values(key=name, value=value))
+                except IntegrityError:  # another process inserted it a moment ago: ours is the newer value
+                    conn.execute(table.update().where(table.c.key == name).values(value=value))
 
     def stored_secret(self, name: str, make: Callable[[], str]) -> tuple[str, bool]:
         """The value kept in the meta table under ``name``, created with ``make()`` on first use: (value, created).

@@ -322,13 +322,14 @@ class DeliveriesMixin(StoreBase):
             query = _delivery_query().where(_del.c.digest_id == digest_id).order_by(_del.c.id)
             return [record(Delivery, row) for row in conn.execute(query)]
 
-    def delivery_counts(self, digest_id: int) -> dict[str, int]:
-        """A digest's deliveries by status (read only; :func:`settle` also cancels and completes)."""
+    def delivery_counts(self, digest_id: int | None = None) -> dict[str, int]:
+        """A digest's deliveries by status (every digest's without ``digest_id``). Read only: :meth:`settle` also
+        cancels and completes."""
+        query = select(_del.c.status, func.count()).group_by(_del.c.status)
+        if digest_id is not None:
+            query = query.where(_del.c.digest_id == digest_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(_del.c.status, func.count()).where(_del.c.digest_id == digest_id).group_by(_del.c.status)
-            )
-            return {str(status): int(n) for status, n in rows}
+            return {str(status): int(n) for status, n in conn.execute(query)}
 
 
 def _claim(

@@ -12,10 +12,11 @@ from sqlalchemy import Connection, Integer, func, literal, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.models import Candidate, Digest, DigestStatus, NewDigest, Origin, Story
+from ingest.core.sources import source_name
+from ingest.dedupe.normalize import drop_tracking
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import aware, chunks, record
-from ingest.store.site import source_name
 from ingest.store.stories import visible, visible_stories
 
 __all__ = ["CARRYING", "DigestsMixin"]
@@ -177,10 +178,15 @@ def _with_origins(conn: Connection, stories: list[Story]) -> list[Candidate]:
                 _si.c.story_id,
                 _si.c.published,
                 _si.c.first_seen,
+                _si.c.link,
+                _si.c.title,
+                _si.c.title_derived,
                 _src.c.kind,
                 _src.c.name,
                 _src.c.location,
                 _src.c.url,
+                _src.c.folder,
+                _src.c.site_url,
                 _src.c.tags,
                 first_read.c.at,
             )
@@ -193,11 +199,15 @@ def _with_origins(conn: Connection, stories: list[Story]) -> list[Candidate]:
             origins.setdefault(row.story_id, []).append(
                 Origin(
                     source_kind=row.kind,
-                    source_name=source_name(row.kind, row.name, row.location, row.url),
+                    source_name=source_name(row.kind, row.name, row.location, row.url, row.folder),
                     source_tags=row.tags,
                     published=row.published,
                     first_seen=row.first_seen,
                     source_first_seen=_required(aware(row.at)),
+                    source_url=row.site_url,
+                    link=drop_tracking(row.link.strip()) if row.link and row.link.strip() else None,
+                    title=row.title,
+                    title_derived=bool(row.title_derived),
                 )
             )
     return [Candidate(story=s, origins=tuple(origins.get(s.id, ()))) for s in stories]

@@ -22,7 +22,7 @@ from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, s
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError
+from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
 from ingest.store import schema
 
@@ -118,6 +118,12 @@ def _v10(conn: Connection) -> None:
 
 
 def _v11(conn: Connection) -> None:
+    """source.site_url: the site readers may visit (a feed's own link, a seed folder's url), linked on story pages."""
+    if "site_url" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        conn.execute(text("ALTER TABLE source ADD COLUMN site_url TEXT"))
+
+
+def _v12(conn: Connection) -> None:
     """send_slot: the sending rate as one budget for every process sharing the database; delivery.bounce: which
     failed deliveries counted as bounces (none before: a report coming later counts from here on)."""
     schema.metadata.create_all(conn, tables=[schema.send_slot])  # checkfirst: an existing table is kept
@@ -126,7 +132,7 @@ def _v11(conn: Connection) -> None:
 
 
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
 
 HEAD = len(MIGRATIONS)
 
@@ -195,9 +201,13 @@ def _translate(url: URL, busy_timeout: float, context: ExceptionContext) -> None
     orig = context.original_exception
     sqlite_name = str(getattr(orig, "sqlite_errorname", ""))
     sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    unconnected = context.connection is None and url.get_backend_name() != "sqlite"  # SQLite's are about its files
+    if unconnected and isinstance(context.sqlalchemy_exception, OperationalError):
+        # Could not even connect (a server down, refused, unreachable): not a bug, a state of the service.
+        raise StoreUnreachableError(f"{where}: the database cannot be reached ({type(orig).__name__})") from None
     if not (sqlite_name or sqlstate):
         return
-    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
     detail = str(orig).strip()
     if sqlstate == "55P03":
         raise StoreBusyError(

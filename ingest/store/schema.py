@@ -127,6 +127,7 @@ source = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    Column("site_url", CleanText),  # the site readers may visit: a feed's own link, a seed folder's configured url
 )
 
 story = Table(

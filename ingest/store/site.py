@@ -9,27 +9,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import Select, Text, cast, func, or_, select
 
-from ingest.core.models import Byline, SourceKind, StoreState, Story, StorySource, StoryVersion
+from ingest.core.models import Byline, StoreState, Story, StorySource, StoryVersion
+from ingest.core.sources import source_name
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import chunks, one_of, record
 from ingest.store.stories import newest_first, visible, visible_stories
 
-__all__ = ["SiteMixin", "source_name"]
+__all__ = ["SiteMixin"]
 
 _st = schema.story
 _LIKE_ESCAPE = "\\"
-
-
-def source_name(kind: SourceKind, name: str | None, location: str, url: str | None) -> str:
-    """How a source is named to readers: its name; else a feed's URL; else a seed page's file name (never a path
-    on the server)."""
-    return name or (url or location if kind == "feed" else PurePath(location).name)
 
 
 def _like_escape(text: str) -> str:
@@ -144,6 +138,8 @@ class SiteMixin(StoreBase):
                 src.c.name,
                 src.c.location,
                 src.c.url,
+                src.c.folder,
+                src.c.site_url,
             )
             .join(src, src.c.id == s.c.source_id)
             .where(s.c.story_id == story_id)
@@ -152,13 +148,14 @@ class SiteMixin(StoreBase):
         with self.engine.connect() as conn:
             return [
                 StorySource(
-                    source=source_name(row.kind, row.name, row.location, row.url),
+                    source=source_name(row.kind, row.name, row.location, row.url, row.folder),
                     kind=row.kind,
                     title=row.title,
                     link=row.link,
                     published=row.published,
                     first_seen=row.first_seen,
                     author=row.author,
+                    site_url=row.site_url,
                 )
                 for row in conn.execute(query)
             ]
@@ -173,14 +170,14 @@ class SiteMixin(StoreBase):
         with self.engine.connect() as conn:
             for part in chunks(ids):
                 query = (
-                    select(s.c.story_id, s.c.author, src.c.kind, src.c.name, src.c.location, src.c.url)
+                    select(s.c.story_id, s.c.author, src.c.kind, src.c.name, src.c.location, src.c.url, src.c.folder)
                     .join(src, src.c.id == s.c.source_id)
                     .where(one_of(conn.dialect.name, s.c.story_id, part))
                     .order_by(s.c.story_id, s.c.first_seen, s.c.id)
                 )
                 for row in conn.execute(query):
                     story_id, author = int(row.story_id), (row.author or "").strip()
-                    byline = Byline(source_name(row.kind, row.name, row.location, row.url), author or None)
+                    byline = Byline(source_name(row.kind, row.name, row.location, row.url, row.folder), author or None)
                     first.setdefault(story_id, byline)
                     if author:
                         credited.setdefault(story_id, byline)

@@ -22,16 +22,30 @@ __all__ = ["SourcesMixin"]
 
 
 class SourcesMixin(StoreBase):
-    def page_source(self, location: str, folder: str, now: datetime) -> Source:
-        """The source of one seed page, created on first sight."""
+    def page_source(
+        self, location: str, folder: str, now: datetime, *, name: str | None = None, site_url: str | None = None
+    ) -> Source:
+        """The source of one seed page, created on first sight, with its folder's site name and address as the
+        config says now (a folder renamed in the config is renamed on its pages at the next ingest)."""
+        src = schema.source
         with self.engine.begin() as conn:
             row = _source_row(conn, location)
             if row is None:
                 conn.execute(
-                    schema.source.insert().values(
-                        kind="page", location=location, folder=folder, origin="seed", created_at=now, tags=[]
+                    src.insert().values(
+                        kind="page",
+                        location=location,
+                        folder=folder,
+                        name=name,
+                        site_url=site_url,
+                        origin="seed",
+                        created_at=now,
+                        tags=[],
                     )
                 )
+                row = _source_row(conn, location)
+            elif (row.folder, row.name, row.site_url) != (folder, name, site_url):
+                conn.execute(src.update().where(src.c.id == row.id).values(folder=folder, name=name, site_url=site_url))
                 row = _source_row(conn, location)
             assert row is not None
             return record(Source, row)
@@ -47,6 +61,13 @@ class SourcesMixin(StoreBase):
             query = query.where(schema.source.c.kind == kind)
         with self.engine.connect() as conn:
             return [record(Source, row) for row in conn.execute(query)]
+
+    def source_counts(self, kind: SourceKind = "feed") -> dict[str, int]:
+        """Sources of a kind by status."""
+        src = schema.source
+        query = select(src.c.status, func.count()).where(src.c.kind == kind).group_by(src.c.status)
+        with self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query)}
 
     def upsert_feed(
         self,
@@ -284,6 +305,8 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
         values["url"] = state.url
     if state.title:
         values["name"] = func.coalesce(src.c.name, state.title)
+    if state.site_url:
+        values["site_url"] = state.site_url
     conn.execute(src.update().where(src.c.id == source_id).values(**values))
 
 

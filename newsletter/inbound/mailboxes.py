@@ -128,7 +128,7 @@ class ImapBox:
                 if status == "OK" and body is not None:
                     yield Incoming(str(uid), body)
                 else:  # gone meanwhile (expunged by a person): nothing to read
-                    self.store.set_meta_value(self._progress_key, f"{self.validity}:{uid}")
+                    self.store.set_meta(self._progress_key, f"{self.validity}:{uid}")
         except (imaplib.IMAP4.error, OSError) as exc:
             raise MailboxError(f"{self.name}: {_reason(exc)}") from None
 
@@ -138,7 +138,7 @@ class ImapBox:
                 self.conn.uid("STORE", message.key, "+FLAGS", "(\\Seen)")
         except (imaplib.IMAP4.error, OSError) as exc:
             raise MailboxError(f"{self.name}: {_reason(exc)}") from None
-        self.store.set_meta_value(self._progress_key, f"{self.validity}:{message.key}")
+        self.store.set_meta(self._progress_key, f"{self.validity}:{message.key}")
 
     def close(self) -> None:
         _shut(self.conn)

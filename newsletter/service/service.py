@@ -9,13 +9,14 @@ SIGINT. The clock is read only by the scheduler and the CLI. When the steps run 
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -27,7 +28,9 @@ from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.inbound.apply import InboundReport, read_inbound
+from newsletter.metrics import Metrics
 from newsletter.publish import PublishReport, publish
+from newsletter.web.ops import LAST_PASS
 
 if TYPE_CHECKING:
     from newsletter.web.app import QuietServer
@@ -71,6 +74,7 @@ class Service:
         self._ingest_lock = threading.Lock()
         self._digest_lock = threading.Lock()
         self._inbound_lock = threading.Lock()
+        self.metrics = Metrics(store)  # this process's timings; /metrics serves them with the store's counts
 
     def warn_about_setup(self) -> None:
         """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
@@ -81,7 +85,9 @@ class Service:
 
     def ingest(self, now: datetime) -> tuple[SourceReport, ...]:
         with self._ingest_lock:
-            return tuple(ingest_pass(self.store, self.settings, now, stop=self.stopping.is_set))
+            reports = tuple(ingest_pass(self.store, self.settings, now, stop=self.stopping.is_set))
+        self.metrics.observe_fetches(reports)
+        return reports
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:
@@ -89,7 +95,10 @@ class Service:
 
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
-            return send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
+            started = time.monotonic()
+            report = send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
+            self.metrics.observe_digest(time.monotonic() - started)
+            return report
 
     def read_inbound(self, now: datetime) -> InboundReport | None:
         """Mail that came back (``[inbound]``), when a source is configured."""
@@ -139,7 +148,16 @@ class Service:
             log.error("%s", error)
         outcome = "failed" if errors else "ok"
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
+        self._record_pass(now + timedelta(seconds=time.monotonic() - started), ok=not errors)
         return PassReport(sources=sources, published=published, digest=digest, inbound=inbound, errors=tuple(errors))
+
+    def _record_pass(self, ended: datetime, *, ok: bool) -> None:
+        """Keep when the last pass ended, for /healthz on every replica; a database that fails here was already
+        reported by the pass."""
+        try:
+            self.store.set_meta(LAST_PASS, json.dumps({"at": ended.isoformat(), "ok": ok}))
+        except NewsletterError as exc:
+            log.debug("last pass not recorded: %s", exc)
 
     def weekly_digest(self, now: datetime) -> DigestReport:
         """The weekly digest job: :meth:`send_digest`, logged as one line with its outcome and duration."""
@@ -170,7 +188,7 @@ class Service:
         web = "web" in self.roles
         if self.store.dialect == "sqlite" and "sender" in self.roles:
             self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now
-        server = _web_server(self.settings, self.store) if web else None
+        server = _web_server(self.settings, self.store, self.metrics) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = Scheduler(self, tick_seconds=tick_seconds) if self.roles - {"web"} else None
@@ -201,10 +219,10 @@ class Service:
         self.stopping.set()
 
 
-def _web_server(settings: Settings, store: Store) -> QuietServer:
+def _web_server(settings: Settings, store: Store, metrics: Metrics) -> QuietServer:
     from newsletter.web.app import QuietServer, server_config  # the service owns SIGTERM and SIGINT
 
-    return QuietServer(server_config(settings, store))
+    return QuietServer(server_config(settings, store, metrics))
 
 
 def describe_ingest(reports: tuple[SourceReport, ...]) -> str:

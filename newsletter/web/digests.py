@@ -51,7 +51,7 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
         if found is None or found.status not in CARRYING:
             return not_found_page(request)
         period = period_for(found.period, settings.digest)
-        shown = sections(store.digest_stories(found.id), settings)  # less any story hidden since it was sent
+        shown = sections(store.digest_stories(found.id), settings, period)  # less any story hidden since it was sent
         return page(
             request,
             "web/digest.html",
@@ -88,7 +88,9 @@ def _as_entry(d: Digest, carried: Sequence[Candidate], settings: Settings) -> St
     """A digest as an entry of the digests' feed: its subject, a link to its archive page, its period as id, and as
     content the digest as its web page shows it (never the stored email, whose copies are each a subscriber's)."""
     link = links.digest_url(settings.publish, d.period)
-    content = render("web/digest_sections.html", sections=sections(carried, settings))
+    content = render(
+        "web/digest_sections.html", sections=sections(carried, settings, period_for(d.period, settings.digest))
+    )
     return Story(
         id=d.id,
         uid=f"{settings.publish.id}:digest:{d.period}",

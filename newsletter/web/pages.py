@@ -8,6 +8,8 @@ one way to answer with a page, so other routes (the subscribe pages) get the sam
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +24,8 @@ from starlette.routing import Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.models import Story
-from ingest.core.text import truncate_words
+from ingest.core.sources import reader_sources
+from ingest.core.text import after_headline, collapse, truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
 from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name
@@ -42,6 +45,7 @@ __all__ = [
 
 #: Stories a page of the home page (or of search results) lists; ``?page=N`` goes further back.
 PAGE_SIZE = 50
+_FIRST_PARAGRAPH = re.compile(r"\s*<p>([^<]*)</p>")  # a plain first paragraph, as a seed page's article has
 MAX_QUERY = 200
 SUMMARY_CHARS = 320
 #: Pages load nothing but their inline stylesheet and pictures in story bodies; forms post back to us.
@@ -68,7 +72,8 @@ class StoryItem:
     @classmethod
     def of(cls, story: Story, settings: Settings, summary_chars: int | None = SUMMARY_CHARS) -> StoryItem:
         link = story.link if story.link and story.link.lower().startswith(("http://", "https://")) else None
-        summary = story.summary if summary_chars is None else truncate_words(story.summary, summary_chars)
+        summary = after_headline(story.title, story.summary, derived=story.title_derived)
+        summary = summary if summary_chars is None else truncate_words(summary, summary_chars)
         return cls(
             id=story.id,
             title=story.title.strip() or UNTITLED,
@@ -99,6 +104,19 @@ def site_path(settings: Settings, url: str) -> str:
     base = links.base_url(settings.publish)
     assert url.startswith(base), url
     return site_root(settings) + url.removeprefix(base)
+
+
+def _after_headline_html(story: Story, body: str) -> str:
+    """A story's body without the headline its first paragraph begins with (a headline derived from that paragraph,
+    or a whole sentence of it), so that no sentence shows twice on the page."""
+    first = _FIRST_PARAGRAPH.match(body)
+    if first is None:
+        return body
+    text = html.unescape(first.group(1))
+    rest = after_headline(story.title, text, derived=story.title_derived)
+    if rest == collapse(text):
+        return body
+    return (f"<p>{html.escape(rest, quote=False)}</p>" if rest else "") + body[first.end() :]
 
 
 def _settings(request: Request) -> Settings:
@@ -202,16 +220,14 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
         if story.hidden_at is not None:  # the operator withdrew it: gone for good, as far as readers know
             return page(request, "web/gone.html", status_code=410)
         body = sanitize_html(story.content, base_url=story.link) if story.content.strip() else ""
-        sources = [
-            (s, s.link if s.link and s.link.lower().startswith(("http://", "https://")) else None)
-            for s in store.story_sources(live)
-        ]
+        sightings = store.story_sources(live)
+        sources = reader_sources((s.source, s.site_url, s.link, s.first_seen, s.author) for s in sightings)
         feeds, _ = _feeds(settings, ())
         return page(
             request,
             "web/story.html",
             story=StoryItem.of(story, settings, summary_chars=None),
-            body_html=body,
+            body_html=_after_headline_html(story, body),
             sources=sources,
             feeds=feeds,
             first_seen=story.first_seen,
