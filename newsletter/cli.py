@@ -5,6 +5,7 @@ A user mistake (bad config, bad argument, unusable database) prints one clear me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ingest.core.config import Settings, default_config_path, load_settings
-from ingest.core.errors import AddressError, NewsletterError, UsageError
+from ingest.core.errors import AddressError, MailboxError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
-from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
+from ingest.core.models import ROLES, Role, Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
@@ -290,7 +291,14 @@ def _stories_table(items: Sequence[Story]) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="One pass of everything due, then exit (for cron).")
-@click.option("--no-web", is_flag=True, help="Do not serve the web app (a worker).")
+@click.option("--no-web", is_flag=True, help="Do not serve the web app (a worker): every role but web.")
+@click.option(
+    "--role",
+    "roles",
+    type=click.Choice(ROLES),
+    multiple=True,
+    help="Run only this part (repeatable): ingest (sources, publish), sender (inbound, digest), web. Default: all.",
+)
 @click.option(
     "--tick",
     type=click.FloatRange(min=0.2),
@@ -299,16 +307,24 @@ def _stories_table(items: Sequence[Story]) -> None:
     help="Seconds between checks of what is due.",
 )
 @click.pass_obj
-def run(app: App, once: bool, no_web: bool, tick: float) -> None:
+def run(app: App, once: bool, no_web: bool, tick: float, roles: tuple[Role, ...]) -> None:
     """Run the service: web app, ingest, publish and digest on schedule."""
     from newsletter.service.lock import instance_lock
     from newsletter.service.service import Service
 
+    chosen = frozenset(roles or ROLES) - ({"web"} if no_web else set())
+    if not chosen:
+        raise UsageError("--no-web with --role web leaves nothing to run")
+    if once and not chosen - {"web"}:
+        raise UsageError("--once runs the ingest and sender steps once; --role web alone has none (use `serve`)")
     settings = app.settings
     _setup_logging(settings.log.level, settings.log.format)
-    with instance_lock(settings):
-        service = Service(settings, app.store)
-        service.warn_about_setup()
+    # The web alone writes only what its pages do (subscribe, unsubscribe): it runs beside a service on SQLite too.
+    lock = instance_lock(settings) if chosen - {"web"} else contextlib.nullcontext()
+    with lock:
+        service = Service(settings, app.store, roles=chosen)
+        if "sender" in chosen:
+            service.warn_about_setup()
         if once:
             report = service.run_pass(now(), force_publish=True)
             _print_reports(report.sources)  # the pass's errors are in the log (stderr)
@@ -316,12 +332,14 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
                 sys.exit(1)
             return
         base = f"http://{settings.web.host}:{settings.web.port}"
-        lines = [f"feed      {base}/feed.atom", f"home page {base}/"] if not no_web else []
-        lines.append(f"files     {settings.publish.dir}")
-        if settings.mail.transport == "outbox":
+        lines = [f"feed      {base}/feed.atom", f"home page {base}/"] if "web" in chosen else []
+        if "ingest" in chosen:
+            lines.append(f"files     {settings.publish.dir}")
+        if "sender" in chosen and settings.mail.transport == "outbox":
             lines.append(f"outbox    {settings.mail.outbox_dir}")
+        lines.append(f"roles     {', '.join(r for r in ROLES if r in chosen)}")
         click.echo("feed-newsletter is running; stop it with Ctrl-C (or SIGTERM)\n  " + "\n  ".join(lines))
-        if not service.serve_forever(web=not no_web, tick_seconds=tick):
+        if not service.serve_forever(tick_seconds=tick):
             sys.exit(1)
 
 
@@ -724,6 +742,26 @@ def _digest_line(r: DigestReport) -> str:
     if r.note:
         line += f" ({r.note})"
     return line
+
+
+@cli.command()
+@click.pass_obj
+def inbound(app: App) -> None:
+    """Read mail that came back ([inbound]): bounces, complaints, unsubscribes."""
+    from newsletter.inbound.apply import read_inbound
+
+    if app.settings.inbound.source == "none":
+        raise UsageError("[inbound] source is 'none': set it to 'maildir' or 'imap' to read mail that comes back")
+    try:
+        report = read_inbound(app.store, app.settings, now())
+    except MailboxError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for applied in report.applied:
+        click.echo(applied.line)
+    counts = report.counts()
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing new"
+    click.echo(f"inbound {report.mailbox}: {len(report.applied)} message(s): {summary}")
 
 
 @digest.command("test-send")

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.servers import hostile_server  # noqa: F401
+from tests.smtpd import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SEEDS = ROOT / "config" / "seeds"
@@ -86,6 +87,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server on 127.0.0.1 that keeps what it receives (tests/smtpd.py)."""
+    with SmtpSink() as sink:
+        yield sink
 
 
 @pytest.fixture

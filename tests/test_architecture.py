@@ -37,7 +37,10 @@ HOMES: dict[str, set[str]] = {
     "feedgen": {"newsletter/publish/documents.py"},
     "jinja2": {"newsletter/render.py"},
     "css_inline": {"newsletter/digest/compose.py"},
+    "dkim": {"newsletter/digest/dkim.py"},
+    "cryptography": {"newsletter/inbound/signatures.py"},
     "smtplib": {"newsletter/digest/transports.py"},
+    "imaplib": {"newsletter/inbound/mailboxes.py"},
     "email_validator": {"newsletter/subscribers/addresses.py"},
     "itsdangerous": {"newsletter/subscribers/tokens.py"},
     "starlette": {"newsletter/web"},
@@ -64,8 +67,13 @@ PURE = (
     "newsletter/digest/select.py",
     "newsletter/digest/compose.py",
     "newsletter/render.py",
+    "newsletter/inbound/classify.py",
+    "newsletter/inbound/relays.py",
+    "newsletter/inbound/signatures.py",
 )
-IMPURE = {"sqlalchemy", "psycopg", "sqlite3", "httpx", "httpcore", "socket", "smtplib", "ssl", "urllib.request"}
+IMPURE = {
+    "sqlalchemy", "psycopg", "sqlite3", "httpx", "httpcore", "socket", "smtplib", "imaplib", "ssl", "urllib.request",
+}  # fmt: skip
 
 #: Project modules each layer may import (prefixes of dotted names).
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -83,8 +91,10 @@ ALLOWED: dict[str, tuple[str, ...]] = {
         "newsletter.subscribers",
     ),
     "newsletter/subscribers": ("ingest.core", "ingest.store", "newsletter.subscribers", "newsletter.digest"),
+    "newsletter/inbound": ("ingest.core", "ingest.store", "newsletter.inbound", "newsletter.subscribers",
+                           "newsletter.digest"),
     "newsletter/web": ("ingest", "newsletter.web", "newsletter.publish", "newsletter.digest", "newsletter.subscribers",
-                       "newsletter.render", "newsletter.metrics"),
+                       "newsletter.render", "newsletter.inbound", "newsletter.metrics"),
     "newsletter/render.py": ("ingest.core",),
     "newsletter/metrics.py": ("ingest.core", "ingest.store"),
     "newsletter/status.py": ("ingest", "newsletter.digest", "newsletter.status"),

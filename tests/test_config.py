@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.core.config import BUNDLED_CONFIG, Settings, load_settings
+from ingest.core.config import BUNDLED_CONFIG, SECRET_ENV, Settings, load_settings
 from ingest.core.errors import ConfigError
 from tests.conftest import write_config
 
@@ -24,7 +24,7 @@ def test_bundled_config_holds_every_key_at_its_default() -> None:
     assert loaded.publish.max_entries == defaults.publish.max_entries
     text = BUNDLED_CONFIG.read_text()
     for section, model in Settings.model_fields.items():
-        if section in ("smtp_password", "secret_key", "source_path"):
+        if section in (*SECRET_ENV, "source_path"):
             continue
         annotation = model.annotation
         assert f"[{section}]" in text or f"[[{section}]]" in text, section

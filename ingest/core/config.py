@@ -34,7 +34,13 @@ from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
 #: Environment variables that are secrets or options of the CLI, not keys of the file.
-SECRET_ENV = {"smtp_password": "NEWSLETTER_SMTP_PASSWORD", "secret_key": "NEWSLETTER_SECRET_KEY"}
+SECRET_ENV = {
+    "smtp_password": "NEWSLETTER_SMTP_PASSWORD",
+    "secret_key": "NEWSLETTER_SECRET_KEY",
+    "imap_password": "NEWSLETTER_IMAP_PASSWORD",
+    "dkim_key_file": "NEWSLETTER_DKIM_KEY_FILE",
+    "postmark_hook_password": "NEWSLETTER_POSTMARK_HOOK_PASSWORD",
+}
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
@@ -63,6 +69,22 @@ def _check_networks(value: list[str]) -> list[str]:
 
 #: IP networks or single addresses, as CIDRs.
 Networks = Annotated[list[str], AfterValidator(_check_networks)]
+
+
+def _check_domain_rates(value: dict[str, float]) -> dict[str, float]:
+    checked: dict[str, float] = {}
+    for domain, rate in value.items():
+        name = domain.strip().rstrip(".").lower()
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", name):
+            raise ValueError(f"a table of mail domains such as 'gmail.com', got {domain!r}")
+        if not rate > 0:
+            raise ValueError(f"a rate above 0 messages per second for {domain!r}, got {rate!r}")
+        checked[name] = float(rate)
+    return checked
+
+
+#: Recipient domain -> messages per second (``[mail] domain_rates``), domains lower case.
+DomainRates = Annotated[dict[str, float], AfterValidator(_check_domain_rates)]
 
 
 class _Section(BaseModel):
@@ -201,7 +223,13 @@ class MailConfig(_Section):
     port: int = Field(default=25, gt=0, lt=65536)
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
+    rate: float = Field(
+        default=0.0, ge=0, description="messages per second, shared by every sending process; 0 for no limit"
+    )
+    domain_rates: DomainRates = Field(
+        default_factory=dict, description="messages per second to one recipient domain, e.g. {'gmail.com': 20}"
+    )
+    connections: int = Field(default=4, gt=0, le=64, description="SMTP sessions per process, each reused")
     timeout: float = Field(default=30.0, gt=0)
     bounce_limit: int = Field(default=3, gt=0, description="hard bounces (5xx) before a subscriber is bounced")
     soft_bounce_limit: int = Field(
@@ -213,6 +241,53 @@ class MailConfig(_Section):
     lease_seconds: float = Field(
         default=0, ge=0, description="a claimed delivery's lease; 0: max(120, 4 * timeout + 30)"
     )
+    bounce_address: str = Field(
+        default="", description="envelope sender base: bounces come back to bounces+TOKEN@ (VERP); '' for From"
+    )
+    unsubscribe_address: str = Field(
+        default="", description="List-Unsubscribe mailto base: unsubscribe+TOKEN@; '' for From with a subject"
+    )
+
+    dkim_selector: str = Field(default="", description="DKIM: the selector of the public key in DNS; '' to not sign")
+    dkim_domain: str = Field(default="", description="DKIM: the signing domain (d=), usually From's domain")
+
+    @field_validator("bounce_address", "unsubscribe_address")
+    @classmethod
+    def _plain_address(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", value):
+            raise ValueError("a plain address without '+', such as 'bounces@news.example.org', or ''")
+        return value.lower()
+
+
+class InboundConfig(_Section):
+    source: Literal["none", "maildir", "imap"] = "none"
+    maildir: Path = Path("../var/inbound")
+    host: str = ""
+    port: int = Field(default=993, gt=0, lt=65536)
+    security: Literal["tls", "starttls"] = "tls"
+    username: str = ""
+    folder: str = "INBOX"
+    timeout: float = Field(default=30.0, gt=0)
+
+
+class HooksConfig(_Section):
+    ses: bool = False
+    ses_topics: list[str] = Field(default_factory=list, description="SNS topic ARNs accepted; [] for any")
+    sns_cert_url: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="where SNS signing certificates (and subscription confirmations) may be fetched from: a regex",
+    )
+    postmark_username: str = ""
+    sendgrid_public_key: str = ""
+
+    @field_validator("sns_cert_url")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a regular expression ({exc})") from None
+        return value
 
 
 class WebConfig(_Section):
@@ -243,12 +318,17 @@ class Settings(_Section):
     publish: PublishConfig = PublishConfig()
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
+    inbound: InboundConfig = InboundConfig()
+    hooks: HooksConfig = HooksConfig()
     web: WebConfig = WebConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    imap_password: SecretStr | None = None
+    dkim_key_file: Path | None = None  # the DKIM private key's file: named only in the environment
+    postmark_hook_password: SecretStr | None = None
     #: The file the settings came from (None when built from defaults in code).
     source_path: Path | None = None
 
@@ -298,11 +378,22 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     return _resolve_paths(settings, path.resolve())
 
 
+#: Where a secret would be written in the file by someone who did not know: (section, key).
+_SECRET_KEYS = {
+    "smtp_password": ("mail", "password"),
+    "imap_password": ("inbound", "password"),
+    "postmark_hook_password": ("hooks", "postmark_password"),
+}
+
+
 def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:
     if secret in data:
         return True
-    short = secret.removeprefix("smtp_")
-    return any(isinstance(v, Mapping) and short in v for v in data.values())
+    if secret in _SECRET_KEYS:
+        section, short = _SECRET_KEYS[secret]
+        table = data.get(section)
+        return isinstance(table, Mapping) and short in table
+    return any(isinstance(v, Mapping) and secret in v for v in data.values())
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[tuple[str, str], str]:
@@ -443,6 +534,7 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
             ),
             "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
             "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
+            "inbound": settings.inbound.model_copy(update={"maildir": absolute(settings.inbound.maildir)}),
             "source_path": config_path,
         }
     )

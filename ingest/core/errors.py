@@ -12,6 +12,7 @@
      ├── OutputError                a folder we write cannot be written (read-only, full): the files there stay as
      │                              they were (CLI exit 2)
      ├── TransportError             the mail server cannot be reached or refuses us: the run stops, nothing is lost
+     ├── MailboxError               the [inbound] mailbox cannot be read: nothing read from it is lost
      └── SourceError                one source failed; stored on the source, the others go on
           └── PageError             a seed page cannot be read (empty, binary, undecodable, too big)
 
@@ -39,6 +40,10 @@ class AddressError(UsageError):
 
 class TransportError(NewsletterError):
     """The mail server cannot be reached or refuses us (not one recipient): the run stops, nothing is lost."""
+
+
+class MailboxError(NewsletterError):
+    """The ``[inbound]`` mailbox (Maildir folder, IMAP server) cannot be read; what was read is kept."""
 
 
 class StoreError(NewsletterError):

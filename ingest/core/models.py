@@ -25,7 +25,9 @@ SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "erro
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced"]
+#: ``complained``: marked our mail as spam (a feedback report, a relay's complaint): never mailed again, not even a
+#: confirmation from the subscribe form; only the operator's ``subscribers add`` brings the address back.
+SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced", "complained"]
 #: A delivery that failed for good, counted against its subscriber: hard (5xx, or an address no message can go to) or
 #: soft (4xx until the retries ran out). Each kind has its own count and limit (decision 0015).
 BounceKind = Literal["hard", "soft"]
@@ -341,6 +343,32 @@ class Outcome:
     next_attempt_at: datetime | None = None
     bounce: BounceKind | None = None
     reset_bounces: bool = False
+
+
+#: What one ``newsletter run`` process does (``--role``): ``ingest`` reads the sources and publishes, ``sender`` reads
+#: mail that came back and sends the digest, ``web`` serves the site. One process does all three unless told.
+Role = Literal["ingest", "sender", "web"]
+ROLES: tuple[Role, ...] = ("ingest", "sender", "web")
+
+#: What a message that came back says (:class:`Feedback`): a delivery failed (``bounce``: hard or soft), a delivery is
+#: late but still tried (``delayed``: counts nothing), a reader complained, a reader asked to unsubscribe by mail, or
+#: something else (a reply, an auto-reply, a report naming none of our deliveries): left alone.
+FeedbackKind = Literal["bounce", "delayed", "complaint", "unsubscribe", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What one message that came back (a delivery report, a complaint, a mail to the unsubscribe address) or one
+    relay's event says, before it is matched to a delivery. Tags are as found, not yet checked."""
+
+    kind: FeedbackKind
+    detail: str  # for a person: the status and the server's words, or the subject of a message left alone
+    bounce: BounceKind | None = None
+    bounce_tags: tuple[str, ...] = ()  # TOKEN of bounces+TOKEN@ addresses (VERP): a delivery, signed
+    unsubscribe_tags: tuple[str, ...] = ()  # TOKEN of unsubscribe+TOKEN@ addresses: a subscriber, signed
+    unsubscribe_tokens: tuple[str, ...] = ()  # tokens of List-Unsubscribe https links found in a returned original
+    message_ids: tuple[str, ...] = ()  # our Message-IDs named (a relay's event)
+    recipients: tuple[str, ...] = ()  # the addresses the report names (a relay's event: whom it is about)
 
 
 @dataclass(frozen=True, slots=True)

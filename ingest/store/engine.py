@@ -123,8 +123,16 @@ def _v11(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE source ADD COLUMN site_url TEXT"))
 
 
+def _v12(conn: Connection) -> None:
+    """send_slot: the sending rate as one budget for every process sharing the database; delivery.bounce: which
+    failed deliveries counted as bounces (none before: a report coming later counts from here on)."""
+    schema.metadata.create_all(conn, tables=[schema.send_slot])  # checkfirst: an existing table is kept
+    if "bounce" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN bounce VARCHAR(8)"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
 
 HEAD = len(MIGRATIONS)
 

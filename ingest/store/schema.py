@@ -266,6 +266,9 @@ delivery = Table(
     Column("sent_at", UtcDateTime),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    # A failed delivery counted against its subscriber: hard | soft (models.BounceKind), at the answer or reported
+    # later (a delivery report, a relay's event); the streak of these is what a late report counts.
+    Column("bounce", String(8)),
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )
@@ -281,4 +284,13 @@ subscribe_request = Table(
     Column("mailed", Boolean, nullable=False, default=False),  # a confirmation mail went out for it
     Index(None, "client", "at"),
     Index(None, "at"),
+)
+
+# The sending rate shared by every process ([mail] rate, domain_rates): per budget ("*" for all mail, else a recipient
+# domain) the earliest time (seconds since the epoch) the next message may go. Each message reserves its slot.
+send_slot = Table(
+    "send_slot",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("next_at", Float, nullable=False),
 )

@@ -104,7 +104,8 @@ class SubscribersMixin(StoreBase):
     def request_subscription(self, email: str, now: datetime, not_before: datetime) -> Subscriber | None:
         """Someone asked to subscribe ``email``: make or reopen a pending subscription, at most once per interval.
 
-        Returns the subscriber when a confirmation should be mailed; None when the address is already confirmed, or
+        Returns the subscriber when a confirmation should be mailed; None when the address is already confirmed (or
+        complained: it is never mailed again), or
         when the previous request for it was made after ``not_before`` (the per-address rate limit). Checked and
         stamped in one statement, so two requests at once mail one confirmation.
         """
@@ -113,7 +114,8 @@ class SubscribersMixin(StoreBase):
         with self.engine.begin() as conn:
             changed = conn.execute(
                 _sub.update()
-                .where(_sub.c.email == email, _sub.c.status != "confirmed", fresh)
+                # A complaint suppresses the address: nobody may make us mail it again, not even a confirmation.
+                .where(_sub.c.email == email, _sub.c.status.notin_(["confirmed", "complained"]), fresh)
                 .values(status="pending", last_request_at=now)
             ).rowcount
             if not changed:

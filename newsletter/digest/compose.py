@@ -49,10 +49,12 @@ __all__ = [
     "inline_css",
     "list_address",
     "message_id",
+    "message_id_parts",
     "message_template",
     "postal_lines",
     "render_digest",
     "sender",
+    "tagged",
 ]
 
 SLOT = "\x1e{}\x1f"
@@ -62,6 +64,7 @@ BODY_SLOTS = ("address", "unsubscribe_url")
 _QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2045 lines stay within 76
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
 _SPACES = re.compile(r"\s+")
+_MESSAGE_ID = re.compile(r"<digest\.[0-9W-]{1,16}\.([1-9][0-9]{0,9})\.([1-9][0-9]{0,9})\.[0-9]{1,12}@[^<>@\s]+>")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False)
 #: The most the digest's HTML part may weigh as sent (quoted-printable), before the recipient's values go in (an
 #: address and a link: well under 1 KB). Gmail clips a message past about 102 KB and hides the rest behind a link:
@@ -127,6 +130,13 @@ def list_address(settings: Settings) -> str:
     return sender(settings)[1]
 
 
+def tagged(address: str, tag: str) -> str:
+    """``local+tag@domain`` for ``local@domain``: mail to it reaches ``local@domain`` (the ``+`` sub-address of Postfix,
+    Exim, Gmail, Fastmail and most others) and says ``tag`` back to us."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
+
+
 def archive_url(settings: Settings, period: str) -> str:
     return digest_url(settings.publish, period)
 
@@ -135,6 +145,12 @@ def message_id(digest: Digest, subscriber_id: int, domain: str) -> str:
     """The same for every try of one delivery: a copy sent twice after a crash is one message to most mail stores."""
     stamp = int(digest.created_at.timestamp())
     return f"<digest.{digest.period}.{digest.id}.{subscriber_id}.{stamp}@{domain}>"
+
+
+def message_id_parts(value: str) -> tuple[int, int] | None:
+    """(digest id, subscriber id) of a Message-ID :func:`message_id` made; None for any other."""
+    m = _MESSAGE_ID.fullmatch(value.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def inline_css(document: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html as html_lib
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -26,8 +26,8 @@ from ingest.core.models import Digest, NewDigest, Subscriber
 from ingest.store import CARRYING, Store
 from newsletter.digest import compose
 from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
-from newsletter.digest.send import Clock, DeliveryRun, deliver_digest, unsubscribe_links
-from newsletter.digest.transports import SendResult, Transport, TransportError, open_transport, send_one
+from newsletter.digest.send import Clock, DeliveryRun, Pacer, deliver_digest, unsubscribe_links
+from newsletter.digest.transports import SendResult, Transport, TransportError, open_transports, send_one
 from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens, signing_key
 
@@ -170,7 +170,7 @@ def send_due_digest(
     settings: Settings,
     now: datetime,
     *,
-    transport: Transport | None = None,
+    transports: Sequence[Transport] | None = None,
     clock: Clock | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> DigestReport:
@@ -182,17 +182,21 @@ def send_due_digest(
     open_ = store.open_digests()
     if open_:
         tokens = Tokens(signing_key(store, settings))
-        own = transport is None
-        active = transport or open_transport(settings)
+        own = transports is None
+        active = open_transports(settings) if transports is None else transports
+        pacer = Pacer(store, settings)
         try:
             for d in open_:
-                run = deliver_digest(store, settings, d, transport=active, tokens=tokens, clock=clock, stop=stop)
+                run = deliver_digest(
+                    store, settings, d, transports=active, tokens=tokens, clock=clock, stop=stop, pacer=pacer
+                )
                 runs.append(run)
                 if run.error or run.paused or (stop is not None and stop()):
                     break  # the same server would answer the next digest the same way
         finally:
             if own:
-                active.close()
+                for t in active:
+                    t.close()
     after = store.digest_by_period(period.key) or digest
     return DigestReport(
         period=period.key,

@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
-from ingest.core.models import SourceReport
+from ingest.core.models import ROLES, Role, SourceReport
 from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
+from newsletter.inbound.apply import InboundReport, read_inbound
 from newsletter.metrics import Metrics
 from newsletter.publish import PublishReport, publish
 from newsletter.web.ops import LAST_PASS
@@ -51,6 +52,7 @@ class PassReport:
     sources: tuple[SourceReport, ...] = ()
     published: PublishReport | None = None
     digest: DigestReport | None = None
+    inbound: InboundReport | None = None  # mail that came back, when [inbound] has a source
     errors: tuple[str, ...] = field(default=())  # a step that failed as a whole (the database, the mail server)
 
     @property
@@ -61,13 +63,17 @@ class PassReport:
 class Service:
     """The service's steps over one store. Thread-safe: steps that touch the same work never overlap."""
 
-    def __init__(self, settings: Settings, store: Store, *, clock: Clock = wall_clock) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, *, clock: Clock = wall_clock, roles: frozenset[Role] = frozenset(ROLES)
+    ) -> None:
         self.settings = settings
         self.store = store
         self.clock = clock
+        self.roles = roles  # which steps this process runs: a big install runs senders apart (``run --role``)
         self.stopping = threading.Event()
         self._ingest_lock = threading.Lock()
         self._digest_lock = threading.Lock()
+        self._inbound_lock = threading.Lock()
         self.metrics = Metrics(store)  # this process's timings; /metrics serves them with the store's counts
 
     def warn_about_setup(self) -> None:
@@ -94,28 +100,44 @@ class Service:
             self.metrics.observe_digest(time.monotonic() - started)
             return report
 
+    def read_inbound(self, now: datetime) -> InboundReport | None:
+        """Mail that came back (``[inbound]``), when a source is configured."""
+        if self.settings.inbound.source == "none":
+            return None
+        with self._inbound_lock:
+            return read_inbound(self.store, self.settings, now)
+
     def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
         """Everything that is due, once: ingest, publish when stories changed (by this ingest, or by the operator:
-        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), the digest when due.
+        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), mail that came back
+        (bounces first, so the digest skips who bounced), the digest when due.
 
         Logs one line for the pass: each step's outcome, and the duration (a failed step also logs its error)."""
         started = time.monotonic()
         errors: list[str] = []
         parts: list[str] = []
         sources: tuple[SourceReport, ...] = ()
-        published = digest = None
-        try:
-            sources = self.ingest(now)
-            parts.append("ingest " + describe_ingest(sources))
-        except NewsletterError as exc:
-            errors.append(f"ingest: {exc}")
-        try:
-            published = self.publish(now)
-            if force_publish or not published.up_to_date:
-                parts.append("publish " + describe_publish(published))
-        except NewsletterError as exc:
-            errors.append(f"publish: {exc}")
-        if not self.stopping.is_set():
+        published = digest = inbound = None
+        if "ingest" in self.roles:
+            try:
+                sources = self.ingest(now)
+                parts.append("ingest " + describe_ingest(sources))
+            except NewsletterError as exc:
+                errors.append(f"ingest: {exc}")
+            try:
+                published = self.publish(now)
+                if force_publish or not published.up_to_date:
+                    parts.append("publish " + describe_publish(published))
+            except NewsletterError as exc:
+                errors.append(f"publish: {exc}")
+        if "sender" in self.roles:
+            try:
+                inbound = self.read_inbound(now)
+                if inbound is not None and inbound.applied:
+                    parts.append(f"inbound {len(inbound.applied)} message(s)")
+            except NewsletterError as exc:
+                errors.append(f"inbound: {exc}")
+        if "sender" in self.roles and not self.stopping.is_set():
             try:
                 digest = self.send_digest(now)
                 if digest.created or digest.sent or digest.failed or digest.error or digest.paused:
@@ -127,7 +149,7 @@ class Service:
         outcome = "failed" if errors else "ok"
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
         self._record_pass(now + timedelta(seconds=time.monotonic() - started), ok=not errors)
-        return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
+        return PassReport(sources=sources, published=published, digest=digest, inbound=inbound, errors=tuple(errors))
 
     def _record_pass(self, ended: datetime, *, ok: bool) -> None:
         """Keep when the last pass ended, for /healthz on every replica; a database that fails here was already
@@ -154,24 +176,27 @@ class Service:
 
     # ---- the long-running form -------------------------------------------------------------------------------------
 
-    def serve_forever(self, *, web: bool = True, tick_seconds: float = 60.0) -> bool:
-        """Run until SIGTERM or SIGINT: the web app in a thread, the scheduler's jobs; then stop cleanly.
+    def serve_forever(self, *, tick_seconds: float = 60.0) -> bool:
+        """Run until SIGTERM or SIGINT: the web app in a thread (role ``web``), the scheduler's jobs (roles ``ingest``
+        and ``sender``); then stop cleanly.
 
         Returns False when the service stopped on its own because a part of it failed (the web server could not
         start, say): a supervisor should restart it, and the exit code says so."""
         healthy = True
         from newsletter.service.scheduler import Scheduler  # APScheduler's home
 
-        if self.store.dialect == "sqlite":
+        web = "web" in self.roles
+        if self.store.dialect == "sqlite" and "sender" in self.roles:
             self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now
         server = _web_server(self.settings, self.store, self.metrics) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        scheduler = Scheduler(self, tick_seconds=tick_seconds)
+        scheduler = Scheduler(self, tick_seconds=tick_seconds) if self.roles - {"web"} else None
         try:
             if web_thread is not None:
                 web_thread.start()
-            scheduler.start()
+            if scheduler is not None:
+                scheduler.start()
             while not self.stopping.wait(1.0):
                 if web_thread is not None and not web_thread.is_alive():
                     log.error("web: the web server stopped (see above); stopping the service")
@@ -179,7 +204,8 @@ class Service:
                     self.stopping.set()
         finally:
             log.info("stopping: no new work; finishing the step in flight")
-            scheduler.shutdown()
+            if scheduler is not None:
+                scheduler.shutdown()
             if server is not None and web_thread is not None:
                 server.should_exit = True
                 web_thread.join(timeout=30)

@@ -3,10 +3,11 @@
 Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
 
 Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
-for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
-subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; the link shows a
-button, and pressing it (a POST) confirms, so a mail scanner that follows every link confirms nobody. Removing
-unsubscribes: the row stays, so the address is not mailed again by a later import.
+for them) but never bring back someone who unsubscribed, bounced or complained unless told to. The web form makes a
+``pending`` subscriber (never for an address that complained) and mails a signed confirm link, at most once per
+:data:`REQUEST_INTERVAL` per address; the link shows a button, and pressing it (a POST) confirms, so a mail scanner
+that follows every link confirms nobody. Removing unsubscribes: the row stays, so the address is not mailed again by
+a later import.
 
 Against floods the form also has, counted in the database over :data:`REQUEST_WINDOW` (so every process and restart
 sees the same counts): a limit per client address (``[subscribe] per_client_per_hour``), a cap on confirmation mails
@@ -74,7 +75,8 @@ class AddResult:
 
 
 def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) -> AddResult:
-    """Subscribe ``email``, confirmed. Someone who unsubscribed or bounced comes back only with ``resubscribe``.
+    """Subscribe ``email``, confirmed. Someone who unsubscribed, bounced or complained comes back only with
+    ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
     created = store.insert_subscriber(address, "confirmed", now)
@@ -84,7 +86,7 @@ def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) ->
     assert found is not None
     if found.status == "confirmed":
         return AddResult(address, "exists", found, f"{address} is already subscribed")
-    if found.status in ("unsubscribed", "bounced") and not resubscribe:
+    if found.status in ("unsubscribed", "bounced", "complained") and not resubscribe:
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
     after = store.set_subscriber_status(found.id, "confirmed", now)
     outcome: AddOutcome = "confirmed" if found.status == "pending" else "resubscribed"
@@ -260,6 +262,6 @@ def unsubscribe(store: Store, settings: Settings, token: str, now: datetime) -> 
     found = unsubscribe_target(store, settings, token)
     if found is None:
         return None
-    if found.status == "unsubscribed":
+    if found.status in ("unsubscribed", "complained"):  # a complaint stays: it also stops confirmation mails
         return found
     return store.set_subscriber_status(found.id, "unsubscribed", now) or found

@@ -18,6 +18,7 @@ place for secrets in production.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -40,6 +41,9 @@ _MAX_LEN = 200
 _UNSUBSCRIBE = re.compile(r"([1-9][0-9]{0,9})\.([A-Za-z0-9_-]{20,100})")
 _CONFIRM = re.compile(r"([1-9][0-9]{0,9})\.([0-9a-z]{1,12})\.([A-Za-z0-9_-]{20,100})")
 _KEY_NAME = "signing_key"
+#: An address tag (the TOKEN of bounces+TOKEN@, unsubscribe+TOKEN@): an id and 80 bits of HMAC, lower case, because
+#: mail systems may change the case of an address's local part.
+_TAG = re.compile(r"([1-9][0-9]{0,9})-([0-9a-f]{20})")
 
 
 class Tokens:
@@ -48,6 +52,33 @@ class Tokens:
     def __init__(self, key: str | bytes) -> None:
         self._unsubscribe = Signer(key, salt="feed-newsletter unsubscribe", digest_method=hashlib.sha256)
         self._confirm = Signer(key, salt="feed-newsletter confirm", digest_method=hashlib.sha256)
+        self._tag_key = Signer(key, salt="feed-newsletter address tag", digest_method=hashlib.sha256).derive_key()
+
+    def _tag(self, ident: int, what: str) -> str:
+        return hmac.new(self._tag_key, f"{what}:{ident}".encode(), hashlib.sha256).hexdigest()[:20]
+
+    def _check_tag(self, tag: str, what: str) -> int | None:
+        m = _TAG.fullmatch(tag.lower()) if len(tag) <= _MAX_LEN else None
+        if m is None or not hmac.compare_digest(self._tag(int(m.group(1)), what), m.group(2)):
+            return None
+        return int(m.group(1))
+
+    def bounce_tag(self, delivery_id: int) -> str:
+        """The TOKEN of a delivery's envelope sender ``bounces+TOKEN@domain`` (VERP): a report of that message's
+        fate comes back to it, and names exactly one delivery."""
+        return f"{delivery_id}-{self._tag(delivery_id, 'bounce')}"
+
+    def check_bounce_tag(self, tag: str) -> int | None:
+        """The delivery id ``tag`` was made for; None for anything else."""
+        return self._check_tag(tag, "bounce")
+
+    def unsubscribe_tag(self, subscriber_id: int, email: str) -> str:
+        """The TOKEN of a subscriber's List-Unsubscribe mailto ``unsubscribe+TOKEN@domain``."""
+        return f"{subscriber_id}-{self._tag(subscriber_id, 'unsubscribe ' + email)}"
+
+    def check_unsubscribe_tag(self, tag: str, email: str) -> int | None:
+        """The subscriber id when ``tag`` is the unsubscribe tag of that id and ``email``."""
+        return self._check_tag(tag, "unsubscribe " + email)
 
     def unsubscribe(self, subscriber_id: int, email: str) -> str:
         signature = self._unsubscribe.get_signature(f"{subscriber_id}:{email}").decode("ascii")
@@ -85,8 +116,9 @@ class Tokens:
 
 
 def subscriber_id(token: str) -> int | None:
-    """The subscriber id a token claims (unchecked: look it up, then check the token against its address)."""
-    return parse_row_id(token.split(".", 1)[0]) if len(token) <= _MAX_LEN else None
+    """The subscriber id a token (or an address tag) claims (unchecked: look it up, then check the token against its
+    address)."""
+    return parse_row_id(re.split(r"[.-]", token, maxsplit=1)[0]) if len(token) <= _MAX_LEN else None
 
 
 def signing_key(store: Store, settings: Settings) -> str:

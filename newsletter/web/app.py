@@ -19,6 +19,7 @@ from ingest.store import Store
 from newsletter.metrics import Metrics
 from newsletter.web.digests import routes as digest_routes
 from newsletter.web.feeds import FeedFiles, feed_routes
+from newsletter.web.hooks import routes as hook_routes
 from newsletter.web.ops import routes as ops_routes
 from newsletter.web.pages import not_found_page, page_routes
 from newsletter.web.subscribe import routes as subscribe_routes
@@ -43,11 +44,13 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
 
 
 def site(settings: Settings, store: Store, metrics: Metrics | None = None) -> Starlette:
-    """The whole site: feeds, pages, the subscribe, confirm, unsubscribe and digest archive pages, and the operators'
-    /healthz and /metrics (``metrics``: the running service's, whose timings it shows; else a registry of its own)."""
+    """The whole site: feeds, pages, the subscribe, confirm, unsubscribe and digest archive pages, the relays'
+    webhooks (off until configured), and the operators' /healthz and /metrics (``metrics``: the running service's,
+    whose timings it shows; else a registry of its own)."""
     extra = [
         *subscribe_routes(settings, store),
         *digest_routes(settings, store),
+        *hook_routes(settings, store),
         *ops_routes(settings, store, metrics or Metrics(store)),
     ]
     return create_app(settings, store, extra_routes=extra)

@@ -102,7 +102,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         found = manage.unsubscribe_target(store, settings, token)
         if found is None:
             return invalid(request)
-        state = "done" if found.status == "unsubscribed" else "ask"
+        state = "done" if found.status in ("unsubscribed", "complained") else "ask"
         action = site_path(settings, links.unsubscribe_url(settings.publish, token))
         return private(page(request, "web/unsubscribe.html", state=state, action=action))
 

@@ -46,25 +46,34 @@ W48_START = datetime(2026, 11, 23, tzinfo=UTC)
 DUE = datetime(2026, 11, 30, 8, tzinfo=UTC)
 
 
-def sink_process(conn: Connection) -> None:
+def sink_process(conn: Connection, delay: float = 0.0) -> None:
     with SmtpSink(keep=False) as sink:
+        sink.delay = delay
         conn.send(sink.port)
-        while conn.recv() != "stop":
-            conn.send(sink.count)
+        while (asked := conn.recv()) != "stop":
+            conn.send(dict(sink.recipients) if asked == "recipients" else sink.count)
         conn.send(sink.count)
 
 
 class RemoteSink:
-    def __init__(self) -> None:
+    """The sink in a process of its own (``delay``: seconds before each DATA is answered, as a relay takes)."""
+
+    def __init__(self, delay: float = 0.0) -> None:
         ctx = multiprocessing.get_context("fork")
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=sink_process, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=sink_process, args=(child, delay), daemon=True)
         self.proc.start()
         self.port = int(self.conn.recv())
 
     def count(self) -> int:
         self.conn.send("count")
         return int(self.conn.recv())
+
+    def recipients(self) -> dict[str, int]:
+        """Messages received per recipient."""
+        self.conn.send("recipients")
+        got: dict[str, int] = self.conn.recv()
+        return got
 
     def stop(self) -> int:
         self.conn.send("stop")
