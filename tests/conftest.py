@@ -10,6 +10,7 @@ forgets a marker costs a second run, never a silent miss of PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -129,10 +130,16 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
 
     def run(*args: str) -> tuple[int, str, str]:
         code = 0
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
         try:
             main(list(args))
         except SystemExit as exc:
             code = int(exc.code or 0)
+        finally:
+            # A command that set up logging left a handler on this call's captured stderr, closed once the test
+            # ends: a later test's log line would go there ("--- Logging error ---").
+            root.handlers[:], root.level = handlers, level
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -70,7 +70,7 @@ send_empty = true
 transport = "smtp"
 host = "127.0.0.1"
 port = {sink.port}
-lease_seconds = 3
+lease_seconds = 10
 """
             + feeds
         )
@@ -192,8 +192,8 @@ def test_a_process_killed_while_sending_leaves_nothing_stuck(
     counts = sink.received_by()
     assert set(counts) == {f"reader{i:03d}@example.org" for i in range(READERS)}
     doubled = [address for address, n in counts.items() if n > 1]
-    # The message in flight in the killed process may come twice, if the killed one was the sender; never more.
-    assert len(doubled) <= 1
+    # The messages in flight in the killed process (one per [mail] connection at most) may come twice; never more.
+    assert len(doubled) <= settings.mail.connections
     assert all(n <= 2 for n in counts.values())
     _check_store(settings)
     assert sum(1 for p in procs if p.returncode == 0) >= 2, errors
