@@ -1,10 +1,11 @@
 """A real IMAP server on 127.0.0.1 for tests: Debian's Dovecot (``dovecot-imapd``), an instance of our own with its
 config, certificate, user and Maildir in a test's folder.
 
-``with Dovecot(folder) as imap:`` listens with TLS on ``imap.port`` (and plain IMAP with STARTTLS on
-``imap.starttls_port``) for one user, ``imap.username`` / ``imap.password``, whose INBOX is a Maildir in ``folder``.
-The certificate is self-signed for 127.0.0.1: ``imap.ca_file`` is what a client must trust. ``append`` puts a message
-in the INBOX as a mail server delivering there would; ``flags`` reads back what a client left on each message.
+``imap = Dovecot(folder).start()`` (``imap.stop()`` after) listens with TLS on ``imap.port`` (and plain IMAP with
+STARTTLS on ``imap.starttls_port``) for one user, ``imap.username`` / ``imap.password``, whose INBOX is a Maildir in
+``folder``. The certificate is self-signed for 127.0.0.1: ``imap.ca_file`` is what a client must trust. ``append``
+puts a message in the INBOX as a mail server delivering there would; ``flags`` reads back what a client left on each
+message. After a failed login Dovecot makes the next logins from that address wait seconds: fail one last.
 
 Run as root, Dovecot's own processes take its Debian users (dovecot, dovenull) and the mail user is ``nobody``,
 chrooted into its Maildir's folder: pytest's folders (0700, root's) are closed to anyone else. Run as anyone else,
@@ -25,7 +26,6 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 import pytest
@@ -139,14 +139,6 @@ class Dovecot:
         if self._process.stderr:
             self._process.stderr.close()
         self._process = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def tail(self) -> str:
         """The end of Dovecot's log, for a failing assertion."""

@@ -214,8 +214,11 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
 
 @pytest.fixture
 def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
-    with Dovecot(tmp_path / "imap") as server:
+    server = Dovecot(tmp_path / "imap").start()
+    try:
         yield server
+    finally:
+        server.stop()
 
 
 def _imap(server: Dovecot, **keys: object) -> str:
