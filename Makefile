@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test browser spamassassin vnu lint types unit bench clean
+.PHONY: run test browser spamassassin imapd vnu lint types unit bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/newsletter run
 
-test: $(STAMP) browser spamassassin vnu lint types unit
+test: $(STAMP) browser spamassassin imapd vnu lint types unit
 
 # The subscribe pages are tested in a real headless Chromium (Debian's, driven by selenium): install it when missing.
 browser:
@@ -35,6 +35,16 @@ spamassassin:
 		echo "installing Debian's spamassassin for the digest's spam score test"; \
 		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends spamassassin; }
+
+# Bounces are read from a real IMAP server: the tests start a Dovecot of their own (Debian's dovecot-imapd) on
+# 127.0.0.1, installed when missing. The package starts the system's Dovecot for every user of this machine: stopped
+# and disabled again at once (the tests need only the program).
+imapd:
+	@test -x /usr/sbin/dovecot || { \
+		echo "installing Debian's dovecot-imapd for the IMAP inbound test"; \
+		SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dovecot-imapd && \
+		{ test ! -d /run/systemd/system || $$SUDO systemctl disable --now dovecot.service dovecot.socket; }; }
 
 # Every kind of page is checked with the Nu Html Checker (vnu.jar, from the npm registry, run with the machine's Java):
 # installed into .venv/vnu/ when missing (a few seconds). Without npm or Java the check is skipped, saying why.

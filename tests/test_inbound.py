@@ -22,6 +22,7 @@ from newsletter import cli
 from newsletter.inbound.classify import classify
 from newsletter.subscribers import manage as subscribers
 from tests.conftest import GOLDEN, write_config
+from tests.imapd import Dovecot
 from tests.maildata import W48_DUE, W48_START, confirmed, page_story
 from tests.smtpd import Received, SmtpSink
 
@@ -54,18 +55,20 @@ RunCli = Callable[..., tuple[int, str, str]]
 
 
 class MailExchanger:
-    """Our domain's mail server: aiosmtpd on 127.0.0.1 delivering each message into a Maildir, with the envelope in
-    ``Return-Path`` and ``Delivered-To`` as Postfix's delivery agents write them."""
+    """Our domain's mail server: aiosmtpd on 127.0.0.1 handing each message, with the envelope in ``Return-Path`` and
+    ``Delivered-To`` as Postfix's delivery agents write them, to ``deliver`` (into a Maildir, or an IMAP mailbox);
+    what ``deliver`` returned for each, in order, in ``delivered``."""
 
-    def __init__(self, folder: Path) -> None:
-        self.maildir = mailbox.Maildir(folder, create=True)
+    def __init__(self, deliver: Callable[[bytes], object]) -> None:
+        self.deliver = deliver
+        self.delivered: list[object] = []
         self.sink = SmtpSink(keep=False)
         self.sink.on_message = self._deliver
 
     def _deliver(self, got: Received) -> None:
         for rcpt in got.rcpt_tos:
             head = f"Return-Path: <{got.mail_from}>\r\nDelivered-To: {rcpt}\r\n".encode()
-            self.maildir.add(head + got.data)
+            self.delivered.append(self.deliver(head + got.data))
 
     def send(self, envelope_from: str, rcpt: str, data: bytes) -> None:
         with smtplib.SMTP(self.sink.host, self.sink.port) as smtp:
@@ -74,7 +77,7 @@ class MailExchanger:
 
 @pytest.fixture
 def mx(tmp_path: Path) -> Iterator[MailExchanger]:
-    exchanger = MailExchanger(tmp_path / "inbound")
+    exchanger = MailExchanger(mailbox.Maildir(tmp_path / "inbound", create=True).add)
     with exchanger.sink:
         yield exchanger
 
@@ -88,14 +91,14 @@ def _golden(name: str, pairs: dict[str, str]) -> bytes:
     return data
 
 
-def test_reports_that_come_back_are_matched_to_their_deliveries(
-    db_url: str,
-    tmp_path: Path,
-    smtp_sink: SmtpSink,
-    mx: MailExchanger,
-    run_cli: RunCli,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+POSTFIX_TAG = "bounces+42-0123456789abcdef0123@news.example.org"
+
+
+def _digest_sent(
+    db_url: str, tmp_path: Path, smtp_sink: SmtpSink, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch, inbound: str
+) -> tuple[str, dict[str, Received]]:
+    """Three weeks of stories, four subscribers, and week 48's digest sent through the relay, each delivery with an
+    envelope sender of its own (VERP). The config (``inbound``: its ``[inbound]`` keys) and what each one got."""
     with Store.open(db_url) as store:
         page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
         page_story(store, "The next week's story", first_seen=W48_DUE + timedelta(days=1), page="/srv/seeds/b.txt")
@@ -107,23 +110,26 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
             f'\n[publish]\nbase_url = "https://news.example.org/"\n\n[mail]\ntransport = "smtp"\n'
             f'host = "{smtp_sink.host}"\nport = {smtp_sink.port}\nfrom_address = "Oncology digest <{SENDER}>"\n'
             'bounce_address = "bounces@news.example.org"\nunsubscribe_address = "unsubscribe@news.example.org"\n'
-            'bounce_limit = 2\n\n[inbound]\nsource = "maildir"\nmaildir = "inbound"\n',
+            f"bounce_limit = 2\n\n[inbound]\n{inbound}",
         )
     )
     monkeypatch.setattr(cli, "now", lambda: W48_DUE)
-    code, out, err = run_cli("--config", cfg, "digest", "send")
+    code, _, err = run_cli("--config", cfg, "digest", "send")
     assert code == 0, err
     sent = {m.rcpt_tos[0]: m for m in smtp_sink.messages}
     assert set(sent) == {"a@example.org", "dead@example.net", "angry@example.com", "leaving@example.com"}
-    verp = {rcpt: m.mail_from for rcpt, m in sent.items()}
-    assert all(v.startswith("bounces+") and v.endswith("@news.example.org") for v in verp.values())
-    assert len(set(verp.values())) == 4  # one envelope sender per delivery
+    verp = {m.mail_from for m in sent.values()}
+    assert all(v.startswith("bounces+") and v.endswith("@news.example.org") for v in verp)
+    assert len(verp) == 4  # one envelope sender per delivery
+    return cfg, sent
 
-    # What the world sends back: a relay's report for dead@, an ARF complaint (to a feedback address: the tag is in
-    # the report), a one-click mailto unsubscribe, a report about mail that was never ours naming a@, a report with
-    # a forged tag for a@'s delivery, a reply.
-    postfix_tag = "bounces+42-0123456789abcdef0123@news.example.org"
-    dead = {postfix_tag: verp["dead@example.net"], "nobody@example.net": "dead@example.net"}
+
+def _send_reports(mx: MailExchanger, sent: dict[str, Received]) -> None:
+    """What the world sends back: a relay's report for dead@, an ARF complaint (to a feedback address: the tag is in
+    the report), a one-click mailto unsubscribe (these three first), a report about mail that was never ours naming
+    a@, a report with a forged tag for a@'s delivery, a reply."""
+    verp = {rcpt: m.mail_from for rcpt, m in sent.items()}
+    dead = {POSTFIX_TAG: verp["dead@example.net"], "nobody@example.net": "dead@example.net"}
     mx.send("", verp["dead@example.net"], _golden("postfix-hard", dead))
     arf_tag = "bounces+48-0123456789abcdef0123@news.example.org"
     mx.send("fbl@fbl.mail.example.com", "fbl@news.example.org", _golden("arf", {arf_tag: verp["angry@example.com"]}))
@@ -134,18 +140,20 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
     mx.send("", SENDER, _golden("someone-elses-bounce", {"nobody@example.net": "a@example.org"}))
     local = verp["a@example.org"].removesuffix("@news.example.org")
     forged = local[:-1] + ("1" if local.endswith("0") else "0") + "@news.example.org"  # one hex digit changed
-    mx.send("", forged, _golden("postfix-hard", {postfix_tag: forged, "nobody@example.net": "a@example.org"}))
+    mx.send("", forged, _golden("postfix-hard", {POSTFIX_TAG: forged, "nobody@example.net": "a@example.org"}))
     mx.send("a@example.org", SENDER, (INBOUND / "reply.eml").read_bytes())
 
-    code, out, err = run_cli("--config", cfg, "inbound")
-    assert code == 0, err
+
+def _reports_applied(cfg: str, out: str) -> None:
+    """What ``newsletter inbound`` said and did with :func:`_send_reports`' six messages."""
     lines = out.splitlines()
     assert any(line.startswith("hard bounce dead@example.net: dead@example.net: 5.1.1") for line in lines), out
     assert any(line.startswith("complained angry@example.com: abuse report") for line in lines), out
     assert any(line.startswith("unsubscribed leaving@example.com:") for line in lines), out
     assert lines[-1].endswith("6 message(s): 1 complained, 1 hard bounce, 3 left alone, 1 unsubscribed"), out
     assert "left alone (no delivery of ours): a@example.org: 5.1.1" in out  # the forged tag
-    with Store.open(db_url) as store:
+    settings = load_settings(Path(cfg), environ={"NEWSLETTER_SECRET_KEY": "k" * 32})
+    with Store.open(settings.storage.url) as store:
         subs = {s.email: s for s in store.subscribers()}
         assert (subs["dead@example.net"].status, subs["dead@example.net"].bounces) == ("confirmed", 1)
         assert subs["angry@example.com"].status == "complained"
@@ -156,8 +164,23 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
         assert (rows["dead@example.net"].reply or "").startswith("bounced: dead@example.net: 5.1.1")
         assert rows["a@example.org"].status == "sent"
         # Nobody can make us mail the address that complained, not even a confirmation.
-        settings = load_settings(Path(cfg), environ={"NEWSLETTER_SECRET_KEY": "k" * 32})
         assert not subscribers.request(store, settings, "angry@example.com", W48_DUE)
+
+
+def test_reports_that_come_back_are_matched_to_their_deliveries(
+    db_url: str,
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    mx: MailExchanger,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    maildir = 'source = "maildir"\nmaildir = "inbound"\n'
+    cfg, sent = _digest_sent(db_url, tmp_path, smtp_sink, run_cli, monkeypatch, maildir)
+    _send_reports(mx, sent)
+    code, out, err = run_cli("--config", cfg, "inbound")
+    assert code == 0, err
+    _reports_applied(cfg, out)
     assert len(smtp_sink.messages) == 4
 
     # Each message is read once: handled ones are marked seen, the rest left unread for a person.
@@ -174,8 +197,9 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
     week2 = smtp_sink.messages[4:]
     assert sorted(m.rcpt_tos[0] for m in week2) == ["a@example.org", "dead@example.net"]
     again = next(m.mail_from for m in week2 if m.rcpt_tos == ("dead@example.net",))
-    mx.send("", again, _golden("postfix-hard", {postfix_tag: again, "nobody@example.net": "dead@example.net"}))
-    mx.send("", again, _golden("postfix-hard", {postfix_tag: again, "nobody@example.net": "dead@example.net"}))
+    report = _golden("postfix-hard", {POSTFIX_TAG: again, "nobody@example.net": "dead@example.net"})
+    mx.send("", again, report)
+    mx.send("", again, report)
     code, out, err = run_cli("--config", cfg, "inbound")
     assert code == 0, err
     assert "hard bounce (now bounced) dead@example.net" in out
@@ -183,6 +207,99 @@ def test_reports_that_come_back_are_matched_to_their_deliveries(
     monkeypatch.setattr(cli, "now", lambda: W48_DUE + timedelta(days=14))
     assert run_cli("--config", cfg, "digest", "send")[0] == 0
     assert [m.rcpt_tos[0] for m in smtp_sink.messages[6:]] == ["a@example.org"]
+
+
+# ---- the same through a real IMAP server (Dovecot) ----------------------------------------------------------------
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
+    server = Dovecot(tmp_path / "imap").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _imap(server: Dovecot, **keys: object) -> str:
+    """``[inbound]`` keys reading ``server``'s INBOX, with ``keys`` added or changed."""
+    values: dict[str, object] = {
+        "source": "imap",
+        "host": server.host,
+        "port": server.port,
+        "username": server.username,
+        "ca_file": str(server.ca_file),
+        "timeout": 5.0,
+    } | keys
+    return "".join(f"{key} = {json.dumps(value)}\n" for key, value in values.items() if value is not None)
+
+
+@pytest.mark.sqlite_only  # the database's side is the Maildir test's, on both; this one is the IMAP side
+def test_reports_read_from_an_imap_server(
+    db_url: str,
+    tmp_path: Path,
+    smtp_sink: SmtpSink,
+    dovecot: Dovecot,
+    run_cli: RunCli,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reports delivered into a real IMAP mailbox (Dovecot, TLS with a certificate of our own CA), read by
+    ``newsletter inbound``: applied to their deliveries, the handled ones flagged \\Seen on the server, the rest
+    left unread; a second run reads nothing new."""
+    cfg, sent = _digest_sent(db_url, tmp_path, smtp_sink, run_cli, monkeypatch, _imap(dovecot))
+    exchanger = MailExchanger(dovecot.append)
+    with exchanger.sink:
+        _send_reports(exchanger, sent)
+        uids = exchanger.delivered
+        assert len(uids) == 6
+        monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", dovecot.password)
+        code, out, err = run_cli("--config", cfg, "inbound")
+        assert code == 0, err + dovecot.tail()
+        assert out.splitlines()[-1].startswith(f"inbound imap://news@127.0.0.1:{dovecot.port}/INBOX: 6 message(s)")
+        _reports_applied(cfg, out)
+        flags = dovecot.flags()
+        assert sorted(flags) == sorted(uids)  # nothing deleted or moved
+        assert {uid for uid, got in flags.items() if "\\Seen" in got} == set(uids[:3])  # the three handled
+
+        code, out, err = run_cli("--config", cfg, "inbound")
+        assert (code, out.splitlines()[-1].endswith("0 message(s): nothing new")) == (0, True), err + out
+        assert dovecot.flags() == flags
+
+        # What comes later is read, and only it.
+        exchanger.send("a@example.org", SENDER, (INBOUND / "reply.eml").read_bytes())
+        code, out, err = run_cli("--config", cfg, "inbound")
+        assert (code, out.splitlines()[-1].endswith("1 message(s): 1 left alone")) == (0, True), err + out
+
+
+@pytest.mark.sqlite_only  # nothing is read: no database involved
+def test_imap_says_what_is_wrong_with_its_server(
+    tmp_path: Path, dovecot: Dovecot, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"imap://news@127.0.0.1:{dovecot.port}/INBOX"
+
+    def inbound(password: str, **keys: object) -> tuple[int, str, str]:
+        monkeypatch.setenv("NEWSLETTER_IMAP_PASSWORD", password)
+        return run_cli("--config", str(write_config(tmp_path, "[inbound]\n" + _imap(dovecot, **keys))), "inbound")
+
+    # STARTTLS on the plain port, with the right password: in, and nothing to read.
+    code, out, err = inbound(dovecot.password, security="starttls", port=dovecot.starttls_port)
+    assert code == 0, err + dovecot.tail()
+    assert out == f"inbound imap://news@127.0.0.1:{dovecot.starttls_port}/INBOX: 0 message(s): nothing new\n"
+
+    # A certificate no CA we trust signed; a CA file that is not there, or not one.
+    code, _, err = inbound(dovecot.password, ca_file=None)
+    assert code == 1
+    assert err.startswith(f"error: {name}: the server's certificate is not trusted (self-signed certificate)"), err
+    assert "[inbound] ca_file" in err
+    code, _, err = inbound(dovecot.password, ca_file="nowhere.pem")
+    assert (code, err) == (1, f"error: [inbound] ca_file {tmp_path / 'nowhere.pem'}: No such file or directory\n")
+    code, _, err = inbound(dovecot.password, ca_file=str(dovecot.log))
+    assert (code, err) == (1, f"error: [inbound] ca_file {dovecot.log}: no PEM certificate in it\n")
+
+    # Last: Dovecot makes logins from an address wait seconds after a failed one.
+    code, out, err = inbound("not-the-password")
+    assert (code, out) == (1, ""), err
+    assert err == f"error: {name}: login refused: [AUTHENTICATIONFAILED] Authentication failed.\n"
 
 
 def test_inbound_says_what_is_wrong_with_its_mailbox(tmp_path: Path, run_cli: RunCli) -> None:
@@ -221,8 +338,7 @@ def test_the_service_reads_the_mailbox_on_each_pass(
     code, _, err = run_cli("--config", str(cfg), "run", "--once")
     assert code == 0, err
     (message,) = smtp_sink.messages
-    postfix_tag = "bounces+42-0123456789abcdef0123@news.example.org"
-    report = {postfix_tag: message.mail_from, "nobody@example.net": "dead@example.net"}
+    report = {POSTFIX_TAG: message.mail_from, "nobody@example.net": "dead@example.net"}
     mx.send("", message.mail_from, _golden("postfix-hard", report))
     code, _, err = run_cli("--config", str(cfg), "run", "--once")
     assert code == 0, err

@@ -268,6 +268,9 @@ class InboundConfig(_Section):
     username: str = ""
     folder: str = "INBOX"
     timeout: float = Field(default=30.0, gt=0)
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA(s) trusted for the IMAP server instead of the system's"
+    )
 
 
 class HooksConfig(_Section):
@@ -534,7 +537,12 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
             ),
             "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
             "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
-            "inbound": settings.inbound.model_copy(update={"maildir": absolute(settings.inbound.maildir)}),
+            "inbound": settings.inbound.model_copy(
+                update={
+                    "maildir": absolute(settings.inbound.maildir),
+                    "ca_file": absolute(settings.inbound.ca_file) if settings.inbound.ca_file else None,
+                }
+            ),
             "source_path": config_path,
         }
     )

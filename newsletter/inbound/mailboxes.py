@@ -89,7 +89,7 @@ class ImapBox:
         self.name = f"imap://{c.username}@{c.host}:{c.port}/{c.folder}"
         self._progress_key = f"inbound {self.name}"
         password = settings.imap_password.get_secret_value() if settings.imap_password else ""
-        context = ssl.create_default_context()
+        context = _trusting(c.ca_file)
         conn: imaplib.IMAP4 | None = None
         try:
             if c.security == "tls":
@@ -155,6 +155,18 @@ def open_mailbox(settings: Settings, store: Store) -> Mailbox:
     raise MailboxError("[inbound] source is 'none': set it to 'maildir' or 'imap' to read mail that comes back")
 
 
+def _trusting(ca_file: Path | None) -> ssl.SSLContext:
+    """A context checking the server's certificate against ``ca_file``'s CAs, or the system's."""
+    if ca_file is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError:
+        raise MailboxError(f"[inbound] ca_file {ca_file}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise MailboxError(f"[inbound] ca_file {ca_file}: {exc.strerror}") from None
+
+
 def _quoted(folder: str) -> str:
     return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -167,8 +179,14 @@ def _said(data: object) -> str:
 
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, imaplib.IMAP4.error):
-        text = str(exc)
+        said = exc.args[0] if exc.args else ""
+        text = said.decode("utf-8", "replace") if isinstance(said, bytes) else str(said)  # the server's words
         return f"login refused: {text}" if "AUTHENTICATIONFAILED" in text or "LOGIN" in text.upper() else text
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (
+            f"the server's certificate is not trusted ({exc.verify_message}): "
+            "[inbound] ca_file names the CA that signed it"
+        )
     return f"cannot connect: {exc}"
 
 
