@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -158,19 +159,20 @@ def _subscriber(store: Store, delivery: Delivery | None) -> Subscriber | None:
 
 
 def _by_unsubscribe_tag(store: Store, tokens: Tokens, feedback: Feedback) -> Subscriber | None:
-    for tag in feedback.unsubscribe_tags:
-        ident = claimed_id(tag)
-        found = store.subscriber_by_id(ident) if ident is not None else None
-        if found is not None and tokens.check_unsubscribe_tag(tag, found.email) == found.id:
-            return found
-    return None
+    return _by_signed(store, feedback.unsubscribe_tags, tokens.check_unsubscribe_tag)
 
 
 def _by_unsubscribe_token(store: Store, tokens: Tokens, feedback: Feedback) -> Subscriber | None:
-    for token in feedback.unsubscribe_tokens:
-        ident = claimed_id(token)
+    return _by_signed(store, feedback.unsubscribe_tokens, tokens.check_unsubscribe)
+
+
+def _by_signed(store: Store, values: Iterable[str], check: Callable[[str, str], int | None]) -> Subscriber | None:
+    """The subscriber the first of ``values`` that ``check`` finds signed for them names (never one it merely
+    claims)."""
+    for value in values:
+        ident = claimed_id(value)
         found = store.subscriber_by_id(ident) if ident is not None else None
-        if found is not None and tokens.check_unsubscribe(token, found.email) == found.id:
+        if found is not None and check(value, found.email) == found.id:
             return found
     return None
 
