@@ -433,19 +433,92 @@ def feeds() -> None:
 @click.option("--name", default=None, help="Name shown in listings and the digest.")
 @click.option("--tag", "tags", multiple=True, help="Tag for every story of this feed (repeatable).")
 @click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@click.option("--pick", type=click.IntRange(min=1), default=None, help="Of several feeds found on a page: the Nth.")
+@click.option("--all", "add_all", is_flag=True, help="Of several feeds found on a page: every one.")
+@click.option("--no-discover", is_flag=True, help="Follow the URL as given, without fetching it first.")
 @click.pass_obj
-def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
-    """Follow a feed (http or https URL)."""
+def feeds_add(
+    app: App,
+    *,
+    url: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    interval: int | None,
+    pick: int | None,
+    add_all: bool,
+    no_discover: bool,
+) -> None:
+    """Follow a feed (http or https URL); given a site's page, follow the feed it offers."""
+    if pick is not None and add_all:
+        raise UsageError("--pick and --all do not go together: choose one feed, or every one")
     clean = check_feed_url(url)
-    source, created = app.store.upsert_feed(
-        clean,
-        name=name,
-        tags=normalize_tags(tags),
-        interval=interval,
-        origin="cli",
-        now=now(),
-    )
-    click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
+    targets = [(clean, {clean})] if no_discover else _discovered_feeds(app, clean, pick=pick, add_all=add_all)
+    refused = 0
+    for target, aliases in targets:
+        try:
+            _check_not_followed(app, target, aliases, updating=bool(name or tags or interval))
+        except UsageError as exc:
+            if len(targets) == 1:
+                raise
+            click.echo(f"skip   {exc}", err=True)
+            refused += 1
+            continue
+        source, created = app.store.upsert_feed(
+            target, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now()
+        )
+        click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {target}")
+    if refused:
+        sys.exit(1)
+
+
+def _discovered_feeds(app: App, url: str, *, pick: int | None, add_all: bool) -> list[tuple[str, set[str]]]:
+    """The feeds to follow for ``url`` (each with the addresses it answered from), after asking it what it is."""
+    from ingest.discover import USUAL_PATHS, discover
+
+    found = discover(url, app.settings.fetch, now())
+    if found.kind == "unreachable":
+        if found.outcome == "blocked" or not _transient(found.status):
+            raise UsageError(f"{found.error} (--no-discover follows it as given)")
+        click.echo(f"warning: could not check it ({found.error}); following {url} as given", err=True)
+        return [(url, {url})]
+    if found.kind == "other":
+        raise UsageError(f"{found.error} (--no-discover follows it as given)")
+    feeds = [(f, {f.url, f.final_url}) for f in found.feeds]
+    if found.kind == "feed":
+        return [(url, {url, *feeds[0][1]})]
+    for reason in found.refused:
+        click.echo(f"skip   {reason}", err=True)
+    if not feeds:
+        raise UsageError(
+            f'{url}: an HTML page that offers no feed: no <link rel="alternate"> to a feed answered with one, '
+            f"nor did {', '.join(USUAL_PATHS)} on its site; give the feed's own URL (or --no-discover)"
+        )
+    click.echo(f"found {counted(len(feeds), 'feed', 'feeds')} on {url}:")
+    for number, (feed, _) in enumerate(feeds, 1):
+        click.echo(f"  {number}. {feed.url}" + (f" ({feed.title})" if feed.title else ""))
+    if pick is not None and pick > len(feeds):
+        raise UsageError(f"--pick {pick}: the page offers {counted(len(feeds), 'feed', 'feeds')}")
+    chosen = feeds if add_all else [feeds[(pick or 1) - 1]]
+    if len(feeds) > 1 and not add_all and pick is None:
+        click.echo("following the first (--pick N follows another, --all every one)")
+    return [(check_feed_url(feed.url), aliases) for feed, aliases in chosen]
+
+
+def _transient(status: int | None) -> bool:
+    """No answer at all, or a server in trouble: worth following as given, the next checks will tell."""
+    return status is None or status >= 500 or status == 429
+
+
+def _check_not_followed(app: App, target: str, aliases: set[str], *, updating: bool) -> None:
+    """Refuse an address another source already reads. The same feed added again stays allowed where it changes
+    something: new options, or following a gone or paused feed again."""
+    owner = app.store.followed_by({target, *aliases})
+    if owner is None:
+        return
+    if owner.location == target and (updating or owner.status in ("gone", "paused")):
+        return
+    where = owner.location if owner.kind == "feed" or owner.url is None else owner.url
+    raise UsageError(f"{target} is already followed: {owner.kind} #{owner.id} ({where})")
 
 
 def _feed(app: App, feed: str) -> Source:

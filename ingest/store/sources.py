@@ -4,7 +4,7 @@ one source brought (its items and its new state in ONE transaction).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
+from ingest.core.urls import url_key
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.clustering import save_items
@@ -124,6 +125,14 @@ class SourcesMixin(StoreBase):
         with self.engine.connect() as conn:
             row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return record(Source, row) if row is not None else None
+
+    def followed_by(self, urls: Iterable[str]) -> Source | None:
+        """The followed (not removed) source already reading one of these addresses, as added or where it moved."""
+        keys = {url_key(u) for u in urls}
+        for s in self.sources():
+            if s.status != "removed" and {url_key(s.location), url_key(s.url or s.location)} & keys:
+                return s
+        return None
 
     def resume_feed(self, source_id: int) -> None:
         """Follow a paused or gone feed again: active, due at once, a new failure streak."""
