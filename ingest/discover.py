@@ -73,6 +73,19 @@ def discover(url: str, config: FetchConfig, now: datetime, *, exclude: Sequence[
     return Discovery(url, "page", first.final_url, feeds=tuple(feeds), refused=tuple(refused))
 
 
+def find_on_site(url: str, config: FetchConfig, now: datetime, *, exclude: Sequence[str] = ()) -> FoundFeed | None:
+    """A feed on ``url``'s site other than ``exclude``: what its home page offers, else the usual paths. For a feed
+    that broke (not a feed any more, 404, gone): a suggestion for the operator, never adopted by itself."""
+    parts = urlsplit(url)
+    home = urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+    found = discover(home, config, now, exclude=exclude)
+    if found.kind in ("unreachable", "other"):  # no home page to read: the usual paths may still answer
+        usual = [urlunsplit((parts.scheme, parts.netloc, path, "", "")) for path in USUAL_PATHS]
+        feeds, _ = _check([u for u in usual if u not in exclude], config, now)
+        return feeds[0] if feeds else None
+    return next((f for f in found.feeds if f.url not in exclude and f.final_url not in exclude), None)
+
+
 def _fetch(urls: Sequence[str], config: FetchConfig, now: datetime) -> list[FetchResult]:
     requests = [FetchRequest(source_id=i, url=u) for i, u in enumerate(urls)]
     return fetch_all_sync(requests, config, clock=lambda: now)

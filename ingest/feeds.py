@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
 from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
+from ingest.discover import find_on_site
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.parse import ParsedFeed
 from ingest.polling import failing_since, next_check, should_pause
@@ -230,7 +231,24 @@ def _fetch_and_store(
         raise failure[0]
     store.save_feed_states([(source.id, state) for source, _, state in stateless], now)
     reports.extend(_report(source, result, state, None) for source, result, state in stateless)
+    for source, result, state in stateless:
+        if _broken(state.status, state.last_status) and not _broken(source.status, source.last_status):
+            _suggest(store, settings, source, result, now)
     return reports
+
+
+def _broken(status: SourceStatus, http_status: int | None) -> bool:
+    """Not a feed any more, not found, or gone: the feed may have moved (a timeout or a 500 says nothing of that)."""
+    return status in ("not_a_feed", "gone") or http_status == 404
+
+
+def _suggest(store: Store, settings: Settings, source: Source, result: FetchResult, now: datetime) -> None:
+    """A feed that just broke: look for a feed on its site, once, and offer it to the operator (``feeds move``)."""
+    current = source.url or source.location
+    own = {source.location, current, result.final_url}
+    found = find_on_site(current, settings.fetch, now, exclude=sorted(own))
+    if found is not None:
+        store.suggest_url(source.id, found.url)
 
 
 def _parse(

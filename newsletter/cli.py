@@ -363,6 +363,7 @@ def status(app: App, as_json: bool) -> None:
             "-" if s.kind == "page" else _next_check(s),
         )
     out().print(table)
+    _print_moved(view.sources)
     hidden = len(view.hidden)
     click.echo(
         f"stories    {view.live_stories} live, {hidden} hidden, {view.first_seen_this_week} first seen this week"
@@ -540,6 +541,21 @@ def feeds_remove(app: App, feed: str) -> None:
     click.echo(f"removed feed #{source.id}: {source.location}{note}")
 
 
+@feeds.command("move")
+@click.argument("feed")
+@click.argument("url")
+@click.pass_obj
+def feeds_move(app: App, feed: str, url: str) -> None:
+    """Read a feed (by id or URL) from a new URL from now on, keeping its stories: say where a broken feed went."""
+    source = _feed(app, feed)
+    clean = check_feed_url(url)
+    owner = app.store.followed_by({clean})
+    if owner is not None and owner.id != source.id:
+        raise UsageError(f"{clean} is already followed: {owner.kind} #{owner.id} ({owner.location})")
+    app.store.move_feed(source.id, clean)
+    click.echo(f"moved feed #{source.id}: {source.url or source.location} -> {clean} (it is checked at once)")
+
+
 @feeds.command("resume")
 @click.argument("feed")
 @click.pass_obj
@@ -585,6 +601,7 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
             _next_check(s),
         )
     out().print(table)
+    _print_moved(rows)
 
 
 def _when(value: datetime | None) -> str:
@@ -612,7 +629,17 @@ def _feed_json(s: Source) -> dict[str, Any]:
         "last_error": s.last_error,
         "warning": s.warning,
         "next_check": s.next_check_at.isoformat() if s.next_check_at else None,
+        "suggested_url": s.suggested_url,
     }
+
+
+def _print_moved(sources: Sequence[Source]) -> None:
+    """Below the table, whole: a URL wrapped inside a cell could not be copied."""
+    for s in sources:
+        if s.suggested_url:
+            click.echo(
+                f"{s.kind} #{s.id} {s.location}: moved? try {s.suggested_url} (`newsletter feeds move {s.id} URL`)"
+            )
 
 
 @feeds.command("import")

@@ -97,4 +97,5 @@ def _source_json(s: Source) -> dict[str, Any]:
         "error_count": s.error_count,
         "last_error": s.last_error,
         "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
+        "suggested_url": s.suggested_url,
     }

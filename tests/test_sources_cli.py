@@ -231,3 +231,69 @@ def test_an_address_already_followed_is_refused_after_redirects_and_normalisatio
     code, out, err = run_cli("--config", str(cfg), "feeds", "add", spelled)
     assert (code, out.strip()) == (0, f"updated feed #1: {feed}"), err
     assert len(_feeds(run_cli, cfg)) == 1
+
+
+# --- 2. a feed that breaks suggests where it went ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "breaks",
+    [
+        {"status": 404, "body": b"not found"},
+        {"status": 410, "body": b"gone"},
+        {"headers": _HTML, "body": _page("", "<p>Please log in</p>")},  # not_a_feed
+    ],
+    ids=["404", "gone", "not_a_feed"],
+)
+def test_a_feed_that_breaks_suggests_where_it_went(
+    cfg: Path, hostile_server: HostileServer, run_cli: RunCli, breaks: dict[str, object]
+) -> None:
+    hostile_server.set("/old.xml", headers=_RSS, body=FEED_BODY)
+    old, new = hostile_server.url("/old.xml"), hostile_server.url("/news/rss")
+    assert run_cli("--config", str(cfg), "feeds", "add", old)[0] == 0
+    assert run_cli("--config", str(cfg), "ingest")[0] == 0
+    hostile_server.set("/old.xml", **breaks)  # type: ignore[arg-type]
+    hostile_server.set(
+        "/", headers=_HTML, body=_page('<link rel="alternate" type="application/rss+xml" href="/news/rss">')
+    )
+    hostile_server.set("/news/rss", headers=_RSS, body=FEED_BODY)
+    code, _, _ = run_cli("--config", str(cfg), "ingest", "--all")
+    assert code == 1
+    [feed] = _feeds(run_cli, cfg)
+    assert (feed["suggested_url"], feed["current_url"]) == (new, old)  # offered, never adopted
+    hint = f"feed #1 {old}: moved? try {new} (`newsletter feeds move 1 URL`)"
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "list")
+    assert hint in out.splitlines()
+    code, out, _ = run_cli("--config", str(cfg), "status")
+    assert hint in out.splitlines()
+    code, out, _ = run_cli("--config", str(cfg), "status", "--json")
+    assert [s["suggested_url"] for s in json.loads(out)["sources"]] == [new]
+    # The site is looked at when the feed turns, not at every failing check.
+    asked = len(hostile_server.requests_for("/"))
+    if breaks.get("status") != 410:  # a gone feed is never checked again
+        run_cli("--config", str(cfg), "ingest", "--all")
+        assert len(hostile_server.requests_for("/")) == asked
+    code, out, err = run_cli("--config", str(cfg), "feeds", "move", "1", new)
+    assert (code, out.strip()) == (0, f"moved feed #1: {old} -> {new} (it is checked at once)"), err
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert (code, out.splitlines()[0]) == (0, f"ok     {old}: 0 new, 2 seen again"), err
+    [feed] = _feeds(run_cli, cfg)
+    assert (feed["status"], feed["current_url"], feed["suggested_url"], feed["entries"]) == ("active", new, None, 2)
+
+
+def test_a_broken_feed_on_a_site_without_a_home_page_finds_the_usual_path(
+    cfg: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    hostile_server.set("/old.xml", headers=_RSS, body=FEED_BODY)
+    assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url("/old.xml"))[0] == 0
+    assert run_cli("--config", str(cfg), "ingest")[0] == 0
+    hostile_server.set("/old.xml", status=404, body=b"")
+    run_cli("--config", str(cfg), "ingest", "--all")
+    assert [f["suggested_url"] for f in _feeds(run_cli, cfg)] == [hostile_server.url("/feed")]
+    # Moving it onto a feed already followed is refused.
+    assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url("/feed"))[0] == 0
+    code, _, err = run_cli("--config", str(cfg), "feeds", "move", "1", hostile_server.url("/feed"))
+    assert (code, err.strip()) == (
+        2,
+        f"error: {hostile_server.url('/feed')} is already followed: feed #2 ({hostile_server.url('/feed')})",
+    )

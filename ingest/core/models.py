@@ -87,6 +87,7 @@ class Source:
     last_modified: str | None = None
     created_at: datetime | None = None
     failing_since: datetime | None = None  # the first failure of the current streak; None after a success
+    suggested_url: str | None = None  # a broken feed: a feed found on its site ("moved? try URL"); never adopted
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,6 +127,7 @@ source = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    Column("suggested_url", CleanText),  # a broken feed: a feed found on its site, offered to the operator
 )
 
 story = Table(

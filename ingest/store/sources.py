@@ -134,6 +134,20 @@ class SourcesMixin(StoreBase):
                 return s
         return None
 
+    def suggest_url(self, source_id: int, url: str) -> None:
+        """Where a broken feed may have gone, for the operator to confirm (``feeds move``)."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.source.update().where(schema.source.c.id == source_id).values(suggested_url=url))
+
+    def move_feed(self, source_id: int, url: str) -> None:
+        """The operator says the feed lives at ``url`` now: read from there, at once, as a fresh feed."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(**_RESUMED, url=url, etag=None, last_modified=None, suggested_url=None)
+            )
+
     def resume_feed(self, source_id: int) -> None:
         """Follow a paused or gone feed again: active, due at once, a new failure streak."""
         with self.engine.begin() as conn:
@@ -294,6 +308,7 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
     }
     if state.success:
         values["last_success_at"] = now
+        values["suggested_url"] = None
     if state.store_validators:
         values.update(etag=state.etag, last_modified=state.last_modified)
     if state.url:
