@@ -46,10 +46,11 @@ class Discovery:
     status: int | None = None  # the last HTTP status, when unreachable
 
 
-def discover(url: str, config: FetchConfig, now: datetime, *, exclude: Sequence[str] = ()) -> Discovery:
-    """What ``url`` is, and for a page the feeds it offers. Never raises for what a server sends.
-
-    ``exclude``: URLs not to offer (a broken feed looking for where it went must not suggest itself)."""
+def discover(
+    url: str, config: FetchConfig, now: datetime, *, exclude: Sequence[str] = (), look_for_feeds: bool = True
+) -> Discovery:
+    """What ``url`` is, and for a page the feeds it offers (unless not ``look_for_feeds``). Never raises for what a
+    server sends. ``exclude``: URLs not to offer (a broken feed looking for where it went must not suggest itself)."""
     first = _fetch([url], config, now)[0]
     if first.outcome != "ok" or first.body is None:
         error = first.error or f"{url}: {first.outcome}"
@@ -62,6 +63,8 @@ def discover(url: str, config: FetchConfig, now: datetime, *, exclude: Sequence[
         return Discovery(
             url, "other", first.final_url, error=f"{url}: neither a feed nor an HTML page{shown}; expected either"
         )
+    if not look_for_feeds:
+        return Discovery(url, "page", first.final_url)
     skip = {*exclude, url, first.final_url}
     alternates = [u for u in feed_links(first.body, first.final_url) if u not in skip]
     feeds, refused = _check(alternates, config, now)

@@ -360,7 +360,7 @@ def status(app: App, as_json: bool) -> None:
             _when(s.last_success_at),
             str(s.error_count),
             s.last_error or "",
-            "-" if s.kind == "page" else _next_check(s),
+            "-" if s.kind == "page" and s.url is None else _next_check(s),
         )
     out().print(table)
     _print_moved(view.sources)
@@ -505,6 +505,65 @@ def _discovered_feeds(app: App, url: str, *, pick: int | None, add_all: bool) ->
     return [(check_feed_url(feed.url), aliases) for feed, aliases in chosen]
 
 
+@cli.group()
+def pages() -> None:
+    """Add, list and remove live article pages (read like the saved seed pages, on a schedule)."""
+
+
+@pages.command("add")
+@click.argument("url")
+@click.option("--name", default=None, help="Name shown in listings and the digest.")
+@click.option("--tag", "tags", multiple=True, help="Tag for every story of this page (repeatable).")
+@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@click.pass_obj
+def pages_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
+    """Follow a live article page (http or https URL): its article and rail of teasers, like a saved seed page."""
+    from ingest.discover import discover
+
+    clean = check_feed_url(url)
+    aliases = {clean}
+    found = discover(clean, app.settings.fetch, now(), look_for_feeds=False)
+    if found.kind == "feed":
+        raise UsageError(f"{clean} is a feed: `newsletter feeds add {clean}` follows it")
+    if found.kind == "other" or (
+        found.kind == "unreachable" and (found.outcome == "blocked" or not _transient(found.status))
+    ):
+        raise UsageError(f"{found.error}")
+    if found.kind == "unreachable":
+        click.echo(f"warning: could not check it ({found.error}); following {clean} as given", err=True)
+    elif found.final_url:
+        aliases.add(found.final_url)
+    _check_not_followed(app, clean, aliases, updating=bool(name or tags or interval))
+    source, created = app.store.upsert_feed(
+        clean, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now(), kind="page"
+    )
+    click.echo(f"{'added' if created else 'updated'} page #{source.id}: {clean}")
+
+
+@pages.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include removed pages.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def pages_list(app: App, show_all: bool, as_json: bool) -> None:
+    """Each live page's status, last fetch, errors and next check."""
+    sync_config_feeds(app.store, app.settings, now())
+    rows = [s for s in app.store.sources(kind="page") if s.url and (show_all or s.status != "removed")]
+    _print_sources(rows, "pages", as_json=as_json)
+
+
+@pages.command("remove")
+@click.argument("page")
+@click.pass_obj
+def pages_remove(app: App, page: str) -> None:
+    """Stop following a live page (by id or URL); its stories stay."""
+    source = app.store.find_source(page)
+    if source is None or source.kind != "page" or source.url is None:
+        raise UsageError(f"no live page with id or URL {page!r}; see `newsletter pages list`")
+    app.store.remove_feed(source.id)
+    note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
+    click.echo(f"removed page #{source.id}: {source.location}{note}")
+
+
 def _transient(status: int | None) -> bool:
     """No answer at all, or a server in trouble: worth following as given, the next checks will tell."""
     return status is None or status >= 500 or status == 429
@@ -579,11 +638,15 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
     """Each feed's status, last fetch, errors and next check."""
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
+    _print_sources(rows, "feeds", as_json=as_json)
+
+
+def _print_sources(rows: Sequence[Source], noun: str, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{len(rows)} feeds")
-    for col in ("id", "feed", "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
+    table = Table(title=f"{len(rows)} {noun}")
+    for col in ("id", noun[:-1], "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
         table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
     for s in rows:
         feed = (s.name + "\n" if s.name else "") + s.location

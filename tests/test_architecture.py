@@ -33,6 +33,7 @@ HOMES: dict[str, set[str]] = {
     "sqlalchemy": {"ingest/store"},
     "nh3": {"ingest/sanitize.py"},
     "lxml": {"ingest/webpage.py"},
+    "readability": {"ingest/webpage.py"},
     "listparser": {"ingest/opml.py"},
     "pydantic": {"ingest/core/config.py"},
     "feedgen": {"newsletter/publish/documents.py"},

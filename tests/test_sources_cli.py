@@ -297,3 +297,142 @@ def test_a_broken_feed_on_a_site_without_a_home_page_finds_the_usual_path(
         2,
         f"error: {hostile_server.url('/feed')} is already followed: feed #2 ({hostile_server.url('/feed')})",
     )
+
+
+# --- 3. live pages read like the saved ones ---------------------------------------------------------------------
+
+PAGES = Path(__file__).parent / "fixtures" / "pages"
+TEMPLATES = ("cms.html", "divs.html", "glued.html")
+
+
+def _stories(run_cli: RunCli, cfg: Path) -> list[dict[str, object]]:
+    code, out, err = run_cli("--config", str(cfg), "stories", "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert isinstance(data, list)
+    return data
+
+
+@pytest.fixture
+def saved_stories(project: Path, run_cli: RunCli) -> list[tuple[object, object, object]]:
+    """The bundled saved page's stories, read from the seed folder: what every template must give."""
+    cfg = project / "newsletter.toml"
+    assert run_cli("--config", str(cfg), "ingest")[0] == 0
+    return sorted((s["title"], s["published"], s["summary"]) for s in _stories(run_cli, cfg))
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_a_live_page_gives_the_saved_pages_six_stories(
+    project: Path,
+    hostile_server: HostileServer,
+    run_cli: RunCli,
+    saved_stories: list[tuple[object, object, object]],
+    template: str,
+) -> None:
+    assert len(saved_stories) == 6
+    # The same page live, next to its saved copy: its six sightings fold into the saved page's six stories.
+    cfg = write_config(project, FETCH)
+    content_type = "text/html" if template == "glued.html" else "text/html; charset=utf-8"  # glued: <meta> cp1252
+    hostile_server.set(
+        "/view/her2", headers=[("Content-Type", content_type)], body=(PAGES / template).read_bytes(), etag='"p1"'
+    )
+    page = hostile_server.url("/view/her2")
+    code, out, err = run_cli("--config", str(cfg), "pages", "add", page, "--tag", "Breast")
+    assert (code, out.strip()) == (0, f"added page #2: {page}"), err
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    assert f"ok     {page}: 6 new, 0 seen again" in out
+    assert "ingested 2 source(s): 6 new sighting(s), 0 new story(ies)" in out  # folded into the saved page's
+    stories = _stories(run_cli, cfg)
+    assert sorted((s["title"], s["published"], s["summary"]) for s in stories) == saved_stories
+    assert all(s["sightings"] == 2 for s in stories)
+    assert all("breast" in s["tags"] for s in stories)  # type: ignore[operator]
+    links = {s["title"]: s["link"] for s in stories}
+    article = "Panelists discussed how evolving strategies in HER2-positive metastatic breast cancer are…"
+    ccr = "CCR Scores and Beyond: Precision Strategies for Treatment Intensification in Prostate Cancer"
+    if template == "cms.html":  # its canonical link names the article; relative teaser links resolve on the page
+        assert (links[article], links[ccr]) == (
+            "https://www.oncnews.example/view/her2-maintenance",
+            hostile_server.url("/view/ccr-scores-and-beyond"),
+        )
+    elif template == "divs.html":  # relative links under its <base>
+        assert (links[article], links[ccr]) == (page, "https://cancer-network.example/clinical/ccr-scores-and-beyond")
+    else:  # no links on its teasers
+        assert (links[article], links[ccr]) == (page, None)
+    # Fetched again: a conditional GET (304), then the same page without validators: no new story either way.
+    code, out, err = run_cli("--config", str(cfg), "ingest", "--all")
+    assert (code, f"ok     {page}: unchanged" in out) == (0, True), out + err
+    assert hostile_server.requests_for("/view/her2")[-1].headers.get("if-none-match") == '"p1"'
+    hostile_server.change("/view/her2", etag=None)
+    code, out, err = run_cli("--config", str(cfg), "ingest", "--all")
+    assert code == 0, err
+    assert f"ok     {page}: 0 new, 6 seen again" in out
+    assert len(_stories(run_cli, cfg)) == 6
+    code, out, err = run_cli("--config", str(cfg), "pages", "list", "--json")
+    [listed] = json.loads(out)
+    assert (listed["url"], listed["status"], listed["entries"], listed["tags"]) == (page, "active", 6, ["breast"])
+
+
+def test_a_live_page_alone_and_from_the_config(tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli) -> None:
+    (tmp_path / "seeds").mkdir()
+    hostile_server.set("/a", headers=_HTML, body=(PAGES / "divs.html").read_bytes())
+    cfg = write_config(tmp_path, FETCH + f'\n[[pages]]\nurl = "{hostile_server.url("/a")}"\nname = "Net"\n')
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    assert f"ok     {hostile_server.url('/a')}: 6 new, 0 seen again" in out
+    titles = [s["title"] for s in _stories(run_cli, cfg)]
+    assert len(titles) == 6
+    assert "Recap: Emory Experts Review Treatment Strategies for Transplant-Ineligible Multiple Myeloma" in titles
+    code, out, _ = run_cli("--config", str(cfg), "status", "--json")
+    [source] = json.loads(out)["sources"]
+    assert (source["kind"], source["name"], source["status"]) == ("page", "Net", "active")
+    assert source["next_check"] is not None
+
+
+def test_pages_add_refuses_what_is_followed_or_is_a_feed(
+    cfg: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    hostile_server.set("/a", headers=_HTML, body=(PAGES / "cms.html").read_bytes())
+    hostile_server.redirect("/short", "/a", status=301)
+    page = hostile_server.url("/a")
+    assert run_cli("--config", str(cfg), "pages", "add", page)[0] == 0
+    for again in (page, hostile_server.url("/short")):
+        code, _, err = run_cli("--config", str(cfg), "pages", "add", again)
+        assert (code, err.strip()) == (2, f"error: {again} is already followed: page #1 ({page})")
+    code, _, err = run_cli("--config", str(cfg), "feeds", "add", page, "--no-discover")
+    assert (code, err.strip()) == (2, f"error: {page} is already followed: page #1 ({page})")
+    code, _, err = run_cli("--config", str(cfg), "pages", "add", hostile_server.url("/feed"))
+    feed = hostile_server.url("/feed")
+    assert (code, err.strip()) == (2, f"error: {feed} is a feed: `newsletter feeds add {feed}` follows it")
+    code, _, err = run_cli("--config", str(cfg), "pages", "add", "http://169.254.169.254/latest/")
+    assert code == 2
+    assert "refused" in err
+    code, out, _ = run_cli("--config", str(cfg), "pages", "remove", "1")
+    assert (code, out.strip()) == (0, f"removed page #1: {page}")
+
+
+def test_a_page_that_is_no_article_is_an_error_of_its_own(
+    cfg: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    hostile_server.set("/blank", headers=_HTML, body=b"<html><body><script>x()</script></body></html>")
+    assert run_cli("--config", str(cfg), "pages", "add", hostile_server.url("/blank"))[0] == 0
+    assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url("/feed"))[0] == 0
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 1
+    assert f"{hostile_server.url('/blank')}: no article or teasers found in the page" in err
+    assert f"ok     {hostile_server.url('/feed')}: 2 new" in out
+
+
+def test_a_database_from_before_suggestions_is_migrated(db_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from ingest.store import Store
+    from ingest.store.engine import HEAD, MIGRATIONS, _v11
+
+    with Store.open(db_url) as store, store.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE source DROP COLUMN suggested_url"))
+        conn.execute(text("UPDATE schema_version SET version = :v"), {"v": MIGRATIONS.index(_v11)})
+    for _ in range(2):  # the second open finds nothing to do
+        with Store.open(db_url) as store, store.engine.connect() as conn:
+            assert "suggested_url" in {c["name"] for c in inspect(conn).get_columns("source")}
+            assert conn.execute(text("SELECT version FROM schema_version")).scalar() == HEAD

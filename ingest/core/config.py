@@ -104,6 +104,10 @@ class FeedConfig(_Section):
         return list(normalize_tags(value))
 
 
+class PageConfig(FeedConfig):
+    """A live article page, read like a saved seed page on a schedule (``[[pages]]``): the same keys as a feed."""
+
+
 class FetchConfig(_Section):
     concurrency: int = Field(default=8, gt=0)
     per_host: int = Field(default=2, gt=0)
@@ -193,6 +197,7 @@ class Settings(_Section):
     storage: StorageConfig = StorageConfig()
     seeds: SeedsConfig = SeedsConfig()
     feeds: list[FeedConfig] = Field(default_factory=list)
+    pages: list[PageConfig] = Field(default_factory=list)
     fetch: FetchConfig = FetchConfig()
     publish: PublishConfig = PublishConfig()
     digest: DigestConfig = DigestConfig()
@@ -268,7 +273,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict
             continue
         rest = var[len(ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is None or section == "feeds":
+        if section is None or section in ("feeds", "pages"):
             continue  # not ours (another tool's, or a test's own variable)
         key = rest[len(section) + 1 :]
         target = data.setdefault(section, {})
@@ -322,9 +327,9 @@ def _expected(err: Any, loc: list[str]) -> str:
 def _key_name(loc: list[str]) -> str:
     if not loc:
         return "(top level)"
-    if loc[0] == "feeds" and len(loc) > 1 and loc[1].isdigit():
+    if loc[0] in ("feeds", "pages") and len(loc) > 1 and loc[1].isdigit():
         rest = ".".join(loc[2:])
-        return f"[[feeds]] #{int(loc[1]) + 1} {rest}".rstrip()
+        return f"[[{loc[0]}]] #{int(loc[1]) + 1} {rest}".rstrip()
     if len(loc) == 1:
         return f"[{loc[0]}]" if loc[0] in _SECTIONS else loc[0]
     return f"[{loc[0]}] {'.'.join(loc[1:])}"
@@ -359,7 +364,7 @@ def _line_of(text: str, loc: list[str]) -> int | None:
     header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
     key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
     current, occurrence = "", -1
-    wanted = int(loc[1]) if section == "feeds" and len(loc) > 2 and loc[1].isdigit() else 0
+    wanted = int(loc[1]) if section in ("feeds", "pages") and len(loc) > 2 and loc[1].isdigit() else 0
     for i, line in enumerate(lines):
         m = header.match(line)
         if m:

@@ -66,8 +66,9 @@ class SourcesMixin(StoreBase):
         origin: str,
         now: datetime,
         mirror: bool = False,
+        kind: SourceKind = "feed",
     ) -> tuple[Source, bool]:
-        """Add a feed, or update the one with this URL. Returns (source, created).
+        """Add a feed (or a live page: ``kind="page"``), or update the one with this URL. Returns (source, created).
 
         Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says).
         Another process adding the same URL at the same moment makes the insert fail: then that row is updated."""
@@ -79,7 +80,7 @@ class SourcesMixin(StoreBase):
                 if row is None:
                     conn.execute(
                         src.insert().values(
-                            kind="feed",
+                            kind=kind,
                             location=url,
                             url=url,
                             name=name,
@@ -163,15 +164,21 @@ class SourcesMixin(StoreBase):
             )
 
     def sync_config_feeds(
-        self, feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]], now: datetime
+        self,
+        feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]],
+        now: datetime,
+        kind: SourceKind = "feed",
     ) -> None:
-        """Mirror the config's ``[[feeds]]``: add or update each; a feed dropped from the file stops being polled."""
+        """Mirror the config's ``[[feeds]]`` (or ``[[pages]]``): add or update each; one dropped from the file stops
+        being polled."""
         wanted = {url for url, *_ in feeds}
         for url, name, tags, interval in feeds:
-            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True)
+            self.upsert_feed(
+                url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True, kind=kind
+            )
         src = schema.source
         with self.engine.begin() as conn:
-            stale = select(src.c.id).where(src.c.kind == "feed", src.c.origin == "config", src.c.status != "removed")
+            stale = select(src.c.id).where(src.c.kind == kind, src.c.origin == "config", src.c.status != "removed")
             if wanted:
                 stale = stale.where(src.c.location.not_in(wanted))
             ids = [row.id for row in conn.execute(stale)]
@@ -319,11 +326,11 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
 
 
 def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
-    """Live feeds not leased to anyone, not fetched yet in the pass that started at ``now``, and (unless forced)
-    whose next check has come."""
+    """Live feeds and live pages (a page with a URL; a seed page has none) not leased to anyone, not fetched yet in
+    the pass that started at ``now``, and (unless forced) whose next check has come."""
     src = schema.source
     due = and_(
-        src.c.kind == "feed",
+        or_(src.c.kind == "feed", and_(src.c.kind == "page", src.c.url.is_not(None))),  # feeds and live pages
         src.c.status.not_in(("gone", "removed", "paused")),
         or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
         or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
