@@ -285,10 +285,12 @@ def read_live_page(result: FetchResult, source: Source, seeds: SeedsConfig) -> P
     with the links the HTML has: the page's canonical URL for its article, each teaser's own link."""
     url = result.final_url
     assert result.body is not None
-    text = page_text(result.body, url, boilerplate=seeds.boilerplate)
-    if text is None or not text.text.strip():
-        return failed("not_a_feed", f"{url}: no article or teasers found in the page; expected an HTML article page")
     try:
+        text = page_text(result.body, url, boilerplate=seeds.boilerplate)
+        if text is None or not text.text.strip():
+            return failed(
+                "not_a_feed", f"{url}: no article or teasers found in the page; expected an HTML article page"
+            )
         page = parse_page(
             text.text.encode(),
             name=url,

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 from rich.console import Console
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+Command = TypeVar("Command", bound=Callable[..., Any])
 #: The longest note `stories hide --reason` keeps.
 MAX_REASON = 1000
 #: Hidden stories `status` names one by one (the most recently hidden); --json lists them all.
@@ -429,11 +430,24 @@ def feeds() -> None:
     """Add, list, remove, import and export feeds."""
 
 
+def _source_options(noun: str) -> Callable[[Command], Command]:
+    """The options every way of following a source takes: --name, --tag (repeatable), --interval."""
+
+    def options(command: Command) -> Command:
+        command = click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")(
+            command
+        )
+        command = click.option(
+            "--tag", "tags", multiple=True, help=f"Tag for every story of this {noun} (repeatable)."
+        )(command)
+        return click.option("--name", default=None, help="Name shown in listings and the digest.")(command)
+
+    return options
+
+
 @feeds.command("add")
 @click.argument("url")
-@click.option("--name", default=None, help="Name shown in listings and the digest.")
-@click.option("--tag", "tags", multiple=True, help="Tag for every story of this feed (repeatable).")
-@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@_source_options("feed")
 @click.option("--pick", type=click.IntRange(min=1), default=None, help="Of several feeds found on a page: the Nth.")
 @click.option("--all", "add_all", is_flag=True, help="Of several feeds found on a page: every one.")
 @click.option("--no-discover", is_flag=True, help="Follow the URL as given, without fetching it first.")
@@ -512,9 +526,7 @@ def pages() -> None:
 
 @pages.command("add")
 @click.argument("url")
-@click.option("--name", default=None, help="Name shown in listings and the digest.")
-@click.option("--tag", "tags", multiple=True, help="Tag for every story of this page (repeatable).")
-@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@_source_options("page")
 @click.pass_obj
 def pages_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
     """Follow a live article page (http or https URL): its article and rail of teasers, like a saved seed page."""
