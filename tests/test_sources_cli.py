@@ -441,3 +441,13 @@ def test_a_database_from_before_suggestions_is_migrated(db_url: str) -> None:
         with Store.open(db_url) as store, store.engine.connect() as conn:
             assert "suggested_url" in {c["name"] for c in inspect(conn).get_columns("source")}
             assert conn.execute(text("SELECT version FROM schema_version")).scalar() == HEAD
+
+
+@pytest.mark.no_database
+def test_a_live_page_is_named_by_its_url_a_saved_one_by_its_file_name() -> None:
+    from ingest.store.site import source_name
+
+    page = "https://news.example/view/her2"
+    assert source_name("page", None, page, page) == page
+    assert source_name("page", None, "/srv/seeds/000_a9.txt", None) == "000_a9.txt"
+    assert source_name("page", "Net", page, page) == "Net"

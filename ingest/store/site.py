@@ -27,9 +27,9 @@ _LIKE_ESCAPE = "\\"
 
 
 def source_name(kind: SourceKind, name: str | None, location: str, url: str | None) -> str:
-    """How a source is named to readers: its name; else a feed's URL; else a seed page's file name (never a path
-    on the server)."""
-    return name or (url or location if kind == "feed" else PurePath(location).name)
+    """How a source is named to readers: its name; else a feed's or a live page's URL; else a seed page's file name
+    (never a path on the server)."""
+    return name or (url or location if kind == "feed" or url is not None else PurePath(location).name)
 
 
 def _like_escape(text: str) -> str:
