@@ -182,7 +182,9 @@ def _article(html: str) -> list[str]:
 
 def _teasers(root: Any, base: str, is_date: Callable[[str], bool]) -> list[tuple[Any, Teaser]]:
     """Each dated card of the page: the smallest element around a date that also holds a title, in page order."""
+    # Capped: each date is checked against the others, and a page of 10,000 <time> elements is no article page.
     anchors = [e for e in root.iter() if isinstance(e.tag, str) and _date_of(e, is_date) is not None]
+    anchors = anchors[: 2 * MAX_TEASERS]
     cards: list[tuple[Any, Teaser]] = []
     taken: set[Any] = set()
     for anchor in anchors:
@@ -264,14 +266,13 @@ def _text_skipping(card: Any, skipped: set[Any]) -> str:
     parts: list[str] = []
 
     def walk(element: Any) -> None:
-        if element not in skipped:
-            parts.append(element.text or "")
-            for child in element:
-                if isinstance(child.tag, str):
-                    walk(child)
-                parts.append(child.tail or "")
-        else:
+        if element in skipped:
             return
+        parts.append(element.text or "")
+        for child in element:
+            if isinstance(child.tag, str):
+                walk(child)
+            parts.append(child.tail or "")
 
     walk(card)
     return " ".join(parts)
