@@ -286,7 +286,8 @@ def read_live_page(result: FetchResult, source: Source, seeds: SeedsConfig) -> P
     url = result.final_url
     assert result.body is not None
     try:
-        text = page_text(result.body, url, boilerplate=seeds.boilerplate)
+        content_type = result.headers.get("content-type", "")
+        text = page_text(result.body, url, boilerplate=seeds.boilerplate, content_type=content_type)
         if text is None or not text.text.strip():
             return failed(
                 "not_a_feed", f"{url}: no article or teasers found in the page; expected an HTML article page"

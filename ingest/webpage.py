@@ -7,6 +7,8 @@ point anywhere (only http and https links are kept; the fetcher refuses private 
 
 from __future__ import annotations
 
+import codecs
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,13 +38,21 @@ FEED_TYPES = frozenset(
 MAX_FEED_LINKS = 10
 
 
-def parse_html(body: bytes) -> lxml.html.HtmlElement | None:
-    """The page's tree, or None for a body no HTML parser finds anything in."""
+def parse_html(body: bytes, encoding: str | None = None) -> lxml.html.HtmlElement | None:
+    """The page's tree, or None for a body no HTML parser finds anything in. ``encoding``: None lets the page's
+    ``<meta charset>`` decide; given, it wins over the page's own (libxml2 would switch at the ``<meta>``)."""
     parser = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+    source: bytes | str = body
+    if encoding is not None:
+        # An XML declaration in a str makes lxml refuse it; the charset it names is overruled anyway.
+        source = _XML_DECLARATION.sub("", body.decode(encoding, errors="replace"), count=1)
     try:
-        return lxml.html.document_fromstring(body, parser=parser)
+        return lxml.html.document_fromstring(source, parser=parser)
     except (lxml.etree.ParserError, ValueError):  # an empty or all-whitespace body
         return None
+
+
+_XML_DECLARATION = re.compile(r"^\s*<\?xml[^>]*\?>")
 
 
 def feed_links(body: bytes, page_url: str) -> list[str]:
@@ -117,11 +127,30 @@ class PageText:
     links: dict[str, str]  # a teaser's title -> its link
 
 
-def page_text(body: bytes, page_url: str, *, boilerplate: Sequence[str]) -> PageText | None:
+def page_charset(body: bytes, content_type: str) -> str | None:
+    """How to decode a page: the HTTP charset (it wins over the page's own, as browsers do), else the page's
+    ``<meta>`` (None: lxml reads it), else UTF-8 when the bytes are UTF-8 (libxml2 would guess Latin-1)."""
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            try:
+                return codecs.lookup(value.strip().strip("\"'")).name
+            except LookupError:
+                break
+    if b"charset" in body[:4096].lower():
+        return None
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "utf-8"
+
+
+def page_text(body: bytes, page_url: str, *, boilerplate: Sequence[str], content_type: str = "") -> PageText | None:
     """Reduce an article page to the seed shape: its main article (readability-lxml, on the page without its rail and
     boilerplate), the boilerplate lines found, then the rail of dated teasers. None for a body with no HTML; raises
-    :class:`PageError` for a page too big to read."""
-    doc = parse_html(body)
+    :class:`PageError` for a page too big to read. ``content_type``: the response's, for its charset."""
+    doc = parse_html(body, page_charset(body, content_type))
     if doc is None:
         return None
     for element in list(doc.iter(*_UNSEEN)):
@@ -169,7 +198,7 @@ def _article(html: str) -> list[str]:
     """The main article's paragraphs, by readability-lxml: it scores the page's blocks and keeps the best one with
     the sibling paragraphs that belong to it (a standfirst outside the body's container: decision 0018)."""
     summary = readability.Document(html).summary(html_partial=True)
-    doc = parse_html(summary.encode())
+    doc = parse_html(summary.encode(), "utf-8")
     if doc is None:
         return []
     lines = []

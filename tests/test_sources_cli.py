@@ -451,3 +451,24 @@ def test_a_live_page_is_named_by_its_url_a_saved_one_by_its_file_name() -> None:
     assert source_name("page", None, page, page) == page
     assert source_name("page", None, "/srv/seeds/000_a9.txt", None) == "000_a9.txt"
     assert source_name("page", "Net", page, page) == "Net"
+
+
+@pytest.mark.no_database
+@pytest.mark.parametrize(
+    ("content_type", "meta", "encoded"),
+    [
+        ("text/html; charset=utf-8", "", "utf-8"),  # the HTTP charset, no <meta>
+        ("text/html", "", "utf-8"),  # neither: UTF-8 bytes read as UTF-8, not Latin-1
+        ("text/html", '<meta charset="windows-1252">', "cp1252"),  # the page's <meta>
+        ('text/html; charset="ISO-8859-1"', '<meta charset="utf-8">', "latin-1"),  # HTTP wins over <meta>
+    ],
+)
+def test_a_live_page_is_decoded_by_its_charset(content_type: str, meta: str, encoded: str) -> None:
+    from ingest.webpage import page_text
+
+    words = "Café: trastuzumab, pertuzumab and docetaxel" if encoded == "latin-1" else "CLEOPATRA — trastuzumab"
+    body = f"<html><head>{meta}</head><body><article><p>{words}, a long enough paragraph to be the article.</p>"
+    data = (body + "</article></body></html>").encode(encoded)
+    read = page_text(data, "https://x.example/", boilerplate=(), content_type=content_type)
+    assert read is not None
+    assert read.text.startswith(words)
