@@ -16,15 +16,22 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from ingest.core.config import Settings
+from ingest.core.config import SeedsConfig, Settings
+from ingest.core.errors import PageError
 from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
+from ingest.discover import find_on_site
 from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
 from ingest.parse import ParsedFeed
+from ingest.parse.normalize import failed
 from ingest.polling import failing_since, next_check, should_pause
 from ingest.run import sync_config_feeds
+from ingest.seeds import parse_page
 from ingest.store import Store
+from ingest.webpage import page_text
 from ingest.workers import ParsePool
 
 
@@ -231,7 +238,25 @@ def _fetch_and_store(
         raise failure[0]
     store.save_feed_states([(source.id, state) for source, _, state in stateless], now)
     reports.extend(_report(source, result, state, None) for source, result, state in stateless)
+    for source, result, state in stateless:
+        turned = _broken(state.status, state.last_status) and not _broken(source.status, source.last_status)
+        if source.kind == "feed" and turned:
+            _suggest(store, settings, source, result, now)
     return reports
+
+
+def _broken(status: SourceStatus, http_status: int | None) -> bool:
+    """Not a feed any more, not found, or gone: the feed may have moved (a timeout or a 500 says nothing of that)."""
+    return status in ("not_a_feed", "gone") or http_status == 404
+
+
+def _suggest(store: Store, settings: Settings, source: Source, result: FetchResult, now: datetime) -> None:
+    """A feed that just broke: look for a feed on its site, once, and offer it to the operator (``feeds move``)."""
+    current = source.url or source.location
+    own = {source.location, current, result.final_url}
+    found = find_on_site(current, settings.fetch, now, exclude=sorted(own))
+    if found is not None:
+        store.suggest_url(source.id, found.url)
 
 
 def _parse(
@@ -239,6 +264,10 @@ def _parse(
 ) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
+    if source.kind == "page":  # a live page: read here (lxml and readability), not in the feed parser's workers
+        done: Future[ParsedFeed] = Future()
+        done.set_result(read_live_page(result, source, settings.seeds))
+        return done
     # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a temporary
     # redirect's target, so they stay stable from fetch to fetch.
     base = result.permanent_url or source.url or source.location
@@ -250,6 +279,40 @@ def _parse(
         now=now,
         max_entries=settings.fetch.max_entries,
     )
+
+
+def read_live_page(result: FetchResult, source: Source, seeds: SeedsConfig) -> ParsedFeed:
+    """A fetched article page as the seed parser reads a saved one (its article, boilerplate, rail of teasers),
+    with the links the HTML has: the page's canonical URL for its article, each teaser's own link."""
+    url = result.final_url
+    assert result.body is not None
+    try:
+        content_type = result.headers.get("content-type", "")
+        text = page_text(result.body, url, boilerplate=seeds.boilerplate, content_type=content_type)
+        if text is None or not text.text.strip():
+            return failed(
+                "not_a_feed", f"{url}: no article or teasers found in the page; expected an HTML article page"
+            )
+        page = parse_page(
+            text.text.encode(),
+            name=url,
+            boilerplate=seeds.boilerplate,
+            tz=ZoneInfo(seeds.timezone),
+            max_bytes=seeds.max_bytes,
+            title_max_chars=seeds.title_max_chars,
+        )
+    except PageError as exc:
+        return failed("not_a_feed", str(exc))
+    items = tuple(
+        replace(
+            item,
+            link=text.canonical if item.kind == "article" else text.links.get(item.title),
+            tags=tuple(dict.fromkeys((*item.tags, *source.tags))),
+        )
+        for item in page.items
+    )
+    warning = "; ".join(page.warnings) or None
+    return ParsedFeed("feed", None, text.canonical, items, None, warning, None)
 
 
 def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveResult | None) -> SourceReport:

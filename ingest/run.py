@@ -45,8 +45,9 @@ def ingest_pass(
 
 
 def sync_config_feeds(store: Store, settings: Settings, now: datetime) -> None:
-    """The config's ``[[feeds]]`` mirrored into the store's sources."""
+    """The config's ``[[feeds]]`` and ``[[pages]]`` mirrored into the store's sources."""
     store.sync_config_feeds([(f.url, f.name, f.tags, f.interval) for f in settings.feeds], now)
+    store.sync_config_feeds([(p.url, p.name, p.tags, p.interval) for p in settings.pages], now, kind="page")
 
 
 def seed_files(folder: Path, *, follow_symlinks: bool = False) -> tuple[list[Path], list[Path]]:

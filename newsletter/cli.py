@@ -8,10 +8,10 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 from rich.console import Console
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+Command = TypeVar("Command", bound=Callable[..., Any])
 #: The longest note `stories hide --reason` keeps.
 MAX_REASON = 1000
 #: Hidden stories `status` names one by one (the most recently hidden); --json lists them all.
@@ -378,9 +379,10 @@ def status(app: App, as_json: bool) -> None:
             _when(s.last_success_at),
             str(s.error_count),
             s.last_error or "",
-            "-" if s.kind == "page" else _next_check(s),
+            "-" if s.kind == "page" and s.url is None else _next_check(s),
         )
     out().print(table)
+    _print_moved(view.sources)
     hidden = len(view.hidden)
     click.echo(
         f"stories    {view.live_stories} live, {hidden} hidden, {view.first_seen_this_week} first seen this week"
@@ -446,24 +448,167 @@ def feeds() -> None:
     """Add, list, remove, import and export feeds."""
 
 
+def _source_options(noun: str) -> Callable[[Command], Command]:
+    """The options every way of following a source takes: --name, --tag (repeatable), --interval."""
+
+    def options(command: Command) -> Command:
+        command = click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")(
+            command
+        )
+        command = click.option(
+            "--tag", "tags", multiple=True, help=f"Tag for every story of this {noun} (repeatable)."
+        )(command)
+        return click.option("--name", default=None, help="Name shown in listings and the digest.")(command)
+
+    return options
+
+
 @feeds.command("add")
 @click.argument("url")
-@click.option("--name", default=None, help="Name shown in listings and the digest.")
-@click.option("--tag", "tags", multiple=True, help="Tag for every story of this feed (repeatable).")
-@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@_source_options("feed")
+@click.option("--pick", type=click.IntRange(min=1), default=None, help="Of several feeds found on a page: the Nth.")
+@click.option("--all", "add_all", is_flag=True, help="Of several feeds found on a page: every one.")
+@click.option("--no-discover", is_flag=True, help="Follow the URL as given, without fetching it first.")
 @click.pass_obj
-def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
-    """Follow a feed (http or https URL)."""
+def feeds_add(
+    app: App,
+    *,
+    url: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    interval: int | None,
+    pick: int | None,
+    add_all: bool,
+    no_discover: bool,
+) -> None:
+    """Follow a feed (http or https URL); given a site's page, follow the feed it offers."""
+    if pick is not None and add_all:
+        raise UsageError("--pick and --all do not go together: choose one feed, or every one")
     clean = check_feed_url(url)
+    targets = [(clean, {clean})] if no_discover else _discovered_feeds(app, clean, pick=pick, add_all=add_all)
+    refused = 0
+    for target, aliases in targets:
+        try:
+            _check_not_followed(app, target, aliases, updating=bool(name or tags or interval))
+        except UsageError as exc:
+            if len(targets) == 1:
+                raise
+            click.echo(f"skip   {exc}", err=True)
+            refused += 1
+            continue
+        source, created = app.store.upsert_feed(
+            target, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now()
+        )
+        click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {target}")
+    if refused:
+        sys.exit(1)
+
+
+def _discovered_feeds(app: App, url: str, *, pick: int | None, add_all: bool) -> list[tuple[str, set[str]]]:
+    """The feeds to follow for ``url`` (each with the addresses it answered from), after asking it what it is."""
+    from ingest.discover import USUAL_PATHS, discover
+
+    found = discover(url, app.settings.fetch, now())
+    if found.kind == "unreachable":
+        if found.outcome == "blocked" or not _transient(found.status):
+            raise UsageError(f"{found.error} (--no-discover follows it as given)")
+        click.echo(f"warning: could not check it ({found.error}); following {url} as given", err=True)
+        return [(url, {url})]
+    if found.kind == "other":
+        raise UsageError(f"{found.error} (--no-discover follows it as given)")
+    feeds = [(f, {f.url, f.final_url}) for f in found.feeds]
+    if found.kind == "feed":
+        return [(url, {url, *feeds[0][1]})]
+    for reason in found.refused:
+        click.echo(f"skip   {reason}", err=True)
+    if not feeds:
+        raise UsageError(
+            f'{url}: an HTML page that offers no feed: no <link rel="alternate"> to a feed answered with one, '
+            f"nor did {', '.join(USUAL_PATHS)} on its site; give the feed's own URL (or --no-discover)"
+        )
+    click.echo(f"found {counted(len(feeds), 'feed', 'feeds')} on {url}:")
+    for number, (feed, _) in enumerate(feeds, 1):
+        click.echo(f"  {number}. {feed.url}" + (f" ({feed.title})" if feed.title else ""))
+    if pick is not None and pick > len(feeds):
+        raise UsageError(f"--pick {pick}: the page offers {counted(len(feeds), 'feed', 'feeds')}")
+    chosen = feeds if add_all else [feeds[(pick or 1) - 1]]
+    if len(feeds) > 1 and not add_all and pick is None:
+        click.echo("following the first (--pick N follows another, --all every one)")
+    return [(check_feed_url(feed.url), aliases) for feed, aliases in chosen]
+
+
+@cli.group()
+def pages() -> None:
+    """Add, list and remove live article pages (read like the saved seed pages, on a schedule)."""
+
+
+@pages.command("add")
+@click.argument("url")
+@_source_options("page")
+@click.pass_obj
+def pages_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
+    """Follow a live article page (http or https URL): its article and rail of teasers, like a saved seed page."""
+    from ingest.discover import discover
+
+    clean = check_feed_url(url)
+    aliases = {clean}
+    found = discover(clean, app.settings.fetch, now(), look_for_feeds=False)
+    if found.kind == "feed":
+        raise UsageError(f"{clean} is a feed: `newsletter feeds add {clean}` follows it")
+    if found.kind == "other" or (
+        found.kind == "unreachable" and (found.outcome == "blocked" or not _transient(found.status))
+    ):
+        raise UsageError(f"{found.error}")
+    if found.kind == "unreachable":
+        click.echo(f"warning: could not check it ({found.error}); following {clean} as given", err=True)
+    elif found.final_url:
+        aliases.add(found.final_url)
+    _check_not_followed(app, clean, aliases, updating=bool(name or tags or interval))
     source, created = app.store.upsert_feed(
-        clean,
-        name=name,
-        tags=normalize_tags(tags),
-        interval=interval,
-        origin="cli",
-        now=now(),
+        clean, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now(), kind="page"
     )
-    click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
+    click.echo(f"{'added' if created else 'updated'} page #{source.id}: {clean}")
+
+
+@pages.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include removed pages.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def pages_list(app: App, show_all: bool, as_json: bool) -> None:
+    """Each live page's status, last fetch, errors and next check."""
+    sync_config_feeds(app.store, app.settings, now())
+    rows = [s for s in app.store.sources(kind="page") if s.url and (show_all or s.status != "removed")]
+    _print_sources(rows, "pages", as_json=as_json)
+
+
+@pages.command("remove")
+@click.argument("page")
+@click.pass_obj
+def pages_remove(app: App, page: str) -> None:
+    """Stop following a live page (by id or URL); its stories stay."""
+    source = app.store.find_source(page)
+    if source is None or source.kind != "page" or source.url is None:
+        raise UsageError(f"no live page with id or URL {page!r}; see `newsletter pages list`")
+    app.store.remove_feed(source.id)
+    note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
+    click.echo(f"removed page #{source.id}: {source.location}{note}")
+
+
+def _transient(status: int | None) -> bool:
+    """No answer at all, or a server in trouble: worth following as given, the next checks will tell."""
+    return status is None or status >= 500 or status == 429
+
+
+def _check_not_followed(app: App, target: str, aliases: set[str], *, updating: bool) -> None:
+    """Refuse an address another source already reads. The same feed added again stays allowed where it changes
+    something: new options, or following a gone or paused feed again."""
+    owner = app.store.followed_by({target, *aliases})
+    if owner is None:
+        return
+    if owner.location == target and (updating or owner.status in ("gone", "paused")):
+        return
+    where = owner.location if owner.kind == "feed" or owner.url is None else owner.url
+    raise UsageError(f"{target} is already followed: {owner.kind} #{owner.id} ({where})")
 
 
 def _feed(app: App, feed: str) -> Source:
@@ -483,6 +628,21 @@ def feeds_remove(app: App, feed: str) -> None:
     app.store.remove_feed(source.id)
     note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
     click.echo(f"removed feed #{source.id}: {source.location}{note}")
+
+
+@feeds.command("move")
+@click.argument("feed")
+@click.argument("url")
+@click.pass_obj
+def feeds_move(app: App, feed: str, url: str) -> None:
+    """Read a feed (by id or URL) from a new URL from now on, keeping its stories: say where a broken feed went."""
+    source = _feed(app, feed)
+    clean = check_feed_url(url)
+    owner = app.store.followed_by({clean})
+    if owner is not None and owner.id != source.id:
+        raise UsageError(f"{clean} is already followed: {owner.kind} #{owner.id} ({owner.location})")
+    app.store.move_feed(source.id, clean)
+    click.echo(f"moved feed #{source.id}: {source.url or source.location} -> {clean} (it is checked at once)")
 
 
 @feeds.command("resume")
@@ -508,11 +668,15 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
     """Each feed's status, last fetch, errors and next check."""
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
+    _print_sources(rows, "feeds", as_json=as_json)
+
+
+def _print_sources(rows: Sequence[Source], noun: str, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{len(rows)} feeds")
-    for col in ("id", "feed", "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
+    table = Table(title=f"{len(rows)} {noun}")
+    for col in ("id", noun[:-1], "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
         table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
     for s in rows:
         feed = (s.name + "\n" if s.name else "") + s.location
@@ -530,6 +694,7 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
             _next_check(s),
         )
     out().print(table)
+    _print_moved(rows)
 
 
 def _when(value: datetime | None) -> str:
@@ -557,7 +722,17 @@ def _feed_json(s: Source) -> dict[str, Any]:
         "last_error": s.last_error,
         "warning": s.warning,
         "next_check": s.next_check_at.isoformat() if s.next_check_at else None,
+        "suggested_url": s.suggested_url,
     }
+
+
+def _print_moved(sources: Sequence[Source]) -> None:
+    """Below the table, whole: a URL wrapped inside a cell could not be copied."""
+    for s in sources:
+        if s.suggested_url:
+            click.echo(
+                f"{s.kind} #{s.id} {s.location}: moved? try {s.suggested_url} (`newsletter feeds move {s.id} URL`)"
+            )
 
 
 @feeds.command("import")

@@ -96,5 +96,6 @@ def _source_json(s: Source) -> dict[str, Any]:
         "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
         "error_count": s.error_count,
         "last_error": s.last_error,
-        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
+        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.url else None,
+        "suggested_url": s.suggested_url,
     }

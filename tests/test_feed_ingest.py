@@ -262,7 +262,7 @@ def test_permanent_redirect_is_adopted_and_listed(
     hostile_server.redirect("/old", "/feed", status=301)
     hostile_server.redirect("/temp", "/feed", status=302)
     for path in ("/old", "/temp"):
-        assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url(path))[0] == 0
+        assert run_cli("--config", str(cfg), "feeds", "add", "--no-discover", hostile_server.url(path))[0] == 0
     code, out, err = run_cli("--config", str(cfg), "ingest")
     assert code == 0, err
     code, out, _ = run_cli("--config", str(cfg), "feeds", "list", "--json")
@@ -427,7 +427,7 @@ def test_a_feed_moved_for_good_is_followed_and_keeps_its_stories(
 
 def _add_feeds(run_cli: RunCli, cfg: Path, urls: list[str]) -> None:
     for url in urls:
-        code, _, err = run_cli("--config", str(cfg), "feeds", "add", url)
+        code, _, err = run_cli("--config", str(cfg), "feeds", "add", "--no-discover", url)
         assert code == 0, err
 
 

@@ -172,6 +172,10 @@ class FeedConfig(_Section):
         return list(normalize_tags(value))
 
 
+class PageConfig(FeedConfig):
+    """A live article page, read like a saved seed page on a schedule (``[[pages]]``): the same keys as a feed."""
+
+
 class FetchConfig(_Section):
     concurrency: int = Field(default=8, gt=0)
     per_host: int = Field(default=2, gt=0)
@@ -317,6 +321,7 @@ class Settings(_Section):
     storage: StorageConfig = StorageConfig()
     seeds: SeedsConfig = SeedsConfig()
     feeds: list[FeedConfig] = Field(default_factory=list)
+    pages: list[PageConfig] = Field(default_factory=list)
     fetch: FetchConfig = FetchConfig()
     publish: PublishConfig = PublishConfig()
     digest: DigestConfig = DigestConfig()
@@ -408,7 +413,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict
             continue
         rest = var[len(ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is None or section == "feeds":
+        if section is None or section in ("feeds", "pages"):
             continue  # not ours (another tool's, or a test's own variable)
         key = rest[len(section) + 1 :]
         target = data.setdefault(section, {})
@@ -462,9 +467,9 @@ def _expected(err: Any, loc: list[str]) -> str:
 def _key_name(loc: list[str]) -> str:
     if not loc:
         return "(top level)"
-    if loc[0] == "feeds" and len(loc) > 1 and loc[1].isdigit():
+    if loc[0] in ("feeds", "pages") and len(loc) > 1 and loc[1].isdigit():
         rest = ".".join(loc[2:])
-        return f"[[feeds]] #{int(loc[1]) + 1} {rest}".rstrip()
+        return f"[[{loc[0]}]] #{int(loc[1]) + 1} {rest}".rstrip()
     if loc[:2] == ["seeds", "folders"] and len(loc) > 2 and loc[2].isdigit():
         rest = ".".join(loc[3:])
         return f"[[seeds.folders]] #{int(loc[2]) + 1} {rest}".rstrip()
@@ -502,7 +507,7 @@ def _line_of(text: str, loc: list[str]) -> int | None:
     header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
     key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
     current, occurrence = "", -1
-    wanted = int(loc[1]) if section == "feeds" and len(loc) > 2 and loc[1].isdigit() else 0
+    wanted = int(loc[1]) if section in ("feeds", "pages") and len(loc) > 2 and loc[1].isdigit() else 0
     if loc[:2] == ["seeds", "folders"] and len(loc) > 3 and loc[2].isdigit():
         section, wanted = "seeds.folders", int(loc[2])
     for i, line in enumerate(lines):

@@ -90,6 +90,7 @@ class Source:
     created_at: datetime | None = None
     failing_since: datetime | None = None  # the first failure of the current streak; None after a success
     site_url: str | None = None  # the site readers may visit: a feed's own link, a seed folder's configured url
+    suggested_url: str | None = None  # a broken feed: a feed found on its site ("moved? try URL"); never adopted
 
 
 @dataclass(frozen=True, slots=True)

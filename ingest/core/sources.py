@@ -19,11 +19,11 @@ __all__ = ["reader_sources", "source_name", "web_url"]
 
 def source_name(kind: SourceKind, name: str | None, location: str, url: str | None, folder: str | None) -> str:
     """How a source is named to readers: its name (a feed's configured name, else the feed's own title; a seed
-    folder's ``[[seeds.folders]] name``); else a feed's host; else a seed page's folder name (its file name when it
-    has none)."""
+    folder's ``[[seeds.folders]] name``); else a feed's or a live page's host; else a saved page's folder name (its
+    file name when it has none)."""
     if name and name.strip():
         return name.strip()
-    if kind == "feed":
+    if kind == "feed" or url:  # a feed, or a live page (a page with an address): its host
         try:
             host = urlsplit(url or location).hostname
         except ValueError:

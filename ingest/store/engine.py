@@ -131,8 +131,15 @@ def _v12(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE delivery ADD COLUMN bounce VARCHAR(8)"))
 
 
+def _v13(conn: Connection) -> None:
+    """source.suggested_url: where a broken feed may have gone; nothing is suggested before."""
+    if "suggested_url" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        kind = schema.source.c.suggested_url.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE source ADD COLUMN suggested_url {kind}"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
 
 HEAD = len(MIGRATIONS)
 

@@ -128,6 +128,7 @@ source = Table(
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
     Column("site_url", CleanText),  # the site readers may visit: a feed's own link, a seed folder's configured url
+    Column("suggested_url", CleanText),  # a broken feed: a feed found on its site, offered to the operator
 )
 
 story = Table(
