@@ -26,6 +26,7 @@ from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.run import ingest_pass, summarize, sync_config_feeds
 from ingest.store import Store
+from ingest.topics import Taxonomy, taxonomy_of
 
 if TYPE_CHECKING:
     from newsletter.digest.job import DigestReport
@@ -51,8 +52,14 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.config_path)
+            settings = load_settings(self.config_path)
+            taxonomy_of(settings.topics)  # a bad taxonomy is a config error now, not at the first story
+            self._settings = settings
         return self._settings
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return taxonomy_of(self.settings.topics)
 
     @property
     def store(self) -> Store:
@@ -144,7 +151,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many stories.")
 @click.pass_context
 def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
-    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide or unhide them."""
+    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide, unhide, tag or retag them."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
@@ -173,6 +180,7 @@ def stories_explain(app: App, story_id: int) -> None:
     click.echo(f"  first seen {s.first_seen.isoformat()}   updated {s.updated.isoformat()}")
     click.echo(f"  link       {s.link or '-'}")
     click.echo(f"  tags       {', '.join(s.tags) or '-'}")
+    click.echo(f"  topics     {', '.join(s.topics) or '-'}")
     if s.hidden_at is not None:
         click.echo(f"  hidden     {_hidden(s)}: out of the pages, feeds and digests; `stories unhide {s.id}` shows it")
     if e.merged:
@@ -251,6 +259,41 @@ def stories_unhide(app: App, story_id: int) -> None:
     click.echo(f"story {story.id} is shown again: {story.title}")
 
 
+@stories.command("tag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_tag(app: App, story_id: int, topic: str) -> None:
+    """Give a story a topic its words did not (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=True)
+
+
+@stories.command("untag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_untag(app: App, story_id: int, topic: str) -> None:
+    """Take a topic off a story (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=False)
+
+
+def _set_topic(app: App, story_id: int, topic: str, *, added: bool) -> None:
+    if app.taxonomy.get(topic) is None:
+        raise UsageError(f"unknown topic {topic!r}; expected one of: {', '.join(app.taxonomy.slugs)}")
+    story, changed = app.store.set_story_topic(story_id, topic, added=added, now=now())
+    verb = "now has" if added else "no longer has"
+    state = "" if changed else " (already so: kept as the operator's word)"
+    click.echo(f"story {story.id} {verb} topic {topic}{state}; topics: {', '.join(story.topics) or '-'}")
+
+
+@stories.command("retag")
+@click.pass_obj
+def stories_retag(app: App) -> None:
+    """Tag every story again with the current taxonomy (after editing it or [topics] terms)."""
+    sightings, changed = app.store.retag(app.taxonomy.tag, now())
+    click.echo(f"retagged: {sightings} sighting(s) and {changed} story(ies) changed topics")
+
+
 def _hidden(s: Story) -> str:
     return f"since {_when(s.hidden_at)}" + (f", reason: {s.hidden_reason}" if s.hidden_reason else "")
 
@@ -265,6 +308,7 @@ def story_json(s: Story) -> dict[str, Any]:
         "link": s.link,
         "sightings": s.sightings,
         "tags": list(s.tags),
+        "topics": list(s.topics),
         "hidden": s.hidden_at is not None,
     }
 

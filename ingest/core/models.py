@@ -49,6 +49,7 @@ class ParsedItem:
     tags: tuple[str, ...] = ()
     title_derived: bool = False  # True when the title was made from the first sentence
     raw_date: str | None = None  # the date exactly as written
+    topics: tuple[str, ...] = ()  # taxonomy slugs from its title and summary (ingest.topics), set by the in-stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,7 @@ class Sighting:
     title_derived: bool = False
     match_rule: str | None = None
     match_score: float | None = None
+    topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ class Story:
     hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
     hidden_reason: str | None = None  # the operator's note, for operators only
     title_derived: bool = False  # the title was made from its first sentence: no source gave it a headline
+    topics: tuple[str, ...] = ()  # its sightings' topics with the operator's additions, less the removals
 
     @property
     def is_recap(self) -> bool:

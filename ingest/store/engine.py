@@ -131,8 +131,18 @@ def _v12(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE delivery ADD COLUMN bounce VARCHAR(8)"))
 
 
+def _v13(conn: Connection) -> None:
+    """Topics: sighting.topics and story.topics (none until `stories retag` or the next ingest tags them), and the
+    operator's story_topic_override."""
+    for table in (schema.sighting, schema.story):
+        if "topics" not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            kind = table.c.topics.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+    schema.metadata.create_all(conn, tables=[schema.story_topic_override])  # checkfirst
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
 
 HEAD = len(MIGRATIONS)
 

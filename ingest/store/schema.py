@@ -151,6 +151,9 @@ story = Table(
     # The operator hid (retracted) it: out of every page, feed and future digest until shown again.
     Column("hidden_at", UtcDateTime),
     Column("hidden_reason", CleanText),  # the operator's note: shown to operators only
+    # Topic slugs (ingest.topics): its sightings' with story_topic_override applied. A server default for rows
+    # written before the column.
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),
     Index(None, "first_seen"),
     Index(None, "published"),
 )
@@ -187,6 +190,7 @@ sighting = Table(
     Column("story_id", Integer, ForeignKey("story.id")),
     Column("match_rule", CleanText),
     Column("match_score", Float),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # from its title and summary
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
 )
@@ -210,6 +214,16 @@ story_override = Table(
     Column("sighting_b", Integer, ForeignKey("sighting.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("note", CleanText),
+)
+
+# The operator's word on a story's topics (`stories tag` / `untag`): added (True) or removed (False), whatever its
+# sightings say. Kept apart from the sightings' topics so that `stories retag` never undoes it.
+story_topic_override = Table(
+    "story_topic_override",
+    metadata,
+    Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
+    Column("topic", String(64), primary_key=True),
+    Column("added", Boolean, nullable=False),
 )
 
 digest = Table(
