@@ -141,8 +141,18 @@ def _v13(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.story_topic_override])  # checkfirst
 
 
+def _v14(conn: Connection) -> None:
+    """subscriber.topics and cadence: each subscriber's choice; everyone so far gets every topic, weekly."""
+    columns = {c["name"] for c in inspect(conn).get_columns("subscriber")}
+    if "topics" not in columns:
+        kind = schema.subscriber.c.topics.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE subscriber ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+    if "cadence" not in columns:
+        conn.execute(text("ALTER TABLE subscriber ADD COLUMN cadence VARCHAR(8) NOT NULL DEFAULT 'weekly'"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13, _v14)
 
 HEAD = len(MIGRATIONS)
 

@@ -264,6 +264,8 @@ subscriber = Table(
     Column("last_request_at", UtcDateTime),
     # A server default too: rows written by hand or by an older release's code still get a count.
     Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # chosen topic slugs; none: all
+    Column("cadence", String(8), nullable=False, default="weekly", server_default="weekly"),  # models.Cadence
 )
 
 delivery = Table(

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 from ingest.core.config import Settings
 from ingest.core.errors import UsageError
-from ingest.core.links import unsubscribe_url
+from ingest.core.links import preferences_url, unsubscribe_url
 from ingest.core.models import Digest, NewDigest, Subscriber
 from ingest.store import CARRYING, Store
 from newsletter.digest import compose
@@ -236,14 +236,17 @@ def _one_message(
     address: str,
     subscriber: Subscriber | None,
     tokens: Tokens,
-) -> tuple[bytes, str]:
-    """One recipient's message, as their delivery would build it, and the unsubscribe URL it carries."""
+) -> tuple[bytes, str, str]:
+    """One recipient's message, as their delivery would build it, and the unsubscribe and preferences URLs it
+    carries."""
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
     if subscriber is not None:
         url, mailto = unsubscribe_links(settings, tokens, subscriber.id, subscriber.email)
-    else:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
+        prefs = preferences_url(settings.publish, tokens.preferences(subscriber.id, subscriber.email))
+    else:  # nobody to unsubscribe: the links lead to the pages that say the link is not valid
         url = unsubscribe_url(settings.publish, "preview")
+        prefs = preferences_url(settings.publish, "preview")
         mailto = f"mailto:{envelope_from}?subject=unsubscribe"
     stand_in = digest or Digest(
         id=0,
@@ -266,9 +269,10 @@ def _one_message(
             unsubscribe_url=url,
             unsubscribe_mailto=mailto,
             message_id=compose.message_id(stand_in, subscriber.id if subscriber else 0, domain),
+            preferences_url=prefs,
         )
     )
-    return message, url
+    return message, url, prefs
 
 
 def preview_reader(store: Store, as_email: str | None) -> Subscriber:
@@ -305,7 +309,7 @@ def preview(
     reader = preview_reader(store, as_email)
     address = normalize(reader.email)
     chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period)
-    message, url = _one_message(
+    message, url, prefs = _one_message(
         settings,
         rendered=rendered,
         digest=digest,
@@ -315,7 +319,7 @@ def preview(
         subscriber=reader,
         tokens=Tokens(signing_key(store, settings)),
     )
-    html, text = _fill(rendered, address, url)
+    html, text = _fill(rendered, address, url, prefs)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{chosen.key}.{ext}" for ext in ("eml", "html", "txt")}
     paths["eml"].write_bytes(message)
@@ -324,12 +328,14 @@ def preview(
     return Preview(chosen.key, rendered.subject, count, address, paths["eml"], paths["html"], paths["txt"], stored)
 
 
-def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tuple[str, str]:
+def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str, prefs_url: str) -> tuple[str, str]:
+    values = {"address": address, "unsubscribe_url": unsubscribe_url, "preferences_url": prefs_url}
+
     def put(doc: str, escape: bool) -> str:
         esc = html_lib.escape if escape else str
-        return doc.replace(compose.SLOT.format("address"), esc(address)).replace(
-            compose.SLOT.format("unsubscribe_url"), esc(unsubscribe_url)
-        )
+        for slot, value in values.items():
+            doc = doc.replace(compose.SLOT.format(slot), esc(value))
+        return doc
 
     return put(rendered.html, True), put(rendered.text, False)
 
@@ -340,7 +346,7 @@ def send_test(store: Store, settings: Settings, email: str, now: datetime, *, pe
     chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
     found = store.subscriber_by_email(address)
     tokens = Tokens(signing_key(store, settings))
-    message, _ = _one_message(
+    message, _, _ = _one_message(
         settings,
         rendered=rendered,
         digest=digest,

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, TransportError
-from ingest.core.links import unsubscribe_url
+from ingest.core.links import preferences_url, unsubscribe_url
 from ingest.core.models import BounceLimits, Delivery, Digest, Outcome
 from ingest.store import Store
 from newsletter.digest import compose
@@ -167,7 +167,11 @@ def deliver_digest(
             return Outcome(d.id, d.subscriber_id, "failed", clock(), reply, message_id, bounce="hard")
         url, mailto = links.of(d.subscriber_id, d.email)
         recipient = compose.Recipient(
-            address=address, unsubscribe_url=url, unsubscribe_mailto=mailto, message_id=message_id
+            address=address,
+            unsubscribe_url=url,
+            unsubscribe_mailto=mailto,
+            message_id=message_id,
+            preferences_url=links.preferences(d.subscriber_id, d.email),
         )
         bounce_to = settings.mail.bounce_address
         sender = compose.tagged(bounce_to, tokens.bounce_tag(d.id)) if bounce_to else envelope_from
@@ -378,7 +382,7 @@ class Pacer:
 
 
 class _Links:
-    """Unsubscribe links, with the parts that are the same for everyone worked out once."""
+    """Unsubscribe and preferences links, with the parts that are the same for everyone worked out once."""
 
     def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self.tokens = tokens
@@ -393,6 +397,9 @@ class _Links:
             tag = self.tokens.unsubscribe_tag(subscriber_id, email)
             return url, f"mailto:{compose.tagged(self.address, tag)}?subject=unsubscribe"
         return url, self.mailto + token
+
+    def preferences(self, subscriber_id: int, email: str) -> str:
+        return preferences_url(self.settings, self.tokens.preferences(subscriber_id, email))
 
 
 def _outcome(sent: _Ready, result: SendResult, now: datetime) -> Outcome:

@@ -1,4 +1,5 @@
-"""Subscribers: add, list, remove, CSV import, and the double opt-in (request, confirm, unsubscribe). No SQL here.
+"""Subscribers: add, list, remove, CSV import, preferences (topics, cadence), and the double opt-in (request, confirm,
+unsubscribe). No SQL here.
 
 Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
 
@@ -21,6 +22,8 @@ import csv
 import io
 import ipaddress
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,7 +32,7 @@ from typing import Literal
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
-from ingest.core.models import Subscriber, SubscriberStatus
+from ingest.core.models import CADENCES, Cadence, Subscriber, SubscriberStatus
 from ingest.store import Store
 from newsletter.digest import compose
 from newsletter.digest.transports import SendResult, TransportError, send_one
@@ -44,16 +47,23 @@ __all__ = [
     "AddressError",
     "ImportLine",
     "ImportReport",
+    "Preferences",
     "add",
+    "check_topics",
     "client_key",
     "confirm",
     "confirm_target",
+    "describe",
     "import_csv",
     "list_subscribers",
+    "preferences_target",
     "remove",
     "request",
+    "save_preferences",
+    "set_preferences",
     "unsubscribe",
     "unsubscribe_target",
+    "unsubscribe_token",
 ]
 
 log = logging.getLogger("newsletter.subscribers")  # the name log lines have always carried
@@ -74,23 +84,59 @@ class AddResult:
     message: str
 
 
-def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) -> AddResult:
-    """Subscribe ``email``, confirmed. Someone who unsubscribed, bounced or complained comes back only with
-    ``resubscribe``.
+@dataclass(frozen=True, slots=True)
+class Preferences:
+    """What a subscriber chooses; None leaves a choice as it is (a new subscriber: every topic, weekly)."""
+
+    topics: tuple[str, ...] | None = None  # () is every topic
+    cadence: Cadence | None = None
+
+
+def describe(subscriber: Subscriber) -> str:
+    """A subscriber's choice in a few words: "weekly, all topics", "daily, breast, lung"."""
+    return f"{subscriber.cadence}, {', '.join(subscriber.topics) or 'all topics'}"
+
+
+def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "--topic") -> tuple[str, ...]:
+    """``topics`` as slugs of the taxonomy (``known``), once each; :class:`UsageError` naming the first unknown."""
+    clean = tuple(dict.fromkeys(t.strip().lower() for t in topics if t.strip()))
+    if bad := [t for t in clean if t not in known]:
+        raise UsageError(f"{where}: unknown topic {bad[0]!r}; expected one of: {', '.join(known)}")
+    return clean
+
+
+def add(
+    store: Store, email: str, now: datetime, *, resubscribe: bool = True, preferences: Preferences = Preferences()
+) -> AddResult:
+    """Subscribe ``email``, confirmed, with ``preferences`` (an existing subscriber's change only where given).
+    Someone who unsubscribed, bounced or complained comes back only with ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
-    created = store.insert_subscriber(address, "confirmed", now)
+    created = store.insert_subscriber(
+        address, "confirmed", now, topics=preferences.topics or (), cadence=preferences.cadence or "weekly"
+    )
     if created is not None:
-        return AddResult(address, "added", created, f"added {address}")
+        return AddResult(address, "added", created, f"added {address} ({describe(created)})")
     found = store.subscriber_by_email(address)
     assert found is not None
-    if found.status == "confirmed":
-        return AddResult(address, "exists", found, f"{address} is already subscribed")
     if found.status in ("unsubscribed", "bounced", "complained") and not resubscribe:
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
+    if preferences != Preferences():
+        found = store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
+        assert found is not None
+    if found.status == "confirmed":
+        return AddResult(address, "exists", found, f"{address} is already subscribed ({describe(found)})")
     after = store.set_subscriber_status(found.id, "confirmed", now)
     outcome: AddOutcome = "confirmed" if found.status == "pending" else "resubscribed"
     return AddResult(address, outcome, after, f"{outcome} {address} (was {found.status})")
+
+
+def set_preferences(store: Store, email: str, preferences: Preferences) -> Subscriber | None:
+    """Change a subscriber's topics and/or cadence; None when there is no such subscriber."""
+    found = store.subscriber_by_email(normalize(email))
+    if found is None:
+        return None
+    return store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
 
 
 def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
@@ -127,10 +173,12 @@ class ImportReport:
         return self.count("invalid")
 
 
-def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
+def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequence[str] = ()) -> ImportReport:
     """Add every address of a CSV file: the ``email`` column when the first row names one, else the first column.
-    Blank lines and lines starting ``#`` are skipped. A bad address is reported (line and address) and the rest go
-    on; someone who unsubscribed is not brought back."""
+    With a header, optional ``topics`` (slugs of ``known_topics``, separated by spaces, commas or semicolons; empty:
+    every topic) and ``cadence`` (weekly or daily; empty: weekly) columns give each one's preferences.
+    Blank lines and lines starting ``#`` are skipped. A bad address, topic or cadence is reported (line and what was
+    wrong) and the rest go on; someone who unsubscribed is not brought back."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -142,11 +190,14 @@ def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
     rows = list(csv.reader(io.StringIO(text)))
     column = 0
     start = 0
+    topics_at = cadence_at = None
     if rows:
         header = [cell.strip().lower() for cell in rows[0]]
         named = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "email address", "address")), None)
         if named is not None:
             column, start = named, 1
+            topics_at = header.index("topics") if "topics" in header else None
+            cadence_at = header.index("cadence") if "cadence" in header else None
     results: list[ImportLine] = []
     for number, row in enumerate(rows[start:], start=start + 1):
         cell = row[column].strip() if len(row) > column else ""
@@ -155,12 +206,26 @@ def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
         if cell.startswith("#") or (not cell and row and row[0].lstrip().startswith("#")):
             continue
         try:
-            result = add(store, cell, now, resubscribe=False)
-        except AddressError as exc:
+            chosen = _csv_preferences(row, topics_at, cadence_at, known_topics)
+            result = add(store, cell, now, resubscribe=False, preferences=chosen)
+        except (AddressError, UsageError) as exc:
             results.append(ImportLine(number, cell, "invalid", f"{path.name} line {number}: {exc}"))
             continue
         results.append(ImportLine(number, cell, result.outcome, result.message))
     return ImportReport(tuple(results))
+
+
+def _csv_preferences(
+    row: Sequence[str], topics_at: int | None, cadence_at: int | None, known: Sequence[str]
+) -> Preferences:
+    topics = row[topics_at].strip() if topics_at is not None and len(row) > topics_at else ""
+    cadence = row[cadence_at].strip().lower() if cadence_at is not None and len(row) > cadence_at else ""
+    if cadence and cadence not in CADENCES:
+        raise UsageError(f"cadence: expected {' or '.join(CADENCES)}, got {cadence!r}")
+    return Preferences(
+        topics=check_topics(re.split(r"[\s,;]+", topics), known, where="topics") if topics else None,
+        cadence=cadence if cadence else None,
+    )
 
 
 # ---- double opt-in ---------------------------------------------------------------------------------------------
@@ -181,7 +246,14 @@ def client_key(host: str | None) -> str:
 
 
 def request(
-    store: Store, settings: Settings, email: str, now: datetime, *, client: str = "", trap: bool = False
+    store: Store,
+    settings: Settings,
+    email: str,
+    now: datetime,
+    *,
+    client: str = "",
+    trap: bool = False,
+    preferences: Preferences = Preferences(),
 ) -> bool:
     """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out:
     not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one, nor when the
@@ -206,7 +278,9 @@ def request(
     if limits.mails_per_hour and noted.mails >= limits.mails_per_hour:
         return refuse(f"{noted.mails} {capped}")
     address = normalize(email)
-    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL)
+    pending = store.request_subscription(
+        address, now, now - REQUEST_INTERVAL, topics=preferences.topics or (), cadence=preferences.cadence or "weekly"
+    )
     if pending is None:
         return False
     if not store.claim_confirmation_mail(noted.id, since, limits.mails_per_hour):  # others took the last ones
@@ -244,6 +318,28 @@ def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subs
     if found is None or found.status == "confirmed":
         return found
     return store.set_subscriber_status(found.id, "confirmed", now, only_from=("pending",))
+
+
+def preferences_target(store: Store, settings: Settings, token: str) -> Subscriber | None:
+    """The subscriber a valid preferences token names, or None. Changes nothing."""
+    ident = token_subscriber_id(token)
+    found = store.subscriber_by_id(ident) if ident is not None else None
+    if found is None or Tokens(signing_key(store, settings)).check_preferences(token, found.email) is None:
+        return None
+    return found
+
+
+def save_preferences(store: Store, settings: Settings, token: str, preferences: Preferences) -> Subscriber | None:
+    """Change the topics and cadence of whom a valid preferences token names; None for a bad token."""
+    found = preferences_target(store, settings, token)
+    if found is None:
+        return None
+    return store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
+
+
+def unsubscribe_token(store: Store, settings: Settings, subscriber: Subscriber) -> str:
+    """The unsubscribe token of ``subscriber`` (the preferences page's unsubscribe button)."""
+    return Tokens(signing_key(store, settings)).unsubscribe(subscriber.id, subscriber.email)
 
 
 def unsubscribe_target(store: Store, settings: Settings, token: str) -> Subscriber | None:

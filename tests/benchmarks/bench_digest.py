@@ -186,7 +186,7 @@ def main() -> None:
             address = f"reader{i - 1:05d}@example.org"
             url, mailto = unsubscribe_links(settings, tokens, i, address)
             raw = template.build(
-                compose.Recipient(address, url, mailto, f"<digest.2026-W48.1.{i}.1796025600@localhost>")
+                compose.Recipient(address, url, mailto, f"<digest.2026-W48.1.{i}.1796025600@localhost>", url)
             )
             sizes += len(raw)
         t3 = time.perf_counter()
