@@ -151,8 +151,16 @@ def _v14(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE subscriber ADD COLUMN cadence VARCHAR(8) NOT NULL DEFAULT 'weekly'"))
 
 
+def _v15(conn: Connection) -> None:
+    """digest_edition and delivery.edition_id: a digest rendered once per topic set; deliveries so far got the whole
+    digest (None)."""
+    schema.metadata.create_all(conn, tables=[schema.digest_edition])  # checkfirst
+    if "edition_id" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN edition_id INTEGER REFERENCES digest_edition (id)"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13, _v14)
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13, _v14, _v15)
 
 HEAD = len(MIGRATIONS)
 

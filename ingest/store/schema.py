@@ -268,6 +268,21 @@ subscriber = Table(
     Column("cadence", String(8), nullable=False, default="weekly", server_default="weekly"),  # models.Cadence
 )
 
+# A digest's rendering for one topic set (issue 18): rendered once, whoever many subscribers chose that set.
+digest_edition = Table(
+    "digest_edition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
+    Column("topic_key", CleanText, nullable=False),  # the sorted slugs joined by commas
+    Column("topics", Tags, nullable=False, default=tuple),
+    Column("story_count", Integer, nullable=False, default=0),
+    Column("subject", CleanText, nullable=False, default=""),
+    Column("html", CleanText, nullable=False, default=""),
+    Column("text", CleanText, nullable=False, default=""),
+    UniqueConstraint("digest_id", "topic_key"),
+)
+
 delivery = Table(
     "delivery",
     metadata,
@@ -285,6 +300,7 @@ delivery = Table(
     # A failed delivery counted against its subscriber: hard | soft (models.BounceKind), at the answer or reported
     # later (a delivery report, a relay's event); the streak of these is what a late report counts.
     Column("bounce", String(8)),
+    Column("edition_id", Integer, ForeignKey("digest_edition.id")),  # None: the digest's own rendering (all topics)
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )

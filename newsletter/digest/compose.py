@@ -160,8 +160,9 @@ def inline_css(document: str) -> str:
     return _INLINER.inline(document)
 
 
-def render_digest(selection: Selection, settings: Settings) -> Rendered:
-    """The digest's HTML and text, rendered once, with slot marks for the recipient's values.
+def render_digest(selection: Selection, settings: Settings, *, elsewhere: int = 0) -> Rendered:
+    """The digest's HTML and text, rendered once, with slot marks for the recipient's values. ``elsewhere``: the
+    period's stories left out (an edition for some topics): counted in a line linking the digest's web page.
 
     Each section shows its first ``[digest] max_per_section`` stories and counts the rest in a line linking the
     digest's web page (which shows them all); when even that makes the HTML part bigger than :data:`HTML_BUDGET`
@@ -184,6 +185,7 @@ def render_digest(selection: Selection, settings: Settings) -> Rendered:
         "period": period.key,
         "period_label": period.label,
         "count": count,
+        "elsewhere": elsewhere,
         "archive_url": archive,
         "home_url": base_url(settings.publish),
         "postal_lines": postal_lines(settings),

@@ -146,8 +146,14 @@ def deliver_digest(
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
-    template = compose.message_template(
-        compose.Rendered(subject=digest.subject, html=digest.html, text=digest.text), settings, clock()
+    # The digest's own rendering, and one per edition (topic set, issue 18): each cut into its template once.
+    date = clock()
+    whole = compose.message_template(compose.Rendered(digest.subject, digest.html, digest.text), settings, date)
+    templates: dict[int | None, compose.MessageTemplate] = {None: whole}
+    templates.update(
+        (eid, compose.message_template(compose.Rendered(e.subject, e.html, e.text), settings, date))
+        for eid, e in store.editions(digest.id).items()
+        if e.story_count
     )
     links = _Links(settings, tokens)
     lease = lease_length(settings)
@@ -176,7 +182,7 @@ def deliver_digest(
         bounce_to = settings.mail.bounce_address
         sender = compose.tagged(bounce_to, tokens.bounce_tag(d.id)) if bounce_to else envelope_from
         try:
-            message = template.build(recipient)
+            message = templates[d.edition_id].build(recipient)
             return _Ready(d, address, sender, dkim.sign(message) if dkim else message, message_id)
         except ValueError as exc:  # compose refuses a value it cannot put in a header
             return Outcome(d.id, d.subscriber_id, "failed", clock(), f"message not built: {exc}", message_id)
