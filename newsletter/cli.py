@@ -20,7 +20,7 @@ from rich.table import Table
 from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, MailboxError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
-from ingest.core.models import CADENCES, ROLES, Cadence, Role, Source, SourceReport, Story, SubscriberStatus
+from ingest.core.models import ROLES, Role, Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
@@ -654,27 +654,25 @@ def feeds_export(app: App, output: Path | None) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Add, list, remove and import digest subscribers; set their topics and cadence."""
+    """Add, list, remove and import digest subscribers; set their topics."""
 
 
 _TOPIC = click.option("--topic", "topics", multiple=True, help="A topic (slug; repeat for more): only these stories.")
-_CADENCE = click.option("--cadence", type=click.Choice(CADENCES), default=None, help="weekly (default) or daily.")
 
 
 @subscribers.command("add")
 @click.argument("emails", nargs=-1, required=True)
 @_TOPIC
-@_CADENCE
 @click.pass_obj
-def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...], cadence: Cadence | None) -> None:
-    """Subscribe addresses (confirmed at once: the operator vouches), with their topics and cadence."""
+def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...]) -> None:
+    """Subscribe addresses (confirmed at once: the operator vouches), with their topics (none: every story)."""
     from newsletter.subscribers import manage as subs
 
-    chosen = subs.Preferences(topics=subs.check_topics(topics, app.taxonomy.slugs) or None, cadence=cadence)
+    chosen = subs.check_topics(topics, app.taxonomy.slugs) or None
     bad = 0
     for email in emails:
         try:
-            click.echo(subs.add(app.store, email, now(), preferences=chosen).message)
+            click.echo(subs.add(app.store, email, now(), topics=chosen).message)
         except AddressError as exc:
             click.echo(f"error: {exc}", err=True)
             bad += 1
@@ -686,18 +684,14 @@ def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...], 
 @click.argument("email")
 @_TOPIC
 @click.option("--all-topics", is_flag=True, help="Every topic (forget the chosen ones).")
-@_CADENCE
 @click.pass_obj
-def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool, cadence: Cadence | None) -> None:
-    """Change a subscriber's topics (--topic, --all-topics) and cadence."""
+def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool) -> None:
+    """Change a subscriber's topics (--topic, or --all-topics)."""
     from newsletter.subscribers import manage as subs
 
-    if topics and all_topics:
-        raise UsageError("--topic and --all-topics: give one or the other")
-    if not topics and not all_topics and cadence is None:
-        raise UsageError("nothing to change: give --topic, --all-topics or --cadence")
-    chosen = subs.check_topics(topics, app.taxonomy.slugs) if topics or all_topics else None
-    found = subs.set_preferences(app.store, email, subs.Preferences(topics=chosen, cadence=cadence))
+    if bool(topics) == all_topics:
+        raise UsageError("give --topic (one or more) or --all-topics")
+    found = subs.set_topics(app.store, email, subs.check_topics(topics, app.taxonomy.slugs))
     if found is None:
         raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")
     click.echo(f"{found.email}: {subs.describe(found)}")
@@ -734,7 +728,6 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
                 "confirmed": r.confirmed_at.isoformat() if r.confirmed_at else None,
                 "bounces": r.bounces,
                 "soft_bounces": r.soft_bounces,
-                "cadence": r.cadence,
                 "topics": list(r.topics),
             }
             for r in rows
@@ -742,11 +735,11 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
         click.echo(json.dumps(data, indent=2))
         return
     table = Table(title=f"{len(rows)} subscriber(s)")
-    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "cadence", "topics"):
+    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics"):
         table.add_column(col)
     for r in rows:
         cells = (r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces), str(r.soft_bounces))
-        table.add_row(*cells, r.cadence, ", ".join(r.topics) or "all")
+        table.add_row(*cells, ", ".join(r.topics) or "all")
     out().print(table)
 
 
@@ -754,7 +747,7 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
-    """Subscribe every address of a CSV file (an email column; optional topics and cadence columns)."""
+    """Subscribe every address of a CSV file (an email column; an optional topics column)."""
     from newsletter.subscribers import manage as subs
 
     report = subs.import_csv(app.store, file, now(), known_topics=app.taxonomy.slugs)

@@ -736,8 +736,8 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         _insert_raw(store, BAD_ROWS[2])
         confirmed(store, *everyone[100:], NO_STORY)
         for address in everyone[::3]:
-            subscribers.set_preferences(store, address, subscribers.Preferences(topics=("lung",)))
-        subscribers.set_preferences(store, NO_STORY, subscribers.Preferences(topics=("sarcoma",)))
+            subscribers.set_topics(store, address, ("lung",))
+        subscribers.set_topics(store, NO_STORY, ("sarcoma",))
     lung_readers = set(everyone[::3])
     config = tmp_path / "newsletter.toml"
     config.write_text(

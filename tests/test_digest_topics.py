@@ -44,7 +44,7 @@ def _fill(s: Store) -> None:
         (BOTH, ("lung", "breast")),
         (SARCOMA, ("sarcoma",)),
     ):
-        subscribers.set_preferences(s, address, subscribers.Preferences(topics=topics))
+        subscribers.set_topics(s, address, topics)
 
 
 def _outbox(folder: Path) -> dict[str, EmailMessage]:

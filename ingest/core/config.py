@@ -206,7 +206,6 @@ class DigestConfig(_Section):
     send_empty: bool = False
     catch_up_hours: int = Field(default=24, ge=0)
     max_per_section: int = Field(default=10, ge=1, description="stories per section in the email; the rest on the web")
-    daily_send_at: str = Field(default="08:00", description="when the daily digest goes out, for those who chose it")
 
     @field_validator("send_at")
     @classmethod
@@ -214,13 +213,6 @@ class DigestConfig(_Section):
         if not re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) ([01]\d|2[0-3]):[0-5]\d", value.lower()):
             raise ValueError("a weekday and a time such as 'mon 08:00'")
         return value.lower()
-
-    @field_validator("daily_send_at")
-    @classmethod
-    def _daily_send_at(cls, value: str) -> str:
-        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
-            raise ValueError("a 24-hour time such as '08:00'")
-        return value
 
 
 class MailConfig(_Section):

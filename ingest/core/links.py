@@ -103,7 +103,7 @@ def digest_url(config: PublishConfig, period: str) -> str:
 
 
 def preferences_url(config: PublishConfig, token: str) -> str:
-    """A subscriber's "manage preferences" page: topics, cadence, unsubscribe."""
+    """A subscriber's "manage preferences" page: topics, unsubscribe."""
     return f"{base_url(config)}preferences/{token}"
 
 

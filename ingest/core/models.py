@@ -29,9 +29,6 @@ DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled", "e
 #: ``complained``: marked our mail as spam (a feedback report, a relay's complaint): never mailed again, not even a
 #: confirmation from the subscribe form; only the operator's ``subscribers add`` brings the address back.
 SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced", "complained"]
-#: How often a subscriber gets a digest: weekly ([digest] send_at) or daily ([digest] daily_send_at).
-Cadence = Literal["weekly", "daily"]
-CADENCES: tuple[Cadence, ...] = ("weekly", "daily")
 #: A delivery that failed for good, counted against its subscriber: hard (5xx, or an address no message can go to) or
 #: soft (4xx until the retries ran out). Each kind has its own count and limit (decision 0015).
 BounceKind = Literal["hard", "soft"]
@@ -266,7 +263,6 @@ class Subscriber:
     last_request_at: datetime | None
     soft_bounces: int = 0  # soft bounces since the last delivery that went through
     topics: tuple[str, ...] = ()  # the topic slugs they chose; none: every story
-    cadence: Cadence = "weekly"
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,13 +142,10 @@ def _v13(conn: Connection) -> None:
 
 
 def _v14(conn: Connection) -> None:
-    """subscriber.topics and cadence: each subscriber's choice; everyone so far gets every topic, weekly."""
-    columns = {c["name"] for c in inspect(conn).get_columns("subscriber")}
-    if "topics" not in columns:
+    """subscriber.topics: each subscriber's choice of topics; everyone so far gets every topic."""
+    if "topics" not in {c["name"] for c in inspect(conn).get_columns("subscriber")}:
         kind = schema.subscriber.c.topics.type.compile(dialect=conn.dialect)
         conn.execute(text(f"ALTER TABLE subscriber ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
-    if "cadence" not in columns:
-        conn.execute(text("ALTER TABLE subscriber ADD COLUMN cadence VARCHAR(8) NOT NULL DEFAULT 'weekly'"))
 
 
 def _v15(conn: Connection) -> None:

@@ -265,7 +265,6 @@ subscriber = Table(
     # A server default too: rows written by hand or by an older release's code still get a count.
     Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
     Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # chosen topic slugs; none: all
-    Column("cadence", String(8), nullable=False, default="weekly", server_default="weekly"),  # models.Cadence
 )
 
 # A digest's rendering for one topic set (issue 18): rendered once, whoever many subscribers chose that set.

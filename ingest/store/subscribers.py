@@ -1,5 +1,5 @@
-"""Subscribers: their addresses, statuses (pending, confirmed, unsubscribed, bounced) and preferences (topics,
-cadence), the per-address limit on confirmation requests, and the subscribe form's requests of the last hour (its
+"""Subscribers: their addresses, statuses (pending, confirmed, unsubscribed, bounced) and chosen topics, the
+per-address limit on confirmation requests, and the subscribe form's requests of the last hour (its
 per-client limit and hourly cap on confirmation mails). Whether an address is valid is decided before it reaches here
 (``newsletter.subscribers``).
 """
@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import is_row_id
-from ingest.core.models import Cadence, RequestCounts, Subscriber, SubscriberStatus
+from ingest.core.models import RequestCounts, Subscriber, SubscriberStatus
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import record
@@ -66,7 +66,6 @@ class SubscribersMixin(StoreBase):
         now: datetime,
         *,
         topics: Sequence[str] = (),
-        cadence: Cadence = "weekly",
     ) -> Subscriber | None:
         """A new subscriber; None when the address is already there (whatever its status)."""
         try:
@@ -80,7 +79,6 @@ class SubscribersMixin(StoreBase):
                         bounces=0,
                         soft_bounces=0,
                         topics=sorted(set(topics)),
-                        cadence=cadence,
                     )
                 )
                 row = conn.execute(select(_sub).where(_sub.c.email == email)).one()
@@ -112,18 +110,10 @@ class SubscribersMixin(StoreBase):
                 return None
             return record(Subscriber, conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).one())
 
-    def set_subscriber_preferences(
-        self, subscriber_id: int, *, topics: Sequence[str] | None = None, cadence: Cadence | None = None
-    ) -> Subscriber | None:
-        """Change a subscriber's topics and/or cadence (None: left as is); returns it after, None when unknown."""
-        values: dict[str, Any] = {}
-        if topics is not None:
-            values["topics"] = sorted(set(topics))
-        if cadence is not None:
-            values["cadence"] = cadence
+    def set_subscriber_topics(self, subscriber_id: int, topics: Sequence[str]) -> Subscriber | None:
+        """Change a subscriber's topics (none: every topic); returns it after, None when unknown."""
         with self.engine.begin() as conn:
-            if values:
-                conn.execute(_sub.update().where(_sub.c.id == subscriber_id).values(**values))
+            conn.execute(_sub.update().where(_sub.c.id == subscriber_id).values(topics=sorted(set(topics))))
             row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
             return record(Subscriber, row) if row is not None else None
 
@@ -134,25 +124,23 @@ class SubscribersMixin(StoreBase):
         not_before: datetime,
         *,
         topics: Sequence[str] = (),
-        cadence: Cadence = "weekly",
     ) -> Subscriber | None:
         """Someone asked to subscribe ``email``: make or reopen a pending subscription, at most once per interval.
 
         Returns the subscriber when a confirmation should be mailed; None when the address is already confirmed (or
         complained: it is never mailed again), or
         when the previous request for it was made after ``not_before`` (the per-address rate limit). Checked and
-        stamped in one statement, so two requests at once mail one confirmation. The request's ``topics`` and
-        ``cadence`` are kept only with a request that goes through: a stranger cannot change a confirmed
-        subscriber's choice.
+        stamped in one statement, so two requests at once mail one confirmation. The request's ``topics`` are kept
+        only with a request that goes through: a stranger cannot change a confirmed subscriber's choice.
         """
-        self.insert_subscriber(email, "pending", now, topics=topics, cadence=cadence)  # no-op when it exists
+        self.insert_subscriber(email, "pending", now, topics=topics)  # no-op when it exists
         fresh = or_(_sub.c.last_request_at.is_(None), _sub.c.last_request_at <= not_before)
         with self.engine.begin() as conn:
             changed = conn.execute(
                 _sub.update()
                 # A complaint suppresses the address: nobody may make us mail it again, not even a confirmation.
                 .where(_sub.c.email == email, _sub.c.status.notin_(["confirmed", "complained"]), fresh)
-                .values(status="pending", last_request_at=now, topics=sorted(set(topics)), cadence=cadence)
+                .values(status="pending", last_request_at=now, topics=sorted(set(topics)))
             ).rowcount
             if not changed:
                 return None

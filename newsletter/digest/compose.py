@@ -104,7 +104,7 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     message_id: str
-    preferences_url: str  # the signed "manage preferences" page (topics, cadence, unsubscribe)
+    preferences_url: str  # the signed "manage preferences" page (topics, unsubscribe)
 
 
 def clean_header(value: str) -> str:

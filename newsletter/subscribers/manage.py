@@ -1,4 +1,4 @@
-"""Subscribers: add, list, remove, CSV import, preferences (topics, cadence), and the double opt-in (request, confirm,
+"""Subscribers: add, list, remove, CSV import, preferences (topics), and the double opt-in (request, confirm,
 unsubscribe). No SQL here.
 
 Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
@@ -32,7 +32,7 @@ from typing import Literal
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
-from ingest.core.models import CADENCES, Cadence, Subscriber, SubscriberStatus
+from ingest.core.models import Subscriber, SubscriberStatus
 from ingest.store import Store
 from newsletter.digest import compose
 from newsletter.digest.transports import SendResult, TransportError, send_one
@@ -47,7 +47,6 @@ __all__ = [
     "AddressError",
     "ImportLine",
     "ImportReport",
-    "Preferences",
     "add",
     "check_topics",
     "client_key",
@@ -60,7 +59,7 @@ __all__ = [
     "remove",
     "request",
     "save_preferences",
-    "set_preferences",
+    "set_topics",
     "unsubscribe",
     "unsubscribe_target",
     "unsubscribe_token",
@@ -84,17 +83,9 @@ class AddResult:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Preferences:
-    """What a subscriber chooses; None leaves a choice as it is (a new subscriber: every topic, weekly)."""
-
-    topics: tuple[str, ...] | None = None  # () is every topic
-    cadence: Cadence | None = None
-
-
 def describe(subscriber: Subscriber) -> str:
-    """A subscriber's choice in a few words: "weekly, all topics", "daily, breast, lung"."""
-    return f"{subscriber.cadence}, {', '.join(subscriber.topics) or 'all topics'}"
+    """A subscriber's choice in a few words: "all topics", "breast, lung"."""
+    return ", ".join(subscriber.topics) or "all topics"
 
 
 def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "--topic") -> tuple[str, ...]:
@@ -106,23 +97,21 @@ def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "-
 
 
 def add(
-    store: Store, email: str, now: datetime, *, resubscribe: bool = True, preferences: Preferences = Preferences()
+    store: Store, email: str, now: datetime, *, resubscribe: bool = True, topics: Sequence[str] | None = None
 ) -> AddResult:
-    """Subscribe ``email``, confirmed, with ``preferences`` (an existing subscriber's change only where given).
+    """Subscribe ``email``, confirmed, with ``topics`` (none: every topic; None: an existing subscriber's stay).
     Someone who unsubscribed, bounced or complained comes back only with ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
-    created = store.insert_subscriber(
-        address, "confirmed", now, topics=preferences.topics or (), cadence=preferences.cadence or "weekly"
-    )
+    created = store.insert_subscriber(address, "confirmed", now, topics=topics or ())
     if created is not None:
         return AddResult(address, "added", created, f"added {address} ({describe(created)})")
     found = store.subscriber_by_email(address)
     assert found is not None
     if found.status in ("unsubscribed", "bounced", "complained") and not resubscribe:
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
-    if preferences != Preferences():
-        found = store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
+    if topics is not None:
+        found = store.set_subscriber_topics(found.id, topics)
         assert found is not None
     if found.status == "confirmed":
         return AddResult(address, "exists", found, f"{address} is already subscribed ({describe(found)})")
@@ -131,12 +120,12 @@ def add(
     return AddResult(address, outcome, after, f"{outcome} {address} (was {found.status})")
 
 
-def set_preferences(store: Store, email: str, preferences: Preferences) -> Subscriber | None:
-    """Change a subscriber's topics and/or cadence; None when there is no such subscriber."""
+def set_topics(store: Store, email: str, topics: Sequence[str]) -> Subscriber | None:
+    """Change a subscriber's topics (none: every topic); None when there is no such subscriber."""
     found = store.subscriber_by_email(normalize(email))
     if found is None:
         return None
-    return store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
+    return store.set_subscriber_topics(found.id, topics)
 
 
 def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
@@ -175,9 +164,9 @@ class ImportReport:
 
 def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequence[str] = ()) -> ImportReport:
     """Add every address of a CSV file: the ``email`` column when the first row names one, else the first column.
-    With a header, optional ``topics`` (slugs of ``known_topics``, separated by spaces, commas or semicolons; empty:
-    every topic) and ``cadence`` (weekly or daily; empty: weekly) columns give each one's preferences.
-    Blank lines and lines starting ``#`` are skipped. A bad address, topic or cadence is reported (line and what was
+    With a header, an optional ``topics`` column gives each one's topics (slugs of ``known_topics``, separated by
+    spaces, commas or semicolons; empty: every topic).
+    Blank lines and lines starting ``#`` are skipped. A bad address or topic is reported (line and what was
     wrong) and the rest go on; someone who unsubscribed is not brought back."""
     try:
         data = path.read_bytes()
@@ -190,14 +179,13 @@ def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequenc
     rows = list(csv.reader(io.StringIO(text)))
     column = 0
     start = 0
-    topics_at = cadence_at = None
+    topics_at = None
     if rows:
         header = [cell.strip().lower() for cell in rows[0]]
         named = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "email address", "address")), None)
         if named is not None:
             column, start = named, 1
             topics_at = header.index("topics") if "topics" in header else None
-            cadence_at = header.index("cadence") if "cadence" in header else None
     results: list[ImportLine] = []
     for number, row in enumerate(rows[start:], start=start + 1):
         cell = row[column].strip() if len(row) > column else ""
@@ -206,26 +194,16 @@ def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequenc
         if cell.startswith("#") or (not cell and row and row[0].lstrip().startswith("#")):
             continue
         try:
-            chosen = _csv_preferences(row, topics_at, cadence_at, known_topics)
-            result = add(store, cell, now, resubscribe=False, preferences=chosen)
+            cell_topics = row[topics_at].strip() if topics_at is not None and len(row) > topics_at else ""
+            chosen = (
+                check_topics(re.split(r"[\s,;]+", cell_topics), known_topics, where="topics") if cell_topics else None
+            )
+            result = add(store, cell, now, resubscribe=False, topics=chosen)
         except (AddressError, UsageError) as exc:
             results.append(ImportLine(number, cell, "invalid", f"{path.name} line {number}: {exc}"))
             continue
         results.append(ImportLine(number, cell, result.outcome, result.message))
     return ImportReport(tuple(results))
-
-
-def _csv_preferences(
-    row: Sequence[str], topics_at: int | None, cadence_at: int | None, known: Sequence[str]
-) -> Preferences:
-    topics = row[topics_at].strip() if topics_at is not None and len(row) > topics_at else ""
-    cadence = row[cadence_at].strip().lower() if cadence_at is not None and len(row) > cadence_at else ""
-    if cadence and cadence not in CADENCES:
-        raise UsageError(f"cadence: expected {' or '.join(CADENCES)}, got {cadence!r}")
-    return Preferences(
-        topics=check_topics(re.split(r"[\s,;]+", topics), known, where="topics") if topics else None,
-        cadence=cadence if cadence else None,
-    )
 
 
 # ---- double opt-in ---------------------------------------------------------------------------------------------
@@ -253,7 +231,7 @@ def request(
     *,
     client: str = "",
     trap: bool = False,
-    preferences: Preferences = Preferences(),
+    topics: Sequence[str] = (),
 ) -> bool:
     """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out:
     not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one, nor when the
@@ -278,9 +256,7 @@ def request(
     if limits.mails_per_hour and noted.mails >= limits.mails_per_hour:
         return refuse(f"{noted.mails} {capped}")
     address = normalize(email)
-    pending = store.request_subscription(
-        address, now, now - REQUEST_INTERVAL, topics=preferences.topics or (), cadence=preferences.cadence or "weekly"
-    )
+    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL, topics=topics)
     if pending is None:
         return False
     if not store.claim_confirmation_mail(noted.id, since, limits.mails_per_hour):  # others took the last ones
@@ -329,12 +305,12 @@ def preferences_target(store: Store, settings: Settings, token: str) -> Subscrib
     return found
 
 
-def save_preferences(store: Store, settings: Settings, token: str, preferences: Preferences) -> Subscriber | None:
-    """Change the topics and cadence of whom a valid preferences token names; None for a bad token."""
+def save_preferences(store: Store, settings: Settings, token: str, topics: Sequence[str]) -> Subscriber | None:
+    """Change the topics of whom a valid preferences token names; None for a bad token."""
     found = preferences_target(store, settings, token)
     if found is None:
         return None
-    return store.set_subscriber_preferences(found.id, topics=preferences.topics, cadence=preferences.cadence)
+    return store.set_subscriber_topics(found.id, topics)
 
 
 def unsubscribe_token(store: Store, settings: Settings, subscriber: Subscriber) -> str:

@@ -8,8 +8,8 @@ malformed token and (for confirm) an expired one all give the same answer: None.
 
 Unsubscribe tokens do not expire: an RFC 8058 one-click POST or a footer link may come from a digest months old, and
 an unsubscribe link only ever lets its holder stop one subscriber's mail. Preferences tokens (a digest's "manage
-preferences" link) do not expire either, for the same reason; one lets its holder change one subscriber's topics and
-cadence, or stop their mail, and nothing else. Confirm tokens expire after
+preferences" link) do not expire either, for the same reason; one lets its holder change one subscriber's topics, or
+stop their mail, and nothing else. Confirm tokens expire after
 :data:`CONFIRM_MAX_AGE`.
 
 Key: ``NEWSLETTER_SECRET_KEY`` when set. Otherwise a random key made once and kept in the database (so links stay
@@ -92,7 +92,7 @@ class Tokens:
         return _check_lasting(self._unsubscribe, token, email)
 
     def preferences(self, subscriber_id: int, email: str) -> str:
-        """The token of a subscriber's "manage preferences" page (topics, cadence, unsubscribe): it does not expire,
+        """The token of a subscriber's "manage preferences" page (topics, unsubscribe): it does not expire,
         like an unsubscribe token, since it sits in the footer of every digest (decision 0018)."""
         return _lasting(self._preferences, subscriber_id, email)
 

@@ -1,4 +1,4 @@
-"""The subscriber pages: subscribe (double opt-in, with topics and cadence), confirm, unsubscribe, and the signed
+"""The subscriber pages: subscribe (double opt-in, with topics), confirm, unsubscribe, and the signed
 "manage preferences" page. Pages only: no SQL, no mail of its own.
 
 ``routes(settings, store)`` returns them for :func:`newsletter.web.create_app` (``extra_routes``). Only a POST
@@ -7,7 +7,7 @@ changes a subscription: ``GET /unsubscribe/{token}`` shows a button (mail scanne
 ``List-Unsubscribe=One-Click``, no cookie, no session): 200, never a redirect, harmless to repeat. Confirming is the
 same: ``GET /confirm/{token}`` shows a button and ``POST /confirm/{token}`` confirms, because link scanners (a
 hospital's mail gateway, a link preview) open every link of a message, and would otherwise confirm addresses nobody
-asked for. ``/preferences/{token}`` (every digest's footer links it) shows the subscriber's topics and cadence; a
+asked for. ``/preferences/{token}`` (every digest's footer links it) shows the subscriber's topics; a
 POST saves them, and its unsubscribe button posts to ``/unsubscribe/{token}``. A forged, expired or unknown token gets
 the same 400 page, whatever was wrong with it. No route sets a cookie.
 
@@ -16,8 +16,7 @@ The web reads the clock (it answers people now); ``clock`` is passed in so tests
 
 from __future__ import annotations
 
-import calendar
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,7 +29,6 @@ from starlette.routing import BaseRoute, Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
-from ingest.core.models import CADENCES
 from ingest.store import Store
 from ingest.topics import taxonomy_of
 from newsletter.subscribers import manage
@@ -39,10 +37,9 @@ from newsletter.web.pages import page, site_path, site_root
 __all__ = ["routes"]
 
 MAX_FORM_BYTES = 4096
-#: Form fields read: the address, the honeypot, the cadence and one per topic (with room for a bigger taxonomy).
+#: Form fields read: the address, the honeypot and one per topic (with room for a bigger taxonomy).
 MAX_FIELDS = 100
 
-_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 #: The honeypot: a text field the form hides from people (and from screen readers); a bot filling every field fills it.
 HONEYPOT = "website"
 #: Token pages: never cached, never indexed; and (pages.page) no Referer leaves with the token in it.
@@ -64,18 +61,13 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         return private(page(request, "web/unsubscribe.html", status_code=400, state="invalid", action=""))
 
     taxonomy = taxonomy_of(settings.topics)
-    when = {"topics": taxonomy.topics, "weekly_when": _weekly(settings), "daily_when": settings.digest.daily_send_at}
 
-    def choices(chosen: manage.Preferences) -> dict[str, Any]:
-        return when | {"chosen": set(chosen.topics or ()), "cadence": chosen.cadence or "weekly"}
+    def choices(chosen: Sequence[str]) -> dict[str, Any]:
+        return {"topics": taxonomy.topics, "chosen": set(chosen)}
 
-    def chosen_in(fields: dict[str, list[str]]) -> manage.Preferences:
-        """The form's topics and cadence; :class:`UsageError` for a value no form of ours sends."""
-        cadence = (fields.get("cadence") or ["weekly"])[0]
-        if cadence not in CADENCES:
-            raise UsageError(f"cadence: expected {' or '.join(CADENCES)}")
-        topics = manage.check_topics(fields.get("topic", []), taxonomy.slugs, where="topics")
-        return manage.Preferences(topics=topics, cadence=cadence)
+    def chosen_in(fields: dict[str, list[str]]) -> tuple[str, ...]:
+        """The form's topics; :class:`UsageError` for a slug no form of ours sends."""
+        return manage.check_topics(fields.get("topic", []), taxonomy.slugs, where="topics")
 
     def subscribe_form(request: Request) -> Response:
         return page(
@@ -85,7 +77,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
             email="",
             error="",
             action=f"{root}subscribe",
-            **choices(manage.Preferences()),
+            **choices(()),
         )
 
     async def subscribe_post(request: Request) -> Response:
@@ -95,11 +87,11 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         raw = (fields.get("email") or [""])[0]
         trap = bool((fields.get(HONEYPOT) or [""])[0].strip())
         client = manage.client_key(request.client.host if request.client else None)
-        chosen = manage.Preferences()
+        chosen: tuple[str, ...] = ()
         try:
             chosen = chosen_in(fields)
             await run_in_threadpool(
-                manage.request, store, settings, raw, clock(), client=client, trap=trap, preferences=chosen
+                manage.request, store, settings, raw, clock(), client=client, trap=trap, topics=chosen
             )
         except (AddressError, UsageError) as exc:
             return page(
@@ -163,7 +155,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
                 unsubscribed=found.status not in ("pending", "confirmed"),
                 action=site_path(settings, links.preferences_url(settings.publish, token)),
                 unsubscribe_action=site_path(settings, unsubscribe),
-                **choices(manage.Preferences(topics=found.topics, cadence=found.cadence)),
+                **choices(found.topics),
             )
         )
 
@@ -204,8 +196,3 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
         if len(body) > MAX_FORM_BYTES:
             return None
     return parse_qs(body.decode("utf-8", "replace"), max_num_fields=MAX_FIELDS)
-
-
-def _weekly(settings: Settings) -> str:
-    day, _, at = settings.digest.send_at.partition(" ")
-    return f"{calendar.day_name[_DAYS.index(day)]}s at {at}"

@@ -23,6 +23,7 @@ import smtplib
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -130,6 +131,7 @@ WORDS = [
 
 
 def fill(store: Store, subscribers: int, stories: int) -> None:
+    """``stories`` stories of the week and ``subscribers`` confirmed subscribers of every topic."""
     rnd = random.Random(48)
     for i in range(stories):
         page_story(
@@ -141,7 +143,12 @@ def fill(store: Store, subscribers: int, stories: int) -> None:
             page=f"/srv/seeds/page{i % 7}.txt",
             summary=" ".join(rnd.choices(WORDS, k=40)).capitalize() + ".",
         )
-    if not subscribers:
+    add_subscribers(store, subscribers)
+
+
+def add_subscribers(store: Store, n: int, topic_sets: Sequence[tuple[str, ...]] = ((),)) -> None:
+    """``n`` confirmed subscribers, their topics taken from ``topic_sets`` in turn."""
+    if not n:
         return
     with store.engine.begin() as conn:
         conn.execute(
@@ -153,8 +160,9 @@ def fill(store: Store, subscribers: int, stories: int) -> None:
                     "created_at": W48_START,
                     "confirmed_at": W48_START,
                     "bounces": 0,
+                    "topics": list(topic_sets[i % len(topic_sets)]),
                 }
-                for i in range(subscribers)
+                for i in range(n)
             ],
         )
 
@@ -254,7 +262,7 @@ def personalised(subscribers: int, stories: int, sets: int) -> None:
             secret_key=SecretStr("benchmark-key-0123456789abcdef"),
         )
         store = Store.open(f"sqlite:///{tmp}/bench.db")
-        fill(store, 0, stories)
+        fill(store, 0, stories)  # the subscribers come with their topics below
         slugs = taxonomy_of(settings.topics).slugs
         for story in store.stories():
             for topic in rnd.sample(slugs, 2):
@@ -262,22 +270,7 @@ def personalised(subscribers: int, stories: int, sets: int) -> None:
         chosen: set[tuple[str, ...]] = set()
         while len(chosen) < sets:
             chosen.add(tuple(sorted(rnd.sample(slugs, rnd.randint(1, 3)))))
-        topic_sets = sorted(chosen)
-        with store.engine.begin() as conn:
-            conn.execute(
-                insert(schema.subscriber),
-                [
-                    {
-                        "email": f"reader{i:05d}@example.org",
-                        "status": "confirmed",
-                        "created_at": W48_START,
-                        "confirmed_at": W48_START,
-                        "bounces": 0,
-                        "topics": list(topic_sets[i % sets]),
-                    }
-                    for i in range(subscribers)
-                ],
-            )
+        add_subscribers(store, subscribers, sorted(chosen))
         t0 = time.perf_counter()
         digest, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), DUE)
         t1 = time.perf_counter()
