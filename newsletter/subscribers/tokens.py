@@ -93,7 +93,7 @@ class Tokens:
 
     def preferences(self, subscriber_id: int, email: str) -> str:
         """The token of a subscriber's "manage preferences" page (topics, unsubscribe): it does not expire,
-        like an unsubscribe token, since it sits in the footer of every digest (decision 0018)."""
+        like an unsubscribe token, since it sits in the footer of every digest (decision 0020)."""
         return _lasting(self._preferences, subscriber_id, email)
 
     def check_preferences(self, token: str, email: str) -> int | None:
