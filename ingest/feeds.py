@@ -31,6 +31,7 @@ from ingest.polling import failing_since, next_check, should_pause
 from ingest.run import sync_config_feeds
 from ingest.seeds import parse_page
 from ingest.store import Store
+from ingest.topics import tag_items, taxonomy_of
 from ingest.webpage import page_text
 from ingest.workers import ParsePool
 
@@ -184,6 +185,7 @@ def _fetch_and_store(
     """Fetch a batch in a thread; hand each body to the parser as it arrives; store feeds in arrival order as their
     parses finish, each in its own transaction. Fetching, parsing and storing overlap."""
     due = {s.id: s for s in sources}
+    taxonomy = taxonomy_of(settings.topics)
     requests = [
         FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
         for s in sources
@@ -229,7 +231,7 @@ def _fetch_and_store(
                 pause_after_days=settings.fetch.pause_after_days,
             )
             if parsed is not None and parsed.kind == "feed":
-                saved = store.save_feed(source.id, parsed.items, state, now)
+                saved = store.save_feed(source.id, tag_items(parsed.items, taxonomy), state, now)
                 reports.append(_report(source, result, state, saved))
             else:  # nothing to store but its state: written with the others of the batch, in one transaction
                 stateless.append((source, result, state))

@@ -26,6 +26,7 @@ from ingest.core.urls import check_feed_url
 from ingest.opml import OpmlFeed, read_opml, write_opml
 from ingest.run import ingest_pass, summarize, sync_config_feeds
 from ingest.store import Store
+from ingest.topics import Taxonomy, taxonomy_of
 
 if TYPE_CHECKING:
     from newsletter.digest.job import DigestReport
@@ -52,8 +53,14 @@ class App:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
-            self._settings = load_settings(self.config_path)
+            settings = load_settings(self.config_path)
+            taxonomy_of(settings.topics)  # a bad taxonomy is a config error now, not at the first story
+            self._settings = settings
         return self._settings
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        return taxonomy_of(self.settings.topics)
 
     @property
     def store(self) -> Store:
@@ -145,7 +152,7 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many stories.")
 @click.pass_context
 def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
-    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide or unhide them."""
+    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide, unhide, tag or retag them."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
@@ -174,6 +181,7 @@ def stories_explain(app: App, story_id: int) -> None:
     click.echo(f"  first seen {s.first_seen.isoformat()}   updated {s.updated.isoformat()}")
     click.echo(f"  link       {s.link or '-'}")
     click.echo(f"  tags       {', '.join(s.tags) or '-'}")
+    click.echo(f"  topics     {', '.join(s.topics) or '-'}")
     if s.hidden_at is not None:
         click.echo(f"  hidden     {_hidden(s)}: out of the pages, feeds and digests; `stories unhide {s.id}` shows it")
     if e.merged:
@@ -252,6 +260,41 @@ def stories_unhide(app: App, story_id: int) -> None:
     click.echo(f"story {story.id} is shown again: {story.title}")
 
 
+@stories.command("tag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_tag(app: App, story_id: int, topic: str) -> None:
+    """Give a story a topic its words did not (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=True)
+
+
+@stories.command("untag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_untag(app: App, story_id: int, topic: str) -> None:
+    """Take a topic off a story (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=False)
+
+
+def _set_topic(app: App, story_id: int, topic: str, *, added: bool) -> None:
+    if app.taxonomy.get(topic) is None:
+        raise UsageError(f"unknown topic {topic!r}; expected one of: {', '.join(app.taxonomy.slugs)}")
+    story, changed = app.store.set_story_topic(story_id, topic, added=added, now=now())
+    verb = "now has" if added else "no longer has"
+    state = "" if changed else " (already so: kept as the operator's word)"
+    click.echo(f"story {story.id} {verb} topic {topic}{state}; topics: {', '.join(story.topics) or '-'}")
+
+
+@stories.command("retag")
+@click.pass_obj
+def stories_retag(app: App) -> None:
+    """Tag every story again with the current taxonomy (after editing it or [topics] terms)."""
+    sightings, changed = app.store.retag(app.taxonomy.tag, now())
+    click.echo(f"retagged: {sightings} sighting(s) and {changed} story(ies) changed topics")
+
+
 def _hidden(s: Story) -> str:
     return f"since {_when(s.hidden_at)}" + (f", reason: {s.hidden_reason}" if s.hidden_reason else "")
 
@@ -266,6 +309,7 @@ def story_json(s: Story) -> dict[str, Any]:
         "link": s.link,
         "sightings": s.sightings,
         "tags": list(s.tags),
+        "topics": list(s.topics),
         "hidden": s.hidden_at is not None,
     }
 
@@ -785,25 +829,47 @@ def feeds_export(app: App, output: Path | None) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Add, list, remove and import digest subscribers."""
+    """Add, list, remove and import digest subscribers; set their topics."""
+
+
+_TOPIC = click.option("--topic", "topics", multiple=True, help="A topic (slug; repeat for more): only these stories.")
 
 
 @subscribers.command("add")
 @click.argument("emails", nargs=-1, required=True)
+@_TOPIC
 @click.pass_obj
-def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
-    """Subscribe addresses (confirmed at once: the operator vouches)."""
+def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...]) -> None:
+    """Subscribe addresses (confirmed at once: the operator vouches), with their topics (none: every story)."""
     from newsletter.subscribers import manage as subs
 
+    chosen = subs.check_topics(topics, app.taxonomy.slugs) or None
     bad = 0
     for email in emails:
         try:
-            click.echo(subs.add(app.store, email, now()).message)
+            click.echo(subs.add(app.store, email, now(), topics=chosen).message)
         except AddressError as exc:
             click.echo(f"error: {exc}", err=True)
             bad += 1
     if bad:
         sys.exit(EXIT_USER_ERROR if bad == len(emails) else 1)
+
+
+@subscribers.command("set")
+@click.argument("email")
+@_TOPIC
+@click.option("--all-topics", is_flag=True, help="Every topic (forget the chosen ones).")
+@click.pass_obj
+def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool) -> None:
+    """Change a subscriber's topics (--topic, or --all-topics)."""
+    from newsletter.subscribers import manage as subs
+
+    if bool(topics) == all_topics:
+        raise UsageError("give --topic (one or more) or --all-topics")
+    found = subs.set_topics(app.store, email, subs.check_topics(topics, app.taxonomy.slugs))
+    if found is None:
+        raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")
+    click.echo(f"{found.email}: {subs.describe(found)}")
 
 
 @subscribers.command("remove")
@@ -837,17 +903,18 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
                 "confirmed": r.confirmed_at.isoformat() if r.confirmed_at else None,
                 "bounces": r.bounces,
                 "soft_bounces": r.soft_bounces,
+                "topics": list(r.topics),
             }
             for r in rows
         ]
         click.echo(json.dumps(data, indent=2))
         return
     table = Table(title=f"{len(rows)} subscriber(s)")
-    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces"):
+    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics"):
         table.add_column(col)
     for r in rows:
         cells = (r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces), str(r.soft_bounces))
-        table.add_row(*cells)
+        table.add_row(*cells, ", ".join(r.topics) or "all")
     out().print(table)
 
 
@@ -855,10 +922,10 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
-    """Subscribe every address of a CSV file (an email column)."""
+    """Subscribe every address of a CSV file (an email column; an optional topics column)."""
     from newsletter.subscribers import manage as subs
 
-    report = subs.import_csv(app.store, file, now())
+    report = subs.import_csv(app.store, file, now(), known_topics=app.taxonomy.slugs)
     for line in report.lines:
         click.echo(line.message, err=line.outcome == "invalid")
     counts = ", ".join(f"{report.count(o)} {o}" for o in ("added", "confirmed", "resubscribed", "exists", "refused"))

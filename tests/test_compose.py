@@ -111,6 +111,7 @@ def _recipient(address: str, subscriber_id: int = 42) -> compose.Recipient:
         unsubscribe_url=f"https://news.example.org/unsubscribe/{token}",
         unsubscribe_mailto=f"mailto:digest@news.example.org?subject=unsubscribe%20{token}",
         message_id=f"<digest.2026-W48.7.{subscriber_id}@news.example.org>",
+        preferences_url=f"https://news.example.org/preferences/{token}",
     )
 
 
@@ -122,9 +123,9 @@ def _parse(raw: bytes) -> EmailMessage:
 
 def _fill(doc: str, recipient: compose.Recipient, escape: bool) -> str:
     esc = html.escape if escape else str
-    return doc.replace("\x1eaddress\x1f", esc(recipient.address)).replace(
-        "\x1eunsubscribe_url\x1f", esc(recipient.unsubscribe_url)
-    )
+    for slot in compose.BODY_SLOTS:
+        doc = doc.replace(compose.SLOT.format(slot), esc(getattr(recipient, slot)))
+    return doc
 
 
 @pytest.mark.parametrize("part", ["html", "txt"])

@@ -686,6 +686,7 @@ def test_a_server_closing_is_no_soft_bounce(store: Store, tmp_path: Path, smtp_s
 
 # ---- exactly once across SIGKILL ---------------------------------------------------------------------------------
 
+NO_STORY = "sarcoma.reader@example.org"  # chose a topic no story of the week is in
 SENDER_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -720,9 +721,12 @@ def _run_sender(config: Path, now: datetime) -> subprocess.Popen[str]:
 @pytest.mark.parametrize("connections", [1, 4])
 def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url: str, connections: int) -> None:
     """Killed while the server holds a message: at most one duplicate per connection, each the message that
-    connection had in flight (same Message-ID); everyone else exactly one copy."""
+    connection had in flight (same Message-ID); everyone else exactly one copy, of their own edition (issue 18: the
+    readers who chose lung get the lung story alone; one whose topic had no story gets nothing)."""
     with Store.open(db_url) as store:
         page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
+        lung = page_story(store, "A lung story", first_seen=W48_START + timedelta(days=2))
+        store.set_story_topic(lung, "lung", added=True, now=W48_START + timedelta(days=2))
         everyone = [f"reader{i:03d}@example.org" for i in range(200)]
         # Two rows no message can be addressed to: one well before the kill, one right after the message in flight
         # (claimed while that message is on the wire). Both fail; neither disturbs exactly once.
@@ -730,7 +734,11 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         _insert_raw(store, BAD_ROWS[0])
         confirmed(store, *everyone[50:100])
         _insert_raw(store, BAD_ROWS[2])
-        confirmed(store, *everyone[100:])
+        confirmed(store, *everyone[100:], NO_STORY)
+        for address in everyone[::3]:
+            subscribers.set_topics(store, address, ("lung",))
+        subscribers.set_topics(store, NO_STORY, ("sarcoma",))
+    lung_readers = set(everyone[::3])
     config = tmp_path / "newsletter.toml"
     config.write_text(
         f'[storage]\nurl = "{db_url}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
@@ -777,6 +785,10 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
 
     counts = smtp_sink.received_by()
     assert set(counts) == set(everyone)
+    for m in smtp_sink.messages:
+        (address,) = m.rcpt_tos
+        expected = "1 new story" if address in lung_readers else "2 new stories"
+        assert expected in str(m.parsed()["Subject"]), address
     duplicated = {address for address, n in counts.items() if n > 1}
     assert set(killed[0].rcpt_tos) <= duplicated  # the one the server held when the sender died
     assert duplicated <= in_flight  # only messages in flight: never one whose outcome was stored
@@ -791,7 +803,13 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         assert digest is not None
         assert digest.status == "sent"
         final = {d.email: d.status for d in store.deliveries(digest.id)}
-        assert final == {**dict.fromkeys(everyone, "sent"), BAD_ROWS[0]: "failed", BAD_ROWS[2]: "failed"}
+        assert final == {
+            **dict.fromkeys(everyone, "sent"),
+            BAD_ROWS[0]: "failed",
+            BAD_ROWS[2]: "failed",
+            NO_STORY: "empty",
+        }
+        assert len(store.editions(digest.id)) == 2  # lung, and sarcoma (empty): rendered once each
 
 
 # ---- preview and test send ---------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ def _recipient(address: str = "reader@example.org") -> compose.Recipient:
         unsubscribe_url="https://news.example.org/unsubscribe/42.SiGnAtUrE",
         unsubscribe_mailto="mailto:digest@news.example.org?subject=unsubscribe%2042.SiGnAtUrE",
         message_id="<digest.2026-W48.7.42@news.example.org>",
+        preferences_url="https://news.example.org/preferences/42.SiGnAtUrE",
     )
 
 
@@ -260,7 +261,9 @@ def test_golden_capped_digest_with_a_postal_address(tmp_path: Path, part: str, u
     rendered = compose.render_digest(Selection(period_for("2026-W48", settings.digest), sections), settings)
     r = _recipient()
     doc = rendered.html if part == "html" else rendered.text
-    got = doc.replace("\x1eaddress\x1f", r.address).replace("\x1eunsubscribe_url\x1f", r.unsubscribe_url)
+    got = doc
+    for slot in compose.BODY_SLOTS:
+        got = got.replace(compose.SLOT.format(slot), getattr(r, slot))
     expected = GOLDEN / "email" / f"digest-capped.{part}"
     if update_golden:
         expected.write_text(got, encoding="utf-8")

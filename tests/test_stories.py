@@ -23,6 +23,7 @@ from ingest.dedupe import MAX_CANDIDATES_PER_KEY, features, keys_of, match_input
 from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import Store, clustering, schema
+from ingest.topics import taxonomy_of
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
 
@@ -63,7 +64,7 @@ def _ingest(store: Store, project: Path) -> dict[tuple[str, str], Ref]:
         page = parse_page(path.read_bytes(), name=path.name, boilerplate=BOILERPLATE, tz=ZoneInfo("UTC"))
         for item in page.items:
             refs[(str(path), item.key)] = _from_page(path.name, item, 0).ref
-    reports = ingest_seeds(store, settings.seeds, NOW)
+    reports = ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy_of(settings.topics))
     assert all(r.error is None for r in reports)
     for i, (url, entries) in enumerate(sorted(_feed_items().items())):
         source, _ = store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
@@ -93,7 +94,7 @@ def test_the_labeled_set_clusters_as_labeled_through_the_store(tmp_path: Path) -
         before = {(s.id, s.uid, s.title) for s in store.stories()}
         for page in (tmp_path / "seeds").glob("*.txt"):  # touched: every page is read and parsed again
             page.write_bytes(page.read_bytes() + b"\n")
-        reports = ingest_seeds(store, settings.seeds, NOW + timedelta(days=1))
+        reports = ingest_seeds(store, settings.seeds, NOW + timedelta(days=1), taxonomy=taxonomy_of(settings.topics))
         assert sum(r.new for r in reports) == 0
         assert {(s.id, s.uid, s.title) for s in store.stories()} == before
 
@@ -104,7 +105,7 @@ def test_the_article_takes_the_teasers_headline(tmp_path: Path) -> None:
         shutil.copy(FIXTURES / name, tmp_path / "seeds" / name)
     settings = load_settings(write_config(tmp_path, ""), environ={})
     with Store.open(settings.storage.url) as store:
-        ingest_seeds(store, settings.seeds, NOW)
+        ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy_of(settings.topics))
         (story,) = [s for s in store.stories() if "HER2-Positive Metastatic Breast Cancer" in s.title]
         assert story.title == "Personalizing Maintenance Therapy in HER2-Positive Metastatic Breast Cancer"
         assert story.summary.startswith("Panelists discussed how evolving strategies")

@@ -117,6 +117,32 @@ def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     assert browser.get_cookies() == []
 
 
+def test_the_preferences_page_from_the_digest_footer(browser: WebDriver, site: Site, tmp_path: Path) -> None:
+    """Issue 18: the digest's "Manage preferences" link opens a page where a reader ticks topics, saves, sees the
+    choice kept, and can unsubscribe from there."""
+    shown = job.preview(
+        site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, as_email="reader@example.org"
+    )
+    browser.get(shown.html.as_uri())
+    link = browser.find_element(By.LINK_TEXT, "Manage preferences").get_attribute("href")
+    assert link is not None and "/preferences/" in link
+    path = link.split("/", 3)[3]
+    browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "Your digest preferences"
+    for topic in ("lung", "immunotherapy"):
+        browser.find_element(By.CSS_SELECTOR, f"input[name=topic][value={topic}]").click()
+    _submit(browser, "#save")
+    assert browser.find_element(By.ID, "saved").text == "Saved: immunotherapy, lung."
+    ticked = [e.get_attribute("value") for e in browser.find_elements(By.CSS_SELECTOR, "input[name=topic]:checked")]
+    assert sorted(ticked) == ["immunotherapy", "lung"]
+    found = site.store.subscriber_by_email("reader@example.org")
+    assert found is not None and found.topics == ("immunotherapy", "lung")
+    _submit(browser, "#unsubscribe")
+    assert _h1(browser) == "You are unsubscribed"
+    assert site.status("reader@example.org") == "unsubscribed"
+    assert browser.get_cookies() == []
+
+
 def test_the_form_shows_why_an_address_is_refused(browser: WebDriver, site: Site) -> None:
     browser.get(f"{site.url}/subscribe")
     field = browser.find_element(By.NAME, "email")

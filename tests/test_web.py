@@ -288,6 +288,18 @@ def test_story_page_shows_the_story_its_sources_and_link(site: Site) -> None:
     assert '<time datetime="2026-11-25T10:00:00+00:00">25 Nov 2026</time>' in r.text
 
 
+def test_story_page_names_its_topics(site: Site) -> None:
+    """Issue 18: a story's topics, by name (the operator's tag included); a story with none shows no line."""
+    story = next(s for s in site.store.stories() if s.title == "Story number 2 about trastuzumab")
+    site.store.set_story_topic(story.id, "breast", added=True, now=NOW)
+    site.store.set_story_topic(story.id, "targeted-therapy", added=True, now=NOW)
+    other = next(s for s in site.store.stories() if s.id != story.id and not s.topics)
+    with site.client() as client:
+        tagged, plain = client.get(f"/stories/{story.id}"), client.get(f"/stories/{other.id}")
+    assert '<p class="topics">Topics: Breast cancer, Targeted therapy' in tagged.text
+    assert 'class="topics"' not in plain.text
+
+
 def test_story_page_prints_a_sanitized_body(site: Site) -> None:
     story = next(s for s in site.store.stories() if "Evil" in s.title)
     with site.client() as client:

@@ -45,6 +45,7 @@ CONFIG_ENV = "NEWSLETTER_CONFIG"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 BUNDLED_CONFIG = PROJECT_ROOT / "config" / "newsletter.toml"
+BUNDLED_TOPICS = PROJECT_ROOT / "config" / "topics.toml"
 
 
 def _check_timezone(value: str) -> str:
@@ -310,6 +311,15 @@ class SubscribeConfig(_Section):
     mails_per_hour: int = Field(default=100, ge=0, description="confirmation mails in all; 0: no cap")
 
 
+class TopicsConfig(_Section):
+    file: Path | None = Field(default=None, description="the topic taxonomy; None: the bundled config/topics.toml")
+    terms: dict[str, list[str]] = Field(default_factory=dict, description="more terms per topic slug")
+
+    @property
+    def path(self) -> Path:
+        return self.file if self.file is not None else BUNDLED_TOPICS
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -330,6 +340,7 @@ class Settings(_Section):
     hooks: HooksConfig = HooksConfig()
     web: WebConfig = WebConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
+    topics: TopicsConfig = TopicsConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None
@@ -547,6 +558,9 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
                     "maildir": absolute(settings.inbound.maildir),
                     "ca_file": absolute(settings.inbound.ca_file) if settings.inbound.ca_file else None,
                 }
+            ),
+            "topics": settings.topics.model_copy(
+                update={"file": absolute(settings.topics.file) if settings.topics.file is not None else None}
             ),
             "source_path": config_path,
         }

@@ -24,7 +24,8 @@ SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "erro
 #: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
-DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
+#: ``empty``: the subscriber's topics had no story this period: nothing was sent, and nothing will be (issue 18).
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled", "empty"]
 #: ``complained``: marked our mail as spam (a feedback report, a relay's complaint): never mailed again, not even a
 #: confirmation from the subscribe form; only the operator's ``subscribers add`` brings the address back.
 SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced", "complained"]
@@ -49,6 +50,7 @@ class ParsedItem:
     tags: tuple[str, ...] = ()
     title_derived: bool = False  # True when the title was made from the first sentence
     raw_date: str | None = None  # the date exactly as written
+    topics: tuple[str, ...] = ()  # taxonomy slugs from its title and summary (ingest.topics), set by the in-stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,7 @@ class Sighting:
     title_derived: bool = False
     match_rule: str | None = None
     match_score: float | None = None
+    topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,7 @@ class Story:
     hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
     hidden_reason: str | None = None  # the operator's note, for operators only
     title_derived: bool = False  # the title was made from its first sentence: no source gave it a headline
+    topics: tuple[str, ...] = ()  # its sightings' topics with the operator's additions, less the removals
 
     @property
     def is_recap(self) -> bool:
@@ -259,6 +263,7 @@ class Subscriber:
     bounces: int  # hard bounces since the last delivery that went through
     last_request_at: datetime | None
     soft_bounces: int = 0  # soft bounces since the last delivery that went through
+    topics: tuple[str, ...] = ()  # the topic slugs they chose; none: every story
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,6 +307,29 @@ class NewDigest:
     text: str = ""
     note: str | None = None
     story_ids: tuple[int, ...] = ()
+    editions: tuple[NewEdition, ...] = ()  # one per distinct topic set chosen by confirmed subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class NewEdition:
+    """A digest's rendering for the subscribers who chose ``topics`` (sorted): only those topics' stories."""
+
+    topics: tuple[str, ...]
+    story_count: int  # 0: those subscribers get nothing this period (their deliveries are ``empty``)
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    id: int
+    digest_id: int
+    topics: tuple[str, ...]
+    story_count: int
+    subject: str
+    html: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +348,7 @@ class Delivery:
     lease_until: datetime | None
     subscriber_bounces: int = 0
     subscriber_soft_bounces: int = 0
+    edition_id: int | None = None  # the digest's edition for the subscriber's topics; None: the whole digest
 
 
 #: What a sender decided about one claimed delivery (see :class:`Outcome`).

@@ -25,7 +25,7 @@ from typing import Self
 
 from ingest.core.links import DEFAULT_UID_AUTHORITY
 from ingest.store.deliveries import DeliveriesMixin
-from ingest.store.digests import CARRYING, DigestsMixin
+from ingest.store.digests import CARRYING, DigestsMixin, MissingEditionError, topic_key
 from ingest.store.engine import DEFAULT_BUSY_TIMEOUT, HEAD, instance_lock_path, make_engine, migrate
 from ingest.store.overrides import OverridesMixin
 from ingest.store.site import SiteMixin
@@ -33,7 +33,7 @@ from ingest.store.sources import SourcesMixin
 from ingest.store.stories import StoriesMixin
 from ingest.store.subscribers import SubscribersMixin
 
-__all__ = ["CARRYING", "HEAD", "Store", "instance_lock_path"]
+__all__ = ["CARRYING", "HEAD", "MissingEditionError", "Store", "instance_lock_path", "topic_key"]
 
 
 class Store(

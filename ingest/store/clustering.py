@@ -13,7 +13,7 @@ import hashlib
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +42,9 @@ from ingest.dedupe import (
 from ingest.store import schema
 from ingest.store.rows import chunks, follow, one_of, record
 
-__all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_items", "stamp", "story_values", "take_lock"]
+__all__ = [
+    "CLUSTERING_LOCK", "fold", "refresh", "save_items", "stamp", "story_values", "take_lock", "topic_overrides",
+]  # fmt: skip
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
 CLUSTERING_LOCK = 0x6465647570650001
@@ -393,6 +395,7 @@ def _load(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, Features], di
                 s.c.content,
                 s.c.first_seen,
                 s.c.story_id,
+                s.c.topics,
                 src.c.location.label("source"),
             )
             .join(src, src.c.id == s.c.source_id)
@@ -462,9 +465,13 @@ def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
     hides its survivor: what the operator retracted must not come back as part of another story (they can split it
     out, or show the survivor again).
     """
-    s, st = schema.sighting, schema.story
+    s, st, o = schema.sighting, schema.story, schema.story_topic_override
     for loser, survivor in merges.items():
         conn.execute(s.update().where(s.c.story_id == loser).values(story_id=survivor))
+        # The operator's topics follow the story; where both had a word on a topic, the survivor's stands.
+        kept = select(o.c.topic).where(o.c.story_id == survivor).scalar_subquery()
+        conn.execute(o.delete().where(o.c.story_id == loser, o.c.topic.in_(kept)))
+        conn.execute(o.update().where(o.c.story_id == loser).values(story_id=survivor))
         conn.execute(st.update().where(st.c.merged_into == loser).values(merged_into=survivor))
         row = conn.execute(
             select(st.c.first_seen, st.c.informative, st.c.hidden_at, st.c.hidden_reason).where(st.c.id == loser)
@@ -494,6 +501,7 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
     s, src, st = schema.sighting, schema.source, schema.story
     members: dict[int, list[Member]] = defaultdict(list)
     hashes: dict[int, str] = {}
+    said = topic_overrides(conn, story_ids)
     for part in chunks(list(story_ids)):
         query = (
             select(s, src.c.location.label("source"))
@@ -508,18 +516,32 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
     for story_id in story_ids:
         if not members.get(story_id):
             continue
-        values = story_values(canonical(members[story_id]))
+        values = story_values(canonical(members[story_id]), said.get(story_id, {}))
         if values["content_hash"] != hashes.get(story_id):
             conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now), **values))
 
 
 def _shows(m: Member) -> tuple[object, ...]:
     """Everything of a sighting that :func:`ingest.dedupe.canonical` may pick from."""
-    return (m.kind, m.title, m.title_derived, m.published, m.summary, m.link, tuple(m.tags), m.content)
+    return (m.kind, m.title, m.title_derived, m.published, m.summary, m.link, tuple(m.tags), m.content, m.topics)
 
 
-def story_values(fields: Canonical) -> dict[str, Any]:
-    values = {
+def topic_overrides(conn: Connection, story_ids: Sequence[int]) -> dict[int, dict[str, bool]]:
+    """The operator's topics of these stories: story -> topic -> added (True) or removed (False)."""
+    o = schema.story_topic_override
+    found: dict[int, dict[str, bool]] = defaultdict(dict)
+    for part in chunks(list(story_ids)):
+        for row in conn.execute(select(o).where(one_of(conn.dialect.name, o.c.story_id, part))):
+            found[row.story_id][row.topic] = bool(row.added)
+    return found
+
+
+def story_values(fields: Canonical, overrides: Mapping[str, bool] | None = None) -> dict[str, Any]:
+    """A story row's canonical columns and their ``content_hash``; ``overrides``: the operator's topics (topic ->
+    added)."""
+    said = overrides or {}
+    topics = ({*fields.topics} - {t for t, added in said.items() if not added}) | {t for t, a in said.items() if a}
+    values: dict[str, Any] = {
         "title": fields.title,
         "title_derived": fields.title_derived,
         "summary": fields.summary,
@@ -528,8 +550,11 @@ def story_values(fields: Canonical) -> dict[str, Any]:
         "published": fields.published,
         "tags": sorted(set(fields.tags)),
     }
+    if topics:  # hashed only when there are any: a story stored before topics keeps its hash, and its ``updated``
+        values["topics"] = sorted(topics)
     blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     values["content_hash"] = hashlib.sha256(blob.encode()).hexdigest()
+    values["topics"] = sorted(topics)
     return values
 
 
@@ -548,6 +573,7 @@ def _sighting_values(source_id: int, item: ParsedItem, now: datetime) -> dict[st
         "link": item.link,
         "author": item.author,
         "tags": list(item.tags),
+        "topics": list(item.topics),
         "first_seen": now,
         "last_seen": now,
         "story_id": None,

@@ -1,17 +1,18 @@
-"""Digests: one per period, made once with its stories and one delivery per confirmed subscriber; which stories a
-period may carry (with where each was seen); which digests are still delivering.
+"""Digests: one per period, made once with its stories, its editions (one rendering per topic set subscribers chose)
+and one delivery per confirmed subscriber; which stories a period may carry (with where each was seen); which digests
+are still delivering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, func, literal, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ingest.core.models import Candidate, Digest, DigestStatus, NewDigest, Origin, Story
+from ingest.core.models import Candidate, Digest, DigestStatus, Edition, NewDigest, NewEdition, Origin, Story
 from ingest.core.sources import source_name
 from ingest.dedupe.normalize import drop_tracking
 from ingest.store import schema
@@ -19,12 +20,13 @@ from ingest.store.base import StoreBase
 from ingest.store.rows import aware, chunks, record
 from ingest.store.stories import visible, visible_stories
 
-__all__ = ["CARRYING", "DigestsMixin"]
+__all__ = ["CARRYING", "DigestsMixin", "MissingEditionError", "topic_key"]
 
 _sub = schema.subscriber
 _dig = schema.digest
 _ds = schema.digest_story
 _del = schema.delivery
+_ed = schema.digest_edition
 _st = schema.story
 _si = schema.sighting
 _src = schema.source
@@ -66,16 +68,11 @@ class DigestsMixin(StoreBase):
                         ],
                     )
                 if new.status == "pending":
-                    confirmed = (
-                        select(_sub.c.id, literal(digest_id, Integer))
-                        .where(_sub.c.status == "confirmed")
-                        .order_by(_sub.c.id)
-                    )
-                    conn.execute(_del.insert().from_select(["subscriber_id", "digest_id"], confirmed))
-                    if conn.dialect.name == "postgresql":
-                        # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
-                        # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
-                        conn.execute(text("ANALYZE delivery"))
+                    _deliveries(conn, digest_id, new.editions)
+                if new.status == "pending" and conn.dialect.name == "postgresql":
+                    # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
+                    # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
+                    conn.execute(text("ANALYZE delivery"))
                 created = _digest_row(conn, new.period)
                 assert created is not None
                 return created, True
@@ -84,6 +81,19 @@ class DigestsMixin(StoreBase):
             if found is None:
                 raise
             return found, False
+
+    def subscriber_topic_sets(self) -> list[tuple[str, ...]]:
+        """The distinct topic sets confirmed subscribers chose (each sorted), every topic (``()``) left out."""
+        with self.engine.connect() as conn:
+            # Set apart here: PostgreSQL has no equality on json, so no DISTINCT over it.
+            rows = conn.execute(select(_sub.c.topics).where(_sub.c.status == "confirmed"))
+            return sorted({tuple(sorted(row.topics)) for row in rows} - {()})
+
+    def editions(self, digest_id: int) -> dict[int, Edition]:
+        """A digest's editions by id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_ed).where(_ed.c.digest_id == digest_id))
+            return {row.id: record(Edition, row) for row in rows}
 
     def digest_by_period(self, period: str) -> Digest | None:
         with self.engine.connect() as conn:
@@ -147,6 +157,52 @@ class DigestsMixin(StoreBase):
                 .where(visible(), _st.c.first_seen >= since, _st.c.first_seen < until)
             )
             return int(conn.execute(query).scalar_one())
+
+
+class MissingEditionError(LookupError):
+    """A subscriber confirmed while a digest was being made chose a topic set the digest has no edition for: the
+    caller renders again (nothing was stored)."""
+
+
+def topic_key(topics: Iterable[str]) -> str:
+    return ",".join(sorted(set(topics)))
+
+
+def _deliveries(conn: Connection, digest_id: int, editions: Sequence[NewEdition]) -> None:
+    """One delivery per confirmed subscriber, with the edition of their topic set (None: no topic chosen, the whole
+    digest): ``empty``, and never sent, when it holds no story. The subscribers are read in the transaction that
+    writes the rows: one who confirmed with a topic set that has no edition yet raises :class:`MissingEditionError`."""
+    by_key: dict[str, int] = {}
+    if editions:
+        rows = conn.execute(
+            _ed.insert().returning(_ed.c.id, _ed.c.topic_key),
+            [
+                {
+                    "digest_id": digest_id,
+                    "topic_key": topic_key(e.topics),
+                    "topics": sorted(e.topics),
+                    "story_count": e.story_count,
+                    "subject": e.subject,
+                    "html": e.html,
+                    "text": e.text,
+                }
+                for e in editions
+            ],
+        )
+        by_key = {row.topic_key: row.id for row in rows}
+    counts = {topic_key(e.topics): e.story_count for e in editions}
+    deliveries = []
+    subscribers = select(_sub.c.id, _sub.c.topics).where(_sub.c.status == "confirmed").order_by(_sub.c.id)
+    for row in conn.execute(subscribers):
+        key = topic_key(row.topics)
+        if key and key not in by_key:
+            raise MissingEditionError(key)
+        status = "empty" if key and not counts[key] else "pending"
+        deliveries.append(
+            {"digest_id": digest_id, "subscriber_id": row.id, "edition_id": by_key.get(key), "status": status}
+        )
+    if deliveries:
+        conn.execute(_del.insert(), deliveries)
 
 
 def _digest_query() -> Any:

@@ -138,8 +138,50 @@ def _v13(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE source ADD COLUMN suggested_url {kind}"))
 
 
+def _v14(conn: Connection) -> None:
+    """Topics: sighting.topics and story.topics (none until `stories retag` or the next ingest tags them), and the
+    operator's story_topic_override."""
+    for table in (schema.sighting, schema.story):
+        if "topics" not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            kind = table.c.topics.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+    schema.metadata.create_all(conn, tables=[schema.story_topic_override])  # checkfirst
+
+
+def _v15(conn: Connection) -> None:
+    """subscriber.topics: each subscriber's choice of topics; everyone so far gets every topic."""
+    if "topics" not in {c["name"] for c in inspect(conn).get_columns("subscriber")}:
+        kind = schema.subscriber.c.topics.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE subscriber ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+
+
+def _v16(conn: Connection) -> None:
+    """digest_edition and delivery.edition_id: a digest rendered once per topic set; deliveries so far got the whole
+    digest (None)."""
+    schema.metadata.create_all(conn, tables=[schema.digest_edition])  # checkfirst
+    if "edition_id" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN edition_id INTEGER REFERENCES digest_edition (id)"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+    _v10,
+    _v11,
+    _v12,
+    _v13,
+    _v14,
+    _v15,
+    _v16,
+)
 
 HEAD = len(MIGRATIONS)
 

@@ -152,6 +152,9 @@ story = Table(
     # The operator hid (retracted) it: out of every page, feed and future digest until shown again.
     Column("hidden_at", UtcDateTime),
     Column("hidden_reason", CleanText),  # the operator's note: shown to operators only
+    # Topic slugs (ingest.topics): its sightings' with story_topic_override applied. A server default for rows
+    # written before the column.
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),
     Index(None, "first_seen"),
     Index(None, "published"),
 )
@@ -188,6 +191,7 @@ sighting = Table(
     Column("story_id", Integer, ForeignKey("story.id")),
     Column("match_rule", CleanText),
     Column("match_score", Float),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # from its title and summary
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
 )
@@ -211,6 +215,16 @@ story_override = Table(
     Column("sighting_b", Integer, ForeignKey("sighting.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("note", CleanText),
+)
+
+# The operator's word on a story's topics (`stories tag` / `untag`): added (True) or removed (False), whatever its
+# sightings say. Kept apart from the sightings' topics so that `stories retag` never undoes it.
+story_topic_override = Table(
+    "story_topic_override",
+    metadata,
+    Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
+    Column("topic", String(64), primary_key=True),
+    Column("added", Boolean, nullable=False),
 )
 
 digest = Table(
@@ -251,6 +265,22 @@ subscriber = Table(
     Column("last_request_at", UtcDateTime),
     # A server default too: rows written by hand or by an older release's code still get a count.
     Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # chosen topic slugs; none: all
+)
+
+# A digest's rendering for one topic set (issue 18): rendered once, whoever many subscribers chose that set.
+digest_edition = Table(
+    "digest_edition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
+    Column("topic_key", CleanText, nullable=False),  # the sorted slugs joined by commas
+    Column("topics", Tags, nullable=False, default=tuple),
+    Column("story_count", Integer, nullable=False, default=0),
+    Column("subject", CleanText, nullable=False, default=""),
+    Column("html", CleanText, nullable=False, default=""),
+    Column("text", CleanText, nullable=False, default=""),
+    UniqueConstraint("digest_id", "topic_key"),
 )
 
 delivery = Table(
@@ -270,6 +300,7 @@ delivery = Table(
     # A failed delivery counted against its subscriber: hard | soft (models.BounceKind), at the answer or reported
     # later (a delivery report, a relay's event); the streak of these is what a late report counts.
     Column("bounce", String(8)),
+    Column("edition_id", Integer, ForeignKey("digest_edition.id")),  # None: the digest's own rendering (all topics)
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )

@@ -60,7 +60,7 @@ __all__ = [
 SLOT = "\x1e{}\x1f"
 _SLOT = re.compile("\x1e([a-z_]+)\x1f")
 #: Slots the templates may use. Header slots are filled by :meth:`MessageTemplate.build` itself.
-BODY_SLOTS = ("address", "unsubscribe_url")
+BODY_SLOTS = ("address", "unsubscribe_url", "preferences_url")
 _QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2045 lines stay within 76
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
 _SPACES = re.compile(r"\s+")
@@ -104,6 +104,7 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     message_id: str
+    preferences_url: str  # the signed "manage preferences" page (topics, unsubscribe)
 
 
 def clean_header(value: str) -> str:
@@ -159,8 +160,9 @@ def inline_css(document: str) -> str:
     return _INLINER.inline(document)
 
 
-def render_digest(selection: Selection, settings: Settings) -> Rendered:
-    """The digest's HTML and text, rendered once, with slot marks for the recipient's values.
+def render_digest(selection: Selection, settings: Settings, *, elsewhere: int = 0) -> Rendered:
+    """The digest's HTML and text, rendered once, with slot marks for the recipient's values. ``elsewhere``: the
+    period's stories left out (an edition for some topics): counted in a line linking the digest's web page.
 
     Each section shows its first ``[digest] max_per_section`` stories and counts the rest in a line linking the
     digest's web page (which shows them all); when even that makes the HTML part bigger than :data:`HTML_BUDGET`
@@ -183,11 +185,13 @@ def render_digest(selection: Selection, settings: Settings) -> Rendered:
         "period": period.key,
         "period_label": period.label,
         "count": count,
+        "elsewhere": elsewhere,
         "archive_url": archive,
         "home_url": base_url(settings.publish),
         "postal_lines": postal_lines(settings),
         "address": SLOT.format("address"),
         "unsubscribe_url": SLOT.format("unsubscribe_url"),
+        "preferences_url": SLOT.format("preferences_url"),
     }
     cap = settings.digest.max_per_section
     while True:
@@ -248,6 +252,8 @@ def _values(r: Recipient) -> Mapping[tuple[str, str], bytes]:
         ("address", "text"): _qp_value(r.address),
         ("unsubscribe_url", "html"): _qp_value(html.escape(r.unsubscribe_url)),
         ("unsubscribe_url", "text"): _qp_value(r.unsubscribe_url),
+        ("preferences_url", "html"): _qp_value(html.escape(r.preferences_url)),
+        ("preferences_url", "text"): _qp_value(r.preferences_url),
     }
 
 

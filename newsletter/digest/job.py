@@ -21,19 +21,30 @@ from urllib.parse import urlsplit
 
 from ingest.core.config import Settings
 from ingest.core.errors import UsageError
-from ingest.core.links import unsubscribe_url
-from ingest.core.models import Digest, NewDigest, Subscriber
-from ingest.store import CARRYING, Store
+from ingest.core.links import preferences_url, unsubscribe_url
+from ingest.core.models import Digest, NewDigest, NewEdition, Subscriber
+from ingest.store import CARRYING, MissingEditionError, Store
 from newsletter.digest import compose
-from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
+from newsletter.digest.select import (
+    Period,
+    Selection,
+    due_period,
+    floor,
+    for_topics,
+    period_containing,
+    period_for,
+    select,
+)
 from newsletter.digest.send import Clock, DeliveryRun, Pacer, deliver_digest, unsubscribe_links
 from newsletter.digest.transports import SendResult, Transport, TransportError, open_transports, send_one
 from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens, signing_key
 
 __all__ = [
+    "MAKE_TRIES",
     "DigestReport",
     "Preview",
+    "edition",
     "ensure_digest",
     "mail_warnings",
     "preview",
@@ -42,6 +53,10 @@ __all__ = [
     "send_due_digest",
     "send_test",
 ]
+
+
+#: Times a digest is rendered again when subscribers confirm with new topic sets while it is being made.
+MAKE_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +177,28 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
     made = replace(
         base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
     )
-    return store.create_digest(made)
+    editions: dict[tuple[str, ...], NewEdition] = {}
+    for _ in range(MAKE_TRIES):
+        # Rendered once per distinct topic set, however many subscribers chose it; the whole digest is the edition of
+        # everyone who chose no topic.
+        for topics in store.subscriber_topic_sets():
+            if topics not in editions:
+                editions[topics] = edition(selection, topics, settings)
+        try:
+            return store.create_digest(replace(made, editions=tuple(editions.values())))
+        except MissingEditionError:
+            continue  # someone confirmed with a new topic set meanwhile: render theirs too
+    raise RuntimeError(f"digest {period.key}: subscribers' topics kept changing while it was made")
+
+
+def edition(selection: Selection, topics: Sequence[str], settings: Settings) -> NewEdition:
+    """The digest for subscribers who chose ``topics`` (none: all of it); nothing rendered when none of its stories is
+    in them."""
+    chosen = for_topics(selection, topics)
+    if topics and not chosen.count:
+        return NewEdition(topics=tuple(topics), story_count=0)
+    rendered = compose.render_digest(chosen, settings, elsewhere=selection.count - chosen.count)
+    return NewEdition(tuple(topics), chosen.count, rendered.subject, rendered.html, rendered.text)
 
 
 def send_due_digest(
@@ -209,8 +245,10 @@ def send_due_digest(
 
 
 def _preview_parts(
-    store: Store, settings: Settings, now: datetime, period_key: str | None
+    store: Store, settings: Settings, now: datetime, period_key: str | None, topics: Sequence[str] = ()
 ) -> tuple[Period, compose.Rendered, int, bool, Digest | None]:
+    """The period, and what a subscriber who chose ``topics`` gets of its digest: the stored edition of a digest
+    already made, else rendered from the database as it is now."""
     if period_key:
         period = period_for(period_key, settings.digest)
     else:
@@ -221,9 +259,14 @@ def _preview_parts(
         period = period_containing(now, settings.digest) if made or late else due
     found = store.digest_by_period(period.key)
     if found is not None and found.status in CARRYING:
+        mine = [e for e in store.editions(found.id).values() if topics and e.topics == tuple(sorted(topics))]
+        if mine:
+            e = mine[0]
+            return period, compose.Rendered(e.subject, e.html, e.text), e.story_count, True, found
         return period, compose.Rendered(found.subject, found.html, found.text), found.story_count, True, found
     selection = select_for(store, settings, period)
-    return period, compose.render_digest(selection, settings), selection.count, False, None
+    theirs = edition(selection, topics, settings)
+    return period, compose.Rendered(theirs.subject, theirs.html, theirs.text), theirs.story_count, False, None
 
 
 def _one_message(
@@ -236,14 +279,17 @@ def _one_message(
     address: str,
     subscriber: Subscriber | None,
     tokens: Tokens,
-) -> tuple[bytes, str]:
-    """One recipient's message, as their delivery would build it, and the unsubscribe URL it carries."""
+) -> tuple[bytes, str, str]:
+    """One recipient's message, as their delivery would build it, and the unsubscribe and preferences URLs it
+    carries."""
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
     if subscriber is not None:
         url, mailto = unsubscribe_links(settings, tokens, subscriber.id, subscriber.email)
-    else:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
+        prefs = preferences_url(settings.publish, tokens.preferences(subscriber.id, subscriber.email))
+    else:  # nobody to unsubscribe: the links lead to the pages that say the link is not valid
         url = unsubscribe_url(settings.publish, "preview")
+        prefs = preferences_url(settings.publish, "preview")
         mailto = f"mailto:{envelope_from}?subject=unsubscribe"
     stand_in = digest or Digest(
         id=0,
@@ -266,9 +312,10 @@ def _one_message(
             unsubscribe_url=url,
             unsubscribe_mailto=mailto,
             message_id=compose.message_id(stand_in, subscriber.id if subscriber else 0, domain),
+            preferences_url=prefs,
         )
     )
-    return message, url
+    return message, url, prefs
 
 
 def preview_reader(store: Store, as_email: str | None) -> Subscriber:
@@ -304,8 +351,8 @@ def preview(
     """
     reader = preview_reader(store, as_email)
     address = normalize(reader.email)
-    chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period)
-    message, url = _one_message(
+    chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period, reader.topics)
+    message, url, prefs = _one_message(
         settings,
         rendered=rendered,
         digest=digest,
@@ -315,7 +362,7 @@ def preview(
         subscriber=reader,
         tokens=Tokens(signing_key(store, settings)),
     )
-    html, text = _fill(rendered, address, url)
+    html, text = _fill(rendered, address, url, prefs)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{chosen.key}.{ext}" for ext in ("eml", "html", "txt")}
     paths["eml"].write_bytes(message)
@@ -324,12 +371,14 @@ def preview(
     return Preview(chosen.key, rendered.subject, count, address, paths["eml"], paths["html"], paths["txt"], stored)
 
 
-def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tuple[str, str]:
+def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str, prefs_url: str) -> tuple[str, str]:
+    values = {"address": address, "unsubscribe_url": unsubscribe_url, "preferences_url": prefs_url}
+
     def put(doc: str, escape: bool) -> str:
         esc = html_lib.escape if escape else str
-        return doc.replace(compose.SLOT.format("address"), esc(address)).replace(
-            compose.SLOT.format("unsubscribe_url"), esc(unsubscribe_url)
-        )
+        for slot, value in values.items():
+            doc = doc.replace(compose.SLOT.format(slot), esc(value))
+        return doc
 
     return put(rendered.html, True), put(rendered.text, False)
 
@@ -337,10 +386,12 @@ def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tup
 def send_test(store: Store, settings: Settings, email: str, now: datetime, *, period: str | None = None) -> SendResult:
     """Send the current preview to one address, through the configured transport. No delivery row is made."""
     address = normalize(email)
-    chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
     found = store.subscriber_by_email(address)
+    chosen, rendered, _count, _stored, digest = _preview_parts(
+        store, settings, now, period, found.topics if found else ()
+    )
     tokens = Tokens(signing_key(store, settings))
-    message, _ = _one_message(
+    message, _, _ = _one_message(
         settings,
         rendered=rendered,
         digest=digest,

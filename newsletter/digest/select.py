@@ -34,6 +34,7 @@ __all__ = [
     "best_source",
     "due_period",
     "floor",
+    "for_topics",
     "is_backlog",
     "next_due",
     "period_containing",
@@ -84,6 +85,7 @@ class DigestItem:
     summary: str  # from after its headline on: no sentence twice
     sources: int = 1  # the distinct sources it was seen in (ingest.core.sources.reader_sources)
     first_seen: str = ""  # "first seen this week" when published before the period; "" otherwise
+    topics: tuple[str, ...] = ()  # the story's topic slugs
 
     @property
     def byline(self) -> str:
@@ -245,6 +247,16 @@ def select(candidates: Sequence[Candidate], period: Period, settings: Settings) 
     return Selection(period=period, sections=sections(kept, settings, period))
 
 
+def for_topics(selection: Selection, topics: Sequence[str]) -> Selection:
+    """The part of a digest for a subscriber who chose ``topics``: the stories in any of them, in the same sections
+    and order (a section left empty is dropped). No topics: the whole digest."""
+    if not topics:
+        return selection
+    wanted = set(topics)
+    kept = (Section(s.key, s.title, tuple(i for i in s.items if wanted & set(i.topics))) for s in selection.sections)
+    return Selection(period=selection.period, sections=tuple(s for s in kept if s.items))
+
+
 def sections(candidates: Sequence[Candidate], settings: Settings, period: Period) -> tuple[Section, ...]:
     """New articles, recaps, then stories from feeds by tag (alphabetical, untagged last); newest first in each.
 
@@ -309,6 +321,7 @@ def _item(c: Candidate, settings: Settings, tz: ZoneInfo, period: Period) -> Dig
         summary=_shorten(_text(after_headline(s.title, s.summary, derived=s.title_derived)), SUMMARY_CHARS),
         sources=max(len(sources), 1),
         first_seen=_found(s.first_seen.astimezone(tz), period) if published and published < period.start else "",
+        topics=s.topics,
     )
 
 

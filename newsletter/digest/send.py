@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, TransportError
-from ingest.core.links import unsubscribe_url
+from ingest.core.links import preferences_url, unsubscribe_url
 from ingest.core.models import BounceLimits, Delivery, Digest, Outcome
 from ingest.store import Store
 from newsletter.digest import compose
@@ -146,8 +146,14 @@ def deliver_digest(
     owner = owner or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
-    template = compose.message_template(
-        compose.Rendered(subject=digest.subject, html=digest.html, text=digest.text), settings, clock()
+    # The digest's own rendering, and one per edition (topic set, issue 18): each cut into its template once.
+    date = clock()
+    whole = compose.message_template(compose.Rendered(digest.subject, digest.html, digest.text), settings, date)
+    templates: dict[int | None, compose.MessageTemplate] = {None: whole}
+    templates.update(
+        (eid, compose.message_template(compose.Rendered(e.subject, e.html, e.text), settings, date))
+        for eid, e in store.editions(digest.id).items()
+        if e.story_count
     )
     links = _Links(settings, tokens)
     lease = lease_length(settings)
@@ -167,12 +173,16 @@ def deliver_digest(
             return Outcome(d.id, d.subscriber_id, "failed", clock(), reply, message_id, bounce="hard")
         url, mailto = links.of(d.subscriber_id, d.email)
         recipient = compose.Recipient(
-            address=address, unsubscribe_url=url, unsubscribe_mailto=mailto, message_id=message_id
+            address=address,
+            unsubscribe_url=url,
+            unsubscribe_mailto=mailto,
+            message_id=message_id,
+            preferences_url=links.preferences(d.subscriber_id, d.email),
         )
         bounce_to = settings.mail.bounce_address
         sender = compose.tagged(bounce_to, tokens.bounce_tag(d.id)) if bounce_to else envelope_from
         try:
-            message = template.build(recipient)
+            message = templates[d.edition_id].build(recipient)
             return _Ready(d, address, sender, dkim.sign(message) if dkim else message, message_id)
         except ValueError as exc:  # compose refuses a value it cannot put in a header
             return Outcome(d.id, d.subscriber_id, "failed", clock(), f"message not built: {exc}", message_id)
@@ -378,7 +388,7 @@ class Pacer:
 
 
 class _Links:
-    """Unsubscribe links, with the parts that are the same for everyone worked out once."""
+    """Unsubscribe and preferences links, with the parts that are the same for everyone worked out once."""
 
     def __init__(self, settings: Settings, tokens: Tokens) -> None:
         self.tokens = tokens
@@ -393,6 +403,9 @@ class _Links:
             tag = self.tokens.unsubscribe_tag(subscriber_id, email)
             return url, f"mailto:{compose.tagged(self.address, tag)}?subject=unsubscribe"
         return url, self.mailto + token
+
+    def preferences(self, subscriber_id: int, email: str) -> str:
+        return preferences_url(self.settings, self.tokens.preferences(subscriber_id, email))
 
 
 def _outcome(sent: _Ready, result: SendResult, now: datetime) -> Outcome:

@@ -28,6 +28,7 @@ from ingest.core.sources import reader_sources
 from ingest.core.text import after_headline, collapse, truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
+from ingest.topics import taxonomy_of
 from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
@@ -171,6 +172,7 @@ def digests_feed(settings: Settings) -> FeedLink:
 def page_routes(settings: Settings, store: Store) -> list[Route]:
     """``GET /`` (with ``?q=`` to search) and ``GET /stories/{id}``."""
     root = site_root(settings)
+    taxonomy = taxonomy_of(settings.topics)
 
     def home(request: Request) -> Response:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
@@ -229,6 +231,7 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             story=StoryItem.of(story, settings, summary_chars=None),
             body_html=_after_headline_html(story, body),
             sources=sources,
+            topics=[t.name for t in map(taxonomy.get, story.topics) if t is not None],
             feeds=feeds,
             first_seen=story.first_seen,
             updated=story.updated,
