@@ -453,9 +453,10 @@ def status(app: App, as_json: bool) -> None:
 @click.pass_obj
 def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
+    from ingest.topics import taxonomy_of
     from newsletter.publish import publish as publish_feeds
 
-    report = publish_feeds(app.store, app.settings, now())
+    report = publish_feeds(app.store, app.settings, now(), topics=taxonomy_of(app.settings.topics).names)
     _print_publish(app, report)
 
 

@@ -1,5 +1,6 @@
-"""What publishing and the web read: stories by recency, by tag and by archive page (as cheap versions first), search,
-tags, a story's sources and authors, and the fingerprint that tells a publish whether anything changed.
+"""What publishing and the web read: stories by recency, by tag, by topic and by archive page (as cheap versions
+first), search (within a topic too), tags, a story's sources and authors, and the fingerprint that tells a publish
+whether anything changed.
 
 Archive pages are ranges of story ids (creation order); see ``newsletter.publish`` for the scheme.
 """
@@ -32,11 +33,22 @@ def _like_escape(text: str) -> str:
     return text
 
 
-def _matching(query: Select[Any], text: str) -> Select[Any] | None:
-    """``query`` narrowed to stories whose title or summary contains every word of ``text``; None for no words."""
+def _in_topic(query: Select[Any], topic: str | None) -> Select[Any]:
+    """``query`` narrowed to stories carrying ``topic`` (a slug, so exact: its JSON text holds no escapes)."""
+    if topic is None:
+        return query
+    # Topics are a JSON list of slugs: the quoted slug is one whole element. Portable to PostgreSQL's json.
+    pattern = "%" + _like_escape(json.dumps(topic)) + "%"
+    return query.where(cast(_st.c.topics, Text).like(pattern, escape=_LIKE_ESCAPE))
+
+
+def _matching(query: Select[Any], text: str, topic: str | None = None) -> Select[Any] | None:
+    """``query`` narrowed to stories whose title or summary contains every word of ``text`` (and carrying
+    ``topic``); None for no words and no topic."""
     words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
-    if not words:
+    if not words and topic is None:
         return None
+    query = _in_topic(query, topic)
     for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
         pattern = "%" + _like_escape(word.lower()) + "%"
         query = query.where(
@@ -60,12 +72,12 @@ class SiteMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(StoryVersion, row) for row in conn.execute(query)]
 
-    def recent_versions(self, limit: int, *, tag: str | None = None) -> list[StoryVersion]:
+    def recent_versions(self, limit: int, *, tag: str | None = None, topic: str | None = None) -> list[StoryVersion]:
         """Live stories, newest first, as versions only (no text is read): cheap to compare with last time. With
-        ``tag``, only those carrying it (case-insensitive). Hidden stories count: a document holding the newest
-        ``limit`` says which of them were deleted (RFC 6721)."""
+        ``tag``, only those carrying it (case-insensitive); with ``topic``, only those in it. Hidden stories count: a
+        document holding the newest ``limit`` says which of them were deleted (RFC 6721)."""
         if tag is None:
-            return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
+            return self._versions(_in_topic(_version_columns(), topic).order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
         # Tags are a JSON list: match the element's JSON text, then check exactly in Python (LIKE is a prefilter:
         # ASCII-case-insensitive and blind to list structure). Portable to PostgreSQL, whose json has no "contains".
@@ -96,18 +108,19 @@ class SiteMixin(StoreBase):
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
-    def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
-        """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        query = _matching(visible_stories(), text)
+    def search(self, text: str, limit: int, *, offset: int = 0, topic: str | None = None) -> list[Story]:
+        """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first;
+        with ``topic``, only those in it (``text`` may then be empty)."""
+        query = _matching(visible_stories(), text, topic)
         if query is None or limit <= 0:
             return []
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(*newest_first()).limit(limit).offset(offset))
             return [record(Story, row) for row in rows]
 
-    def count_matches(self, text: str) -> int:
-        """How many stories :meth:`search` finds for ``text`` in all."""
-        query = _matching(select(func.count()).select_from(_st).where(visible()), text)
+    def count_matches(self, text: str, *, topic: str | None = None) -> int:
+        """How many stories :meth:`search` finds for ``text`` (and ``topic``) in all."""
+        query = _matching(select(func.count()).select_from(_st).where(visible()), text, topic)
         if query is None:
             return 0
         with self.engine.connect() as conn:
@@ -215,9 +228,9 @@ class SiteMixin(StoreBase):
             found = conn.execute(select(_st.c.uid).where(_st.c.id == story_id)).scalar_one_or_none()
         return str(found) if found is not None else None
 
-    def changed_since(self, since: datetime) -> list[tuple[int, tuple[str, ...]]]:
-        """(id, tags) of story rows, merged-away ones included, updated at or after ``since``, by id."""
+    def changed_since(self, since: datetime) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+        """(id, tags, topics) of story rows, merged-away ones included, updated at or after ``since``, by id."""
         # No ORDER BY: SQLite would then walk the primary key instead of the updated index.
-        query = select(_st.c.id, _st.c.tags).where(_st.c.updated >= since)
+        query = select(_st.c.id, _st.c.tags, _st.c.topics).where(_st.c.updated >= since)
         with self.engine.connect() as conn:
-            return sorted((int(row.id), tuple(row.tags)) for row in conn.execute(query))
+            return sorted((int(row.id), tuple(row.tags), tuple(row.topics)) for row in conn.execute(query))

@@ -26,6 +26,7 @@ from ingest.core.models import ROLES, Role, SourceReport
 from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
+from ingest.topics import taxonomy_of
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.inbound.apply import InboundReport, read_inbound
 from newsletter.metrics import Metrics
@@ -91,7 +92,7 @@ class Service:
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:
-            return publish(self.store, self.settings, now)
+            return publish(self.store, self.settings, now, topics=taxonomy_of(self.settings.topics).names)
 
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
