@@ -453,7 +453,6 @@ def status(app: App, as_json: bool) -> None:
 @click.pass_obj
 def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
-    from ingest.topics import taxonomy_of
     from newsletter.publish import publish as publish_feeds
 
     report = publish_feeds(app.store, app.settings, now(), topics=taxonomy_of(app.settings.topics).names)
@@ -952,7 +951,8 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None, as_email:
     from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email)
+    names = taxonomy_of(app.settings.topics).names
+    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email, topic_names=names)
     state = "as sent" if p.stored else "as it would be sent now"
     stories = counted(p.stories, "story", "stories")
     click.echo(f"digest {p.period} ({state}) for {p.address}: {p.subject!r}, {stories}")
@@ -968,7 +968,7 @@ def digest_send(app: App) -> None:
 
     for warning in job.mail_warnings(app.settings):
         click.echo(f"warning: {warning}", err=True)
-    r = job.send_due_digest(app.store, app.settings, now())
+    r = job.send_due_digest(app.store, app.settings, now(), topic_names=taxonomy_of(app.settings.topics).names)
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -1015,7 +1015,9 @@ def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
     from newsletter.digest import job
 
-    result = job.send_test(app.store, app.settings, email, now(), period=period)
+    result = job.send_test(
+        app.store, app.settings, email, now(), period=period, topic_names=taxonomy_of(app.settings.topics).names
+    )
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

@@ -160,9 +160,12 @@ def inline_css(document: str) -> str:
     return _INLINER.inline(document)
 
 
-def render_digest(selection: Selection, settings: Settings, *, elsewhere: int = 0) -> Rendered:
+def render_digest(
+    selection: Selection, settings: Settings, *, elsewhere: int = 0, topic_names: Mapping[str, str] | None = None
+) -> Rendered:
     """The digest's HTML and text, rendered once, with slot marks for the recipient's values. ``elsewhere``: the
     period's stories left out (an edition for some topics): counted in a line linking the digest's web page.
+    ``topic_names``: the taxonomy's names by slug, shown in each story's meta line (this layer does not read it).
 
     Each section shows its first ``[digest] max_per_section`` stories and counts the rest in a line linking the
     digest's web page (which shows them all); when even that makes the HTML part bigger than :data:`HTML_BUDGET`
@@ -186,6 +189,7 @@ def render_digest(selection: Selection, settings: Settings, *, elsewhere: int = 
         "period_label": period.label,
         "count": count,
         "elsewhere": elsewhere,
+        "topic_names": dict(topic_names or {}),
         "archive_url": archive,
         "home_url": base_url(settings.publish),
         "postal_lines": postal_lines(settings),

@@ -97,7 +97,8 @@ class Service:
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
             started = time.monotonic()
-            report = send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
+            names = taxonomy_of(self.settings.topics).names
+            report = send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set, topic_names=names)
             self.metrics.observe_digest(time.monotonic() - started)
             return report
 
