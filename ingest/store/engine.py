@@ -118,7 +118,12 @@ def _v10(conn: Connection) -> None:
 
 
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10)
+def _v11(conn: Connection) -> None:
+    """publish_generation: what every serving process compares with the generation it last published."""
+    schema.metadata.create_all(conn, tables=[schema.publish_generation])  # checkfirst: an existing table is kept
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11)
 
 HEAD = len(MIGRATIONS)
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -92,6 +93,15 @@ meta = Table(
     metadata,
     Column("key", String(64), primary_key=True),  # e.g. the per-database signing key when none is configured
     Column("value", CleanText, nullable=False),
+)
+
+# One row: bumped in every transaction that changes a story (ingest.store.clustering.stamp), so a process serving
+# the published feeds learns with one primary-key read whether they may be stale (every replica republishes then).
+publish_generation = Table(
+    "publish_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("generation", BigInteger, nullable=False),
 )
 
 schema_version = Table(

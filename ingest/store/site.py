@@ -188,6 +188,13 @@ class SiteMixin(StoreBase):
 
     # ---- what a publish depends on, and the archive pages ------------------------------------------------------
 
+    def publish_generation(self) -> int:
+        """A number that grows with every committed change to a story (0 before any): one primary-key read."""
+        table = schema.publish_generation
+        with self.engine.connect() as conn:
+            found = conn.execute(select(table.c.generation).where(table.c.id == 1)).scalar()
+        return int(found or 0)
+
     def publish_state(self) -> StoreState:
         """Three single-aggregate queries: SQLite answers max() from an index, count() from the smallest index."""
         with self.engine.connect() as conn:

@@ -26,6 +26,10 @@ a margin), new pages, and missing files. Each candidate is first reduced to its 
 that matches what the state file remembers, the document is not rendered at all. ``updated`` moves whenever a
 story's content changes (the store's contract), so a story merged away must get a new ``updated`` too.
 
+Replicas: every process serving the feeds keeps its own folder at the database's publish generation (a counter
+bumped in each transaction that changes a story): :class:`Publisher` reads it before answering and republishes when
+it moved, so a story another process ingested is served at once, as the same bytes (the same ETag) everywhere.
+
 Files are written through a temp file in the same folder, fsync, :func:`os.replace` and an fsync of the folder; a
 file whose bytes did not change is left alone, so its mtime (Last-Modified) and ETag stay put. The state file is a
 cache: it is replaced atomically but not fsynced (an old one only makes the next publish do more). The module reads
@@ -41,6 +45,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,6 +61,7 @@ from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_fe
 __all__ = [
     "STATE_FILE",
     "PublishReport",
+    "Publisher",
     "archive_name",
     "document",
     "publish",
@@ -519,3 +525,36 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         skipped=tuple(build.skips.uids),
         stale_pages=tuple(rebuilt),
     )
+
+
+class Publisher:
+    """``[publish] dir`` for one process: publishes, and knows which publish generation its folder shows.
+
+    Thread-safe: the service's passes and the web's requests publish one at a time."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._shown: int | None = None  # the generation the folder was last brought up to
+
+    def publish(self, now: datetime) -> PublishReport:
+        """Bring the folder up to date (see :func:`publish`)."""
+        with self._lock:
+            return self._publish(now)
+
+    def current(self, now: datetime) -> PublishReport | None:
+        """Republish when a change was committed since the last publish (one primary-key read when none was);
+        None when the folder was current."""
+        if self.store.publish_generation() == self._shown:
+            return None
+        with self._lock:
+            if self.store.publish_generation() == self._shown:  # another request published it meanwhile
+                return None
+            return self._publish(now)
+
+    def _publish(self, now: datetime) -> PublishReport:
+        generation = self.store.publish_generation()  # before publish reads: a later change is seen next time
+        report = publish(self.store, self.settings, now)
+        self._shown = generation
+        return report

@@ -28,7 +28,7 @@ from ingest.run import ingest_pass, summarize
 from ingest.store import Store
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.metrics import Metrics
-from newsletter.publish import PublishReport, publish
+from newsletter.publish import Publisher, PublishReport
 from newsletter.web.ops import LAST_PASS
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Service:
         self._ingest_lock = threading.Lock()
         self._digest_lock = threading.Lock()
         self.metrics = Metrics(store)  # this process's timings; /metrics serves them with the store's counts
+        self.publisher = Publisher(store, settings)  # shared with the web, which keeps the feeds current too
 
     def warn_about_setup(self) -> None:
         """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
@@ -85,7 +86,7 @@ class Service:
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:
-            return publish(self.store, self.settings, now)
+            return self.publisher.publish(now)
 
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
@@ -164,7 +165,7 @@ class Service:
 
         if self.store.dialect == "sqlite":
             self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now
-        server = _web_server(self.settings, self.store, self.metrics) if web else None
+        server = _web_server(self.settings, self.store, self.metrics, self.publisher) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = Scheduler(self, tick_seconds=tick_seconds)
@@ -193,10 +194,10 @@ class Service:
         self.stopping.set()
 
 
-def _web_server(settings: Settings, store: Store, metrics: Metrics) -> QuietServer:
+def _web_server(settings: Settings, store: Store, metrics: Metrics, publisher: Publisher) -> QuietServer:
     from newsletter.web.app import QuietServer, server_config  # the service owns SIGTERM and SIGINT
 
-    return QuietServer(server_config(settings, store, metrics))
+    return QuietServer(server_config(settings, store, metrics, publisher))
 
 
 def describe_ingest(reports: tuple[SourceReport, ...]) -> str:
