@@ -187,9 +187,9 @@ class Explanation:
 
 @dataclass(frozen=True, slots=True)
 class StoreState:
-    """A cheap fingerprint of what a publish depends on: it changes when a story row is added, removed or updated."""
+    """A cheap fingerprint of what a publish depends on: it changes when a story row is added or updated."""
 
-    rows: int  # story rows, merged-away ones included
+    generation: int  # the publish generation: bumped by every transaction that changes a story
     max_id: int
     max_updated: datetime | None
 

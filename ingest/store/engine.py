@@ -123,7 +123,17 @@ def _v11(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.publish_generation])  # checkfirst: an existing table is kept
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11)
+def _v12(conn: Connection) -> None:
+    """Indexes for the hot queries: the feed claim, a source's first read, the digest's "not carried yet", and
+    (PostgreSQL) the stories of a tag."""
+    indexes = [i for t in (schema.source, schema.sighting, schema.digest_story) for i in t.indexes]
+    if conn.dialect.name == "postgresql":
+        indexes.append(schema.ix_story_tags)
+    for index in indexes:
+        index.create(conn, checkfirst=True)  # an index made before this step is kept
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
 
 HEAD = len(MIGRATIONS)
 

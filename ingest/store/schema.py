@@ -25,8 +25,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 
@@ -137,6 +139,7 @@ source = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    Index(None, "next_check_at"),  # the feed claim: the due feeds, soonest first
 )
 
 story = Table(
@@ -174,6 +177,16 @@ Index(
 )
 Index("ix_story_updated", story.c.updated)
 
+
+def tag_set(tags: Any) -> Any:
+    """PostgreSQL: a story's tags lower-cased, as jsonb, for ``@>`` (the expression :data:`ix_story_tags` indexes)."""
+    return cast(func.lower(cast(tags, Text)), JSONB)
+
+
+# Tag (and topic) feeds are read on public requests: PostgreSQL finds a tag's stories in a GIN index. SQLite, the
+# one-machine engine, filters the tags' JSON text instead (no index can serve it).
+ix_story_tags = Index("ix_story_tags", tag_set(story.c.tags), postgresql_using="gin").ddl_if(dialect="postgresql")
+
 sighting = Table(
     "sighting",
     metadata,
@@ -198,6 +211,7 @@ sighting = Table(
     Column("match_score", Float),
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
+    Index(None, "source_id", "first_seen"),  # when a source was first read (the digest's "new source" note)
 )
 
 # One B-tree, looked up by key (WITHOUT ROWID on SQLite): a dozen random-key inserts per sighting were most of
@@ -244,6 +258,7 @@ digest_story = Table(
     Column("digest_id", Integer, ForeignKey("digest.id"), primary_key=True),
     Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
     Column("position", Integer, nullable=False),
+    Index(None, "story_id"),  # "no digest carries it yet", asked of each candidate story
 )
 
 subscriber = Table(

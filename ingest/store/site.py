@@ -73,15 +73,14 @@ class SiteMixin(StoreBase):
         if tag is None:
             return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
-        # Tags are a JSON list: match the element's JSON text, then check exactly in Python (LIKE is a prefilter:
-        # ASCII-case-insensitive and blind to list structure). Portable to PostgreSQL, whose json has no "contains".
-        pattern = "%" + _like_escape(json.dumps(wanted)) + "%"
-        base = (
-            _version_columns()
-            .add_columns(_st.c.tags)
-            .where(cast(_st.c.tags, Text).ilike(pattern, escape=_LIKE_ESCAPE))
-            .order_by(*newest_first())
-        )
+        base = _version_columns().add_columns(_st.c.tags).order_by(*newest_first())
+        if self.dialect == "postgresql":
+            base = base.where(schema.tag_set(_st.c.tags).contains([wanted]))  # the GIN index ix_story_tags
+        else:
+            # Match the element's JSON text, then check exactly in Python (LIKE is a prefilter: ASCII-case-insensitive
+            # and blind to list structure).
+            pattern = "%" + _like_escape(json.dumps(wanted)) + "%"
+            base = base.where(cast(_st.c.tags, Text).ilike(pattern, escape=_LIKE_ESCAPE))
         found: list[StoryVersion] = []
         skip, batch = 0, max(limit, 50)
         with self.engine.connect() as conn:
@@ -196,12 +195,13 @@ class SiteMixin(StoreBase):
         return int(found or 0)
 
     def publish_state(self) -> StoreState:
-        """Three single-aggregate queries: SQLite answers max() from an index, count() from the smallest index."""
+        """Three lookups in an index each (no count: PostgreSQL would read every story for it)."""
+        table = schema.publish_generation
         with self.engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(_st)).scalar_one()
+            generation = conn.execute(select(table.c.generation).where(table.c.id == 1)).scalar()
             max_id = conn.execute(select(func.max(_st.c.id))).scalar_one()
             max_updated = conn.execute(select(func.max(_st.c.updated))).scalar_one()
-        return StoreState(rows=int(rows), max_id=int(max_id or 0), max_updated=max_updated)
+        return StoreState(generation=int(generation or 0), max_id=int(max_id or 0), max_updated=max_updated)
 
     def next_boundary(self, after_id: int, size: int) -> int | None:
         """The id closing the page of ``size`` story rows (merged-away ones included) after ``after_id``; None if

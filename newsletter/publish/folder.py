@@ -20,7 +20,8 @@ main feed while it is among the newest, its archive page for good, a tag feed) c
 ``at:deleted-entry`` for it instead. RSS and JSON Feed have no such thing: the item just goes. A tag feed left with
 tombstones only is removed, like one whose stories were merged away.
 
-What is rebuilt: nothing when the store's fingerprint (row count, newest id, newest ``updated``) is the one saved.
+What is rebuilt: nothing when the store's fingerprint (publish generation, newest id, newest ``updated``) is the one
+saved.
 Otherwise the main feed, plus the archive pages and tag feeds holding a story updated since the last publish (with
 a margin), new pages, and missing files. Each candidate is first reduced to its stories' (id, updated) list; when
 that matches what the state file remembers, the document is not rendered at all. ``updated`` moves whenever a
@@ -146,7 +147,7 @@ def _load(out: Path) -> _Saved | None:
         return _Saved(
             config=str(raw["config"]),
             state=StoreState(
-                rows=int(st["rows"]),
+                generation=int(st["generation"]),
                 max_id=int(st["max_id"]),
                 max_updated=datetime.fromisoformat(st["max_updated"]) if st["max_updated"] else None,
             ),
@@ -164,7 +165,7 @@ def _dump(saved: _Saved) -> bytes:
     raw: dict[str, Any] = {
         "config": saved.config,
         "state": {
-            "rows": st.rows,
+            "generation": st.generation,
             "max_id": st.max_id,
             "max_updated": st.max_updated.isoformat() if st.max_updated else None,
         },
@@ -352,7 +353,7 @@ def document(store: Store, settings: Settings, name: str, now: datetime | None =
     tag = re.fullmatch(r"tags/([a-z0-9-]+)\.atom", name)
     if tag:
         found = {tag_slug(t): t for t in (saved.tags if saved else ())}.get(tag.group(1))
-        if found is None:  # not in the last publish: look at every story
+        if found is None and saved is None:  # nothing published yet: look at every story (not on every 404)
             found = {tag_slug(t): t for t in store.tags()}.get(tag.group(1))
         versions = build.tag_versions(found) if found is not None else []
         return build.tag(found, versions) if found is not None and _shows_any(versions) else None
