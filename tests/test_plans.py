@@ -29,7 +29,7 @@ SUBSCRIBERS = 4_000
 TAGS = ("lung", "breast", "prostate", "her2-positive", "immunotherapy")
 #: Tables that grow with use: never read whole by a hot query.
 BIG = ("story", "sighting", "sighting_key", "source", "subscriber", "delivery", "digest_story")
-WORDS = ("trial", "screening", "survival", "biopsy", "radiotherapy", "chemotherapy", "guideline", "cohort")
+WORDS = ("trial", "screening", "survival", "biopsy", "radiotherapy", "chemotherapy", "guideline", "cohort", "nomogram")
 
 
 def _seed(store: Store) -> None:
@@ -43,7 +43,9 @@ def _seed(store: Store) -> None:
                 "id": i,
                 "uid": f"tag:example.org,2026:{i}",
                 "title": f"Story {i} on {WORDS[i % len(WORDS)]} and {WORDS[(i * 7) % len(WORDS)]}",
+                "search_title": f"story {i} on {WORDS[i % len(WORDS)]} and {WORDS[(i * 7) % len(WORDS)]}",
                 "summary": f"What story {i} found in its {WORDS[(i * 3) % len(WORDS)]}.",
+                "search_body": f"what story {i} found in its {WORDS[(i * 3) % len(WORDS)]}",
                 "content": "",
                 "published": seen if i % 3 else None,
                 "first_seen": seen,
@@ -174,6 +176,7 @@ def _hot_queries(store: Store) -> dict[str, Callable[[], object]]:
         "home page": lambda: (store.stories(50), store.stories(50, offset=500)),
         "story rows": lambda: store.stories_by_id(list(range(100, 200))),
         "bylines": lambda: store.bylines(range(100, 200)),
+        "search": lambda: (store.search("chemotherapy -trial", 50), store.count_matches("chemotherapy -trial")),
         "digest selection": lambda: store.candidates(NOW - week, NOW),
         "delivery claim": lambda: store.claim_next(2, "p1", NOW, NOW + timedelta(minutes=5)),
         "publish check": lambda: (store.publish_generation(), store.publish_state()),

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
 from ingest.core.models import ParsedItem, SaveResult
+from ingest.core.search import search_text
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
     Canonical,
@@ -551,6 +552,9 @@ def story_values(fields: Canonical) -> dict[str, Any]:
     }
     blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     values["content_hash"] = hashlib.sha256(blob.encode()).hexdigest()
+    # Derived from the title and summary, so out of the hash: it stays what it was before search existed.
+    values["search_title"] = search_text(fields.title)
+    values["search_body"] = search_text(fields.summary)
     return values
 
 

@@ -18,12 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import URL, Connection, Engine, bindparam, create_engine, event, inspect, select, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
+from ingest.core.search import search_text
 from ingest.store import schema
 
 Migration = Callable[[Connection], None]
@@ -133,7 +134,31 @@ def _v12(conn: Connection) -> None:
         index.create(conn, checkfirst=True)  # an index made before this step is kept
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12)
+def _v13(conn: Connection) -> None:
+    """Full-text search: story.search_title and search_body (tokens of the title and summary), filled for every
+    story; an FTS5 table kept by triggers on SQLite, a GIN index on PostgreSQL."""
+    columns = {c["name"] for c in inspect(conn).get_columns("story")}
+    for column in ("search_title", "search_body"):
+        if column not in columns:
+            conn.execute(text(f"ALTER TABLE story ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"))
+    st = schema.story
+    fill = (
+        st.update().where(st.c.id == bindparam("sid")).values(search_title=bindparam("t"), search_body=bindparam("b"))
+    )
+    last = 0
+    while rows := conn.execute(
+        select(st.c.id, st.c.title, st.c.summary).where(st.c.id > last).order_by(st.c.id).limit(1000)
+    ).all():
+        conn.execute(fill, [{"sid": r.id, "t": search_text(r.title), "b": search_text(r.summary)} for r in rows])
+        last = rows[-1].id
+    if conn.dialect.name == "postgresql":
+        schema.ix_story_search.create(conn, checkfirst=True)
+    elif schema.SEARCH_TABLE not in inspect(conn).get_table_names():
+        for statement in schema.SQLITE_SEARCH_DDL:  # the last one indexes the rows already there
+            conn.execute(text(statement))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
 
 HEAD = len(MIGRATIONS)
 

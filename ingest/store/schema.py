@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
     BigInteger,
     Boolean,
     Column,
+    ColumnElement,
     DateTime,
     Dialect,
     Float,
@@ -26,7 +28,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     cast,
+    event,
     func,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -163,6 +167,9 @@ story = Table(
     # The operator hid (retracted) it: out of every page, feed and future digest until shown again.
     Column("hidden_at", UtcDateTime),
     Column("hidden_reason", CleanText),  # the operator's note: shown to operators only
+    # Title and summary as search tokens (ingest.core.search.search_text): what both engines' full-text index holds.
+    Column("search_title", CleanText, nullable=False, default="", server_default=""),
+    Column("search_body", CleanText, nullable=False, default="", server_default=""),
     Index(None, "first_seen"),
     Index(None, "published"),
 )
@@ -185,6 +192,38 @@ def tag_set(tags: Any) -> Any:
 
 # Tag (and topic) feeds are read on public requests: PostgreSQL finds a tag's stories in a GIN index. SQLite, the
 # one-machine engine, filters the tags' JSON text instead (no index can serve it).
+def search_vector(table: Table) -> Any:
+    """PostgreSQL: a story's search tokens as a tsvector, the title weighted above the summary (the expression
+    :data:`ix_story_search` indexes; the ``simple`` configuration: the tokens are made already, none is dropped)."""
+    simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
+    title = func.setweight(func.to_tsvector(simple, table.c.search_title), literal_column("'A'"))
+    body = func.setweight(func.to_tsvector(simple, table.c.search_body), literal_column("'B'"))
+    return title.op("||")(body)
+
+
+# Search: a GIN index on PostgreSQL; on SQLite an FTS5 table over the same two columns, kept by triggers.
+# (_table: SQLAlchemy cannot find the table through the || of two functions)
+ix_story_search = Index("ix_story_search", search_vector(story), postgresql_using="gin", _table=story).ddl_if(
+    dialect="postgresql"
+)
+SEARCH_TABLE = "story_search"
+SQLITE_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE story_search USING fts5(search_title, search_body, content='story', content_rowid='id', "
+    "tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER story_search_insert AFTER INSERT ON story BEGIN INSERT INTO story_search(rowid, search_title, "
+    "search_body) VALUES (new.id, new.search_title, new.search_body); END",
+    "CREATE TRIGGER story_search_delete AFTER DELETE ON story BEGIN INSERT INTO story_search(story_search, rowid, "
+    "search_title, search_body) VALUES ('delete', old.id, old.search_title, old.search_body); END",
+    "CREATE TRIGGER story_search_update AFTER UPDATE OF search_title, search_body ON story BEGIN "
+    "INSERT INTO story_search(story_search, rowid, search_title, search_body) "
+    "VALUES ('delete', old.id, old.search_title, old.search_body); "
+    "INSERT INTO story_search(rowid, search_title, search_body) VALUES (new.id, new.search_title, new.search_body); "
+    "END",
+    "INSERT INTO story_search(story_search) VALUES ('rebuild')",  # a table made with rows already (a migration)
+)
+for _statement in SQLITE_SEARCH_DDL:
+    event.listen(story, "after_create", DDL(_statement).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
+
 ix_story_tags = Index("ix_story_tags", tag_set(story.c.tags), postgresql_using="gin").ddl_if(dialect="postgresql")
 
 sighting = Table(

@@ -1,5 +1,6 @@
-"""What publishing and the web read: stories by recency, by tag and by archive page (as cheap versions first), search,
-tags, a story's sources and authors, and the fingerprint that tells a publish whether anything changed.
+"""What publishing and the web read: stories by recency, by tag and by archive page (as cheap versions first), search
+(SQLite FTS5 or PostgreSQL full text, over the same tokens: :mod:`ingest.core.search`), tags, a story's sources and
+authors, and the fingerprint that tells a publish whether anything changed.
 
 Archive pages are ranges of story ids (creation order); see ``newsletter.publish`` for the scheme.
 """
@@ -7,14 +8,15 @@ Archive pages are ranges of story ids (creation order); see ``newsletter.publish
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, func, or_, select
+from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, Table, Text, cast, func, literal_column, select
 
 from ingest.core.models import Byline, SourceKind, StoreState, Story, StorySource, StoryVersion
+from ingest.core.search import Clause, search_query
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import chunks, one_of, record
@@ -38,20 +40,27 @@ def _like_escape(text: str) -> str:
     return text
 
 
-def _matching(query: Select[Any], text: str) -> Select[Any] | None:
-    """``query`` narrowed to stories whose title or summary contains every word of ``text``; None for no words."""
-    words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
-    if not words:
-        return None
-    for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
-        pattern = "%" + _like_escape(word.lower()) + "%"
-        query = query.where(
-            or_(
-                func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
-                func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
-            )
-        )
-    return query
+def _tsquery(clauses: Sequence[Clause]) -> str:
+    """PostgreSQL ``to_tsquery`` text of the clauses (tokens are ``[a-z0-9]+``: nothing to quote)."""
+
+    def clause(alternatives: Sequence[str]) -> str:
+        return "(" + " | ".join(" <-> ".join(alt.split()) for alt in alternatives) + ")"
+
+    return " & ".join(("!" if negated else "") + clause(alts) for negated, alts in clauses)
+
+
+def _fts5_query(clauses: Sequence[Clause]) -> str:
+    """SQLite FTS5 MATCH text of the clauses: each alternative a quoted phrase, ``NOT`` for left-out ones."""
+
+    def clause(alternatives: Sequence[str]) -> str:
+        return "(" + " OR ".join(f'"{alt}"' for alt in alternatives) + ")"
+
+    wanted = " AND ".join(clause(alts) for negated, alts in clauses if not negated)
+    return f"({wanted})" + "".join(f" NOT {clause(alts)}" for negated, alts in clauses if negated)
+
+
+_fts = Table(schema.SEARCH_TABLE, MetaData(), Column("rowid", Integer))  # SQLite's FTS5 table (made by its DDL)
+_SIMPLE: ColumnElement[Any] = literal_column("'simple'::regconfig")
 
 
 def _version_columns(*, hidden: bool = True) -> Select[Any]:
@@ -101,22 +110,38 @@ class SiteMixin(StoreBase):
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
+    def _matching(self, query: Select[Any], text: str) -> tuple[Select[Any], ColumnElement[Any]] | None:
+        """``query`` narrowed to the stories matching ``text`` (see :mod:`ingest.core.search`), and their relevance
+        as an ascending sort key; None when the query asks for nothing."""
+        clauses = search_query(text.replace("\x00", " "))
+        if not clauses:
+            return None
+        if self.dialect == "postgresql":
+            vector = schema.search_vector(_st)
+            tsquery = func.to_tsquery(_SIMPLE, _tsquery(clauses))
+            return query.where(vector.op("@@")(tsquery)), func.ts_rank(vector, tsquery).desc()
+        match = literal_column(schema.SEARCH_TABLE).op("MATCH")(_fts5_query(clauses))
+        # bm25 is lower for better matches; a word in the title weighs ten in the summary
+        rank = func.bm25(literal_column(schema.SEARCH_TABLE), 10.0, 1.0)
+        return query.join(_fts, _fts.c.rowid == _st.c.id).where(match), rank
+
     def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
-        """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first."""
-        query = _matching(visible_stories(), text)
-        if query is None or limit <= 0:
+        """Visible stories matching ``text``, the most relevant first, then the newest."""
+        found = self._matching(visible_stories(), text)
+        if found is None or limit <= 0:
             return []
+        query, rank = found
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(*newest_first()).limit(limit).offset(offset))
+            rows = conn.execute(query.order_by(rank, *newest_first()).limit(limit).offset(offset))
             return [record(Story, row) for row in rows]
 
     def count_matches(self, text: str) -> int:
         """How many stories :meth:`search` finds for ``text`` in all."""
-        query = _matching(select(func.count()).select_from(_st).where(visible()), text)
-        if query is None:
+        found = self._matching(select(func.count()).select_from(_st).where(visible()), text)
+        if found is None:
             return 0
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(found[0]).scalar_one())
 
     def tags(self) -> list[str]:
         """Every tag carried by a visible story, lower-cased, sorted."""
