@@ -70,6 +70,8 @@ class _Section(BaseModel):
 class StorageConfig(_Section):
     url: str = "sqlite:///../var/newsletter.db"
     busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
+    keep_deliveries_days: int = Field(default=400, ge=0, description="days a digest's deliveries are kept; 0: ever")
+    keep_sightings_days: int = Field(default=730, ge=0, description="days a story keeps every copy; 0: ever")
 
 
 class SeedsConfig(_Section):

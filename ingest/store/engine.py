@@ -158,7 +158,13 @@ def _v13(conn: Connection) -> None:
             conn.execute(text(statement))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13)
+def _v14(conn: Connection) -> None:
+    """story.folded_sightings: copies removed by retention, still counted; none before."""
+    if "folded_sightings" not in {c["name"] for c in inspect(conn).get_columns("story")}:
+        conn.execute(text("ALTER TABLE story ADD COLUMN folded_sightings INTEGER NOT NULL DEFAULT 0"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9, _v10, _v11, _v12, _v13, _v14)
 
 HEAD = len(MIGRATIONS)
 

@@ -170,6 +170,8 @@ story = Table(
     # Title and summary as search tokens (ingest.core.search.search_text): what both engines' full-text index holds.
     Column("search_title", CleanText, nullable=False, default="", server_default=""),
     Column("search_body", CleanText, nullable=False, default="", server_default=""),
+    # Copies (sightings) removed by retention ([storage] keep_sightings_days): still counted in ``sightings``.
+    Column("folded_sightings", Integer, nullable=False, default=0, server_default="0"),
     Index(None, "first_seen"),
     Index(None, "published"),
 )

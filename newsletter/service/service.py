@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
-from ingest.core.models import SourceReport
+from ingest.core.models import PruneReport, SourceReport
 from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
@@ -51,6 +51,7 @@ class PassReport:
     sources: tuple[SourceReport, ...] = ()
     published: PublishReport | None = None
     digest: DigestReport | None = None
+    pruned: PruneReport | None = None
     errors: tuple[str, ...] = field(default=())  # a step that failed as a whole (the database, the mail server)
 
     @property
@@ -95,9 +96,23 @@ class Service:
             self.metrics.observe_digest(time.monotonic() - started)
             return report
 
+    def prune(self, now: datetime) -> PruneReport:
+        """Retention ([storage] keep_deliveries_days, keep_sightings_days): cheap when nothing is due."""
+        storage = self.settings.storage
+        with self._ingest_lock:
+            return self.store.prune(
+                deliveries_before=now - timedelta(days=storage.keep_deliveries_days)
+                if storage.keep_deliveries_days
+                else None,
+                sightings_before=now - timedelta(days=storage.keep_sightings_days)
+                if storage.keep_sightings_days
+                else None,
+            )
+
     def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
         """Everything that is due, once: ingest, publish when stories changed (by this ingest, or by the operator:
-        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), the digest when due.
+        a hide, a merge; a publish that finds nothing changed costs three index lookups), the digest when due, and
+        retention.
 
         Logs one line for the pass: each step's outcome, and the duration (a failed step also logs its error)."""
         started = time.monotonic()
@@ -123,12 +138,23 @@ class Service:
                     parts.append("digest " + describe_digest(digest))
             except NewsletterError as exc:
                 errors.append(f"digest: {exc}")
+        pruned = None
+        if not self.stopping.is_set():
+            try:
+                pruned = self.prune(now)
+                if pruned.deliveries or pruned.sightings:
+                    parts.append(
+                        f"pruned {pruned.deliveries} old delivery(ies), {pruned.sightings} old sighting(s) of "
+                        f"{pruned.stories} story(ies)"
+                    )
+            except NewsletterError as exc:
+                errors.append(f"prune: {exc}")
         for error in errors:
             log.error("%s", error)
         outcome = "failed" if errors else "ok"
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
         self._record_pass(now + timedelta(seconds=time.monotonic() - started), ok=not errors)
-        return PassReport(sources=sources, published=published, digest=digest, errors=tuple(errors))
+        return PassReport(sources=sources, published=published, digest=digest, pruned=pruned, errors=tuple(errors))
 
     def _record_pass(self, ended: datetime, *, ok: bool) -> None:
         """Keep when the last pass ended, for /healthz on every replica; a database that fails here was already
