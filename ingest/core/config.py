@@ -129,6 +129,18 @@ class PublishConfig(_Section):
     subtitle: str = "Oncology news from many sources, each story once."
     author: str = "feed-newsletter"
     id: str = "tag:feed-newsletter.example,2026:feed"
+    websub_hubs: list[str] = Field(default_factory=list, description="WebSub hubs pinged when a feed changes")
+
+    @field_validator("websub_hubs")
+    @classmethod
+    def _hubs(cls, value: list[str]) -> list[str]:
+        for hub in value:
+            try:
+                check_feed_url(hub)
+            except UsageError as exc:
+                reason = str(exc).removeprefix(f"{hub!r}: ")
+                raise ValueError(f"an http:// or https:// hub URL ({reason})") from None
+        return value
 
 
 class DigestConfig(_Section):

@@ -55,6 +55,7 @@ from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.errors import OutputError
+from ingest.core.links import feed_url
 from ingest.core.models import Byline, StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
@@ -529,7 +530,8 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
 
 
 class Publisher:
-    """``[publish] dir`` for one process: publishes, and knows which publish generation its folder shows.
+    """``[publish] dir`` for one process: publishes, knows which publish generation its folder shows, and pings the
+    WebSub hubs for the feeds a publish changed (in a thread of its own: a slow hub never holds up a request).
 
     Thread-safe: the service's passes and the web's requests publish one at a time."""
 
@@ -538,6 +540,12 @@ class Publisher:
         self.settings = settings
         self._lock = threading.Lock()
         self._shown: int | None = None  # the generation the folder was last brought up to
+        self._pings: list[threading.Thread] = []
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the hub pings in flight (a command that exits after publishing)."""
+        for thread in list(self._pings):
+            thread.join(timeout)
 
     def publish(self, now: datetime) -> PublishReport:
         """Bring the folder up to date (see :func:`publish`)."""
@@ -558,4 +566,19 @@ class Publisher:
         generation = self.store.publish_generation()  # before publish reads: a later change is seen next time
         report = publish(self.store, self.settings, now)
         self._shown = generation
+        self._ping(report)
         return report
+
+    def _ping(self, report: PublishReport) -> None:
+        cfg = self.settings.publish
+        topics = [feed_url(cfg, name) for name in report.written if name == "feed.atom" or name.startswith("tags/")]
+        if not cfg.websub_hubs or not topics:
+            return
+        from newsletter.publish.websub import ping_hubs  # httpx's home here, loaded only when hubs are set
+
+        agent = self.settings.fetch.user_agent
+        thread = threading.Thread(
+            target=ping_hubs, args=(cfg.websub_hubs, topics), kwargs={"user_agent": agent}, name="websub", daemon=True
+        )
+        self._pings = [t for t in self._pings if t.is_alive()] + [thread]
+        thread.start()
