@@ -136,7 +136,7 @@ def _v12(conn: Connection) -> None:
 
 def _v13(conn: Connection) -> None:
     """Full-text search: story.search_title and search_body (tokens of the title and summary), filled for every
-    story; an FTS5 table kept by triggers on SQLite, a GIN index on PostgreSQL."""
+    story; an FTS5 table kept by triggers on SQLite, a stored tsvector column in a GIN index on PostgreSQL."""
     columns = {c["name"] for c in inspect(conn).get_columns("story")}
     for column in ("search_title", "search_body"):
         if column not in columns:
@@ -152,7 +152,8 @@ def _v13(conn: Connection) -> None:
         conn.execute(fill, [{"sid": r.id, "t": search_text(r.title), "b": search_text(r.summary)} for r in rows])
         last = rows[-1].id
     if conn.dialect.name == "postgresql":
-        schema.ix_story_search.create(conn, checkfirst=True)
+        for statement in schema.POSTGRES_SEARCH_DDL:
+            conn.execute(text(statement))
     elif schema.SEARCH_TABLE not in inspect(conn).get_table_names():
         for statement in schema.SQLITE_SEARCH_DDL:  # the last one indexes the rows already there
             conn.execute(text(statement))

@@ -15,7 +15,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    ColumnElement,
     DateTime,
     Dialect,
     Float,
@@ -30,7 +29,6 @@ from sqlalchemy import (
     cast,
     event,
     func,
-    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
@@ -194,20 +192,19 @@ def tag_set(tags: Any) -> Any:
 
 # Tag (and topic) feeds are read on public requests: PostgreSQL finds a tag's stories in a GIN index. SQLite, the
 # one-machine engine, filters the tags' JSON text instead (no index can serve it).
-def search_vector(table: Table) -> Any:
-    """PostgreSQL: a story's search tokens as a tsvector, the title weighted above the summary (the expression
-    :data:`ix_story_search` indexes; the ``simple`` configuration: the tokens are made already, none is dropped)."""
-    simple: ColumnElement[Any] = literal_column("'simple'::regconfig")
-    title = func.setweight(func.to_tsvector(simple, table.c.search_title), literal_column("'A'"))
-    body = func.setweight(func.to_tsvector(simple, table.c.search_body), literal_column("'B'"))
-    return title.op("||")(body)
-
-
-# Search: a GIN index on PostgreSQL; on SQLite an FTS5 table over the same two columns, kept by triggers.
-# (_table: SQLAlchemy cannot find the table through the || of two functions)
-ix_story_search = Index("ix_story_search", search_vector(story), postgresql_using="gin", _table=story).ddl_if(
-    dialect="postgresql"
+# Search: on PostgreSQL a stored tsvector column (computed by the server from the two token columns, the title
+# weighted above the summary; the ``simple`` configuration: the tokens are made already, none is dropped) in a GIN
+# index, so a query ranks its matches without parsing their text again; on SQLite an FTS5 table over the same two
+# columns, kept by triggers. Neither is in the Table above: SQLAlchemy never reads or writes them.
+SEARCH_VECTOR = "search_vector"
+POSTGRES_SEARCH_DDL = (
+    f"ALTER TABLE story ADD COLUMN IF NOT EXISTS {SEARCH_VECTOR} tsvector GENERATED ALWAYS AS ("
+    "setweight(to_tsvector('simple'::regconfig, search_title), 'A') || "
+    "setweight(to_tsvector('simple'::regconfig, search_body), 'B')) STORED",
+    f"CREATE INDEX IF NOT EXISTS ix_story_search ON story USING gin ({SEARCH_VECTOR})",
 )
+for _statement in POSTGRES_SEARCH_DDL:
+    event.listen(story, "after_create", DDL(_statement).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
 SEARCH_TABLE = "story_search"
 SQLITE_SEARCH_DDL = (
     "CREATE VIRTUAL TABLE story_search USING fts5(search_title, search_body, content='story', content_rowid='id', "

@@ -112,28 +112,34 @@ class SiteMixin(StoreBase):
 
     def _matching(self, query: Select[Any], text: str) -> tuple[Select[Any], ColumnElement[Any]] | None:
         """``query`` narrowed to the stories matching ``text`` (see :mod:`ingest.core.search`), and their relevance
-        as an ascending sort key; None when the query asks for nothing."""
+        (higher is better); None when the query asks for nothing."""
         clauses = search_query(text.replace("\x00", " "))
         if not clauses:
             return None
         if self.dialect == "postgresql":
-            vector = schema.search_vector(_st)
+            vector: ColumnElement[Any] = literal_column(f"{_st.name}.{schema.SEARCH_VECTOR}")
             tsquery = func.to_tsquery(_SIMPLE, _tsquery(clauses))
-            return query.where(vector.op("@@")(tsquery)), func.ts_rank(vector, tsquery).desc()
+            return query.where(vector.op("@@")(tsquery)), func.ts_rank(vector, tsquery)
         match = literal_column(schema.SEARCH_TABLE).op("MATCH")(_fts5_query(clauses))
         # bm25 is lower for better matches; a word in the title weighs ten in the summary
-        rank = func.bm25(literal_column(schema.SEARCH_TABLE), 10.0, 1.0)
+        rank = -func.bm25(literal_column(schema.SEARCH_TABLE), 10.0, 1.0)
         return query.join(_fts, _fts.c.rowid == _st.c.id).where(match), rank
 
     def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
         """Visible stories matching ``text``, the most relevant first, then the newest."""
-        found = self._matching(visible_stories(), text)
+        when = func.coalesce(_st.c.published, _st.c.first_seen)
+        found = self._matching(select(_st.c.id, when.label("when")).where(visible()), text)
         if found is None or limit <= 0:
             return []
         query, rank = found
+        # The page's ids first, from the matches' ids and ranks alone; the rows (and their sighting counts) then for
+        # that page only: a common word matches thousands of stories.
+        ranked = query.add_columns(rank.label("rank")).order_by(rank.desc(), when.desc(), _st.c.id.desc())
+        page = ranked.limit(limit).offset(offset).subquery()
+        order = (page.c.rank.desc(), page.c.when.desc(), _st.c.id.desc())
+        rows = visible_stories().join(page, page.c.id == _st.c.id).order_by(*order)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(rank, *newest_first()).limit(limit).offset(offset))
-            return [record(Story, row) for row in rows]
+            return [record(Story, row) for row in conn.execute(rows)]
 
     def count_matches(self, text: str) -> int:
         """How many stories :meth:`search` finds for ``text`` in all."""
