@@ -453,9 +453,11 @@ def status(app: App, as_json: bool) -> None:
 @click.pass_obj
 def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
-    from newsletter.publish import publish as publish_feeds
+    from newsletter.publish import Publisher
 
-    report = publish_feeds(app.store, app.settings, now(), topics=taxonomy_of(app.settings.topics).names)
+    publisher = Publisher(app.store, app.settings, topics=taxonomy_of(app.settings.topics).names)
+    report = publisher.publish(now())
+    publisher.wait()  # the WebSub hubs are told before the command exits
     _print_publish(app, report)
 
 

@@ -209,6 +209,51 @@ def test_the_web_forgets_a_hidden_story(project: Project, run_cli: RunCli) -> No
         assert RETRACTED in client.get("/").text
 
 
+def test_every_change_to_a_story_moves_the_publish_generation(project: Project) -> None:
+    """Hide, unhide, merge, split and a new story each move it; reading a page again that brings nothing does not."""
+    store = project.store
+    seen = [store.publish_generation()]
+
+    def moved() -> bool:
+        seen.append(store.publish_generation())
+        return seen[-1] > seen[-2]
+
+    assert seen[0] > 0  # the fixture's stories
+    store.hide_story(project.retracted, None, NOW)
+    assert moved()
+    store.unhide_story(project.retracted, NOW)
+    assert moved()
+    survivor, _ = store.merge_stories(project.kept, project.third, NOW)
+    assert moved()
+    sighting = max(s.id for s in store.sightings(survivor))
+    store.split_sighting(survivor, sighting, NOW)
+    assert moved()
+    page = store.page_source("/srv/seeds/page.txt", "/srv/seeds", NOW)
+    again = [_item(1, "Lung screening reaches more smokers")]
+    store.save_page(page.id, again, content_hash="h2", warning=None, now=NOW)
+    assert not moved()
+    store.save_page(page.id, [*again, _item(9, "A new story on its own")], content_hash="h3", warning=None, now=NOW)
+    assert moved()
+
+
+def test_the_web_serves_a_change_made_by_another_process_from_its_folder_at_once(
+    project: Project, run_cli: RunCli
+) -> None:
+    """The folder was published before; the operator hides a story in another process: the next request brings the
+    folder up to date before answering (no pass of this process in between)."""
+    cli = ("--config", project.config)
+    uid = project.uid(project.retracted)
+    assert run_cli(*cli, "publish")[0] == 0
+    with serve_app(site(project.settings, project.store)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        assert uid in _entry_ids(ET.fromstring(client.get("/feed.atom").content))
+        assert run_cli(*cli, "stories", "hide", str(project.retracted))[0] == 0
+        served = client.get("/feed.atom").content
+        assert list(_tombstones(ET.fromstring(served))) == [uid]
+        assert served == (project.public / "feed.atom").read_bytes()  # published, not only built
+        assert client.get("/tags/retracted-tag.atom").status_code == 404
+        assert uid not in client.get("/feed.rss").text
+
+
 def test_future_digests_leave_a_hidden_story_out(project: Project) -> None:
     since, until = NOW - timedelta(days=7), NOW + timedelta(days=1)
     assert project.retracted in {c.story.id for c in project.store.candidates(since, until)}

@@ -95,6 +95,8 @@ class _Section(BaseModel):
 class StorageConfig(_Section):
     url: str = "sqlite:///../var/newsletter.db"
     busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
+    keep_deliveries_days: int = Field(default=400, ge=0, description="days a digest's deliveries are kept; 0: ever")
+    keep_sightings_days: int = Field(default=730, ge=0, description="days a story keeps every copy; 0: ever")
 
 
 def _check_site_url(value: str | None) -> str | None:
@@ -200,6 +202,18 @@ class PublishConfig(_Section):
     subtitle: str = "Oncology news from many sources, each story once."
     author: str = "feed-newsletter"
     id: str = "tag:feed-newsletter.example,2026:feed"
+    websub_hubs: list[str] = Field(default_factory=list, description="WebSub hubs pinged when a feed changes")
+
+    @field_validator("websub_hubs")
+    @classmethod
+    def _hubs(cls, value: list[str]) -> list[str]:
+        for hub in value:
+            try:
+                check_feed_url(hub)
+            except UsageError as exc:
+                reason = str(exc).removeprefix(f"{hub!r}: ")
+                raise ValueError(f"an http:// or https:// hub URL ({reason})") from None
+        return value
 
 
 class DigestConfig(_Section):

@@ -197,9 +197,9 @@ class Explanation:
 
 @dataclass(frozen=True, slots=True)
 class StoreState:
-    """A cheap fingerprint of what a publish depends on: it changes when a story row is added, removed or updated."""
+    """A cheap fingerprint of what a publish depends on: it changes when a story row is added or updated."""
 
-    rows: int  # story rows, merged-away ones included
+    generation: int  # the publish generation: bumped by every transaction that changes a story
     max_id: int
     max_updated: datetime | None
 
@@ -456,3 +456,12 @@ class SourceReport:
     warning: str | None = None
     skipped: bool = False  # not read at all (a symbolic link in a seed folder): only the warning says why
     fetch_seconds: float | None = None  # a feed's fetch, from the start of its request to the end of its body
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one retention pass removed: deliveries of old digests, and old stories' copies folded into a count."""
+
+    deliveries: int = 0
+    stories: int = 0  # stories whose copies were folded
+    sightings: int = 0  # copies (sightings) removed, now counted in their story's folded_sightings

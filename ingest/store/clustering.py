@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
 from ingest.core.models import ParsedItem, SaveResult
+from ingest.core.search import search_text
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
     Canonical,
@@ -133,6 +134,7 @@ def _existing(conn: Connection, source_id: int, keys: Sequence[str]) -> dict[str
 
 _LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK
 _STAMPS = "ingest.clustering.stamps"  # Connection.info key: (transaction, clock reading, next stamp to give)
+_ADVANCED = "ingest.clustering.advanced"  # Connection.info key: (transaction, savepoint) that bumped the generation
 _TICK = timedelta(microseconds=1)
 #: Stamps already given at or after a clock reading are looked for this far ahead of it: a pass writes fewer rows
 #: than a minute has microseconds, and a value further ahead came from a clock that was ahead (left alone).
@@ -156,7 +158,24 @@ def stamp(conn: Connection, now: datetime) -> datetime:
         ).scalar()
         given = now if taken is None else max(now, taken + _TICK)
     conn.info[_STAMPS] = (transaction, now, given + _TICK)
+    if conn.dialect.name != "postgresql" or _holds_lock(conn):
+        _advance(conn)
     return given
+
+
+def _advance(conn: Connection) -> None:
+    """Bump the publish generation in this transaction, once per savepoint (one rolled back takes its bump along).
+
+    On PostgreSQL only under :data:`CLUSTERING_LOCK`: the generation's row lock is then always taken after the
+    advisory lock, never before it, so two writers cannot wait on each other. A stamp given before the lock (an
+    optimistic ingest) is counted when the lock is taken (:func:`take_lock`)."""
+    here = (conn.get_transaction(), conn.get_nested_transaction())
+    if conn.info.get(_ADVANCED) == here:
+        return
+    table = schema.publish_generation
+    if not conn.execute(table.update().where(table.c.id == 1).values(generation=table.c.generation + 1)).rowcount:
+        conn.execute(table.insert().values(id=1, generation=1))  # the first change ever (under the lock)
+    conn.info[_ADVANCED] = here
 
 
 def _holds_lock(conn: Connection) -> bool:
@@ -170,6 +189,9 @@ def take_lock(conn: Connection) -> None:
         return
     conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
     conn.info[_LOCK_HOLDER] = conn.get_transaction()
+    stamped = conn.info.get(_STAMPS)
+    if stamped is not None and stamped[0] is conn.get_transaction():
+        _advance(conn)
 
 
 @dataclass
@@ -555,6 +577,9 @@ def story_values(fields: Canonical, overrides: Mapping[str, bool] | None = None)
     blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     values["content_hash"] = hashlib.sha256(blob.encode()).hexdigest()
     values["topics"] = sorted(topics)
+    # Derived from the title and summary, so out of the hash: it stays what it was before search existed.
+    values["search_title"] = search_text(fields.title)
+    values["search_body"] = search_text(fields.summary)
     return values
 
 

@@ -17,7 +17,7 @@ from ingest.core.sources import source_name
 from ingest.dedupe.normalize import drop_tracking
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.rows import aware, chunks, record
+from ingest.store.rows import aware, chunks, one_of, record
 from ingest.store.stories import visible, visible_stories
 
 __all__ = ["CARRYING", "DigestsMixin", "MissingEditionError", "topic_key"]
@@ -127,15 +127,15 @@ class DigestsMixin(StoreBase):
 
     def candidates(self, since: datetime, until: datetime) -> list[Candidate]:
         """Visible stories first seen in [since, until) that no digest carries yet, with where each was seen."""
-        carried = select(_ds.c.story_id)
-        query = (
-            visible_stories()
-            .where(_st.c.first_seen >= since, _st.c.first_seen < until, _st.c.id.not_in(carried))
-            .order_by(_st.c.id)
-        )
+        query = visible_stories().where(_st.c.first_seen >= since, _st.c.first_seen < until).order_by(_st.c.id)
         with self.engine.connect() as conn:
             stories = [record(Story, row) for row in conn.execute(query)]
-            return _with_origins(conn, stories)
+            # Looked up for these stories only (an index): joined, PostgreSQL would read every digest's stories.
+            carried: set[int] = set()
+            for chunk in chunks([s.id for s in stories]):
+                found = conn.execute(select(_ds.c.story_id).where(one_of(conn.dialect.name, _ds.c.story_id, chunk)))
+                carried.update(found.scalars())
+            return _with_origins(conn, [s for s in stories if s.id not in carried])
 
     def digest_stories(self, digest_id: int) -> list[Candidate]:
         """The stories a digest carries and readers may still see (not hidden since), in its order."""
@@ -225,45 +225,55 @@ def _required(value: datetime | None) -> datetime:
 def _with_origins(conn: Connection, stories: list[Story]) -> list[Candidate]:
     if not stories:
         return []
-    first_read = select(_si.c.source_id, func.min(_si.c.first_seen).label("at")).group_by(_si.c.source_id).subquery()
-    origins: dict[int, list[Origin]] = {}
-    ids = [s.id for s in stories]
-    for chunk in chunks(ids):
+    # Per source, from the (source_id, first_seen) index: never a pass over every sighting.
+    first = _si.alias("first")
+    first_read = select(func.min(first.c.first_seen)).where(first.c.source_id == _si.c.source_id).scalar_subquery()
+    seen: list[Any] = []
+    for chunk in chunks([s.id for s in stories]):
         query = (
             select(
                 _si.c.story_id,
+                _si.c.source_id,
                 _si.c.published,
                 _si.c.first_seen,
                 _si.c.link,
                 _si.c.title,
                 _si.c.title_derived,
-                _src.c.kind,
-                _src.c.name,
-                _src.c.location,
-                _src.c.url,
-                _src.c.folder,
-                _src.c.site_url,
-                _src.c.tags,
-                first_read.c.at,
+                first_read.label("at"),
             )
-            .join(_src, _src.c.id == _si.c.source_id)
-            .join(first_read, first_read.c.source_id == _si.c.source_id)
-            .where(_si.c.story_id.in_(chunk))
+            .where(one_of(conn.dialect.name, _si.c.story_id, chunk))
             .order_by(_si.c.first_seen, _si.c.id)
         )
-        for row in conn.execute(query):
-            origins.setdefault(row.story_id, []).append(
-                Origin(
-                    source_kind=row.kind,
-                    source_name=source_name(row.kind, row.name, row.location, row.url, row.folder),
-                    source_tags=row.tags,
-                    published=row.published,
-                    first_seen=row.first_seen,
-                    source_first_seen=_required(aware(row.at)),
-                    source_url=row.site_url,
-                    link=drop_tracking(row.link.strip()) if row.link and row.link.strip() else None,
-                    title=row.title,
-                    title_derived=bool(row.title_derived),
-                )
+        seen.extend(conn.execute(query))
+    # The sources apart, by primary key: joined, PostgreSQL would rather read every source than look a few up.
+    sources: dict[int, Any] = {}
+    for chunk in chunks(sorted({row.source_id for row in seen})):
+        query = select(
+            _src.c.id,
+            _src.c.kind,
+            _src.c.name,
+            _src.c.location,
+            _src.c.url,
+            _src.c.folder,
+            _src.c.site_url,
+            _src.c.tags,
+        )
+        sources.update((row.id, row) for row in conn.execute(query.where(one_of(conn.dialect.name, _src.c.id, chunk))))
+    origins: dict[int, list[Origin]] = {}
+    for row in seen:
+        src = sources[row.source_id]
+        origins.setdefault(row.story_id, []).append(
+            Origin(
+                source_kind=src.kind,
+                source_name=source_name(src.kind, src.name, src.location, src.url, src.folder),
+                source_tags=src.tags,
+                published=row.published,
+                first_seen=row.first_seen,
+                source_first_seen=_required(aware(row.at)),
+                source_url=src.site_url,
+                link=drop_tracking(row.link.strip()) if row.link and row.link.strip() else None,
+                title=row.title,
+                title_derived=bool(row.title_derived),
             )
+        )
     return [Candidate(story=s, origins=tuple(origins.get(s.id, ()))) for s in stories]

@@ -18,12 +18,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import URL, Connection, Engine, bindparam, create_engine, event, inspect, select, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
 from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
+from ingest.core.search import search_text
 from ingest.store import schema
 
 Migration = Callable[[Connection], None]
@@ -164,6 +165,53 @@ def _v16(conn: Connection) -> None:
 
 
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
+def _v17(conn: Connection) -> None:
+    """publish_generation: what every serving process compares with the generation it last published."""
+    schema.metadata.create_all(conn, tables=[schema.publish_generation])  # checkfirst: an existing table is kept
+
+
+def _v18(conn: Connection) -> None:
+    """Indexes for the hot queries: the feed claim, a source's first read, the digest's "not carried yet", and
+    (PostgreSQL) the stories of a tag."""
+    indexes = [i for t in (schema.source, schema.sighting, schema.digest_story) for i in t.indexes]
+    if conn.dialect.name == "postgresql":
+        indexes.append(schema.ix_story_tags)
+    for index in indexes:
+        index.create(conn, checkfirst=True)  # an index made before this step is kept
+
+
+def _v19(conn: Connection) -> None:
+    """Full-text search: story.search_title and search_body (tokens of the title and summary), filled for every
+    story; an FTS5 table kept by triggers on SQLite, a stored tsvector column in a GIN index on PostgreSQL."""
+    columns = {c["name"] for c in inspect(conn).get_columns("story")}
+    for column in ("search_title", "search_body"):
+        if column not in columns:
+            conn.execute(text(f"ALTER TABLE story ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"))
+    st = schema.story
+    fill = (
+        st.update().where(st.c.id == bindparam("sid")).values(search_title=bindparam("t"), search_body=bindparam("b"))
+    )
+    last = 0
+    while rows := conn.execute(
+        select(st.c.id, st.c.title, st.c.summary).where(st.c.id > last).order_by(st.c.id).limit(1000)
+    ).all():
+        conn.execute(fill, [{"sid": r.id, "t": search_text(r.title), "b": search_text(r.summary)} for r in rows])
+        last = rows[-1].id
+    if conn.dialect.name == "postgresql":
+        for statement in schema.POSTGRES_SEARCH_DDL:
+            conn.execute(text(statement))
+    elif schema.SEARCH_TABLE not in inspect(conn).get_table_names():
+        for statement in schema.SQLITE_SEARCH_DDL:  # the last one indexes the rows already there
+            conn.execute(text(statement))
+
+
+def _v20(conn: Connection) -> None:
+    """story.folded_sightings: copies removed by retention, still counted; none before."""
+    if "folded_sightings" not in {c["name"] for c in inspect(conn).get_columns("story")}:
+        conn.execute(text("ALTER TABLE story ADD COLUMN folded_sightings INTEGER NOT NULL DEFAULT 0"))
+
+
+#: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
 MIGRATIONS: tuple[Migration, ...] = (
     _v1,
     _v2,
@@ -181,6 +229,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v14,
     _v15,
     _v16,
+    _v17,
+    _v18,
+    _v19,
+    _v20,
 )
 
 HEAD = len(MIGRATIONS)

@@ -1,6 +1,6 @@
 """What publishing and the web read: stories by recency, by tag, by topic and by archive page (as cheap versions
-first), search (within a topic too), tags, a story's sources and authors, and the fingerprint that tells a publish
-whether anything changed.
+first), search (SQLite FTS5 or PostgreSQL full text, over the same tokens: :mod:`ingest.core.search`; within a topic
+too), tags, a story's sources and authors, and the fingerprint that tells a publish whether anything changed.
 
 Archive pages are ranges of story ids (creation order); see ``newsletter.publish`` for the scheme.
 """
@@ -8,13 +8,14 @@ Archive pages are ranges of story ids (creation order); see ``newsletter.publish
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, Text, cast, func, or_, select
+from sqlalchemy import Column, ColumnElement, Integer, MetaData, Select, Table, Text, cast, func, literal_column, select
 
 from ingest.core.models import Byline, StoreState, Story, StorySource, StoryVersion
+from ingest.core.search import Clause, search_query
 from ingest.core.sources import source_name
 from ingest.store import schema
 from ingest.store.base import StoreBase
@@ -42,22 +43,27 @@ def _in_topic(query: Select[Any], topic: str | None) -> Select[Any]:
     return query.where(cast(_st.c.topics, Text).like(pattern, escape=_LIKE_ESCAPE))
 
 
-def _matching(query: Select[Any], text: str, topic: str | None = None) -> Select[Any] | None:
-    """``query`` narrowed to stories whose title or summary contains every word of ``text`` (and carrying
-    ``topic``); None for no words and no topic."""
-    words = text.replace("\x00", " ").split()  # PostgreSQL's text cannot hold NUL, not even in a pattern
-    if not words and topic is None:
-        return None
-    query = _in_topic(query, topic)
-    for word in words[:8]:  # every word must appear somewhere; a bound keeps a pasted paragraph cheap
-        pattern = "%" + _like_escape(word.lower()) + "%"
-        query = query.where(
-            or_(
-                func.lower(_st.c.title).like(pattern, escape=_LIKE_ESCAPE),
-                func.lower(_st.c.summary).like(pattern, escape=_LIKE_ESCAPE),
-            )
-        )
-    return query
+def _tsquery(clauses: Sequence[Clause]) -> str:
+    """PostgreSQL ``to_tsquery`` text of the clauses (tokens are ``[a-z0-9]+``: nothing to quote)."""
+
+    def clause(alternatives: Sequence[str]) -> str:
+        return "(" + " | ".join(" <-> ".join(alt.split()) for alt in alternatives) + ")"
+
+    return " & ".join(("!" if negated else "") + clause(alts) for negated, alts in clauses)
+
+
+def _fts5_query(clauses: Sequence[Clause]) -> str:
+    """SQLite FTS5 MATCH text of the clauses: each alternative a quoted phrase, ``NOT`` for left-out ones."""
+
+    def clause(alternatives: Sequence[str]) -> str:
+        return "(" + " OR ".join(f'"{alt}"' for alt in alternatives) + ")"
+
+    wanted = " AND ".join(clause(alts) for negated, alts in clauses if not negated)
+    return f"({wanted})" + "".join(f" NOT {clause(alts)}" for negated, alts in clauses if negated)
+
+
+_fts = Table(schema.SEARCH_TABLE, MetaData(), Column("rowid", Integer))  # SQLite's FTS5 table (made by its DDL)
+_SIMPLE: ColumnElement[Any] = literal_column("'simple'::regconfig")
 
 
 def _version_columns(*, hidden: bool = True) -> Select[Any]:
@@ -79,15 +85,14 @@ class SiteMixin(StoreBase):
         if tag is None:
             return self._versions(_in_topic(_version_columns(), topic).order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
-        # Tags are a JSON list: match the element's JSON text, then check exactly in Python (LIKE is a prefilter:
-        # ASCII-case-insensitive and blind to list structure). Portable to PostgreSQL, whose json has no "contains".
-        pattern = "%" + _like_escape(json.dumps(wanted)) + "%"
-        base = (
-            _version_columns()
-            .add_columns(_st.c.tags)
-            .where(cast(_st.c.tags, Text).ilike(pattern, escape=_LIKE_ESCAPE))
-            .order_by(*newest_first())
-        )
+        base = _version_columns().add_columns(_st.c.tags).order_by(*newest_first())
+        if self.dialect == "postgresql":
+            base = base.where(schema.tag_set(_st.c.tags).contains([wanted]))  # the GIN index ix_story_tags
+        else:
+            # Match the element's JSON text, then check exactly in Python (LIKE is a prefilter: ASCII-case-insensitive
+            # and blind to list structure).
+            pattern = "%" + _like_escape(json.dumps(wanted)) + "%"
+            base = base.where(cast(_st.c.tags, Text).ilike(pattern, escape=_LIKE_ESCAPE))
         found: list[StoryVersion] = []
         skip, batch = 0, max(limit, 50)
         with self.engine.connect() as conn:
@@ -108,23 +113,48 @@ class SiteMixin(StoreBase):
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
+    def _matching(
+        self, query: Select[Any], text: str, topic: str | None = None
+    ) -> tuple[Select[Any], ColumnElement[Any]] | None:
+        """``query`` narrowed to the stories matching ``text`` (see :mod:`ingest.core.search`) and carrying
+        ``topic``, and their relevance (higher is better); None when the query asks for nothing."""
+        query = _in_topic(query, topic)
+        clauses = search_query(text.replace("\x00", " "))
+        if not clauses:
+            return None if topic is None else (query, literal_column("0"))
+        if self.dialect == "postgresql":
+            vector: ColumnElement[Any] = literal_column(f"{_st.name}.{schema.SEARCH_VECTOR}")
+            tsquery = func.to_tsquery(_SIMPLE, _tsquery(clauses))
+            return query.where(vector.op("@@")(tsquery)), func.ts_rank(vector, tsquery)
+        match = literal_column(schema.SEARCH_TABLE).op("MATCH")(_fts5_query(clauses))
+        # bm25 is lower for better matches; a word in the title weighs ten in the summary
+        rank = -func.bm25(literal_column(schema.SEARCH_TABLE), 10.0, 1.0)
+        return query.join(_fts, _fts.c.rowid == _st.c.id).where(match), rank
+
     def search(self, text: str, limit: int, *, offset: int = 0, topic: str | None = None) -> list[Story]:
-        """Live stories whose title or summary contains every word of ``text`` (case-insensitive), newest first;
-        with ``topic``, only those in it (``text`` may then be empty)."""
-        query = _matching(visible_stories(), text, topic)
-        if query is None or limit <= 0:
+        """Visible stories matching ``text`` (and carrying ``topic``; ``text`` may then be empty), the most
+        relevant first, then the newest."""
+        when = func.coalesce(_st.c.published, _st.c.first_seen)
+        found = self._matching(select(_st.c.id, when.label("when")).where(visible()), text, topic)
+        if found is None or limit <= 0:
             return []
+        query, rank = found
+        # The page's ids first, from the matches' ids and ranks alone; the rows (and their sighting counts) then for
+        # that page only: a common word matches thousands of stories.
+        ranked = query.add_columns(rank.label("rank")).order_by(rank.desc(), when.desc(), _st.c.id.desc())
+        page = ranked.limit(limit).offset(offset).subquery()
+        order = (page.c.rank.desc(), page.c.when.desc(), _st.c.id.desc())
+        rows = visible_stories().join(page, page.c.id == _st.c.id).order_by(*order)
         with self.engine.connect() as conn:
-            rows = conn.execute(query.order_by(*newest_first()).limit(limit).offset(offset))
-            return [record(Story, row) for row in rows]
+            return [record(Story, row) for row in conn.execute(rows)]
 
     def count_matches(self, text: str, *, topic: str | None = None) -> int:
         """How many stories :meth:`search` finds for ``text`` (and ``topic``) in all."""
-        query = _matching(select(func.count()).select_from(_st).where(visible()), text, topic)
-        if query is None:
+        found = self._matching(select(func.count()).select_from(_st).where(visible()), text, topic)
+        if found is None:
             return 0
         with self.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(found[0]).scalar_one())
 
     def tags(self) -> list[str]:
         """Every tag carried by a visible story, lower-cased, sorted."""
@@ -198,13 +228,21 @@ class SiteMixin(StoreBase):
 
     # ---- what a publish depends on, and the archive pages ------------------------------------------------------
 
-    def publish_state(self) -> StoreState:
-        """Three single-aggregate queries: SQLite answers max() from an index, count() from the smallest index."""
+    def publish_generation(self) -> int:
+        """A number that grows with every committed change to a story (0 before any): one primary-key read."""
+        table = schema.publish_generation
         with self.engine.connect() as conn:
-            rows = conn.execute(select(func.count()).select_from(_st)).scalar_one()
+            found = conn.execute(select(table.c.generation).where(table.c.id == 1)).scalar()
+        return int(found or 0)
+
+    def publish_state(self) -> StoreState:
+        """Three lookups in an index each (no count: PostgreSQL would read every story for it)."""
+        table = schema.publish_generation
+        with self.engine.connect() as conn:
+            generation = conn.execute(select(table.c.generation).where(table.c.id == 1)).scalar()
             max_id = conn.execute(select(func.max(_st.c.id))).scalar_one()
             max_updated = conn.execute(select(func.max(_st.c.updated))).scalar_one()
-        return StoreState(rows=int(rows), max_id=int(max_id or 0), max_updated=max_updated)
+        return StoreState(generation=int(generation or 0), max_id=int(max_id or 0), max_updated=max_updated)
 
     def next_boundary(self, after_id: int, size: int) -> int | None:
         """The id closing the page of ``size`` story rows (merged-away ones included) after ``after_id``; None if

@@ -357,13 +357,11 @@ def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
 
 
 def _sources_query() -> Select[Any]:
-    """Sources with the number of sightings each brought."""
-    counts = (
-        select(schema.sighting.c.source_id, func.count().label("n")).group_by(schema.sighting.c.source_id).subquery()
-    )
-    return select(schema.source, func.coalesce(counts.c.n, 0).label("sightings")).outerjoin(
-        counts, counts.c.source_id == schema.source.c.id
-    )
+    """Sources with the number of sightings each brought (counted per source in an index: the feed claim reads a
+    few sources, never every sighting)."""
+    si = schema.sighting
+    count = select(func.count()).where(si.c.source_id == schema.source.c.id).scalar_subquery()
+    return select(schema.source, count.label("sightings"))
 
 
 def _source_row(conn: Connection, location: str) -> Row[Any] | None:

@@ -24,11 +24,12 @@ _st = schema.story
 
 
 def live_stories() -> Select[Any]:
-    """THE query of live stories (not merged away) with their sighting count (``sightings``), counted per row through
-    the sighting(story_id) index. Callers add their own filter, order and limit."""
+    """THE query of live stories (not merged away) with their sighting count (``sightings``, the copies retention
+    folded included), counted per row through the sighting(story_id) index. Callers add their own filter, order and
+    limit."""
     s = schema.sighting
     n = select(func.count()).where(s.c.story_id == _st.c.id).correlate(_st).scalar_subquery()
-    return select(_st, n.label("sightings")).where(_st.c.merged_into.is_(None))
+    return select(_st, (n + _st.c.folded_sightings).label("sightings")).where(_st.c.merged_into.is_(None))
 
 
 def visible() -> ColumnElement[bool]:

@@ -23,6 +23,7 @@ from newsletter.publish.documents import (
 )
 from newsletter.publish.folder import (
     STATE_FILE,
+    Publisher,
     PublishReport,
     archive_name,
     document,
@@ -43,6 +44,7 @@ __all__ = [
     "UNTITLED",
     "FeedPage",
     "PublishReport",
+    "Publisher",
     "archive_name",
     "atom_feed",
     "document",

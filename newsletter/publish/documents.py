@@ -264,6 +264,9 @@ def atom_feed(
         fg = FeedGenerator()
         _feed_head(fg, config, page, feed_updated([*(s for s, _ in entries), *deleted]) or updated or EPOCH)
         fg.link(href=feed_url(config, page.path), rel="self", type=ATOM_TYPE)
+        if not page.archive:  # an archive page never changes: nothing to subscribe to at a hub
+            for hub in config.websub_hubs:
+                fg.link(href=hub, rel="hub")
         fg.link(href=home, rel="alternate", type=HTML_TYPE)
         history = (("current", page.current), ("prev-archive", page.prev_archive), ("next-archive", page.next_archive))
         for rel, path in history:

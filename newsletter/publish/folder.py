@@ -22,11 +22,16 @@ main feed while it is among the newest, its archive page for good, a tag feed) c
 tombstones only is removed, like one whose stories were merged away. A topic feed is kept whatever it holds (even
 nothing): the topics are a fixed list the site links to, so its address never turns into a 404.
 
-What is rebuilt: nothing when the store's fingerprint (row count, newest id, newest ``updated``) is the one saved.
+What is rebuilt: nothing when the store's fingerprint (publish generation, newest id, newest ``updated``) is the one
+saved.
 Otherwise the main feed, plus the archive pages and tag feeds holding a story updated since the last publish (with
 a margin), new pages, and missing files. Each candidate is first reduced to its stories' (id, updated) list; when
 that matches what the state file remembers, the document is not rendered at all. ``updated`` moves whenever a
 story's content changes (the store's contract), so a story merged away must get a new ``updated`` too.
+
+Replicas: every process serving the feeds keeps its own folder at the database's publish generation (a counter
+bumped in each transaction that changes a story): :class:`Publisher` reads it before answering and republishes when
+it moved, so a story another process ingested is served at once, as the same bytes (the same ETag) everywhere.
 
 Files are written through a temp file in the same folder, fsync, :func:`os.replace` and an fsync of the folder; a
 file whose bytes did not change is left alone, so its mtime (Last-Modified) and ETag stay put. The state file is a
@@ -43,6 +48,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +57,7 @@ from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.errors import OutputError
+from ingest.core.links import feed_url
 from ingest.core.models import Byline, StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
@@ -58,6 +65,7 @@ from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_fe
 __all__ = [
     "STATE_FILE",
     "PublishReport",
+    "Publisher",
     "archive_name",
     "document",
     "publish",
@@ -149,7 +157,7 @@ def _load(out: Path) -> _Saved | None:
         return _Saved(
             config=str(raw["config"]),
             state=StoreState(
-                rows=int(st["rows"]),
+                generation=int(st["generation"]),
                 max_id=int(st["max_id"]),
                 max_updated=datetime.fromisoformat(st["max_updated"]) if st["max_updated"] else None,
             ),
@@ -168,7 +176,7 @@ def _dump(saved: _Saved) -> bytes:
     raw: dict[str, Any] = {
         "config": saved.config,
         "state": {
-            "rows": st.rows,
+            "generation": st.generation,
             "max_id": st.max_id,
             "max_updated": st.max_updated.isoformat() if st.max_updated else None,
         },
@@ -370,7 +378,7 @@ def document(
     tag = re.fullmatch(r"tags/([a-z0-9-]+)\.atom", name)
     if tag:
         found = {tag_slug(t): t for t in (saved.tags if saved else ())}.get(tag.group(1))
-        if found is None:  # not in the last publish: look at every story
+        if found is None and saved is None:  # nothing published yet: look at every story (not on every 404)
             found = {tag_slug(t): t for t in store.tags()}.get(tag.group(1))
         versions = build.tag_versions(found) if found is not None else []
         return build.tag(found, versions) if found is not None and _shows_any(versions) else None
@@ -578,3 +586,59 @@ def _publish(store: Store, settings: Settings, now: datetime, topics: dict[str, 
         skipped=tuple(build.skips.uids),
         stale_pages=tuple(rebuilt),
     )
+
+
+class Publisher:
+    """``[publish] dir`` for one process: publishes, knows which publish generation its folder shows, and pings the
+    WebSub hubs for the feeds a publish changed (in a thread of its own: a slow hub never holds up a request).
+
+    Thread-safe: the service's passes and the web's requests publish one at a time."""
+
+    def __init__(self, store: Store, settings: Settings, *, topics: Mapping[str, str] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.topics = dict(topics or {})  # the taxonomy's names by slug (this layer does not read the taxonomy)
+        self._lock = threading.Lock()
+        self._shown: int | None = None  # the generation the folder was last brought up to
+        self._pings: list[threading.Thread] = []
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the hub pings in flight (a command that exits after publishing)."""
+        for thread in list(self._pings):
+            thread.join(timeout)
+
+    def publish(self, now: datetime) -> PublishReport:
+        """Bring the folder up to date (see :func:`publish`)."""
+        with self._lock:
+            return self._publish(now)
+
+    def current(self, now: datetime) -> PublishReport | None:
+        """Republish when a change was committed since the last publish (one primary-key read when none was);
+        None when the folder was current."""
+        if self.store.publish_generation() == self._shown:
+            return None
+        with self._lock:
+            if self.store.publish_generation() == self._shown:  # another request published it meanwhile
+                return None
+            return self._publish(now)
+
+    def _publish(self, now: datetime) -> PublishReport:
+        generation = self.store.publish_generation()  # before publish reads: a later change is seen next time
+        report = publish(self.store, self.settings, now, topics=self.topics)
+        self._shown = generation
+        self._ping(report)
+        return report
+
+    def _ping(self, report: PublishReport) -> None:
+        cfg = self.settings.publish
+        topics = [feed_url(cfg, name) for name in report.written if name == "feed.atom" or name.startswith(("tags/", "topics/"))]
+        if not cfg.websub_hubs or not topics:
+            return
+        from newsletter.publish.websub import ping_hubs  # httpx's home here, loaded only when hubs are set
+
+        agent = self.settings.fetch.user_agent
+        thread = threading.Thread(
+            target=ping_hubs, args=(cfg.websub_hubs, topics), kwargs={"user_agent": agent}, name="websub", daemon=True
+        )
+        self._pings = [t for t in self._pings if t.is_alive()] + [thread]
+        thread.start()

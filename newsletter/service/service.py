@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
-from ingest.core.models import ROLES, Role, SourceReport
+from ingest.core.models import ROLES, PruneReport, Role, SourceReport
 from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
@@ -30,7 +30,7 @@ from ingest.topics import taxonomy_of
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.inbound.apply import InboundReport, read_inbound
 from newsletter.metrics import Metrics
-from newsletter.publish import PublishReport, publish
+from newsletter.publish import Publisher, PublishReport
 from newsletter.web.ops import LAST_PASS
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class PassReport:
     published: PublishReport | None = None
     digest: DigestReport | None = None
     inbound: InboundReport | None = None  # mail that came back, when [inbound] has a source
+    pruned: PruneReport | None = None
     errors: tuple[str, ...] = field(default=())  # a step that failed as a whole (the database, the mail server)
 
     @property
@@ -76,6 +77,8 @@ class Service:
         self._digest_lock = threading.Lock()
         self._inbound_lock = threading.Lock()
         self.metrics = Metrics(store)  # this process's timings; /metrics serves them with the store's counts
+        # shared with the web, which keeps the feeds current too
+        self.publisher = Publisher(store, settings, topics=taxonomy_of(settings.topics).names)
 
     def warn_about_setup(self) -> None:
         """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
@@ -92,7 +95,7 @@ class Service:
 
     def publish(self, now: datetime) -> PublishReport:
         with self._ingest_lock:
-            return publish(self.store, self.settings, now, topics=taxonomy_of(self.settings.topics).names)
+            return self.publisher.publish(now)
 
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
@@ -109,10 +112,23 @@ class Service:
         with self._inbound_lock:
             return read_inbound(self.store, self.settings, now)
 
+    def prune(self, now: datetime) -> PruneReport:
+        """Retention ([storage] keep_deliveries_days, keep_sightings_days): cheap when nothing is due."""
+        storage = self.settings.storage
+        with self._ingest_lock:
+            return self.store.prune(
+                deliveries_before=now - timedelta(days=storage.keep_deliveries_days)
+                if storage.keep_deliveries_days
+                else None,
+                sightings_before=now - timedelta(days=storage.keep_sightings_days)
+                if storage.keep_sightings_days
+                else None,
+            )
+
     def run_pass(self, now: datetime, *, force_publish: bool = False) -> PassReport:
         """Everything that is due, once: ingest, publish when stories changed (by this ingest, or by the operator:
-        a hide, a merge; a publish that finds nothing changed costs three aggregate queries), mail that came back
-        (bounces first, so the digest skips who bounced), the digest when due.
+        a hide, a merge; a publish that finds nothing changed costs three index lookups), mail that came back
+        (bounces first, so the digest skips who bounced), the digest when due, and retention.
 
         Logs one line for the pass: each step's outcome, and the duration (a failed step also logs its error)."""
         started = time.monotonic()
@@ -146,12 +162,25 @@ class Service:
                     parts.append("digest " + describe_digest(digest))
             except NewsletterError as exc:
                 errors.append(f"digest: {exc}")
+        pruned = None
+        if not self.stopping.is_set():
+            try:
+                pruned = self.prune(now)
+                if pruned.deliveries or pruned.sightings:
+                    parts.append(
+                        f"pruned {pruned.deliveries} old delivery(ies), {pruned.sightings} old sighting(s) of "
+                        f"{pruned.stories} story(ies)"
+                    )
+            except NewsletterError as exc:
+                errors.append(f"prune: {exc}")
         for error in errors:
             log.error("%s", error)
         outcome = "failed" if errors else "ok"
         log.info("pass %s: %s (%.2f s)", outcome, "; ".join(parts) or "nothing due", time.monotonic() - started)
         self._record_pass(now + timedelta(seconds=time.monotonic() - started), ok=not errors)
-        return PassReport(sources=sources, published=published, digest=digest, inbound=inbound, errors=tuple(errors))
+        return PassReport(
+            sources=sources, published=published, digest=digest, inbound=inbound, pruned=pruned, errors=tuple(errors)
+        )
 
     def _record_pass(self, ended: datetime, *, ok: bool) -> None:
         """Keep when the last pass ended, for /healthz on every replica; a database that fails here was already
@@ -190,7 +219,7 @@ class Service:
         web = "web" in self.roles
         if self.store.dialect == "sqlite" and "sender" in self.roles:
             self.store.expire_leases(self.clock())  # we hold the instance lock: a dead process's claims end now
-        server = _web_server(self.settings, self.store, self.metrics) if web else None
+        server = _web_server(self.settings, self.store, self.metrics, self.publisher) if web else None
         web_thread = threading.Thread(target=server.run, name="web", daemon=True) if server else None
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         scheduler = Scheduler(self, tick_seconds=tick_seconds) if self.roles - {"web"} else None
@@ -221,10 +250,10 @@ class Service:
         self.stopping.set()
 
 
-def _web_server(settings: Settings, store: Store, metrics: Metrics) -> QuietServer:
+def _web_server(settings: Settings, store: Store, metrics: Metrics, publisher: Publisher) -> QuietServer:
     from newsletter.web.app import QuietServer, server_config  # the service owns SIGTERM and SIGINT
 
-    return QuietServer(server_config(settings, store, metrics))
+    return QuietServer(server_config(settings, store, metrics, publisher))
 
 
 def describe_ingest(reports: tuple[SourceReport, ...]) -> str:

@@ -16,7 +16,9 @@ from starlette.routing import BaseRoute
 
 from ingest.core.config import Settings
 from ingest.store import Store
+from ingest.topics import taxonomy_of
 from newsletter.metrics import Metrics
+from newsletter.publish import Publisher
 from newsletter.web.digests import routes as digest_routes
 from newsletter.web.feeds import FeedFiles, feed_routes
 from newsletter.web.hooks import routes as hook_routes
@@ -27,11 +29,14 @@ from newsletter.web.subscribe import routes as subscribe_routes
 __all__ = ["create_app", "serve", "server_config", "site"]
 
 
-def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = (), publisher: Publisher | None = None
+) -> Starlette:
     """The web app. ``extra_routes`` (the subscribe pages, say) are added after ours; they find the settings and
-    the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`."""
+    the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`. ``publisher``: the
+    running service's, which the feeds keep current before answering (else one of its own)."""
     routes: list[BaseRoute] = [
-        *feed_routes(settings, store, FeedFiles(settings.publish.dir)),
+        *feed_routes(settings, store, FeedFiles(settings.publish.dir), publisher or Publisher(store, settings, topics=taxonomy_of(settings.topics).names)),
         *page_routes(settings, store),
         *extra_routes,
     ]
@@ -43,7 +48,9 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
     return app
 
 
-def site(settings: Settings, store: Store, metrics: Metrics | None = None) -> Starlette:
+def site(
+    settings: Settings, store: Store, metrics: Metrics | None = None, publisher: Publisher | None = None
+) -> Starlette:
     """The whole site: feeds, pages, the subscribe, confirm, unsubscribe and digest archive pages, the relays'
     webhooks (off until configured), and the operators' /healthz and /metrics (``metrics``: the running service's,
     whose timings it shows; else a registry of its own)."""
@@ -53,13 +60,15 @@ def site(settings: Settings, store: Store, metrics: Metrics | None = None) -> St
         *hook_routes(settings, store),
         *ops_routes(settings, store, metrics or Metrics(store)),
     ]
-    return create_app(settings, store, extra_routes=extra)
+    return create_app(settings, store, extra_routes=extra, publisher=publisher)
 
 
-def server_config(settings: Settings, store: Store, metrics: Metrics | None = None) -> uvicorn.Config:
+def server_config(
+    settings: Settings, store: Store, metrics: Metrics | None = None, publisher: Publisher | None = None
+) -> uvicorn.Config:
     """uvicorn's settings for the site on ``[web] host`` and ``port`` (access log only at DEBUG)."""
     return uvicorn.Config(
-        site(settings, store, metrics),
+        site(settings, store, metrics, publisher),
         host=settings.web.host,
         port=settings.web.port,
         log_level=settings.log.level.lower(),

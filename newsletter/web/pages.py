@@ -184,6 +184,14 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
     """``GET /`` (with ``?q=`` to search) and ``GET /stories/{id}``."""
     root = site_root(settings)
     taxonomy = taxonomy_of(settings.topics)
+    counted: list[tuple[int, int]] = []  # (publish generation, visible stories) of the last count
+
+    def count_live() -> int:
+        """Counted once per publish generation: a count reads every story, far too much for each request."""
+        generation = store.publish_generation()
+        if not counted or counted[-1][0] != generation:
+            counted[:] = [(generation, store.count_live())]
+        return counted[-1][1]
 
     topic_links = [
         TopicLink(
@@ -207,7 +215,7 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             return not_found_page(request)
         if asked is not None and number == 1:  # page 1 has one address: without the parameter
             return RedirectResponse(_listing_url(root, query, 1, topic), status_code=301)
-        total = store.count_live()
+        total = count_live()
         filtered = bool(query) or topic is not None
         matches = store.count_matches(query, topic=topic) if filtered else total
         pages = max(1, -(-matches // PAGE_SIZE))
