@@ -68,6 +68,8 @@ _QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2
 _QP_PLAIN = re.compile(r"[\t !-<>-~]*[!-<>-~]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
 _SPACES = re.compile(r"\s+")
+#: Printable ASCII words, one space apart: a header value :func:`clean_header` leaves as it is.
+_PLAIN_HEADER = re.compile(r"[!-~]+(?: [!-~]+)*")
 _MESSAGE_ID = re.compile(r"<digest\.[0-9W-]{1,16}\.([1-9][0-9]{0,9})\.([1-9][0-9]{0,9})\.[0-9]{1,12}@[^<>@\s]+>")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False)
 #: The most the digest's HTML part may weigh as sent (quoted-printable), before the recipient's values go in (an
@@ -113,6 +115,8 @@ class Recipient:
 
 def clean_header(value: str) -> str:
     """A header value that cannot start another header or smuggle one through an encoded word."""
+    if _PLAIN_HEADER.fullmatch(value) and "=?" not in value:
+        return value  # the common case, several times per recipient: nothing below would change it
     value = unicodedata.normalize("NFC", value)
     value = _CONTROL.sub(" ", value)
     value = value.replace("=?", "= ?")  # RFC 2047 encoded words start '=?': this can no longer be one
@@ -255,15 +259,17 @@ def _values(r: Recipient) -> Mapping[tuple[str, str], bytes]:
     headers = (
         f"To: {address}\r\nMessage-ID: {_ascii_header(r.message_id)}\r\nList-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
     ).encode("ascii")
-    return {
-        ("headers", "header"): headers,
-        ("address", "html"): _qp_value(html.escape(r.address)),
-        ("address", "text"): _qp_value(r.address),
-        ("unsubscribe_url", "html"): _qp_value(html.escape(r.unsubscribe_url)),
-        ("unsubscribe_url", "text"): _qp_value(r.unsubscribe_url),
-        ("preferences_url", "html"): _qp_value(html.escape(r.preferences_url)),
-        ("preferences_url", "text"): _qp_value(r.preferences_url),
-    }
+    values: dict[tuple[str, str], bytes] = {("headers", "header"): headers}
+    for name, value in (
+        ("address", r.address),
+        ("unsubscribe_url", r.unsubscribe_url),
+        ("preferences_url", r.preferences_url),
+    ):
+        text = _qp_value(value)
+        escaped = html.escape(value)
+        values[name, "text"] = text
+        values[name, "html"] = text if escaped == value else _qp_value(escaped)
+    return values
 
 
 def message_template(rendered: Rendered, settings: Settings, date: datetime) -> MessageTemplate:
