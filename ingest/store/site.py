@@ -121,7 +121,8 @@ class SiteMixin(StoreBase):
         query = _in_topic(query, topic)
         clauses = search_query(text.replace("\x00", " "))
         if not clauses:
-            return None if topic is None else (query, literal_column("0"))
+            # a topic alone: every story in it is as relevant (an expression: a bare 0 in ORDER BY is a position)
+            return None if topic is None else (query, cast(literal_column("0"), Integer))
         if self.dialect == "postgresql":
             vector: ColumnElement[Any] = literal_column(f"{_st.name}.{schema.SEARCH_VECTOR}")
             tsquery = func.to_tsquery(_SIMPLE, _tsquery(clauses))

@@ -631,7 +631,11 @@ class Publisher:
 
     def _ping(self, report: PublishReport) -> None:
         cfg = self.settings.publish
-        topics = [feed_url(cfg, name) for name in report.written if name == "feed.atom" or name.startswith(("tags/", "topics/"))]
+        topics = [
+            feed_url(cfg, name)
+            for name in report.written
+            if name == "feed.atom" or name.startswith(("tags/", "topics/"))
+        ]
         if not cfg.websub_hubs or not topics:
             return
         from newsletter.publish.websub import ping_hubs  # httpx's home here, loaded only when hubs are set

@@ -36,7 +36,12 @@ def create_app(
     the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`. ``publisher``: the
     running service's, which the feeds keep current before answering (else one of its own)."""
     routes: list[BaseRoute] = [
-        *feed_routes(settings, store, FeedFiles(settings.publish.dir), publisher or Publisher(store, settings, topics=taxonomy_of(settings.topics).names)),
+        *feed_routes(
+            settings,
+            store,
+            FeedFiles(settings.publish.dir),
+            publisher or Publisher(store, settings, topics=taxonomy_of(settings.topics).names),
+        ),
         *page_routes(settings, store),
         *extra_routes,
     ]
