@@ -99,6 +99,11 @@ class Taxonomy:
     def slugs(self) -> tuple[str, ...]:
         return tuple(t.slug for t in self.topics)
 
+    @property
+    def names(self) -> dict[str, str]:
+        """Each topic's name by slug, in taxonomy order: what publishing and the digest are handed."""
+        return {t.slug: t.name for t in self.topics}
+
     def get(self, slug: str) -> Topic | None:
         return next((t for t in self.topics if t.slug == slug), None)
 

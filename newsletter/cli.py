@@ -455,7 +455,7 @@ def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
     from newsletter.publish import Publisher
 
-    publisher = Publisher(app.store, app.settings)
+    publisher = Publisher(app.store, app.settings, topics=taxonomy_of(app.settings.topics).names)
     report = publisher.publish(now())
     publisher.wait()  # the WebSub hubs are told before the command exits
     _print_publish(app, report)
@@ -953,7 +953,8 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None, as_email:
     from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email)
+    names = taxonomy_of(app.settings.topics).names
+    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email, topic_names=names)
     state = "as sent" if p.stored else "as it would be sent now"
     stories = counted(p.stories, "story", "stories")
     click.echo(f"digest {p.period} ({state}) for {p.address}: {p.subject!r}, {stories}")
@@ -969,7 +970,7 @@ def digest_send(app: App) -> None:
 
     for warning in job.mail_warnings(app.settings):
         click.echo(f"warning: {warning}", err=True)
-    r = job.send_due_digest(app.store, app.settings, now())
+    r = job.send_due_digest(app.store, app.settings, now(), topic_names=taxonomy_of(app.settings.topics).names)
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -1016,7 +1017,9 @@ def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
     from newsletter.digest import job
 
-    result = job.send_test(app.store, app.settings, email, now(), period=period)
+    result = job.send_test(
+        app.store, app.settings, email, now(), period=period, topic_names=taxonomy_of(app.settings.topics).names
+    )
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

@@ -5,19 +5,25 @@ as an ``empty`` delivery); exactly once per (edition, subscriber). Through the r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import html as html_lib
+import re
+from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ingest.core.models import NewDigest, NewEdition
 from ingest.store import MissingEditionError, Store
+from newsletter import cli
 from newsletter.digest import job
 from newsletter.digest.select import period_for
 from newsletter.subscribers import manage as subscribers
+from tests.conftest import write_config
 from tests.maildata import W48_DUE, W48_START, confirmed, make_settings, page_story
+from tests.mailsite import Clock, serve
 
 ALL, LUNG, LUNG_TOO, BOTH, SARCOMA = (
     "all@example.org", "lung@example.org", "lung2@example.org", "both@example.org", "sarcoma@example.org",
@@ -118,3 +124,30 @@ def test_a_topic_set_chosen_while_the_digest_is_made_is_never_sent_someone_elses
     assert store.digest_by_period("2026-W48") is None  # nothing stored: the job renders again
     digest, created = job.ensure_digest(store, settings, period, W48_DUE)
     assert created and len(store.editions(digest.id)) == 3
+
+
+def test_each_item_names_its_topics_in_the_email_and_on_the_web(
+    store: Store, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the CLI's ``digest send`` (the names come from the taxonomy it loads) and the web digest page."""
+    mail = 'from_address = "Digest <digest@news.example.org>"\noutbox_dir = "outbox"\ntransport = "outbox"\n'
+    cfg = write_config(tmp_path, f'\n[publish]\nbase_url = "https://news.example.org/"\n\n[mail]\n{mail}')
+    monkeypatch.setattr(cli, "now", lambda: W48_DUE)
+    code, _, err = run_cli("--config", str(cfg), "digest", "send")
+    assert code == 0, err
+    sent = _outbox(tmp_path / "outbox")
+    html = sent[ALL].get_body(("html",))
+    assert html is not None
+    meta = re.findall(r'<p class="meta"[^>]*>(.*?)</p>', str(html.get_content()), re.S)
+    assert any(m.endswith(" · Lung cancer") for m in meta), meta
+    assert any(m.endswith(" · Breast cancer") for m in meta), meta
+    assert sum("cancer" in m for m in meta) == 2  # the story with no topic names none
+    lines = _text(sent[ALL]).splitlines()
+    assert lines[lines.index("Osimertinib after resection") + 1].endswith(" · Lung cancer")
+    assert "cancer" not in lines[lines.index("Hospital news") + 1]
+    settings = make_settings(tmp_path)
+    with serve(settings, store, Clock(W48_DUE)) as url, httpx.Client(base_url=url, timeout=10) as client:
+        page = client.get("/digests/2026-W48").text
+        feed = client.get("/digests.atom").text
+    assert re.search(r"<p class=\"muted\">[^\n]*· Lung cancer</p>", page)
+    assert "Breast cancer" in page and "Lung cancer" in html_lib.unescape(feed)

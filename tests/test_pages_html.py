@@ -59,7 +59,15 @@ def pages(tmp_path: Path, db_url: str) -> Iterator[dict[str, str]]:
         )
         many = site.store.page_source("/s/many.txt", "/s", odd)
         teasers = [
-            ParsedItem(kind="teaser", key=f"k{i}", position=i, title=f"Teaser {i}", published=None, summary="")
+            ParsedItem(
+                kind="teaser",
+                key=f"k{i}",
+                position=i,
+                title=f"Teaser {i}",
+                published=None,
+                summary="",
+                topics=("lung",),
+            )
             for i in range(PAGE_SIZE)
         ]
         site.store.save_page(many.id, teasers, content_hash="many", warning=None, now=odd)
@@ -75,6 +83,8 @@ def _fetch(site: Site, story: int) -> dict[str, str]:
             "home": "/",
             "home, page 2": "/?page=2",
             "search": "/?q=story",
+            "topic": "/?topic=lung",
+            "search in a topic": "/?topic=lung&q=teaser",
             "story": f"/stories/{story}",
             "subscribe": "/subscribe",
             "confirm": "/" + confirm.split("/", 3)[3],

@@ -101,7 +101,11 @@ def test_each_publish_that_changes_a_feed_pings_the_hubs(
         assert _links(public / "tags" / name)["hub"] == [hub.url, second]
     archive = next((public / "archive").glob("*.atom"))
     assert "hub" not in _links(archive)  # an archive page does not change: nothing to subscribe to
-    assert hub.topics() == sorted([f"{PUBLIC}feed.atom", *(f"{PUBLIC}tags/{n}" for n in tags)])
+    topics = sorted(p.name for p in (public / "topics").glob("*.atom"))
+    assert topics
+    assert all(_links(public / "topics" / name)["hub"] == [hub.url, second] for name in topics)
+    expected = [f"{PUBLIC}feed.atom", *(f"{PUBLIC}tags/{n}" for n in tags), *(f"{PUBLIC}topics/{n}" for n in topics)]
+    assert hub.topics() == sorted(expected)
 
     hub.pings.clear()
     assert "up to date" in run_cli(*cli, "publish")[1]

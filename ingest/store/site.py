@@ -1,6 +1,6 @@
-"""What publishing and the web read: stories by recency, by tag and by archive page (as cheap versions first), search
-(SQLite FTS5 or PostgreSQL full text, over the same tokens: :mod:`ingest.core.search`), tags, a story's sources and
-authors, and the fingerprint that tells a publish whether anything changed.
+"""What publishing and the web read: stories by recency, by tag, by topic and by archive page (as cheap versions
+first), search (SQLite FTS5 or PostgreSQL full text, over the same tokens: :mod:`ingest.core.search`; within a topic
+too), tags, a story's sources and authors, and the fingerprint that tells a publish whether anything changed.
 
 Archive pages are ranges of story ids (creation order); see ``newsletter.publish`` for the scheme.
 """
@@ -32,6 +32,15 @@ def _like_escape(text: str) -> str:
     for char in (_LIKE_ESCAPE, "%", "_"):
         text = text.replace(char, _LIKE_ESCAPE + char)
     return text
+
+
+def _in_topic(query: Select[Any], topic: str | None) -> Select[Any]:
+    """``query`` narrowed to stories carrying ``topic`` (a slug, so exact: its JSON text holds no escapes)."""
+    if topic is None:
+        return query
+    # Topics are a JSON list of slugs: the quoted slug is one whole element. Portable to PostgreSQL's json.
+    pattern = "%" + _like_escape(json.dumps(topic)) + "%"
+    return query.where(cast(_st.c.topics, Text).like(pattern, escape=_LIKE_ESCAPE))
 
 
 def _tsquery(clauses: Sequence[Clause]) -> str:
@@ -69,12 +78,12 @@ class SiteMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(StoryVersion, row) for row in conn.execute(query)]
 
-    def recent_versions(self, limit: int, *, tag: str | None = None) -> list[StoryVersion]:
+    def recent_versions(self, limit: int, *, tag: str | None = None, topic: str | None = None) -> list[StoryVersion]:
         """Live stories, newest first, as versions only (no text is read): cheap to compare with last time. With
-        ``tag``, only those carrying it (case-insensitive). Hidden stories count: a document holding the newest
-        ``limit`` says which of them were deleted (RFC 6721)."""
+        ``tag``, only those carrying it (case-insensitive); with ``topic``, only those in it. Hidden stories count: a
+        document holding the newest ``limit`` says which of them were deleted (RFC 6721)."""
         if tag is None:
-            return self._versions(_version_columns().order_by(*newest_first()).limit(limit))
+            return self._versions(_in_topic(_version_columns(), topic).order_by(*newest_first()).limit(limit))
         wanted = tag.lower()
         base = _version_columns().add_columns(_st.c.tags).order_by(*newest_first())
         if self.dialect == "postgresql":
@@ -104,12 +113,16 @@ class SiteMixin(StoreBase):
         # Sorted here: an ORDER BY on the recency key makes SQLite walk that whole index instead of an id range.
         return sorted(self._versions(query), key=lambda v: (v.when, v.id), reverse=True)
 
-    def _matching(self, query: Select[Any], text: str) -> tuple[Select[Any], ColumnElement[Any]] | None:
-        """``query`` narrowed to the stories matching ``text`` (see :mod:`ingest.core.search`), and their relevance
-        (higher is better); None when the query asks for nothing."""
+    def _matching(
+        self, query: Select[Any], text: str, topic: str | None = None
+    ) -> tuple[Select[Any], ColumnElement[Any]] | None:
+        """``query`` narrowed to the stories matching ``text`` (see :mod:`ingest.core.search`) and carrying
+        ``topic``, and their relevance (higher is better); None when the query asks for nothing."""
+        query = _in_topic(query, topic)
         clauses = search_query(text.replace("\x00", " "))
         if not clauses:
-            return None
+            # a topic alone: every story in it is as relevant (an expression: a bare 0 in ORDER BY is a position)
+            return None if topic is None else (query, cast(literal_column("0"), Integer))
         if self.dialect == "postgresql":
             vector: ColumnElement[Any] = literal_column(f"{_st.name}.{schema.SEARCH_VECTOR}")
             tsquery = func.to_tsquery(_SIMPLE, _tsquery(clauses))
@@ -119,10 +132,11 @@ class SiteMixin(StoreBase):
         rank = -func.bm25(literal_column(schema.SEARCH_TABLE), 10.0, 1.0)
         return query.join(_fts, _fts.c.rowid == _st.c.id).where(match), rank
 
-    def search(self, text: str, limit: int, *, offset: int = 0) -> list[Story]:
-        """Visible stories matching ``text``, the most relevant first, then the newest."""
+    def search(self, text: str, limit: int, *, offset: int = 0, topic: str | None = None) -> list[Story]:
+        """Visible stories matching ``text`` (and carrying ``topic``; ``text`` may then be empty), the most
+        relevant first, then the newest."""
         when = func.coalesce(_st.c.published, _st.c.first_seen)
-        found = self._matching(select(_st.c.id, when.label("when")).where(visible()), text)
+        found = self._matching(select(_st.c.id, when.label("when")).where(visible()), text, topic)
         if found is None or limit <= 0:
             return []
         query, rank = found
@@ -135,9 +149,9 @@ class SiteMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(Story, row) for row in conn.execute(rows)]
 
-    def count_matches(self, text: str) -> int:
-        """How many stories :meth:`search` finds for ``text`` in all."""
-        found = self._matching(select(func.count()).select_from(_st).where(visible()), text)
+    def count_matches(self, text: str, *, topic: str | None = None) -> int:
+        """How many stories :meth:`search` finds for ``text`` (and ``topic``) in all."""
+        found = self._matching(select(func.count()).select_from(_st).where(visible()), text, topic)
         if found is None:
             return 0
         with self.engine.connect() as conn:
@@ -253,9 +267,9 @@ class SiteMixin(StoreBase):
             found = conn.execute(select(_st.c.uid).where(_st.c.id == story_id)).scalar_one_or_none()
         return str(found) if found is not None else None
 
-    def changed_since(self, since: datetime) -> list[tuple[int, tuple[str, ...]]]:
-        """(id, tags) of story rows, merged-away ones included, updated at or after ``since``, by id."""
+    def changed_since(self, since: datetime) -> list[tuple[int, tuple[str, ...], tuple[str, ...]]]:
+        """(id, tags, topics) of story rows, merged-away ones included, updated at or after ``since``, by id."""
         # No ORDER BY: SQLite would then walk the primary key instead of the updated index.
-        query = select(_st.c.id, _st.c.tags).where(_st.c.updated >= since)
+        query = select(_st.c.id, _st.c.tags, _st.c.topics).where(_st.c.updated >= since)
         with self.engine.connect() as conn:
-            return sorted((int(row.id), tuple(row.tags)) for row in conn.execute(query))
+            return sorted((int(row.id), tuple(row.tags), tuple(row.topics)) for row in conn.execute(query))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html as html_lib
 import ipaddress
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -152,7 +152,9 @@ def select_for(store: Store, settings: Settings, period: Period) -> Selection:
     return select(store.candidates(since, period.end), period, settings)
 
 
-def ensure_digest(store: Store, settings: Settings, period: Period, now: datetime) -> tuple[Digest, bool]:
+def ensure_digest(
+    store: Store, settings: Settings, period: Period, now: datetime, *, topic_names: Mapping[str, str] | None = None
+) -> tuple[Digest, bool]:
     """The period's digest, made (selected, rendered, its deliveries created) if it does not exist yet."""
     found = store.digest_by_period(period.key)
     if found is not None:
@@ -173,7 +175,7 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
     selection = select_for(store, settings, period)
     if not selection.count and not settings.digest.send_empty:
         return store.create_digest(replace(base, status="empty", note="no new story"))
-    rendered = compose.render_digest(selection, settings)
+    rendered = compose.render_digest(selection, settings, topic_names=topic_names)
     made = replace(
         base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
     )
@@ -183,7 +185,7 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
         # everyone who chose no topic.
         for topics in store.subscriber_topic_sets():
             if topics not in editions:
-                editions[topics] = edition(selection, topics, settings)
+                editions[topics] = edition(selection, topics, settings, topic_names=topic_names)
         try:
             return store.create_digest(replace(made, editions=tuple(editions.values())))
         except MissingEditionError:
@@ -191,13 +193,17 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
     raise RuntimeError(f"digest {period.key}: subscribers' topics kept changing while it was made")
 
 
-def edition(selection: Selection, topics: Sequence[str], settings: Settings) -> NewEdition:
+def edition(
+    selection: Selection, topics: Sequence[str], settings: Settings, *, topic_names: Mapping[str, str] | None = None
+) -> NewEdition:
     """The digest for subscribers who chose ``topics`` (none: all of it); nothing rendered when none of its stories is
     in them."""
     chosen = for_topics(selection, topics)
     if topics and not chosen.count:
         return NewEdition(topics=tuple(topics), story_count=0)
-    rendered = compose.render_digest(chosen, settings, elsewhere=selection.count - chosen.count)
+    rendered = compose.render_digest(
+        chosen, settings, elsewhere=selection.count - chosen.count, topic_names=topic_names
+    )
     return NewEdition(tuple(topics), chosen.count, rendered.subject, rendered.html, rendered.text)
 
 
@@ -209,11 +215,12 @@ def send_due_digest(
     transports: Sequence[Transport] | None = None,
     clock: Clock | None = None,
     stop: Callable[[], bool] | None = None,
+    topic_names: Mapping[str, str] | None = None,
 ) -> DigestReport:
     """Make the due period's digest if it is not made yet, then deliver every digest that has deliveries due."""
     clock = clock or _clock_from(now)
     period = due_period(now, settings.digest)
-    digest, created = ensure_digest(store, settings, period, now)
+    digest, created = ensure_digest(store, settings, period, now, topic_names=topic_names)
     runs: list[DeliveryRun] = []
     open_ = store.open_digests()
     if open_:
@@ -245,7 +252,13 @@ def send_due_digest(
 
 
 def _preview_parts(
-    store: Store, settings: Settings, now: datetime, period_key: str | None, topics: Sequence[str] = ()
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    period_key: str | None,
+    topics: Sequence[str] = (),
+    *,
+    topic_names: Mapping[str, str] | None = None,
 ) -> tuple[Period, compose.Rendered, int, bool, Digest | None]:
     """The period, and what a subscriber who chose ``topics`` gets of its digest: the stored edition of a digest
     already made, else rendered from the database as it is now."""
@@ -265,7 +278,7 @@ def _preview_parts(
             return period, compose.Rendered(e.subject, e.html, e.text), e.story_count, True, found
         return period, compose.Rendered(found.subject, found.html, found.text), found.story_count, True, found
     selection = select_for(store, settings, period)
-    theirs = edition(selection, topics, settings)
+    theirs = edition(selection, topics, settings, topic_names=topic_names)
     return period, compose.Rendered(theirs.subject, theirs.html, theirs.text), theirs.story_count, False, None
 
 
@@ -339,6 +352,7 @@ def preview(
     *,
     period: str | None = None,
     as_email: str | None = None,
+    topic_names: Mapping[str, str] | None = None,
 ) -> Preview:
     """Write what would be sent for ``period`` (default: the next digest to go out) to one subscriber; send nothing.
 
@@ -351,7 +365,9 @@ def preview(
     """
     reader = preview_reader(store, as_email)
     address = normalize(reader.email)
-    chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period, reader.topics)
+    chosen, rendered, count, stored, digest = _preview_parts(
+        store, settings, now, period, reader.topics, topic_names=topic_names
+    )
     message, url, prefs = _one_message(
         settings,
         rendered=rendered,
@@ -383,12 +399,20 @@ def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str, prefs_
     return put(rendered.html, True), put(rendered.text, False)
 
 
-def send_test(store: Store, settings: Settings, email: str, now: datetime, *, period: str | None = None) -> SendResult:
+def send_test(
+    store: Store,
+    settings: Settings,
+    email: str,
+    now: datetime,
+    *,
+    period: str | None = None,
+    topic_names: Mapping[str, str] | None = None,
+) -> SendResult:
     """Send the current preview to one address, through the configured transport. No delivery row is made."""
     address = normalize(email)
     found = store.subscriber_by_email(address)
     chosen, rendered, _count, _stored, digest = _preview_parts(
-        store, settings, now, period, found.topics if found else ()
+        store, settings, now, period, found.topics if found else (), topic_names=topic_names
     )
     tokens = Tokens(signing_key(store, settings))
     message, _, _ = _one_message(

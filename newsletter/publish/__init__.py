@@ -31,6 +31,7 @@ from newsletter.publish.folder import (
     published_tags,
     tag_name,
     tag_slug,
+    topic_name,
 )
 
 __all__ = [
@@ -54,4 +55,5 @@ __all__ = [
     "rss_feed",
     "tag_name",
     "tag_slug",
+    "topic_name",
 ]

@@ -26,6 +26,7 @@ from ingest.core.models import ROLES, PruneReport, Role, SourceReport
 from ingest.core.text import counted
 from ingest.run import ingest_pass, summarize
 from ingest.store import Store
+from ingest.topics import taxonomy_of
 from newsletter.digest.job import DigestReport, mail_warnings, send_due_digest
 from newsletter.inbound.apply import InboundReport, read_inbound
 from newsletter.metrics import Metrics
@@ -76,7 +77,8 @@ class Service:
         self._digest_lock = threading.Lock()
         self._inbound_lock = threading.Lock()
         self.metrics = Metrics(store)  # this process's timings; /metrics serves them with the store's counts
-        self.publisher = Publisher(store, settings)  # shared with the web, which keeps the feeds current too
+        # shared with the web, which keeps the feeds current too
+        self.publisher = Publisher(store, settings, topics=taxonomy_of(settings.topics).names)
 
     def warn_about_setup(self) -> None:
         """Log, once at start, what in the config would make a mailed digest's links or sender lead nowhere."""
@@ -98,7 +100,8 @@ class Service:
     def send_digest(self, now: datetime) -> DigestReport:
         with self._digest_lock:
             started = time.monotonic()
-            report = send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set)
+            names = taxonomy_of(self.settings.topics).names
+            report = send_due_digest(self.store, self.settings, now, stop=self.stopping.is_set, topic_names=names)
             self.metrics.observe_digest(time.monotonic() - started)
             return report
 

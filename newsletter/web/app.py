@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute
 
 from ingest.core.config import Settings
 from ingest.store import Store
+from ingest.topics import taxonomy_of
 from newsletter.metrics import Metrics
 from newsletter.publish import Publisher
 from newsletter.web.digests import routes as digest_routes
@@ -35,7 +36,12 @@ def create_app(
     the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`. ``publisher``: the
     running service's, which the feeds keep current before answering (else one of its own)."""
     routes: list[BaseRoute] = [
-        *feed_routes(settings, store, FeedFiles(settings.publish.dir), publisher or Publisher(store, settings)),
+        *feed_routes(
+            settings,
+            store,
+            FeedFiles(settings.publish.dir),
+            publisher or Publisher(store, settings, topics=taxonomy_of(settings.topics).names),
+        ),
         *page_routes(settings, store),
         *extra_routes,
     ]

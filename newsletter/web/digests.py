@@ -7,7 +7,7 @@ digest's page lists the stories stored with it, in the email's sections.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +18,7 @@ from ingest.core.config import Settings
 from ingest.core.models import Candidate, Digest, Story
 from ingest.core.text import counted
 from ingest.store import CARRYING, Store
+from ingest.topics import taxonomy_of
 from newsletter.digest.select import period_for, sections
 from newsletter.publish import EPOCH, FeedPage, atom_feed
 from newsletter.render import render
@@ -34,6 +35,7 @@ _PERIOD = re.compile(r"\d{4}-W\d{2}")
 def routes(settings: Settings, store: Store) -> list[BaseRoute]:
     cfg = settings.publish
     subscribe_url = f"{site_root(settings)}subscribe"  # ingest.core.links has no helper for it (yet)
+    names = taxonomy_of(settings.topics).names
 
     def archive(request: Request) -> Response:
         items = store.digests(statuses=CARRYING)
@@ -60,13 +62,14 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
             period_label=period.label,
             count=sum(len(section.items) for section in shown),
             sections=shown,
+            topic_names=names,
             archive_url=site_path(settings, links.digests_url(cfg)),
             subscribe_url=subscribe_url,
         )
 
     def digests_atom(request: Request) -> Response:
         items = store.digests(statuses=CARRYING, limit=cfg.max_entries)
-        stories = [_as_entry(d, store.digest_stories(d.id), settings) for d in items]
+        stories = [_as_entry(d, store.digest_stories(d.id), settings, names) for d in items]
         page_ = FeedPage(path="digests.atom", feed_id=f"{cfg.id}:digests", title=digests_feed(settings).title)
         body = atom_feed(stories, cfg, page_, updated=EPOCH)
         modified = max((s.updated for s in stories), default=EPOCH).timestamp()
@@ -84,12 +87,14 @@ def _listed(d: Digest, settings: Settings) -> dict[str, object]:
     return {"period": d.period, "subject": d.subject, "url": url, "count": d.story_count}
 
 
-def _as_entry(d: Digest, carried: Sequence[Candidate], settings: Settings) -> Story:
+def _as_entry(d: Digest, carried: Sequence[Candidate], settings: Settings, names: Mapping[str, str]) -> Story:
     """A digest as an entry of the digests' feed: its subject, a link to its archive page, its period as id, and as
     content the digest as its web page shows it (never the stored email, whose copies are each a subscriber's)."""
     link = links.digest_url(settings.publish, d.period)
     content = render(
-        "web/digest_sections.html", sections=sections(carried, settings, period_for(d.period, settings.digest))
+        "web/digest_sections.html",
+        sections=sections(carried, settings, period_for(d.period, settings.digest)),
+        topic_names=names,
     )
     return Story(
         id=d.id,

@@ -27,7 +27,8 @@ from starlette.routing import Route
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
 from ingest.store import Store
-from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, Publisher, archive_name, document
+from ingest.topics import taxonomy_of
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, Publisher, archive_name, document, topic_name
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page
 
@@ -81,7 +82,9 @@ class FeedFiles:
 
 
 def feed_routes(settings: Settings, store: Store, files: FeedFiles, publisher: Publisher) -> list[Route]:
-    """``/feed.atom``, ``/feed.rss``, ``/feed.json``, ``/tags/{tag}.atom`` and ``/archive/{n}.atom``."""
+    """``/feed.atom``, ``/feed.rss``, ``/feed.json``, ``/tags/{tag}.atom``, ``/topics/{slug}.atom`` and
+    ``/archive/{n}.atom``."""
+    topics = taxonomy_of(settings.topics).names
 
     def current() -> bool:
         try:
@@ -95,7 +98,7 @@ def feed_routes(settings: Settings, store: Store, files: FeedFiles, publisher: P
         doc = files.get(name) if await run_in_threadpool(current) else None
         if doc is None:
             # Not published yet (or deleted): build it now. Its Last-Modified is when it was built.
-            body = await run_in_threadpool(document, store, settings, name)
+            body = await run_in_threadpool(lambda: document(store, settings, name, topics=topics))
             if body is None:
                 return _not_found(request)
             doc = Document.of(body, time.time())
@@ -113,6 +116,12 @@ def feed_routes(settings: Settings, store: Store, files: FeedFiles, publisher: P
             return _not_found(request)
         return await serve(request, f"tags/{slug}.atom", ATOM, CURRENT_MAX_AGE)
 
+    async def topic_feed(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if slug not in topics:  # only the taxonomy's: a file left by an older taxonomy is not served
+            return _not_found(request)
+        return await serve(request, topic_name(slug), ATOM, CURRENT_MAX_AGE)
+
     async def archive_page(request: Request) -> Response:
         page = int(request.path_params["page"])
         if page < 1:
@@ -124,6 +133,7 @@ def feed_routes(settings: Settings, store: Store, files: FeedFiles, publisher: P
         Route("/feed.rss", fixed("feed.rss", RSS), methods=["GET", "HEAD"]),
         Route("/feed.json", fixed("feed.json", JSON), methods=["GET", "HEAD"]),
         Route("/tags/{tag}.atom", tag_feed, methods=["GET", "HEAD"]),
+        Route("/topics/{slug}.atom", topic_feed, methods=["GET", "HEAD"]),
         Route("/archive/{page:int}.atom", archive_page, methods=["GET", "HEAD"]),
     ]
 

@@ -1,5 +1,5 @@
-"""The HTML pages: home (latest stories, search, feed autodiscovery), a story's own page (410 once the operator hid
-it), the 404 page. No SQL here.
+"""The HTML pages: home (latest stories, search, a topic's stories, feed autodiscovery), a story's own page (410
+once the operator hid it), the 404 page. No SQL here.
 
 Plain server-rendered HTML from ``templates/web/``, readable on a phone, usable without JavaScript. Templates escape
 every value; a story's body is sanitized again here before the template may print it as HTML. :func:`page` is the
@@ -29,7 +29,7 @@ from ingest.core.text import after_headline, collapse, truncate_words
 from ingest.sanitize import sanitize_html
 from ingest.store import Store
 from ingest.topics import taxonomy_of
-from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, UNTITLED, published_tags, tag_name, topic_name
 from newsletter.render import render
 from newsletter.web.conditional import gzip_body
 
@@ -95,6 +95,14 @@ class FeedLink:
     href: str
 
 
+@dataclass(frozen=True, slots=True)
+class TopicLink:
+    slug: str
+    name: str
+    page: str  # the home page filtered to it
+    feed: str
+
+
 def site_root(settings: Settings) -> str:
     """The path our pages live under, from ``[publish] base_url`` (``/`` unless the site sits in a folder)."""
     return links.site_root(settings.publish)
@@ -152,9 +160,12 @@ def _feeds(settings: Settings, tags: Sequence[str]) -> tuple[list[FeedLink], lis
     return main, by_tag
 
 
-def _listing_url(root: str, query: str, number: int) -> str:
-    """Page ``number`` of the home page, or of the results for ``query``: page 1 without ``page``."""
-    params = {"q": query} if query else {}
+def _listing_url(root: str, query: str, number: int, topic: str | None = None) -> str:
+    """Page ``number`` of the home page, or of the results for ``query`` (within ``topic``): page 1 without
+    ``page``."""
+    params = {"topic": topic} if topic else {}
+    if query:
+        params["q"] = query
     if number > 1:
         params["page"] = str(number)
     return root + ("?" + urlencode(params, quote_via=quote) if params else "")
@@ -182,33 +193,54 @@ def page_routes(settings: Settings, store: Store) -> list[Route]:
             counted[:] = [(generation, store.count_live())]
         return counted[-1][1]
 
+    topic_links = [
+        TopicLink(
+            t.slug,
+            t.name,
+            _listing_url(root, "", 1, t.slug),
+            site_path(settings, links.feed_url(settings.publish, topic_name(t.slug))),
+        )
+        for t in taxonomy.topics
+    ]
+
     def home(request: Request) -> Response:
         query = " ".join(request.query_params.get("q", "").split())[:MAX_QUERY]
+        topic = request.query_params.get("topic") or None
+        chosen = taxonomy.get(topic) if topic is not None else None
+        if topic is not None and chosen is None:  # not a topic of ours: no such page, like a page past the last
+            return not_found_page(request)
         asked = request.query_params.get("page")
         number = 1 if asked is None else links.parse_row_id(asked)
         if number is None:
             return not_found_page(request)
         if asked is not None and number == 1:  # page 1 has one address: without the parameter
-            return RedirectResponse(_listing_url(root, query, 1), status_code=301)
+            return RedirectResponse(_listing_url(root, query, 1, topic), status_code=301)
         total = count_live()
-        matches = store.count_matches(query) if query else total
+        filtered = bool(query) or topic is not None
+        matches = store.count_matches(query, topic=topic) if filtered else total
         pages = max(1, -(-matches // PAGE_SIZE))
         if number > pages:
             return not_found_page(request)
         offset = (number - 1) * PAGE_SIZE
-        stories = store.search(query, PAGE_SIZE, offset=offset) if query else store.stories(PAGE_SIZE, offset=offset)
+        stories = (
+            store.search(query, PAGE_SIZE, offset=offset, topic=topic)
+            if filtered
+            else store.stories(PAGE_SIZE, offset=offset)
+        )
         known = published_tags(settings)  # the tag feeds that exist; reading every story's tags costs a scan
         feeds, tag_feeds = _feeds(settings, store.tags() if known is None else known)
         return page(
             request,
             "web/home.html",
             query=query,
+            topic=chosen,
+            topics=topic_links,
             stories=[StoryItem.of(s, settings) for s in stories],
             matches=matches,
             page_number=number,
             pages=pages,
-            prev_url=_listing_url(root, query, number - 1) if number > 1 else None,
-            next_url=_listing_url(root, query, number + 1) if number < pages else None,
+            prev_url=_listing_url(root, query, number - 1, topic) if number > 1 else None,
+            next_url=_listing_url(root, query, number + 1, topic) if number < pages else None,
             total=total,
             feeds=feeds,
             tag_feeds=tag_feeds,
