@@ -6,15 +6,14 @@ of them over one engine.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import DEFAULT_UID_AUTHORITY
-from ingest.store import schema
+from ingest.store import locks, schema
 
 __all__ = ["StoreBase"]
 
@@ -32,21 +31,21 @@ class StoreBase:
     def exclusive(self, name: str) -> Iterator[bool]:
         """Whether this process may do ``name`` now, alone among the processes sharing the database.
 
-        PostgreSQL: a session advisory lock, held while the block runs (False when another process holds it).
+        PostgreSQL: a session advisory lock of this schema (:mod:`ingest.store.locks`), held while the block runs
+        (False when another process holds it).
         SQLite: always True: one ``newsletter run`` per SQLite database holds the instance lock.
         """
         if self.dialect != "postgresql":
             yield True
             return
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         with self.engine.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            got = locks.try_for_session(conn, name)
             conn.commit()
             try:
                 yield got
             finally:
                 if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    locks.release_for_session(conn, name)
                     conn.commit()
 
     def ping(self) -> None:

@@ -40,7 +40,7 @@ from ingest.dedupe import (
     member,
     plan,
 )
-from ingest.store import schema
+from ingest.store import locks, schema
 from ingest.store.rows import chunks, follow, one_of, record
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
-CLUSTERING_LOCK = 0x6465647570650001
+CLUSTERING_LOCK = "clustering"  # an advisory lock's name (ingest.store.locks)
 
 #: Provisional ids of sightings not stored yet: negative, and unique in the process.
 _PROVISIONAL = itertools.count(-1, -1)
@@ -187,7 +187,7 @@ def take_lock(conn: Connection) -> None:
     """Take :data:`CLUSTERING_LOCK` until this transaction ends (PostgreSQL; SQLite has one writer anyway)."""
     if conn.dialect.name != "postgresql" or _holds_lock(conn):
         return
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
+    locks.hold_for_transaction(conn, CLUSTERING_LOCK)
     conn.info[_LOCK_HOLDER] = conn.get_transaction()
     stamped = conn.info.get(_STAMPS)
     if stamped is not None and stamped[0] is conn.get_transaction():

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, Operati
 from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
 from ingest.core.search import search_text
-from ingest.store import schema
+from ingest.store import locks, schema
 
 Migration = Callable[[Connection], None]
 
@@ -240,7 +240,7 @@ HEAD = len(MIGRATIONS)
 #: Seconds a SQLite write waits for another process's write lock before giving up ([storage] busy_timeout).
 DEFAULT_BUSY_TIMEOUT = 10.0
 #: The PostgreSQL advisory lock taken while migrating (any constant; this one spells "migrate").
-MIGRATION_LOCK = 0x6D69677261746501
+MIGRATION_LOCK = "migrate"  # an advisory lock's name (ingest.store.locks)
 
 
 def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
@@ -372,7 +372,7 @@ def migrate(engine: Engine) -> int:
             if conn.dialect.name == "postgresql":
                 # Processes starting together on one database migrate one at a time (the others then find the
                 # schema made): PostgreSQL's DDL is transactional, but two CREATE TABLEs of one name still collide.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+                locks.hold_for_transaction(conn, MIGRATION_LOCK)
             found = _stored_version(conn)
             if conn.dialect.name == "sqlite" and found < HEAD:
                 # The same on SQLite: take the write lock, then read the version again (the driver would otherwise

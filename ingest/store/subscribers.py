@@ -10,12 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, text
+from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import is_row_id
 from ingest.core.models import RequestCounts, Subscriber, SubscriberStatus
-from ingest.store import schema
+from ingest.store import locks, schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import record
 
@@ -24,7 +24,7 @@ __all__ = ["SubscribersMixin"]
 _sub = schema.subscriber
 _req = schema.subscribe_request
 #: The PostgreSQL advisory lock that makes the subscribe form's counts one at a time (any constant; "subscr").
-_REQUESTS_LOCK = 0x7375627363720001
+_REQUESTS_LOCK = "subscribe-requests"  # an advisory lock's name (ingest.store.locks)
 
 
 class SubscribersMixin(StoreBase):
@@ -182,7 +182,7 @@ def _one_at_a_time(conn: Connection) -> None:
     """Serialize the subscribe form's counting transactions. PostgreSQL: an advisory lock until the transaction ends.
     SQLite needs none: each such transaction writes first, and so holds the one write lock from its start."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REQUESTS_LOCK})
+        locks.hold_for_transaction(conn, _REQUESTS_LOCK)
 
 
 def _mails(conn: Connection, since: datetime) -> int:
