@@ -831,25 +831,29 @@ def feeds_export(app: App, output: Path | None) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Add, list, remove and import digest subscribers; set their topics."""
+    """Add, list, remove and import digest subscribers; set their topics and cadence."""
 
 
 _TOPIC = click.option("--topic", "topics", multiple=True, help="A topic (slug; repeat for more): only these stories.")
+_CADENCE = click.option("--cadence", default=None, help="weekly or daily (daily needs [digest] daily_send_at).")
 
 
 @subscribers.command("add")
 @click.argument("emails", nargs=-1, required=True)
 @_TOPIC
+@_CADENCE
 @click.pass_obj
-def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...]) -> None:
-    """Subscribe addresses (confirmed at once: the operator vouches), with their topics (none: every story)."""
+def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...], cadence: str | None) -> None:
+    """Subscribe addresses (confirmed at once: the operator vouches), with their topics (none: every story) and
+    cadence (weekly unless --cadence daily)."""
     from newsletter.subscribers import manage as subs
 
     chosen = subs.check_topics(topics, app.taxonomy.slugs) or None
+    often = subs.check_cadence(cadence, app.settings) if cadence is not None else None
     bad = 0
     for email in emails:
         try:
-            click.echo(subs.add(app.store, email, now(), topics=chosen).message)
+            click.echo(subs.add(app.store, email, now(), topics=chosen, cadence=often).message)
         except AddressError as exc:
             click.echo(f"error: {exc}", err=True)
             bad += 1
@@ -861,14 +865,24 @@ def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...]) 
 @click.argument("email")
 @_TOPIC
 @click.option("--all-topics", is_flag=True, help="Every topic (forget the chosen ones).")
+@_CADENCE
 @click.pass_obj
-def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool) -> None:
-    """Change a subscriber's topics (--topic, or --all-topics)."""
+def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool, cadence: str | None) -> None:
+    """Change a subscriber's topics (--topic, or --all-topics) and/or cadence (--cadence weekly|daily). A switch of
+    cadence neither repeats nor skips a story: their next digest starts where their last one ended."""
     from newsletter.subscribers import manage as subs
 
-    if bool(topics) == all_topics:
-        raise UsageError("give --topic (one or more) or --all-topics")
-    found = subs.set_topics(app.store, email, subs.check_topics(topics, app.taxonomy.slugs))
+    if topics and all_topics:
+        raise UsageError("give --topic (one or more) or --all-topics, not both")
+    if not (topics or all_topics or cadence):
+        raise UsageError("give --topic (one or more), --all-topics, or --cadence")
+    chosen = subs.check_topics(topics, app.taxonomy.slugs)
+    often = subs.check_cadence(cadence, app.settings) if cadence is not None else None
+    found = None
+    if often is not None:
+        found = subs.set_cadence(app.store, email, often)
+    if (topics or all_topics) and (found is not None or often is None):
+        found = subs.set_topics(app.store, email, chosen)
     if found is None:
         raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")
     click.echo(f"{found.email}: {subs.describe(found)}")
@@ -906,17 +920,18 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
                 "bounces": r.bounces,
                 "soft_bounces": r.soft_bounces,
                 "topics": list(r.topics),
+                "cadence": r.cadence,
             }
             for r in rows
         ]
         click.echo(json.dumps(data, indent=2))
         return
     table = Table(title=f"{len(rows)} subscriber(s)")
-    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics"):
+    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics", "cadence"):
         table.add_column(col)
     for r in rows:
         cells = (r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces), str(r.soft_bounces))
-        table.add_row(*cells, ", ".join(r.topics) or "all")
+        table.add_row(*cells, ", ".join(r.topics) or "all", r.cadence)
     out().print(table)
 
 
@@ -924,10 +939,10 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
-    """Subscribe every address of a CSV file (an email column; an optional topics column)."""
+    """Subscribe every address of a CSV file (an email column; optional topics and cadence columns)."""
     from newsletter.subscribers import manage as subs
 
-    report = subs.import_csv(app.store, file, now(), known_topics=app.taxonomy.slugs)
+    report = subs.import_csv(app.store, file, now(), known_topics=app.taxonomy.slugs, settings=app.settings)
     for line in report.lines:
         click.echo(line.message, err=line.outcome == "invalid")
     counts = ", ".join(f"{report.count(o)} {o}" for o in ("added", "confirmed", "resubscribed", "exists", "refused"))
@@ -981,11 +996,16 @@ def digest_send(app: App) -> None:
 
 
 def _digest_line(r: DigestReport) -> str:
+    """One line for the weekly digest (with every delivery run's counts), and one for the daily digest if any."""
     line = f"digest {r.period}: {r.status}, {counted(r.stories, 'story', 'stories')}, {r.sent} sent, {r.failed} failed"
     if r.retry_at:
         line += f", retries from {_when(r.retry_at)}"
     if r.note:
         line += f" ({r.note})"
+    if r.daily is not None:
+        d = r.daily
+        line += f"\ndaily digest {d.period}: {d.status}, {counted(d.stories, 'story', 'stories')}, {d.sent} sent"
+        line += f" ({d.note})" if d.note else ""
     return line
 
 

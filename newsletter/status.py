@@ -14,7 +14,7 @@ from ingest.core.config import Settings
 from ingest.core.models import Digest, Source, Story
 from ingest.run import sync_config_feeds
 from ingest.store import Store
-from newsletter.digest.select import next_due, period_containing, period_due_at
+from newsletter.digest.select import next_period, period_containing
 
 __all__ = ["StatusView", "status_view"]
 
@@ -63,7 +63,9 @@ def status_view(store: Store, settings: Settings, now: datetime) -> StatusView:
     week = period_containing(now, settings.digest)
     digests = store.digests(limit=1)
     last = digests[0] if digests else None
-    due = next_due(now, settings.digest)
+    # The daily digest counts once someone reads it: it is made only then.
+    daily = "daily" in settings.digest.cadences and bool(store.subscriber_windows("daily"))
+    upcoming = next_period(now, settings.digest, ("weekly", "daily") if daily else ("weekly",))
     return StatusView(
         sources=tuple(s for s in store.sources() if s.status != "removed"),
         live_stories=store.counts()["stories"],
@@ -72,8 +74,8 @@ def status_view(store: Store, settings: Settings, now: datetime) -> StatusView:
         first_seen_this_week=store.stories_first_seen_between(week.start, week.end),
         last_digest=last,
         last_deliveries=store.delivery_counts(last.id) if last else {},
-        next_period=period_due_at(due, settings.digest).key,
-        next_due=due,
+        next_period=upcoming.key,
+        next_due=upcoming.due_at,
         subscribers=store.subscriber_counts(),
     )
 

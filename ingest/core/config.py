@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from ingest.core.errors import ConfigError, UsageError
+from ingest.core.models import Cadence
 from ingest.core.text import HEADLINE_CHARS, normalize_tags
 from ingest.core.urls import check_feed_url
 
@@ -224,6 +225,10 @@ class DigestConfig(_Section):
     send_empty: bool = False
     catch_up_hours: int = Field(default=24, ge=0)
     max_per_section: int = Field(default=10, ge=1, description="stories per section in the email; the rest on the web")
+    daily_send_at: str = Field(
+        default="07:00", description="time of day the daily digest goes out, e.g. '07:00'; '' offers no daily digest"
+    )
+    daily_subject: str = "Oncology daily: {count} new {stories}, {start}"
 
     @field_validator("send_at")
     @classmethod
@@ -231,6 +236,18 @@ class DigestConfig(_Section):
         if not re.fullmatch(r"(mon|tue|wed|thu|fri|sat|sun) ([01]\d|2[0-3]):[0-5]\d", value.lower()):
             raise ValueError("a weekday and a time such as 'mon 08:00'")
         return value.lower()
+
+    @field_validator("daily_send_at")
+    @classmethod
+    def _daily_send_at(cls, value: str) -> str:
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value.strip()):
+            raise ValueError("a time of day such as '07:00', or '' for no daily digest")
+        return value.strip()
+
+    @property
+    def cadences(self) -> tuple[Cadence, ...]:
+        """The cadences subscribers may choose: weekly always, daily when ``daily_send_at`` is set."""
+        return ("weekly", "daily") if self.daily_send_at else ("weekly",)
 
 
 class MailConfig(_Section):

@@ -23,6 +23,9 @@ SourceKind = Literal["page", "feed"]
 SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "error", "removed", "paused"]
 #: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
+#: How often a subscriber gets the digest; each cadence has its own sequence of digests (decision 0021).
+Cadence = Literal["weekly", "daily"]
+CADENCES: tuple[Cadence, ...] = ("weekly", "daily")
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
 #: ``empty``: the subscriber's topics had no story this period: nothing was sent, and nothing will be (issue 18).
 DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled", "empty"]
@@ -264,6 +267,10 @@ class Subscriber:
     last_request_at: datetime | None
     soft_bounces: int = 0  # soft bounces since the last delivery that went through
     topics: tuple[str, ...] = ()  # the topic slugs they chose; none: every story
+    cadence: Cadence = "weekly"
+    # The end of the last period a digest was made for them (any cadence): where their next digest starts, so that a
+    # switch of cadence neither repeats nor loses a story (decision 0021). None: nothing made for them yet.
+    covered_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +297,7 @@ class Digest:
     text: str
     note: str | None
     story_count: int = 0
+    cadence: Cadence = "weekly"
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +315,9 @@ class NewDigest:
     text: str = ""
     note: str | None = None
     story_ids: tuple[int, ...] = ()
-    editions: tuple[NewEdition, ...] = ()  # one per distinct topic set chosen by confirmed subscribers
+    editions: tuple[NewEdition, ...] = ()  # one per distinct (topic set, since) of the cadence's subscribers
+    cadence: Cadence = "weekly"
+    since: datetime | None = None  # its stories were first seen from then on (None: from period_start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +329,9 @@ class NewEdition:
     subject: str = ""
     html: str = ""
     text: str = ""
+    # For subscribers whose last digest ended elsewhere than where this one starts (they switched cadence): the
+    # stories first seen since then, up to the period's end. None: the digest's own stories.
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +343,7 @@ class Edition:
     subject: str
     html: str
     text: str
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

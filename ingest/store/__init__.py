@@ -26,7 +26,7 @@ from typing import Self
 
 from ingest.core.links import DEFAULT_UID_AUTHORITY
 from ingest.store.deliveries import DeliveriesMixin
-from ingest.store.digests import CARRYING, DigestsMixin, MissingEditionError, topic_key
+from ingest.store.digests import CARRYING, DigestsMixin, MissingEditionError, topic_key, window_start
 from ingest.store.engine import DEFAULT_BUSY_TIMEOUT, HEAD, instance_lock_path, make_engine, migrate
 from ingest.store.overrides import OverridesMixin
 from ingest.store.retention import RetentionMixin
@@ -35,7 +35,7 @@ from ingest.store.sources import SourcesMixin
 from ingest.store.stories import StoriesMixin
 from ingest.store.subscribers import SubscribersMixin
 
-__all__ = ["CARRYING", "HEAD", "MissingEditionError", "Store", "instance_lock_path", "topic_key"]
+__all__ = ["CARRYING", "HEAD", "MissingEditionError", "Store", "instance_lock_path", "topic_key", "window_start"]
 
 
 class Store(

@@ -1,18 +1,18 @@
-"""Digests: one per period, made once with its stories, its editions (one rendering per topic set subscribers chose)
-and one delivery per confirmed subscriber; which stories a period may carry (with where each was seen); which digests
-are still delivering.
+"""Digests: one per period of each cadence, made once with its stories, its editions (one rendering per topic set
+and window its subscribers need) and one delivery per confirmed subscriber of that cadence; which stories a period
+may carry (with where each was seen); which digests are still delivering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select, text
+from sqlalchemy import Connection, and_, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ingest.core.models import Candidate, Digest, DigestStatus, Edition, NewDigest, NewEdition, Origin, Story
+from ingest.core.models import Cadence, Candidate, Digest, DigestStatus, Edition, NewDigest, Origin, Story
 from ingest.core.sources import source_name
 from ingest.dedupe.normalize import drop_tracking
 from ingest.store import schema
@@ -20,7 +20,7 @@ from ingest.store.base import StoreBase
 from ingest.store.rows import aware, chunks, one_of, record
 from ingest.store.stories import visible, visible_stories
 
-__all__ = ["CARRYING", "DigestsMixin", "MissingEditionError", "topic_key"]
+__all__ = ["CARRYING", "DigestsMixin", "MissingEditionError", "edition_key", "topic_key", "window_start"]
 
 _sub = schema.subscriber
 _dig = schema.digest
@@ -54,6 +54,7 @@ class DigestsMixin(StoreBase):
                         html=new.html,
                         text=new.text,
                         note=new.note,
+                        cadence=new.cadence,
                     )
                 )
                 pk = result.inserted_primary_key
@@ -68,7 +69,7 @@ class DigestsMixin(StoreBase):
                         ],
                     )
                 if new.status == "pending":
-                    _deliveries(conn, digest_id, new.editions)
+                    _deliveries(conn, digest_id, new)
                 if new.status == "pending" and conn.dialect.name == "postgresql":
                     # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
                     # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
@@ -82,12 +83,21 @@ class DigestsMixin(StoreBase):
                 raise
             return found, False
 
-    def subscriber_topic_sets(self) -> list[tuple[str, ...]]:
-        """The distinct topic sets confirmed subscribers chose (each sorted), every topic (``()``) left out."""
+    def subscriber_topic_sets(self, cadence: Cadence = "weekly") -> list[tuple[str, ...]]:
+        """The distinct topic sets confirmed subscribers of ``cadence`` chose (each sorted), every topic (``()``) left
+        out."""
+        return sorted({topics for topics, _ in self.subscriber_windows(cadence)} - {()})
+
+    def subscriber_windows(self, cadence: Cadence) -> set[tuple[tuple[str, ...], datetime | None]]:
+        """The distinct (topic set, where their last digest ended) of the confirmed subscribers of ``cadence``."""
         with self.engine.connect() as conn:
             # Set apart here: PostgreSQL has no equality on json, so no DISTINCT over it.
-            rows = conn.execute(select(_sub.c.topics).where(_sub.c.status == "confirmed"))
-            return sorted({tuple(sorted(row.topics)) for row in rows} - {()})
+            rows = conn.execute(
+                select(_sub.c.topics, _sub.c.covered_until).where(
+                    _sub.c.status == "confirmed", _sub.c.cadence == cadence
+                )
+            )
+            return {(tuple(sorted(row.topics)), aware(row.covered_until)) for row in rows}
 
     def editions(self, digest_id: int) -> dict[int, Edition]:
         """A digest's editions by id."""
@@ -99,9 +109,17 @@ class DigestsMixin(StoreBase):
         with self.engine.connect() as conn:
             return _digest_row(conn, period)
 
-    def digests(self, statuses: Iterable[DigestStatus] | None = None, limit: int | None = None) -> list[Digest]:
-        """Digests, newest period first, with how many stories each carries."""
-        query = _digest_query().order_by(_dig.c.period_start.desc())
+    def digests(
+        self,
+        statuses: Iterable[DigestStatus] | None = None,
+        limit: int | None = None,
+        *,
+        cadence: Cadence | None = None,
+    ) -> list[Digest]:
+        """Digests (of ``cadence``, else of every one), newest period first, with how many stories each carries."""
+        query = _digest_query().order_by(_dig.c.period_start.desc(), _dig.c.id.desc())
+        if cadence is not None:
+            query = query.where(_dig.c.cadence == cadence)
         if statuses is not None:
             query = query.where(_dig.c.status.in_(list(statuses)))
         if limit is not None:
@@ -115,25 +133,32 @@ class DigestsMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(Digest, row) for row in conn.execute(query)]
 
-    def floor_marks(self, before: datetime) -> tuple[datetime | None, datetime | None]:
-        """For a digest starting at ``before``: the end of the latest earlier digest that carried stories, and the start
-        of the earliest digest of any status (None when there is none). See ``newsletter.digest.floor``."""
+    def floor_marks(self, before: datetime, cadence: Cadence = "weekly") -> tuple[datetime | None, datetime | None]:
+        """For a digest of ``cadence`` starting at ``before``: the end of the latest earlier digest of that cadence
+        that carried stories, and the start of its earliest digest of any status (None when there is none). See
+        ``newsletter.digest.floor``."""
+        mine = and_(_dig.c.cadence == cadence, _dig.c.period_start < before)
         with self.engine.connect() as conn:
             carried = conn.execute(
-                select(func.max(_dig.c.period_end)).where(_dig.c.status.in_(CARRYING), _dig.c.period_start < before)
+                select(func.max(_dig.c.period_end)).where(_dig.c.status.in_(CARRYING), mine)
             ).scalar()
-            first = conn.execute(select(func.min(_dig.c.period_start)).where(_dig.c.period_start < before)).scalar()
+            first = conn.execute(select(func.min(_dig.c.period_start)).where(mine)).scalar()
         return aware(carried), aware(first)
 
-    def candidates(self, since: datetime, until: datetime) -> list[Candidate]:
-        """Visible stories first seen in [since, until) that no digest carries yet, with where each was seen."""
+    def candidates(self, since: datetime, until: datetime, cadence: Cadence | None = "weekly") -> list[Candidate]:
+        """Visible stories first seen in [since, until) that no digest of ``cadence`` carries yet (None: whether
+        carried or not), with where each was seen."""
         query = visible_stories().where(_st.c.first_seen >= since, _st.c.first_seen < until).order_by(_st.c.id)
         with self.engine.connect() as conn:
             stories = [record(Story, row) for row in conn.execute(query)]
             # Looked up for these stories only (an index): joined, PostgreSQL would read every digest's stories.
             carried: set[int] = set()
-            for chunk in chunks([s.id for s in stories]):
-                found = conn.execute(select(_ds.c.story_id).where(one_of(conn.dialect.name, _ds.c.story_id, chunk)))
+            for chunk in chunks([s.id for s in stories]) if cadence is not None else ():
+                found = conn.execute(
+                    select(_ds.c.story_id)
+                    .join(_dig, _dig.c.id == _ds.c.digest_id)
+                    .where(one_of(conn.dialect.name, _ds.c.story_id, chunk), _dig.c.cadence == cadence)
+                )
                 carried.update(found.scalars())
             return _with_origins(conn, [s for s in stories if s.id not in carried])
 
@@ -168,33 +193,55 @@ def topic_key(topics: Iterable[str]) -> str:
     return ",".join(sorted(set(topics)))
 
 
-def _deliveries(conn: Connection, digest_id: int, editions: Sequence[NewEdition]) -> None:
-    """One delivery per confirmed subscriber, with the edition of their topic set (None: no topic chosen, the whole
-    digest): ``empty``, and never sent, when it holds no story. The subscribers are read in the transaction that
-    writes the rows: one who confirmed with a topic set that has no edition yet raises :class:`MissingEditionError`."""
+def window_start(covered_until: datetime | None, since: datetime) -> datetime | None:
+    """Where a subscriber's part of a digest whose stories start at ``since`` starts: None (the digest's own stories)
+    when their last digest ended there, or when none was made for them yet; else where their last one ended (they
+    switched cadence: the other sequence ended elsewhere)."""
+    return None if covered_until is None or covered_until == since else covered_until
+
+
+def edition_key(topics: Iterable[str], since: datetime | None) -> str:
+    """An edition's key within its digest: its topics, and its window when it has one of its own."""
+    key = topic_key(topics)
+    return key if since is None else f"{key}@{since.astimezone(UTC).isoformat()}"
+
+
+def _deliveries(conn: Connection, digest_id: int, new: NewDigest) -> None:
+    """One delivery per confirmed subscriber of the digest's cadence, with the edition of their topic set and window
+    (None: no topic chosen and the digest's own window, the whole digest): ``empty``, and never sent, when it holds
+    no story. The subscribers are read in the transaction that writes the rows: one who confirmed with a topic set
+    that has no edition yet raises :class:`MissingEditionError`. Each one's ``covered_until`` moves to the period's
+    end in the same transaction."""
     by_key: dict[str, int] = {}
+    editions = new.editions
+    since = new.since or new.period_start
     if editions:
         rows = conn.execute(
             _ed.insert().returning(_ed.c.id, _ed.c.topic_key),
             [
                 {
                     "digest_id": digest_id,
-                    "topic_key": topic_key(e.topics),
+                    "topic_key": edition_key(e.topics, e.since),
                     "topics": sorted(e.topics),
                     "story_count": e.story_count,
                     "subject": e.subject,
                     "html": e.html,
                     "text": e.text,
+                    "since": e.since,
                 }
                 for e in editions
             ],
         )
         by_key = {row.topic_key: row.id for row in rows}
-    counts = {topic_key(e.topics): e.story_count for e in editions}
+    counts = {edition_key(e.topics, e.since): e.story_count for e in editions}
     deliveries = []
-    subscribers = select(_sub.c.id, _sub.c.topics).where(_sub.c.status == "confirmed").order_by(_sub.c.id)
+    subscribers = (
+        select(_sub.c.id, _sub.c.topics, _sub.c.covered_until)
+        .where(_sub.c.status == "confirmed", _sub.c.cadence == new.cadence)
+        .order_by(_sub.c.id)
+    )
     for row in conn.execute(subscribers):
-        key = topic_key(row.topics)
+        key = edition_key(row.topics, window_start(aware(row.covered_until), since))
         if key and key not in by_key:
             raise MissingEditionError(key)
         status = "empty" if key and not counts[key] else "pending"
@@ -203,6 +250,8 @@ def _deliveries(conn: Connection, digest_id: int, editions: Sequence[NewEdition]
         )
     if deliveries:
         conn.execute(_del.insert(), deliveries)
+        delivered = select(_del.c.subscriber_id).where(_del.c.digest_id == digest_id)
+        conn.execute(_sub.update().where(_sub.c.id.in_(delivered)).values(covered_until=new.period_end))
 
 
 def _digest_query() -> Any:

@@ -164,6 +164,22 @@ def _v16(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE delivery ADD COLUMN edition_id INTEGER REFERENCES digest_edition (id)"))
 
 
+def _v21(conn: Connection) -> None:
+    """Cadence (decision 0021): subscriber.cadence and covered_until, digest.cadence, digest_edition.since. Everyone
+    so far is weekly, every digest so far weekly; covered_until starts unknown (their next digest is as before)."""
+    added: dict[str, dict[str, str | None]] = {
+        "subscriber": {"cadence": "VARCHAR(8) NOT NULL DEFAULT 'weekly'", "covered_until": None},
+        "digest": {"cadence": "VARCHAR(8) NOT NULL DEFAULT 'weekly'"},
+        "digest_edition": {"since": None},
+    }
+    for table, columns in added.items():
+        have = {c["name"] for c in inspect(conn).get_columns(table)}
+        for name, ddl in columns.items():
+            if name not in have:
+                kind = ddl or schema.metadata.tables[table].c[name].type.compile(dialect=conn.dialect)
+                conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
 def _v17(conn: Connection) -> None:
     """publish_generation: what every serving process compares with the generation it last published."""
@@ -233,6 +249,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _v18,
     _v19,
     _v20,
+    _v21,
 )
 
 HEAD = len(MIGRATIONS)

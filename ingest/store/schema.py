@@ -304,6 +304,7 @@ digest = Table(
     Column("html", CleanText, nullable=False, default=""),
     Column("text", CleanText, nullable=False, default=""),
     Column("note", CleanText),
+    Column("cadence", String(8), nullable=False, default="weekly", server_default="weekly"),  # weekly | daily
 )
 
 digest_story = Table(
@@ -329,6 +330,8 @@ subscriber = Table(
     # A server default too: rows written by hand or by an older release's code still get a count.
     Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
     Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # chosen topic slugs; none: all
+    Column("cadence", String(8), nullable=False, default="weekly", server_default="weekly"),  # weekly | daily
+    Column("covered_until", UtcDateTime),  # the end of the last period a digest was made for them (decision 0021)
 )
 
 # A digest's rendering for one topic set (issue 18): rendered once, whoever many subscribers chose that set.
@@ -337,12 +340,13 @@ digest_edition = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
-    Column("topic_key", CleanText, nullable=False),  # the sorted slugs joined by commas
+    Column("topic_key", CleanText, nullable=False),  # the sorted slugs joined by commas, then "@since" if any
     Column("topics", Tags, nullable=False, default=tuple),
     Column("story_count", Integer, nullable=False, default=0),
     Column("subject", CleanText, nullable=False, default=""),
     Column("html", CleanText, nullable=False, default=""),
     Column("text", CleanText, nullable=False, default=""),
+    Column("since", UtcDateTime),  # the window of subscribers who switched cadence (decision 0021); None: the digest's
     UniqueConstraint("digest_id", "topic_key"),
 )
 

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import is_row_id
-from ingest.core.models import RequestCounts, Subscriber, SubscriberStatus
+from ingest.core.models import Cadence, RequestCounts, Subscriber, SubscriberStatus
 from ingest.store import locks, schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import record
@@ -66,6 +66,7 @@ class SubscribersMixin(StoreBase):
         now: datetime,
         *,
         topics: Sequence[str] = (),
+        cadence: Cadence = "weekly",
     ) -> Subscriber | None:
         """A new subscriber; None when the address is already there (whatever its status)."""
         try:
@@ -79,6 +80,7 @@ class SubscribersMixin(StoreBase):
                         bounces=0,
                         soft_bounces=0,
                         topics=sorted(set(topics)),
+                        cadence=cadence,
                     )
                 )
                 row = conn.execute(select(_sub).where(_sub.c.email == email)).one()
@@ -95,10 +97,11 @@ class SubscribersMixin(StoreBase):
         only_from: Sequence[SubscriberStatus] | None = None,
     ) -> Subscriber | None:
         """Move a subscriber to ``status`` (only from one of ``only_from`` when given). Returns it after, or None when
-        it does not exist or was not in an allowed status. Confirming clears both bounce counts."""
+        it does not exist or was not in an allowed status. Confirming clears both bounce counts, and where their
+        digests stopped: someone coming back after months starts with the next digest, not with all they missed."""
         values: dict[str, Any] = {"status": status}
         if status == "confirmed":
-            values.update(confirmed_at=now, unsubscribed_at=None, bounces=0, soft_bounces=0)
+            values.update(confirmed_at=now, unsubscribed_at=None, bounces=0, soft_bounces=0, covered_until=None)
         elif status == "unsubscribed":
             values["unsubscribed_at"] = now
         cond = _sub.c.id == subscriber_id
@@ -117,6 +120,14 @@ class SubscribersMixin(StoreBase):
             row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
             return record(Subscriber, row) if row is not None else None
 
+    def set_subscriber_cadence(self, subscriber_id: int, cadence: Cadence) -> Subscriber | None:
+        """Change how often a subscriber gets the digest; returns it after, None when unknown. Their next digest, of
+        the new cadence, starts where their last one ended (``covered_until``, kept)."""
+        with self.engine.begin() as conn:
+            conn.execute(_sub.update().where(_sub.c.id == subscriber_id).values(cadence=cadence))
+            row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
+            return record(Subscriber, row) if row is not None else None
+
     def request_subscription(
         self,
         email: str,
@@ -124,6 +135,7 @@ class SubscribersMixin(StoreBase):
         not_before: datetime,
         *,
         topics: Sequence[str] = (),
+        cadence: Cadence = "weekly",
     ) -> Subscriber | None:
         """Someone asked to subscribe ``email``: make or reopen a pending subscription, at most once per interval.
 
@@ -133,14 +145,14 @@ class SubscribersMixin(StoreBase):
         stamped in one statement, so two requests at once mail one confirmation. The request's ``topics`` are kept
         only with a request that goes through: a stranger cannot change a confirmed subscriber's choice.
         """
-        self.insert_subscriber(email, "pending", now, topics=topics)  # no-op when it exists
+        self.insert_subscriber(email, "pending", now, topics=topics, cadence=cadence)  # no-op when it exists
         fresh = or_(_sub.c.last_request_at.is_(None), _sub.c.last_request_at <= not_before)
         with self.engine.begin() as conn:
             changed = conn.execute(
                 _sub.update()
                 # A complaint suppresses the address: nobody may make us mail it again, not even a confirmation.
                 .where(_sub.c.email == email, _sub.c.status.notin_(["confirmed", "complained"]), fresh)
-                .values(status="pending", last_request_at=now, topics=sorted(set(topics)))
+                .values(status="pending", last_request_at=now, topics=sorted(set(topics)), cadence=cadence)
             ).rowcount
             if not changed:
                 return None

@@ -200,6 +200,7 @@ def render_digest(
         "preheader": preheader,
         "period": period.key,
         "period_label": period.label,
+        "span": period.span,
         "count": count,
         "elsewhere": elsewhere,
         "topic_names": dict(topic_names or {}),
@@ -399,7 +400,9 @@ def _header_url(url: str) -> str:
     return quote(clean_header(url), safe=":/?#[]@!$&'()*+,;=%-._~")
 
 
-def confirm_message(settings: Settings, address: str, confirm_url: str, date: datetime) -> bytes:
+def confirm_message(
+    settings: Settings, address: str, confirm_url: str, date: datetime, cadence: str = "weekly"
+) -> bytes:
     """The double opt-in mail: one message, built directly (there is only one recipient)."""
     from_header, from_addr = sender(settings)
     context = {
@@ -408,6 +411,7 @@ def confirm_message(settings: Settings, address: str, confirm_url: str, date: da
         "address": address,
         "confirm_url": confirm_url,
         "home_url": base_url(settings.publish),
+        "cadence": cadence,
     }
     msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = from_header

@@ -1,4 +1,5 @@
-"""The digest job: make the due period's digest once, deliver every open digest; preview and test-send. No SMTP here.
+"""The digest job: make the due period's digest once (of each cadence offered: weekly, and daily when ``[digest]
+daily_send_at`` is set), deliver every open digest; preview and test-send. No SMTP here.
 
 What is due comes from the database and ``now`` (passed in): running the job twice makes no second digest (the period
 is a unique key) and sends nothing twice (the delivery rows). A digest is rendered once, when it is made, and stored;
@@ -23,7 +24,7 @@ from ingest.core.config import Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import preferences_url, unsubscribe_url
 from ingest.core.models import Digest, NewDigest, NewEdition, Subscriber
-from ingest.store import CARRYING, MissingEditionError, Store
+from ingest.store import CARRYING, MissingEditionError, Store, window_start
 from newsletter.digest import compose
 from newsletter.digest.select import (
     Period,
@@ -57,6 +58,8 @@ __all__ = [
 
 #: Times a digest is rendered again when subscribers confirm with new topic sets while it is being made.
 MAKE_TRIES = 5
+#: How far back a daily digest's stories may have been first seen (see :func:`floor_of`).
+DAILY_REACH = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class DigestReport:
     stories: int
     runs: tuple[DeliveryRun, ...] = ()
     note: str | None = None
+    daily: DigestReport | None = None  # the due daily digest, when daily digests are offered (its runs are in runs)
 
     @property
     def sent(self) -> int:
@@ -147,9 +151,16 @@ def _clock_from(now: datetime) -> Clock:
 
 def select_for(store: Store, settings: Settings, period: Period) -> Selection:
     """The stories ``period``'s digest would carry, from the database as it is now."""
-    last_end, first_start = store.floor_marks(period.start)
+    return select(store.candidates(floor_of(store, period), period.end, period.cadence), period, settings)
+
+
+def floor_of(store: Store, period: Period) -> datetime:
+    """Stories first seen from then on may go in ``period``'s digest (see ``select.floor``). A daily digest reaches
+    back :data:`DAILY_REACH` at most: daily digests are made only while someone reads them, so the previous one may
+    be months old (its readers switched, or left), and a new daily reader must not get those months at once."""
+    last_end, first_start = store.floor_marks(period.start, period.cadence)
     since = floor(period, last_end, first_start)
-    return select(store.candidates(since, period.end), period, settings)
+    return max(since, period.start - DAILY_REACH) if period.cadence == "daily" else since
 
 
 def ensure_digest(
@@ -160,6 +171,7 @@ def ensure_digest(
     if found is not None:
         return found, False
 
+    since = floor_of(store, period)
     base = NewDigest(
         period=period.key,
         status="pending",
@@ -167,6 +179,8 @@ def ensure_digest(
         period_end=period.end,
         due_at=period.due_at,
         created_at=now,
+        cadence=period.cadence,
+        since=since,
     )
     late = now - period.due_at
     if late > timedelta(hours=settings.digest.catch_up_hours):
@@ -179,13 +193,23 @@ def ensure_digest(
     made = replace(
         base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
     )
-    editions: dict[tuple[str, ...], NewEdition] = {}
+    editions: dict[tuple[tuple[str, ...], datetime | None], NewEdition] = {}
+    windows: dict[datetime, Selection] = {}
     for _ in range(MAKE_TRIES):
-        # Rendered once per distinct topic set, however many subscribers chose it; the whole digest is the edition of
-        # everyone who chose no topic.
-        for topics in store.subscriber_topic_sets():
-            if topics not in editions:
-                editions[topics] = edition(selection, topics, settings, topic_names=topic_names)
+        # Rendered once per distinct topic set and window, however many subscribers share them; the whole digest is
+        # the edition of everyone who chose no topic and whose last digest ended where this one starts. Someone who
+        # switched cadence gets what they were not sent yet: from where their last digest ended (decision 0021).
+        for topics, covered in store.subscriber_windows(period.cadence):
+            start = window_start(covered, since)
+            if (topics, start) in editions or (not topics and start is None):
+                continue
+            if start is None:
+                editions[topics, start] = edition(selection, topics, settings, topic_names=topic_names)
+                continue
+            if start not in windows:
+                windows[start] = select(store.candidates(start, period.end, None), period, settings)
+            own = edition(windows[start], topics, settings, topic_names=topic_names, always=True)
+            editions[topics, start] = replace(own, since=start)
         try:
             return store.create_digest(replace(made, editions=tuple(editions.values())))
         except MissingEditionError:
@@ -194,12 +218,17 @@ def ensure_digest(
 
 
 def edition(
-    selection: Selection, topics: Sequence[str], settings: Settings, *, topic_names: Mapping[str, str] | None = None
+    selection: Selection,
+    topics: Sequence[str],
+    settings: Settings,
+    *,
+    topic_names: Mapping[str, str] | None = None,
+    always: bool = False,
 ) -> NewEdition:
     """The digest for subscribers who chose ``topics`` (none: all of it); nothing rendered when none of its stories is
-    in them."""
+    in them (``always``: not even with no topic chosen, for a window of its own)."""
     chosen = for_topics(selection, topics)
-    if topics and not chosen.count:
+    if (topics or always) and not chosen.count:
         return NewEdition(topics=tuple(topics), story_count=0)
     rendered = compose.render_digest(
         chosen, settings, elsewhere=selection.count - chosen.count, topic_names=topic_names
@@ -217,10 +246,16 @@ def send_due_digest(
     stop: Callable[[], bool] | None = None,
     topic_names: Mapping[str, str] | None = None,
 ) -> DigestReport:
-    """Make the due period's digest if it is not made yet, then deliver every digest that has deliveries due."""
+    """Make the due period's digest (of each cadence offered) if it is not made yet, then deliver every digest that
+    has deliveries due."""
     clock = clock or _clock_from(now)
     period = due_period(now, settings.digest)
     digest, created = ensure_digest(store, settings, period, now, topic_names=topic_names)
+    daily = None
+    # Made only while someone chose it: no daily digest rows (and pages) for a newsletter nobody reads daily.
+    if "daily" in settings.digest.cadences and store.subscriber_windows("daily"):
+        day = due_period(now, settings.digest, "daily")
+        daily = (day, *ensure_digest(store, settings, day, now, topic_names=topic_names))
     runs: list[DeliveryRun] = []
     open_ = store.open_digests()
     if open_:
@@ -241,6 +276,18 @@ def send_due_digest(
                 for t in active:
                     t.close()
     after = store.digest_by_period(period.key) or digest
+    daily_report = None
+    if daily is not None:
+        day, made, day_created = daily
+        day_after = store.digest_by_period(day.key) or made
+        daily_report = DigestReport(
+            period=day.key,
+            status=day_after.status,
+            created=day_created,
+            stories=day_after.story_count,
+            runs=tuple(r for r in runs if r.period == day.key),
+            note=day_after.note,
+        )
     return DigestReport(
         period=period.key,
         status=after.status,
@@ -248,6 +295,7 @@ def send_due_digest(
         stories=after.story_count,
         runs=tuple(runs),
         note=after.note,
+        daily=daily_report,
     )
 
 

@@ -1,7 +1,9 @@
 """What a digest carries and when it is due: periods, the selection of stories, sections, the subject. Pure.
 
-A period is an ISO week in ``[digest] timezone``, Monday 00:00 to the next Monday 00:00; its digest is due at
+A weekly period is an ISO week in ``[digest] timezone``, Monday 00:00 to the next Monday 00:00; its digest is due at
 ``[digest] send_at`` in the week after (``mon 08:00``: the digest of 2026-W48, Nov 23 to 29, is due Mon Nov 30 08:00).
+A daily period (when ``[digest] daily_send_at`` is set) is a calendar day there, key ``2026-12-02``, due at
+``daily_send_at`` the day after. Each cadence is its own sequence of digests (decision 0021).
 A digest carries the live stories first seen since the previous digest that carried any, up to the period's end, that
 no digest carries yet: each story once, whatever its published date. A feed's backlog (entries already older than
 ``backlog_days`` when the feed was first read) counts as seen and is left out. Seed pages are curated by hand and
@@ -22,7 +24,7 @@ from zoneinfo import ZoneInfo
 from ingest.core.config import DigestConfig, Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import entry_link
-from ingest.core.models import Candidate, Origin
+from ingest.core.models import CADENCES, Cadence, Candidate, Origin
 from ingest.core.sources import reader_sources
 from ingest.core.text import after_headline, collapse, html_datetime, xml_safe
 
@@ -32,11 +34,13 @@ __all__ = [
     "Section",
     "Selection",
     "best_source",
+    "daily_time",
     "due_period",
     "floor",
     "for_topics",
     "is_backlog",
     "next_due",
+    "next_period",
     "period_containing",
     "period_due_at",
     "period_for",
@@ -50,26 +54,34 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 SUMMARY_CHARS = 280
 _PERIOD = re.compile(r"(\d{4})-W(\d{2})")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 _NOT_ID = re.compile(r"[^\w-]+")
 _OLD_PLURAL = re.compile(r"(\{count\}\s+(?:\w+\s+)?)stories\b")
 
 
 @dataclass(frozen=True, slots=True)
 class Period:
-    """One ISO week in the digest's time zone and when its digest is due. Times are aware."""
+    """One ISO week (or, daily, one day) in the digest's time zone and when its digest is due. Times are aware."""
 
-    key: str  # 2026-W48
-    start: datetime  # Monday 00:00 local
-    end: datetime  # the next Monday 00:00 local
-    due_at: datetime  # send_at in the week after
+    key: str  # 2026-W48; daily: 2026-12-02
+    start: datetime  # Monday 00:00 local; daily: that day 00:00
+    end: datetime  # the next Monday 00:00 local; daily: the next day 00:00
+    due_at: datetime  # send_at in the week after; daily: daily_send_at the day after
     first_day: date
     last_day: date
+    cadence: Cadence = "weekly"
 
     @property
     def label(self) -> str:
-        """``Nov 23 to 29``, ``Nov 30 to Dec 6``, ``Dec 28, 2026 to Jan 3, 2027``."""
+        """``Nov 23 to 29``, ``Nov 30 to Dec 6``, ``Dec 28, 2026 to Jan 3, 2027``; daily: ``Dec 2``."""
         start, end = _range(self)
-        return f"{start} to {end}"
+        return start if self.cadence == "daily" else f"{start} to {end}"
+
+    @property
+    def span(self) -> str:
+        """The period in words, for "N more this week on the web": ``this week``; daily: ``yesterday`` (a daily
+        digest goes out the day after its day)."""
+        return "yesterday" if self.cadence == "daily" else "this week"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,10 +137,16 @@ class Selection:
 
 
 def period_for(key: str, config: DigestConfig) -> Period:
-    """The period named ``2026-W48``. Raises :class:`UsageError` for anything else."""
+    """The period named ``2026-W48`` (a week) or ``2026-12-02`` (a day). Raises :class:`UsageError` for anything
+    else."""
+    if _DAY.fullmatch(key.strip()):
+        try:
+            return _one_day(date.fromisoformat(key.strip()), config)
+        except ValueError:
+            raise UsageError(f"period {key!r}: no such day") from None
     m = _PERIOD.fullmatch(key.strip())
     if m is None:
-        raise UsageError(f"period {key!r}: expected an ISO week such as 2026-W48")
+        raise UsageError(f"period {key!r}: expected an ISO week such as 2026-W48, or a day such as 2026-12-02")
     try:
         monday = date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
     except ValueError:
@@ -136,27 +154,42 @@ def period_for(key: str, config: DigestConfig) -> Period:
     return _period(monday, config)
 
 
-def period_containing(moment: datetime, config: DigestConfig) -> Period:
+def period_containing(moment: datetime, config: DigestConfig, cadence: Cadence = "weekly") -> Period:
     local = moment.astimezone(ZoneInfo(config.timezone)).date()
+    if cadence == "daily":
+        return _one_day(local, config)
     return _period(local - timedelta(days=local.weekday()), config)
 
 
-def due_period(now: datetime, config: DigestConfig) -> Period:
-    """The latest period whose digest was due at or before ``now``."""
-    current = period_containing(now, config)
+def due_period(now: datetime, config: DigestConfig, cadence: Cadence = "weekly") -> Period:
+    """The latest period of ``cadence`` whose digest was due at or before ``now``."""
+    current = period_containing(now, config, cadence)
     previous = _shift(current, -1, config)
     return previous if previous.due_at <= now else _shift(current, -2, config)
 
 
+def next_period(now: datetime, config: DigestConfig, cadences: Sequence[Cadence] = ("weekly",)) -> Period:
+    """The next period whose digest falls due after ``now``, of ``cadences`` (those offered; for the status view)."""
+    upcoming = (_shift(due_period(now, config, c), 1, config) for c in CADENCES if c in cadences)
+    return min(upcoming, key=lambda p: (p.due_at, p.cadence != "weekly"))
+
+
 def next_due(now: datetime, config: DigestConfig) -> datetime:
-    """When the next digest falls due after ``now`` (for the scheduler)."""
-    return _shift(due_period(now, config), 1, config).due_at
+    """When the next weekly digest falls due after ``now``."""
+    return next_period(now, config).due_at
 
 
 def period_due_at(due: datetime, config: DigestConfig) -> Period:
     """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
     before = period_containing(due, config).start - timedelta(seconds=1)
     return period_containing(before, config)
+
+
+def daily_time(config: DigestConfig) -> time:
+    """``[digest] daily_send_at`` as a local time of day (midnight when no daily digest is offered: a daily digest
+    made before is still shown)."""
+    hours, minutes = (config.daily_send_at or "00:00").split(":")
+    return time(int(hours), int(minutes))
 
 
 def send_time(config: DigestConfig) -> tuple[int, time]:
@@ -181,12 +214,30 @@ def _period(monday: date, config: DigestConfig) -> Period:
     )
 
 
-def _shift(period: Period, weeks: int, config: DigestConfig) -> Period:
-    return _period(period.first_day + timedelta(weeks=weeks), config)
+def _one_day(day: date, config: DigestConfig) -> Period:
+    tz = ZoneInfo(config.timezone)
+    after = day + timedelta(days=1)
+    return Period(
+        key=day.isoformat(),
+        start=datetime.combine(day, time(0), tzinfo=tz),
+        end=datetime.combine(after, time(0), tzinfo=tz),
+        due_at=datetime.combine(after, daily_time(config), tzinfo=tz),
+        first_day=day,
+        last_day=day,
+        cadence="daily",
+    )
+
+
+def _shift(period: Period, steps: int, config: DigestConfig) -> Period:
+    if period.cadence == "daily":
+        return _one_day(period.first_day + timedelta(days=steps), config)
+    return _period(period.first_day + timedelta(weeks=steps), config)
 
 
 def _range(period: Period) -> tuple[str, str]:
     a, b = period.first_day, period.last_day
+    if a == b:
+        return f"{MONTHS[a.month - 1]} {a.day}", f"{MONTHS[b.month - 1]} {b.day}"
     if a.year != b.year:
         return f"{MONTHS[a.month - 1]} {a.day}, {a.year}", f"{MONTHS[b.month - 1]} {b.day}, {b.year}"
     if a.month != b.month:
@@ -209,7 +260,8 @@ def subject(config: DigestConfig, count: int, period: Period) -> str:
         "end": end,
         "period": period.key,
     }
-    template = _OLD_PLURAL.sub(r"\1{stories}", config.subject)
+    chosen = config.daily_subject if period.cadence == "daily" else config.subject
+    template = _OLD_PLURAL.sub(r"\1{stories}", chosen)
     return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), m.group(0)), template)
 
 
@@ -341,7 +393,7 @@ def _day(when: datetime) -> str:
 def _found(first_seen: datetime, period: Period) -> str:
     """When an old story (published before the period) was found: "this week", or the day it was (a story of a
     skipped week rolls over into the next digest)."""
-    return "first seen this week" if first_seen >= period.start else f"first seen {_day(first_seen)}"
+    return f"first seen {period.span}" if first_seen >= period.start else f"first seen {_day(first_seen)}"
 
 
 def _text(value: str) -> str:

@@ -23,7 +23,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
 from ingest.core.models import Role
-from newsletter.digest.select import send_time
+from newsletter.digest.select import daily_time, send_time
 
 __all__ = ["Jobs", "Scheduler"]
 
@@ -78,6 +78,17 @@ class Scheduler:
             coalesce=True,
             misfire_grace_time=max(1, cfg.catch_up_hours * 3600),
         )
+        if "daily" in cfg.cadences:
+            at = daily_time(cfg)
+            self._scheduler.add_job(
+                self._digest,
+                CronTrigger(hour=at.hour, minute=at.minute, timezone=cfg.timezone),
+                id="daily-digest",
+                name="daily digest",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=max(1, cfg.catch_up_hours * 3600),
+            )
 
     def start(self) -> None:
         self._scheduler.start()

@@ -276,4 +276,7 @@ def describe_digest(report: DigestReport) -> str:
     text += f" ({report.note})" if report.note else ""
     if report.paused and report.paused not in (report.note or ""):  # an older digest's run stopped
         text += f"; stopped: {report.paused}"
+    if report.daily is not None:
+        d = report.daily
+        text += f"; daily {d.period} {d.status}, {counted(d.stories, 'story', 'stories')}, {d.sent} sent"
     return text

@@ -1,4 +1,4 @@
-"""Subscribers: add, list, remove, CSV import, preferences (topics), and the double opt-in (request, confirm,
+"""Subscribers: add, list, remove, CSV import, preferences (topics, cadence), and the double opt-in (request, confirm,
 unsubscribe). No SQL here.
 
 Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
@@ -32,7 +32,7 @@ from typing import Literal
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
 from ingest.core.links import confirm_url
-from ingest.core.models import Subscriber, SubscriberStatus
+from ingest.core.models import CADENCES, Cadence, Subscriber, SubscriberStatus
 from ingest.store import Store
 from newsletter.digest import compose
 from newsletter.digest.transports import SendResult, TransportError, send_one
@@ -48,6 +48,7 @@ __all__ = [
     "ImportLine",
     "ImportReport",
     "add",
+    "check_cadence",
     "check_topics",
     "client_key",
     "confirm",
@@ -59,6 +60,7 @@ __all__ = [
     "remove",
     "request",
     "save_preferences",
+    "set_cadence",
     "set_topics",
     "unsubscribe",
     "unsubscribe_target",
@@ -84,8 +86,22 @@ class AddResult:
 
 
 def describe(subscriber: Subscriber) -> str:
-    """A subscriber's choice in a few words: "all topics", "breast, lung"."""
-    return ", ".join(subscriber.topics) or "all topics"
+    """A subscriber's choice in a few words: "all topics", "breast, lung"; "all topics, daily" (weekly is said by
+    saying nothing)."""
+    topics = ", ".join(subscriber.topics) or "all topics"
+    return f"{topics}, daily" if subscriber.cadence == "daily" else topics
+
+
+def check_cadence(value: str, settings: Settings, *, where: str = "--cadence") -> Cadence:
+    """``value`` as a cadence this newsletter offers; :class:`UsageError` saying what is offered and, for daily when
+    it is off, how to turn it on."""
+    clean = value.strip().lower()
+    for cadence in CADENCES:
+        if clean == cadence:
+            if cadence not in settings.digest.cadences:
+                raise UsageError(f"{where}: {value!r}: no daily digest is offered; set [digest] daily_send_at first")
+            return cadence
+    raise UsageError(f"{where}: unknown cadence {value!r}; expected one of: {', '.join(settings.digest.cadences)}")
 
 
 def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "--topic") -> tuple[str, ...]:
@@ -97,13 +113,20 @@ def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "-
 
 
 def add(
-    store: Store, email: str, now: datetime, *, resubscribe: bool = True, topics: Sequence[str] | None = None
+    store: Store,
+    email: str,
+    now: datetime,
+    *,
+    resubscribe: bool = True,
+    topics: Sequence[str] | None = None,
+    cadence: Cadence | None = None,
 ) -> AddResult:
-    """Subscribe ``email``, confirmed, with ``topics`` (none: every topic; None: an existing subscriber's stay).
+    """Subscribe ``email``, confirmed, with ``topics`` (none: every topic; None: an existing subscriber's stay) and
+    ``cadence`` (None: weekly, or an existing subscriber's stays).
     Someone who unsubscribed, bounced or complained comes back only with ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
-    created = store.insert_subscriber(address, "confirmed", now, topics=topics or ())
+    created = store.insert_subscriber(address, "confirmed", now, topics=topics or (), cadence=cadence or "weekly")
     if created is not None:
         return AddResult(address, "added", created, f"added {address} ({describe(created)})")
     found = store.subscriber_by_email(address)
@@ -112,6 +135,9 @@ def add(
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
     if topics is not None:
         found = store.set_subscriber_topics(found.id, topics)
+        assert found is not None
+    if cadence is not None:
+        found = store.set_subscriber_cadence(found.id, cadence)
         assert found is not None
     if found.status == "confirmed":
         return AddResult(address, "exists", found, f"{address} is already subscribed ({describe(found)})")
@@ -126,6 +152,14 @@ def set_topics(store: Store, email: str, topics: Sequence[str]) -> Subscriber | 
     if found is None:
         return None
     return store.set_subscriber_topics(found.id, topics)
+
+
+def set_cadence(store: Store, email: str, cadence: Cadence) -> Subscriber | None:
+    """Change how often a subscriber gets the digest; None when there is no such subscriber."""
+    found = store.subscriber_by_email(normalize(email))
+    if found is None:
+        return None
+    return store.set_subscriber_cadence(found.id, cadence)
 
 
 def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
@@ -162,10 +196,18 @@ class ImportReport:
         return self.count("invalid")
 
 
-def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequence[str] = ()) -> ImportReport:
+def import_csv(
+    store: Store,
+    path: Path,
+    now: datetime,
+    *,
+    known_topics: Sequence[str] = (),
+    settings: Settings | None = None,
+) -> ImportReport:
     """Add every address of a CSV file: the ``email`` column when the first row names one, else the first column.
     With a header, an optional ``topics`` column gives each one's topics (slugs of ``known_topics``, separated by
-    spaces, commas or semicolons; empty: every topic).
+    spaces, commas or semicolons; empty: every topic), and an optional ``cadence`` column theirs (``weekly`` or
+    ``daily``, when ``settings`` offer it; empty: weekly).
     Blank lines and lines starting ``#`` are skipped. A bad address or topic is reported (line and what was
     wrong) and the rest go on; someone who unsubscribed is not brought back."""
     try:
@@ -179,13 +221,14 @@ def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequenc
     rows = list(csv.reader(io.StringIO(text)))
     column = 0
     start = 0
-    topics_at = None
+    topics_at = cadence_at = None
     if rows:
         header = [cell.strip().lower() for cell in rows[0]]
         named = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "email address", "address")), None)
         if named is not None:
             column, start = named, 1
             topics_at = header.index("topics") if "topics" in header else None
+            cadence_at = header.index("cadence") if "cadence" in header else None
     results: list[ImportLine] = []
     for number, row in enumerate(rows[start:], start=start + 1):
         cell = row[column].strip() if len(row) > column else ""
@@ -198,12 +241,20 @@ def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequenc
             chosen = (
                 check_topics(re.split(r"[\s,;]+", cell_topics), known_topics, where="topics") if cell_topics else None
             )
-            result = add(store, cell, now, resubscribe=False, topics=chosen)
+            cell_cadence = row[cadence_at].strip() if cadence_at is not None and len(row) > cadence_at else ""
+            cadence = _cadence_cell(cell_cadence, settings) if cell_cadence else None
+            result = add(store, cell, now, resubscribe=False, topics=chosen, cadence=cadence)
         except (AddressError, UsageError) as exc:
             results.append(ImportLine(number, cell, "invalid", f"{path.name} line {number}: {exc}"))
             continue
         results.append(ImportLine(number, cell, result.outcome, result.message))
     return ImportReport(tuple(results))
+
+
+def _cadence_cell(value: str, settings: Settings | None) -> Cadence:
+    if settings is None:
+        raise UsageError("cadence: this import takes no cadence column")
+    return check_cadence(value, settings, where="cadence")
 
 
 # ---- double opt-in ---------------------------------------------------------------------------------------------
@@ -232,6 +283,7 @@ def request(
     client: str = "",
     trap: bool = False,
     topics: Sequence[str] = (),
+    cadence: Cadence = "weekly",
 ) -> bool:
     """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out:
     not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one, nor when the
@@ -256,14 +308,14 @@ def request(
     if limits.mails_per_hour and noted.mails >= limits.mails_per_hour:
         return refuse(f"{noted.mails} {capped}")
     address = normalize(email)
-    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL, topics=topics)
+    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL, topics=topics, cadence=cadence)
     if pending is None:
         return False
     if not store.claim_confirmation_mail(noted.id, since, limits.mails_per_hour):  # others took the last ones
         return refuse(f"{limits.mails_per_hour} {capped}")
     tokens = Tokens(signing_key(store, settings))
     url = confirm_url(settings.publish, tokens.confirm(pending.id, pending.email, now))
-    message = compose.confirm_message(settings, pending.email, url, now)
+    message = compose.confirm_message(settings, pending.email, url, now, pending.cadence)
     try:
         result: SendResult = send_one(settings, pending.email, message, f"confirm-{pending.id}-{int(now.timestamp())}")
     except TransportError as exc:
@@ -305,11 +357,16 @@ def preferences_target(store: Store, settings: Settings, token: str) -> Subscrib
     return found
 
 
-def save_preferences(store: Store, settings: Settings, token: str, topics: Sequence[str]) -> Subscriber | None:
-    """Change the topics of whom a valid preferences token names; None for a bad token."""
+def save_preferences(
+    store: Store, settings: Settings, token: str, topics: Sequence[str], cadence: Cadence | None = None
+) -> Subscriber | None:
+    """Change the topics (and the cadence, when given) of whom a valid preferences token names; None for a bad
+    token."""
     found = preferences_target(store, settings, token)
     if found is None:
         return None
+    if cadence is not None and cadence != found.cadence:
+        store.set_subscriber_cadence(found.id, cadence)
     return store.set_subscriber_topics(found.id, topics)
 
 

@@ -29,7 +29,7 @@ from newsletter.web.pages import digests_feed, not_found_page, page, site_path, 
 __all__ = ["routes"]
 
 ARCHIVE_MAX_AGE = 300
-_PERIOD = re.compile(r"\d{4}-W\d{2}")
+_PERIOD = re.compile(r"\d{4}-W\d{2}|\d{4}-\d{2}-\d{2}")  # a week, or a day (a daily digest)
 
 
 def routes(settings: Settings, store: Store) -> list[BaseRoute]:
@@ -38,7 +38,7 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
     names = taxonomy_of(settings.topics).names
 
     def archive(request: Request) -> Response:
-        items = store.digests(statuses=CARRYING)
+        items = store.digests(statuses=CARRYING, cadence="weekly")  # a daily one is reached from its email
         return page(
             request,
             "web/digests.html",
@@ -68,7 +68,7 @@ def routes(settings: Settings, store: Store) -> list[BaseRoute]:
         )
 
     def digests_atom(request: Request) -> Response:
-        items = store.digests(statuses=CARRYING, limit=cfg.max_entries)
+        items = store.digests(statuses=CARRYING, limit=cfg.max_entries, cadence="weekly")
         stories = [_as_entry(d, store.digest_stories(d.id), settings, names) for d in items]
         page_ = FeedPage(path="digests.atom", feed_id=f"{cfg.id}:digests", title=digests_feed(settings).title)
         body = atom_feed(stories, cfg, page_, updated=EPOCH)

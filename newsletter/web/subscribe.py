@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 from ingest.core import links
 from ingest.core.config import Settings
 from ingest.core.errors import AddressError, UsageError
+from ingest.core.models import Cadence
 from ingest.store import Store
 from ingest.topics import taxonomy_of
 from newsletter.subscribers import manage
@@ -62,12 +63,25 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
 
     taxonomy = taxonomy_of(settings.topics)
 
-    def choices(chosen: Sequence[str]) -> dict[str, Any]:
-        return {"topics": taxonomy.topics, "chosen": set(chosen)}
+    def choices(chosen: Sequence[str], cadence: Cadence = "weekly") -> dict[str, Any]:
+        return {
+            "topics": taxonomy.topics,
+            "chosen": set(chosen),
+            "cadences": settings.digest.cadences,
+            "cadence": cadence,
+            "daily_at": settings.digest.daily_send_at,
+            "weekly_at": settings.digest.send_at,
+            "timezone": settings.digest.timezone,
+        }
 
     def chosen_in(fields: dict[str, list[str]]) -> tuple[str, ...]:
         """The form's topics; :class:`UsageError` for a slug no form of ours sends."""
         return manage.check_topics(fields.get("topic", []), taxonomy.slugs, where="topics")
+
+    def cadence_in(fields: dict[str, list[str]]) -> Cadence | None:
+        """The form's cadence (None: the form had no such field); :class:`UsageError` for one not offered."""
+        given = fields.get("cadence")
+        return manage.check_cadence(given[0], settings, where="cadence") if given else None
 
     def subscribe_form(request: Request) -> Response:
         return page(
@@ -88,10 +102,12 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
         trap = bool((fields.get(HONEYPOT) or [""])[0].strip())
         client = manage.client_key(request.client.host if request.client else None)
         chosen: tuple[str, ...] = ()
+        cadence: Cadence = "weekly"
         try:
             chosen = chosen_in(fields)
+            cadence = cadence_in(fields) or "weekly"
             await run_in_threadpool(
-                manage.request, store, settings, raw, clock(), client=client, trap=trap, topics=chosen
+                manage.request, store, settings, raw, clock(), client=client, trap=trap, topics=chosen, cadence=cadence
             )
         except (AddressError, UsageError) as exc:
             return page(
@@ -102,7 +118,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
                 email=raw[:300],
                 error=str(exc),
                 action=f"{root}subscribe",
-                **choices(chosen),
+                **choices(chosen, cadence),
             )
         # The same answer whether a mail went out, the address was confirmed already or was asked for a minute ago,
         # or the request was refused (a bot, a flood): the page must not tell a stranger who is subscribed, nor a bot
@@ -155,7 +171,7 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
                 unsubscribed=found.status not in ("pending", "confirmed"),
                 action=site_path(settings, links.preferences_url(settings.publish, token)),
                 unsubscribe_action=site_path(settings, unsubscribe),
-                **choices(found.topics),
+                **choices(found.topics, found.cadence),
             )
         )
 
@@ -165,10 +181,11 @@ def routes(settings: Settings, store: Store, *, clock: Callable[[], datetime] = 
             return _too_large()
         try:
             chosen = chosen_in(fields)
+            cadence = cadence_in(fields)
         except UsageError as exc:
             return private(Response(str(exc), status_code=400, media_type="text/plain"))
         token = request.path_params["token"]
-        if await run_in_threadpool(manage.save_preferences, store, settings, token, chosen) is None:
+        if await run_in_threadpool(manage.save_preferences, store, settings, token, chosen, cadence) is None:
             return private(page(request, "web/preferences.html", status_code=400, state="invalid"))
         return preferences_page(request, state="saved")
 
