@@ -100,6 +100,12 @@ def test_the_digest_links_a_signed_preferences_page_that_saves_and_unsubscribes(
         assert other is not None and other.topics == ()
 
         assert client.post(path, data={"topic": "kidneys"}).status_code == 400
+        assert client.post(path, data={"topic": "lung", "cadence": "hourly"}).status_code == 400
+        daily = client.post(path, data={"topic": ["lung", "breast"], "cadence": "daily"})
+        assert "Saved: breast, lung, daily." in daily.text and 'value="daily" checked' in daily.text
+        client.post(path, data={"topic": ["lung", "breast"], "cadence": "weekly"})
+        found = site.store.subscriber_by_email("reader@example.org")
+        assert found is not None and found.cadence == "weekly"
         forged = path.rsplit("/", 1)[0] + "/1.forgedforgedforgedforgedforged"
         assert client.get(forged).status_code == 400
         assert client.post(forged, data={"topic": "lung"}).status_code == 400
@@ -119,10 +125,14 @@ def test_the_subscribe_form_keeps_the_choice_but_a_stranger_cannot_change_a_subs
     with site.client() as client:
         form = client.get("/subscribe").text
         assert 'name="topic" value="breast"' in form
-        sent = client.post("/subscribe", data={"email": "new@example.org", "topic": ["gu", "lung"]})
+        assert 'name="cadence" value="weekly" checked' in form and 'name="cadence" value="daily"' in form
+        sent = client.post("/subscribe", data={"email": "new@example.org", "topic": ["gu", "lung"], "cadence": "daily"})
         assert "Check your inbox" in sent.text
         found = site.store.subscriber_by_email("new@example.org")
-        assert found is not None and (found.status, found.topics) == ("pending", ("gu", "lung"))
+        assert found is not None and (found.status, found.topics, found.cadence) == ("pending", ("gu", "lung"), "daily")
+        mailed = [m for m in site.outbox() if str(m["To"]) == "new@example.org"]
+        body = mailed[0].get_body(("plain",))
+        assert body is not None and "receive the daily Oncology news digest" in body.get_content()
         bad = client.post("/subscribe", data={"email": "x@example.org", "topic": "kidneys"})
         assert bad.status_code == 400 and "unknown topic" in bad.text and site.status("x@example.org") is None
         client.post("/subscribe", data={"email": "reader@example.org", "topic": "sarcoma"})

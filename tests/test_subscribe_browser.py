@@ -118,8 +118,8 @@ def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
 
 
 def test_the_preferences_page_from_the_digest_footer(browser: WebDriver, site: Site, tmp_path: Path) -> None:
-    """Issue 18: the digest's "Manage preferences" link opens a page where a reader ticks topics, saves, sees the
-    choice kept, and can unsubscribe from there."""
+    """Issue 18: the digest's "Manage preferences" link opens a page where a reader ticks topics and chooses daily,
+    saves, sees the choice kept, and can unsubscribe from there."""
     shown = job.preview(
         site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, as_email="reader@example.org"
     )
@@ -129,14 +129,17 @@ def test_the_preferences_page_from_the_digest_footer(browser: WebDriver, site: S
     path = link.split("/", 3)[3]
     browser.get(f"{site.url}/{path}")
     assert _h1(browser) == "Your digest preferences"
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=cadence][value=weekly]").is_selected()
     for topic in ("lung", "immunotherapy"):
         browser.find_element(By.CSS_SELECTOR, f"input[name=topic][value={topic}]").click()
+    browser.find_element(By.CSS_SELECTOR, "input[name=cadence][value=daily]").click()
     _submit(browser, "#save")
-    assert browser.find_element(By.ID, "saved").text == "Saved: immunotherapy, lung."
+    assert browser.find_element(By.ID, "saved").text == "Saved: immunotherapy, lung, daily."
     ticked = [e.get_attribute("value") for e in browser.find_elements(By.CSS_SELECTOR, "input[name=topic]:checked")]
     assert sorted(ticked) == ["immunotherapy", "lung"]
+    assert browser.find_element(By.CSS_SELECTOR, "input[name=cadence][value=daily]").is_selected()
     found = site.store.subscriber_by_email("reader@example.org")
-    assert found is not None and found.topics == ("immunotherapy", "lung")
+    assert found is not None and (found.topics, found.cadence) == (("immunotherapy", "lung"), "daily")
     _submit(browser, "#unsubscribe")
     assert _h1(browser) == "You are unsubscribed"
     assert site.status("reader@example.org") == "unsubscribed"

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from ingest.core.config import Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import preferences_url, unsubscribe_url
-from ingest.core.models import Digest, NewDigest, NewEdition, Subscriber
+from ingest.core.models import Cadence, Digest, NewDigest, NewEdition, Subscriber
 from ingest.store import CARRYING, MissingEditionError, Store, window_start
 from newsletter.digest import compose
 from newsletter.digest.select import (
@@ -307,6 +307,7 @@ def _preview_parts(
     topics: Sequence[str] = (),
     *,
     topic_names: Mapping[str, str] | None = None,
+    cadence: Cadence = "weekly",
 ) -> tuple[Period, compose.Rendered, int, bool, Digest | None]:
     """The period, and what a subscriber who chose ``topics`` gets of its digest: the stored edition of a digest
     already made, else rendered from the database as it is now."""
@@ -314,13 +315,14 @@ def _preview_parts(
         period = period_for(period_key, settings.digest)
     else:
         # The next digest to go out: the due one if it would still be sent now, else the current week's.
-        due = due_period(now, settings.digest)
+        due = due_period(now, settings.digest, cadence)
         late = now - due.due_at > timedelta(hours=settings.digest.catch_up_hours)
         made = store.digest_by_period(due.key) is not None
-        period = period_containing(now, settings.digest) if made or late else due
+        period = period_containing(now, settings.digest, cadence) if made or late else due
     found = store.digest_by_period(period.key)
     if found is not None and found.status in CARRYING:
-        mine = [e for e in store.editions(found.id).values() if topics and e.topics == tuple(sorted(topics))]
+        editions = store.editions(found.id).values()
+        mine = [e for e in editions if topics and e.topics == tuple(sorted(topics)) and e.since is None]
         if mine:
             e = mine[0]
             return period, compose.Rendered(e.subject, e.html, e.text), e.story_count, True, found
@@ -414,7 +416,7 @@ def preview(
     reader = preview_reader(store, as_email)
     address = normalize(reader.email)
     chosen, rendered, count, stored, digest = _preview_parts(
-        store, settings, now, period, reader.topics, topic_names=topic_names
+        store, settings, now, period, reader.topics, topic_names=topic_names, cadence=reader.cadence
     )
     message, url, prefs = _one_message(
         settings,
@@ -460,7 +462,13 @@ def send_test(
     address = normalize(email)
     found = store.subscriber_by_email(address)
     chosen, rendered, _count, _stored, digest = _preview_parts(
-        store, settings, now, period, found.topics if found else (), topic_names=topic_names
+        store,
+        settings,
+        now,
+        period,
+        found.topics if found else (),
+        topic_names=topic_names,
+        cadence=found.cadence if found else "weekly",
     )
     tokens = Tokens(signing_key(store, settings))
     message, _, _ = _one_message(
