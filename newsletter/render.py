@@ -7,10 +7,11 @@ filters below (formatted here, in Python), or as strings the caller formatted.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, pass_environment, select_autoescape
+from jinja2.filters import do_wordwrap
 
 from ingest.core.config import PROJECT_ROOT
 from ingest.core.text import counted, html_datetime
@@ -58,7 +59,29 @@ def environment() -> Environment:
     env.filters["fmt_date"] = fmt_date
     env.filters["iso_date"] = iso_date
     env.filters["counted"] = counted  # {{ n|counted("story", "stories") }}: "1 story", "2 stories"
+    env.filters["wordwrap"] = _wordwrap
     return env
+
+
+@pass_environment
+def _wordwrap(  # noqa: PLR0917 - the signature of Jinja's wordwrap, which templates call positionally
+    env: Environment,
+    value: Any,
+    width: int = 79,
+    break_long_words: bool = True,
+    wrapstring: str | None = None,
+    break_on_hyphens: bool = True,
+) -> str:
+    """Jinja's ``wordwrap``, remembered for plain strings: a digest rendered in 200 editions wraps the same summaries
+    200 times (a fifth of the rendering)."""
+    if type(value) is not str:
+        return do_wordwrap(env, value, width, break_long_words, wrapstring, break_on_hyphens)
+    return _wrapped(env, value, (width, break_long_words, wrapstring, break_on_hyphens))
+
+
+@lru_cache(maxsize=4096)
+def _wrapped(env: Environment, value: str, options: tuple[int, bool, str | None, bool]) -> str:
+    return do_wordwrap(env, value, *options)
 
 
 def render(name: str, /, **context: Any) -> str:

@@ -35,8 +35,10 @@ def _names(cls: type[Any]) -> tuple[str, ...]:
 def record(cls: Callable[..., R], row: Row[*tuple[Any, ...]]) -> R:
     """The record ``cls`` (a dataclass) from a row: each field from the column of its name; a field the row lacks
     keeps its default."""
-    mapping = row._mapping
-    return cls(**{name: mapping[name] for name in _names(cls) if name in mapping})
+    # Zipped once: asking the row's mapping for each name costs a key lookup through SQLAlchemy's machinery, which
+    # for 10,000 deliveries was a quarter of a digest's build.
+    values = dict(zip(row._fields, row, strict=True))
+    return cls(**{name: values[name] for name in _names(cls) if name in values})
 
 
 def chunks(values: Sequence[T], size: int = CHUNK) -> Iterable[Sequence[T]]:
