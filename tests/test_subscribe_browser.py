@@ -97,7 +97,7 @@ def _gone(element: WebElement) -> bool:
 
 def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     browser.get(f"{site.url}/subscribe")
-    assert _h1(browser) == "Subscribe to the weekly digest"
+    assert _h1(browser) == "Subscribe to the email digest"
     field = browser.find_element(By.NAME, "email")
     assert field.get_attribute("type") == "email"
     field.send_keys("Browser.Reader@example.org")
@@ -161,7 +161,7 @@ def test_the_form_shows_why_an_address_is_refused(browser: WebDriver, site: Site
 def test_unsubscribe_needs_the_button(browser: WebDriver, site: Site) -> None:
     token = site.unsubscribe_token("reader@example.org")
     browser.get(f"{site.url}/unsubscribe/{token}")
-    assert _h1(browser) == "Unsubscribe from the weekly digest?"
+    assert _h1(browser) == "Unsubscribe from the email digest?"
     assert site.status("reader@example.org") == "confirmed"  # opening the link changed nothing
     _submit(browser, "main form button[type=submit]")
     assert _h1(browser) == "You are unsubscribed"
