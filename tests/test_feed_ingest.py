@@ -315,15 +315,15 @@ import ingest.store as store_module
 
 settings = load_settings(__import__("pathlib").Path(sys.argv[1]), environ={})
 marker = sys.argv[2]
-original = store_module.Store._save_items
+original = store_module.Store._save_feeds
 
-def slow_save(self, conn, source_id, items, now):
-    result = original(self, conn, source_id, items, now)
+def slow_save(self, conn, feeds, now):
+    result = original(self, conn, feeds, now)
     open(marker, "w").close()  # every entry is written, the transaction is still open
     time.sleep(60)
     return result
 
-store_module.Store._save_items = slow_save
+store_module.Store._save_feeds = slow_save
 with Store.open(settings.storage.url) as store:
     ingest_feeds(store, settings, datetime.fromisoformat(sys.argv[3]), force=True, rng=random.Random(0))
 """

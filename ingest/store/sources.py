@@ -11,12 +11,13 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.errors import StoreError
 from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import save_items
-from ingest.store.rows import record
+from ingest.store.clustering import save_batch
+from ingest.store.rows import chunks, record
 
 __all__ = ["SourcesMixin"]
 
@@ -192,10 +193,37 @@ class SourcesMixin(StoreBase):
 
     def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
         """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
-        with self.engine.begin() as conn:
-            result = self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0)
-            _write_feed_state(conn, source_id, state, now)
-            return result
+        return self.save_feeds([(source_id, items, state)], now)[0]
+
+    def save_feeds(
+        self, feeds: Sequence[tuple[int, Sequence[ParsedItem], FeedState]], now: datetime
+    ) -> list[SaveResult]:
+        """Fetched feeds: each one's new entries and new state (validators included), all in ONE transaction. The
+        stories are those saving the feeds one by one, in this order, would make (:func:`save_batch`).
+
+        A feed whose save fails (a bug, or a value the database refuses) must not cost the others their work: the
+        batch is rolled back and each feed saved in a transaction of its own, and the first failure raised once the
+        others are stored. The database itself failing (busy past the timeout, a full disk) is raised at once."""
+        try:
+            with self.engine.begin() as conn:
+                return self._save_feeds(conn, feeds, now)
+        except StoreError:
+            raise
+        except Exception:
+            if len(feeds) == 1:
+                raise
+        failure: Exception | None = None
+        results = []
+        for feed in feeds:
+            try:
+                with self.engine.begin() as conn:
+                    results += self._save_feeds(conn, [feed], now)
+            except StoreError:
+                raise
+            except Exception as exc:
+                failure = failure or exc
+        assert failure is not None, "a batch that failed as a whole failed for one of its feeds"
+        raise failure
 
     def save_feed_states(self, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
         """The states of feeds that brought no entries (304s, errors, gone...), in one transaction for all."""
@@ -245,9 +273,24 @@ class SourcesMixin(StoreBase):
             )
             return result
 
+    def _save_feeds(
+        self, conn: Connection, feeds: Sequence[tuple[int, Sequence[ParsedItem], FeedState]], now: datetime
+    ) -> list[SaveResult]:
+        locations = _locations(conn, [source_id for source_id, items, _ in feeds if items])
+        results = save_batch(
+            conn,
+            [(source_id, locations[source_id], items) for source_id, items, _ in feeds if items],
+            now,
+            uid_authority=self.uid_authority,
+        )
+        saved = iter(results)
+        for source_id, _, state in feeds:
+            _write_feed_state(conn, source_id, state, now)
+        return [next(saved) if items else SaveResult(0, 0, 0) for _, items, _ in feeds]
+
     def _save_items(self, conn: Connection, source_id: int, items: Sequence[ParsedItem], now: datetime) -> SaveResult:
-        location = conn.execute(select(schema.source.c.location).where(schema.source.c.id == source_id)).scalar_one()
-        return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
+        location = _locations(conn, [source_id])[source_id]
+        return save_batch(conn, [(source_id, location, items)], now, uid_authority=self.uid_authority)[0]
 
 
 #: A feed followed again (``feeds resume``, or added again): checked at once, its error streak forgotten.
@@ -310,6 +353,16 @@ def _sources_query() -> Select[Any]:
     return select(schema.source, func.coalesce(counts.c.n, 0).label("sightings")).outerjoin(
         counts, counts.c.source_id == schema.source.c.id
     )
+
+
+def _locations(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    src = schema.source
+    found: dict[int, str] = {}
+    for part in chunks(ids):
+        found.update(
+            (row.id, row.location) for row in conn.execute(select(src.c.id, src.c.location).where(src.c.id.in_(part)))
+        )
+    return found
 
 
 def _source_row(conn: Connection, location: str) -> Row[Any] | None:
