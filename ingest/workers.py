@@ -139,11 +139,18 @@ class ParsePool:
         self._size = workers
         self._workers: list[_Worker] = []  # started on the first parse: a pass of 304s needs none
         self._next = 0
+        self._closed = False
 
     def __enter__(self) -> ParsePool:
         return self
 
+    @property
+    def workers(self) -> int:
+        """How many worker processes parse (0: inline)."""
+        return self._size
+
     def __exit__(self, *exc: object) -> None:
+        self._closed = True  # a late submit (a fetch thread still ending) must not start workers nobody closes
         for worker in self._workers:
             worker.close()
 
@@ -159,6 +166,10 @@ class ParsePool:
     ) -> Future[ParsedFeed]:
         """:func:`ingest.parse.parse_feed` of these arguments, in a worker or (with no workers) at once."""
         request = _Request(body, url, dict(headers), tuple(tags), now, max_entries)
+        if self._closed:
+            closed: Future[ParsedFeed] = Future()
+            closed.set_exception(WorkerError("the parse pool is closed"))
+            return closed
         if self._size:
             if not self._workers:
                 self._workers = [_Worker() for _ in range(self._size)]
