@@ -186,6 +186,7 @@ class _FeedPass:
         )
         self.batch = settings.fetch.concurrency * BATCH_PER_WORKER
         self.sources: dict[int, Source] = {}  # leased and not stored yet
+        self.known: dict[int, frozenset[str]] = {}  # their entries' keys stored already (Store.known_keys)
         self.room = threading.Condition()
         self.ended = False  # the storing side gave up: lease no more
         self.arrived: queue.Queue[object] = queue.Queue()
@@ -251,8 +252,10 @@ class _FeedPass:
         claimed = self.store.claim_due_feeds(
             self.now, owner=self.owner, lease_until=moment + self.lease, limit=self.batch, force=self.force
         )
+        known = self.store.known_keys([s.id for s in claimed]) if claimed else {}
         with self.room:
             self.sources.update((s.id, s) for s in claimed)
+            self.known.update(known)
         return [
             FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
             for s in claimed
@@ -262,12 +265,17 @@ class _FeedPass:
         """A fetch ended (in the fetch thread): its body goes to a parse worker at once."""
         with self.room:
             source = self.sources[result.request.source_id]
-        future = _parse(self.parser, result, source, self.settings, self.now) if self.parser.workers else None
+            known = self.known.get(source.id, frozenset())
+        future = None
+        if self.parser.workers:
+            future = _parse(self.parser, result, source, self.settings, self.now, known=known)
         self.arrived.put((source, result, future))
 
     def _parsed(self, source: Source, result: FetchResult, future: Future[ParsedFeed] | None) -> ParsedFeed | None:
         if future is None and not self.parser.workers:
-            future = _parse(self.parser, result, source, self.settings, self.now)  # inline, in this thread
+            with self.room:
+                known = self.known.get(source.id, frozenset())
+            future = _parse(self.parser, result, source, self.settings, self.now, known=known)  # inline, in this thread
         return future.result() if future is not None else None
 
     def _store(self, done: list[tuple[Source, FetchResult, FeedState, ParsedFeed | None]]) -> Iterator[SourceReport]:
@@ -276,17 +284,19 @@ class _FeedPass:
         saved = self.store.save_feeds(
             [(source.id, parsed.items if parsed is not None else (), state) for source, _, state, parsed in done],
             self.now,
+            known={source.id: parsed.known for source, _, _, parsed in done if parsed is not None and parsed.known},
         )
         with self.room:
             for source, *_ in done:
                 del self.sources[source.id]
+                self.known.pop(source.id, None)
             self.room.notify_all()
         for (source, result, state, parsed), s in zip(done, saved, strict=True):
             yield _report(source, result, state, s if parsed is not None else None)
 
 
 def _parse(
-    parser: ParsePool, result: FetchResult, source: Source, settings: Settings, now: datetime
+    parser: ParsePool, result: FetchResult, source: Source, settings: Settings, now: datetime, *, known: frozenset[str]
 ) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
@@ -300,6 +310,7 @@ def _parse(
         tags=source.tags,
         now=now,
         max_entries=settings.fetch.max_entries,
+        known=known,
     )
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +38,17 @@ class _Request:
     tags: tuple[str, ...]
     now: datetime  # the fetch's time: the parser has no clock
     max_entries: int | None
+    known: frozenset[str]
 
     def parse(self) -> ParsedFeed:
         return parse_feed(
-            self.body, url=self.url, headers=self.headers, tags=self.tags, now=self.now, max_entries=self.max_entries
+            self.body,
+            url=self.url,
+            headers=self.headers,
+            tags=self.tags,
+            now=self.now,
+            max_entries=self.max_entries,
+            known=self.known,
         )
 
 
@@ -163,9 +170,10 @@ class ParsePool:
         tags: Sequence[str],
         now: datetime,
         max_entries: int | None = None,
+        known: Collection[str] = frozenset(),
     ) -> Future[ParsedFeed]:
         """:func:`ingest.parse.parse_feed` of these arguments, in a worker or (with no workers) at once."""
-        request = _Request(body, url, dict(headers), tuple(tags), now, max_entries)
+        request = _Request(body, url, dict(headers), tuple(tags), now, max_entries, frozenset(known))
         if self._closed:
             closed: Future[ParsedFeed] = Future()
             closed.set_exception(WorkerError("the parse pool is closed"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, text, tuple_
+from sqlalchemy import Connection, and_, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
@@ -41,7 +41,7 @@ from ingest.dedupe import (
     plan,
 )
 from ingest.store import schema
-from ingest.store.rows import chunks, follow, insert_many, one_of, record
+from ingest.store.rows import chunks, follow, insert_many, one_of, record, update_many
 
 __all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_batch", "save_items", "story_values", "take_lock"]
 
@@ -71,6 +71,7 @@ def save_batch(
     now: datetime,
     *,
     uid_authority: str,
+    known: Mapping[int, Sequence[tuple[str, int]]] | None = None,
 ) -> list[SaveResult]:
     """Store the parsed items of several sources, ``(id, location, items)`` each, one after the other as if each
     were saved on its own: known keys are marked seen, new ones become sightings placed in stories.
@@ -78,7 +79,8 @@ def save_batch(
     The stories are exactly those that saving the sources one per transaction, in this order, would make: each
     source is planned on what is stored plus what the sources before it added (:class:`_World`). The work is
     batched: one reading of the candidates for all the sources' keys, one statement per table for their stories,
-    sightings and keys.
+    sightings and keys. ``known``: per source, the (key, position) of entries its parse skipped as already stored
+    (``ParsedFeed.known``): they are marked seen like stored items. Sightings are never deleted, so each is found.
 
     Processes sharing a PostgreSQL database must place sightings into stories one at a time, or two could each make
     a new story of the same item: a transaction-level advisory lock (:data:`CLUSTERING_LOCK`) orders them. Most of
@@ -86,7 +88,11 @@ def save_batch(
     """
     if len({source_id for source_id, _, _ in sources}) != len(sources):
         raise ValueError("a batch holds each source once: a later copy must see what the first one stored")
-    work = [_Source(source_id, location, _unique(items)) for source_id, location, items in sources]
+    known = known or {}
+    work = [
+        _Source(source_id, location, _unique(items), dict(known.get(source_id, ())))
+        for source_id, location, items in sources
+    ]
     _find_existing(conn, work)
     for w in work:
         w.fresh = _prepare([item for key, item in w.unique.items() if key not in w.existing], w.location, now)
@@ -127,11 +133,13 @@ class _Fresh:
 
 @dataclass
 class _Source:
-    """One source of a batch: its items by key, those already stored (key -> sighting id) and the new ones."""
+    """One source of a batch: its items by key, the keys its parse skipped as stored (key -> position), those of both
+    found stored (key -> sighting id) and the new items."""
 
     id: int
     location: str
     unique: dict[str, ParsedItem]
+    known: dict[str, int]
     existing: dict[str, int] = field(default_factory=dict)
     fresh: list[_Fresh] = field(default_factory=list)
 
@@ -152,23 +160,29 @@ def _prepare(items: Sequence[ParsedItem], source_location: str, now: datetime) -
 def _find_existing(conn: Connection, work: Sequence[_Source]) -> None:
     """Each source's stored sightings among its items' keys (key -> sighting id), for all sources in few queries."""
     s = schema.sighting
-    wanted = [(w.id, key) for w in work for key in w.unique]
     by_source = {w.id: w for w in work}
+    keys = sorted({key for w in work for key in itertools.chain(w.unique, w.known)})
     for w in work:
         w.existing = {}
-    for part in chunks(wanted):
-        query = select(s.c.source_id, s.c.key, s.c.id).where(tuple_(s.c.source_id, s.c.key).in_(part))
+    # Every source's keys with every source: the (source_id, key) index serves it, which a list of pairs did not
+    # on SQLite; a key another source of the batch holds is dropped here.
+    for part in chunks(keys):
+        query = select(s.c.source_id, s.c.key, s.c.id).where(
+            s.c.source_id.in_(list(by_source)), one_of(conn.dialect.name, s.c.key, part)
+        )
         for row in conn.execute(query):
-            by_source[row.source_id].existing[row.key] = row.id
+            w = by_source[row.source_id]
+            if row.key in w.unique or row.key in w.known:
+                w.existing[row.key] = row.id
 
 
 def _mark_seen(conn: Connection, work: Sequence[_Source], now: datetime) -> None:
-    rows = [{"sid": sid, "pos": w.unique[key].position} for w in work for key, sid in w.existing.items()]
-    if rows:
-        s = schema.sighting
-        conn.execute(
-            s.update().where(s.c.id == bindparam("sid")).values(last_seen=now, position=bindparam("pos")), rows
-        )
+    rows = [
+        (now, w.unique[key].position if key in w.unique else w.known[key], sid)
+        for w in work
+        for key, sid in sorted(w.existing.items(), key=lambda pair: pair[1])
+    ]
+    update_many(conn, schema.sighting, ("last_seen", "position"), rows)
 
 
 _LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Connection, Dialect, Integer, Row, Table, Text, any_, bindparam
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["CHUNK", "MAX_HOPS", "aware", "chunks", "follow", "insert_many", "one_of", "record"]
+__all__ = ["CHUNK", "MAX_HOPS", "aware", "chunks", "follow", "insert_many", "one_of", "record", "update_many"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -98,17 +98,35 @@ def _processed(process: Callable[[Any], Any] | None, column: Sequence[Any]) -> S
 _MAX_PARAMETERS = 30_000
 
 
+def update_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``UPDATE table SET column = value, ... WHERE id = ...`` for each row (the values of ``columns``, then the id),
+    as one executemany straight to the driver (see :func:`insert_many`)."""
+    if not rows:
+        return
+    processors, placeholders = _slots(conn.dialect, table, (*columns, "id"))
+    sets = ", ".join(f"{c} = {p}" for c, p in zip(columns, placeholders, strict=False))
+    processed = [_processed(p, column) for p, column in zip(processors, zip(*rows, strict=True), strict=True)]
+    # Names from our own schema, values bound: nothing from outside is spliced into the text.
+    statement = f"UPDATE {table.name} SET {sets} WHERE id = {placeholders[-1]}"  # noqa: S608
+    conn.exec_driver_sql(statement, list(zip(*processed, strict=True)))
+
+
 @cache
 def _inserting(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[list[Any], str, str]:
-    """Each column's value processor, the column list, and one row's placeholders (typed on PostgreSQL, where the
-    driver sends text as "unknown")."""
+    """Each column's value processor, the column list, and one row's placeholders."""
+    processors, placeholders = _slots(dialect, table, columns)
+    return processors, ", ".join(columns), "(" + ", ".join(placeholders) + ")"
+
+
+@cache
+def _slots(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[list[Any], list[str]]:
+    """Each column's value processor and placeholder (typed on PostgreSQL, where the driver sends text as
+    "unknown")."""
     cols = [table.c[name] for name in columns]
     processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
     if dialect.name == "postgresql":
-        slot = "(" + ", ".join(f"CAST(%s AS {c.type.compile(dialect=dialect)})" for c in cols) + ")"
-    else:
-        slot = "(" + ", ".join("?" for _ in cols) + ")"
-    return processors, ", ".join(columns), slot
+        return processors, [f"CAST(%s AS {c.type.compile(dialect=dialect)})" for c in cols]
+    return processors, ["?" for _ in cols]
 
 
 def follow(start: int, merged_into: Callable[[int], int | None], max_hops: int = MAX_HOPS) -> int | None:
