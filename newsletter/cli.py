@@ -13,20 +13,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
-from ingest.opml import OpmlFeed, read_opml, write_opml
-from ingest.run import ingest_pass, summarize, sync_config_feeds
-from ingest.store import Store
 
+# Start-up is paid by every cron-style run: the heavy modules (pydantic's config, SQLAlchemy's store, rich, the feed
+# pass) are imported where a command needs them, so ``--help`` and a pass with nothing to do stay quick.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ingest.core.config import Settings
+    from ingest.store import Store
     from newsletter.digest.job import DigestReport
     from newsletter.publish import PublishReport
 
@@ -38,20 +39,32 @@ ROW_ID = click.IntRange(1, MAX_ID)
 class App:
     """What every command needs: the settings, loaded once, and the store, opened on first use."""
 
-    def __init__(self, config_path: Path) -> None:
-        self.config_path = config_path
+    def __init__(self, config_path: Path | None) -> None:
+        self._config_path = config_path  # None: the default, found when first needed (it imports the config model)
         self._settings: Settings | None = None
         self._store: Store | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from ingest.core.config import load_settings
+
             self._settings = load_settings(self.config_path)
         return self._settings
 
     @property
+    def config_path(self) -> Path:
+        if self._config_path is None:
+            from ingest.core.config import default_config_path
+
+            self._config_path = default_config_path()
+        return self._config_path
+
+    @property
     def store(self) -> Store:
         if self._store is None:
+            from ingest.store import Store
+
             storage = self.settings.storage
             self._store = Store.open(
                 storage.url, uid_authority=uid_authority(self.settings.publish), busy_timeout=storage.busy_timeout
@@ -63,12 +76,20 @@ class App:
             self._store.close()
 
 
+def new_table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
 def out() -> Console:
     """Tables on stdout: the terminal's width, or wide enough to stay readable when piped."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 200, markup=False, highlight=False, emoji=False)
 
 
@@ -84,7 +105,7 @@ def out() -> Console:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Ingest oncology news pages and feeds, fold copies into stories, publish a feed and a weekly digest."""
-    app = App(config_path or default_config_path())
+    app = App(config_path)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -102,8 +123,11 @@ def ingest(app: App, force: bool) -> None:
 
 def _ingest(app: App, *, force: bool = False) -> list[SourceReport]:
     """One ingest pass, with a progress bar over the feeds when stderr is a terminal."""
+    from ingest.run import ingest_pass
+
     if not sys.stderr.isatty():
         return ingest_pass(app.store, app.settings, now(), force=force)
+    from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -127,6 +151,8 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
         click.echo(f"ok     {r.location}: {state}")
         if r.warning and not r.unchanged:
             click.echo(f"warn   {r.warning}", err=True)
+    from ingest.run import summarize
+
     s = summarize(reports)
     click.echo(
         f"ingested {s['sources']} source(s): {s['new']} new sighting(s), {s['new_stories']} new story(ies), "
@@ -170,7 +196,7 @@ def stories_explain(app: App, story_id: int) -> None:
     click.echo(f"  tags       {', '.join(s.tags) or '-'}")
     if e.merged:
         click.echo(f"  merged in  {', '.join(str(i) for i in e.merged)} (those ids resolve to this story)")
-    table = Table(title=f"{len(e.sightings)} sighting(s)")
+    table = new_table(f"{len(e.sightings)} sighting(s)")
     for col in ("sighting", "source", "kind", "pos", "date", "title / blurb", "first seen", "last seen", "why"):
         table.add_column(col)
     for g in e.sightings:
@@ -231,7 +257,7 @@ def story_json(s: Story) -> dict[str, Any]:
 
 
 def _stories_table(items: Sequence[Story]) -> None:
-    table = Table(title=f"{len(items)} stories, newest first")
+    table = new_table(f"{len(items)} stories, newest first")
     table.add_column("id", justify="right")
     table.add_column("published")
     table.add_column("title")
@@ -304,7 +330,7 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(view.as_json(), indent=2))
         return
-    table = Table(title=f"{len(view.sources)} source(s)")
+    table = new_table(f"{len(view.sources)} source(s)")
     for col in ("source", "kind", "status", "last success", "errors", "last error", "next check"):
         table.add_column(col)
     for s in view.sources:
@@ -435,12 +461,14 @@ def feeds_resume(app: App, feed: str) -> None:
 @click.pass_obj
 def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
     """Each feed's status, last fetch, errors and next check."""
+    from ingest.run import sync_config_feeds
+
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
     if as_json:
         click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{len(rows)} feeds")
+    table = new_table(f"{len(rows)} feeds")
     for col in ("id", "feed", "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
         table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
     for s in rows:
@@ -498,6 +526,8 @@ def feeds_import(app: App, file: Path) -> None:
         data = file.read_bytes()
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+    from ingest.opml import read_opml
+
     added = updated = refused = 0
     for feed in read_opml(data, name=str(file)):
         try:
@@ -522,6 +552,9 @@ def feeds_import(app: App, file: Path) -> None:
 @click.pass_obj
 def feeds_export(app: App, output: Path | None) -> None:
     """Write the followed feeds as OPML 2.0."""
+    from ingest.opml import OpmlFeed, write_opml
+    from ingest.run import sync_config_feeds
+
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if s.status != "removed"]
     data = write_opml(
@@ -596,7 +629,7 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
         ]
         click.echo(json.dumps(data, indent=2))
         return
-    table = Table(title=f"{len(rows)} subscriber(s)")
+    table = new_table(f"{len(rows)} subscriber(s)")
     for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces"):
         table.add_column(col)
     for r in rows:
