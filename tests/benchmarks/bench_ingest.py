@@ -433,14 +433,22 @@ def start_server(feeds: int) -> Server:
 
 
 def measure(
-    which: str, feeds: int, server: Server, profile_out: Path | None = None, *, postgres: bool = False
+    which: str,
+    feeds: int,
+    server: Server,
+    profile_out: Path | None = None,
+    *,
+    postgres: bool = False,
+    python: str = sys.executable,
 ) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", which, "--feeds", str(feeds), "--ports", json.dumps(server.ports)]
+    script = os.path.abspath(__file__)
+    command = [python, script, "--child", which, "--feeds", str(feeds), "--ports", json.dumps(server.ports)]
     if postgres:
         command.append("--postgres")
     if profile_out is not None:
         command += ["--profile-out", str(profile_out)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # Run outside any checkout: a parse worker is started with ``-m``, which imports from the working folder first.
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir())
     if done.returncode != 0:
         raise SystemExit(f"{which} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -526,12 +534,13 @@ def report(feeds: int, rows: list[tuple[str, dict[str, Any]]], server_kb: int, s
             f"{r.get('code', ''):>8}"
         )
     ours = [r for name, r in rows if name.startswith("ours")]
-    theirs = [r for name, r in rows if name.startswith("reader")]
-    if ours and theirs:
-        for number in (1, 2, 3):
-            best_ours = min(r[f"pass{number}"]["wall"] for r in ours)
-            best_theirs = min(r[f"pass{number}"]["wall"] for r in theirs)
-            print(f"pass {number}: reader / ours = {best_theirs / best_ours:.1f}x (best of each)")
+    for label in ("reader", "other"):
+        theirs = [r for name, r in rows if name.startswith(label)]
+        if ours and theirs:
+            for number in (1, 2, 3):
+                best_ours = min(r[f"pass{number}"]["wall"] for r in ours)
+                best_theirs = min(r[f"pass{number}"]["wall"] for r in theirs)
+                print(f"pass {number}: {label} / ours = {best_theirs / best_ours:.2f}x (best of each)")
 
 
 def main() -> None:
@@ -539,6 +548,11 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, nargs="+", default=[200, 1000])
     ap.add_argument("--repeat", type=int, default=2, help="measurements of each, ours and reader alternately")
     ap.add_argument("--no-reader", action="store_true", help="measure ours only")
+    ap.add_argument(
+        "--also",
+        metavar="PYTHON",
+        help="measure ours with this interpreter too (another checkout's .venv/bin/python: main, say), as 'other'",
+    )
     ap.add_argument("--profile", action="store_true", help="profile ours at the smallest N, every pass")
     ap.add_argument("--postgres", action="store_true", help=f"ours on PostgreSQL (${PG_URL_ENV}), not SQLite")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -557,11 +571,13 @@ def main() -> None:
         try:
             rows: list[tuple[str, dict[str, Any]]] = []
             for attempt in range(1, args.repeat + 1):
-                order = ["ours", "reader"] if attempt % 2 else ["reader", "ours"]
+                order = ["ours", "other", "reader"] if attempt % 2 else ["reader", "other", "ours"]
                 for which in order:
-                    if which == "reader" and args.no_reader:
+                    if (which == "reader" and args.no_reader) or (which == "other" and not args.also):
                         continue
-                    result = measure(which, feeds, server, postgres=args.postgres)
+                    python = args.also if which == "other" else sys.executable
+                    kind = "ours" if which == "other" else which
+                    result = measure(kind, feeds, server, postgres=args.postgres, python=python)
                     rows.append((f"{which} #{attempt}", result))
                     print(f"  {which} #{attempt}: {json.dumps(result)}", file=sys.stderr, flush=True)
             stats = server_stats(server.ports)
