@@ -252,7 +252,8 @@ class _FeedPass:
         claimed = self.store.claim_due_feeds(
             self.now, owner=self.owner, lease_until=moment + self.lease, limit=self.batch, force=self.force
         )
-        known = self.store.known_keys([s.id for s in claimed]) if claimed else {}
+        stored = [s.id for s in claimed if s.sightings]  # a feed never stored has nothing to skip: ask nothing
+        known = self.store.known_keys(stored) if stored else {}
         with self.room:
             self.sources.update((s.id, s) for s in claimed)
             self.known.update(known)
