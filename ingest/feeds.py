@@ -15,15 +15,23 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from ingest.core.config import Settings
+from ingest.core.config import SeedsConfig, Settings
+from ingest.core.errors import PageError
 from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
+from ingest.discover import find_on_site
 from ingest.fetch import FetchRequest, FetchResult, fetch_stream_sync
 from ingest.parse import ParsedFeed
+from ingest.parse.normalize import failed
 from ingest.polling import failing_since, next_check, should_pause
 from ingest.run import sync_config_feeds
+from ingest.seeds import parse_page
 from ingest.store import Store
+from ingest.topics import tag_items, taxonomy_of
+from ingest.webpage import page_text
 from ingest.workers import ParsePool
 
 
@@ -94,6 +102,7 @@ def feed_state(
         url=result.permanent_url,
         success=success,
         title=parsed.title if parsed is not None else None,
+        site_url=parsed.link if parsed is not None else None,
         failing_since=since,
     )
 
@@ -190,6 +199,7 @@ class _FeedPass:
         self.room = threading.Condition()
         self.ended = False  # the storing side gave up: lease no more
         self.arrived: queue.Queue[object] = queue.Queue()
+        self.taxonomy = taxonomy_of(settings.topics)
 
     def run(self, rng: random.Random) -> Iterator[SourceReport]:
         failure: list[BaseException] = []
@@ -252,7 +262,8 @@ class _FeedPass:
         claimed = self.store.claim_due_feeds(
             self.now, owner=self.owner, lease_until=moment + self.lease, limit=self.batch, force=self.force
         )
-        stored = [s.id for s in claimed if s.sightings]  # a feed never stored has nothing to skip: ask nothing
+        # A feed never stored has nothing to skip (ask nothing); a live page is read whole (ingest.seeds).
+        stored = [s.id for s in claimed if s.sightings and s.kind == "feed"]
         known = self.store.known_keys(stored) if stored else {}
         with self.room:
             self.sources.update((s.id, s) for s in claimed)
@@ -268,12 +279,12 @@ class _FeedPass:
             source = self.sources[result.request.source_id]
             known = self.known.get(source.id, frozenset())
         future = None
-        if self.parser.workers:
+        if self.parser.workers and source.kind == "feed":  # a live page is read in the storing thread (_parse)
             future = _parse(self.parser, result, source, self.settings, self.now, known=known)
         self.arrived.put((source, result, future))
 
     def _parsed(self, source: Source, result: FetchResult, future: Future[ParsedFeed] | None) -> ParsedFeed | None:
-        if future is None and not self.parser.workers:
+        if future is None and (not self.parser.workers or source.kind == "page"):
             with self.room:
                 known = self.known.get(source.id, frozenset())
             future = _parse(self.parser, result, source, self.settings, self.now, known=known)  # inline, in this thread
@@ -283,7 +294,10 @@ class _FeedPass:
         if not done:
             return
         saved = self.store.save_feeds(
-            [(source.id, parsed.items if parsed is not None else (), state) for source, _, state, parsed in done],
+            [
+                (source.id, tag_items(parsed.items, self.taxonomy) if parsed is not None else (), state)
+                for source, _, state, parsed in done
+            ],
             self.now,
             known={source.id: parsed.known for source, _, _, parsed in done if parsed is not None and parsed.known},
         )
@@ -292,8 +306,26 @@ class _FeedPass:
                 del self.sources[source.id]
                 self.known.pop(source.id, None)
             self.room.notify_all()
+        for source, result, state, parsed in done:
+            turned = _broken(state.status, state.last_status) and not _broken(source.status, source.last_status)
+            if parsed is None and source.kind == "feed" and turned:
+                _suggest(self.store, self.settings, source, result, self.now)
         for (source, result, state, parsed), s in zip(done, saved, strict=True):
             yield _report(source, result, state, s if parsed is not None else None)
+
+
+def _broken(status: SourceStatus, http_status: int | None) -> bool:
+    """Not a feed any more, not found, or gone: the feed may have moved (a timeout or a 500 says nothing of that)."""
+    return status in ("not_a_feed", "gone") or http_status == 404
+
+
+def _suggest(store: Store, settings: Settings, source: Source, result: FetchResult, now: datetime) -> None:
+    """A feed that just broke: look for a feed on its site, once, and offer it to the operator (``feeds move``)."""
+    current = source.url or source.location
+    own = {source.location, current, result.final_url}
+    found = find_on_site(current, settings.fetch, now, exclude=sorted(own))
+    if found is not None:
+        store.suggest_url(source.id, found.url)
 
 
 def _parse(
@@ -301,6 +333,10 @@ def _parse(
 ) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
+    if source.kind == "page":  # a live page: read here (lxml and readability), not in the feed parser's workers
+        done: Future[ParsedFeed] = Future()
+        done.set_result(read_live_page(result, source, settings.seeds))
+        return done
     # Keys of guid-less entries depend on the base URL: use the feed's own (adopted) URL, never a temporary
     # redirect's target, so they stay stable from fetch to fetch.
     base = result.permanent_url or source.url or source.location
@@ -315,6 +351,40 @@ def _parse(
     )
 
 
+def read_live_page(result: FetchResult, source: Source, seeds: SeedsConfig) -> ParsedFeed:
+    """A fetched article page as the seed parser reads a saved one (its article, boilerplate, rail of teasers),
+    with the links the HTML has: the page's canonical URL for its article, each teaser's own link."""
+    url = result.final_url
+    assert result.body is not None
+    try:
+        content_type = result.headers.get("content-type", "")
+        text = page_text(result.body, url, boilerplate=seeds.boilerplate, content_type=content_type)
+        if text is None or not text.text.strip():
+            return failed(
+                "not_a_feed", f"{url}: no article or teasers found in the page; expected an HTML article page"
+            )
+        page = parse_page(
+            text.text.encode(),
+            name=url,
+            boilerplate=seeds.boilerplate,
+            tz=ZoneInfo(seeds.timezone),
+            max_bytes=seeds.max_bytes,
+            title_max_chars=seeds.title_max_chars,
+        )
+    except PageError as exc:
+        return failed("not_a_feed", str(exc))
+    items = tuple(
+        replace(
+            item,
+            link=text.canonical if item.kind == "article" else text.links.get(item.title),
+            tags=tuple(dict.fromkeys((*item.tags, *source.tags))),
+        )
+        for item in page.items
+    )
+    warning = "; ".join(page.warnings) or None
+    return ParsedFeed("feed", None, text.canonical, items, None, warning, None)
+
+
 def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveResult | None) -> SourceReport:
     return SourceReport(
         location=source.location,
@@ -324,4 +394,5 @@ def _report(source: Source, result: FetchResult, state: FeedState, saved: SaveRe
         unchanged=result.outcome == "not_modified",
         error=None if state.success else (state.last_error or state.status),
         warning=state.warning,
+        fetch_seconds=result.elapsed,
     )

@@ -13,11 +13,12 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from ingest.core.config import SeedsConfig, Settings
+from ingest.core.config import SeedsConfig, SeedSite, Settings
 from ingest.core.errors import PageError
 from ingest.core.models import SourceReport
 from ingest.seeds import content_hash, parse_page
 from ingest.store import Store
+from ingest.topics import Taxonomy, tag_items, taxonomy_of
 
 SEED_SUFFIXES = (".txt",)
 
@@ -36,7 +37,7 @@ def ingest_pass(
     ``stop`` is asked once, between the seeds and the feeds: a feed pass that has begun runs to its end.
     ``on_progress(report, total)`` follows the feeds one by one (the CLI's progress bar).
     """
-    reports = ingest_seeds(store, settings.seeds, now)
+    reports = ingest_seeds(store, settings.seeds, now, taxonomy=taxonomy_of(settings.topics))
     if stop is not None and stop():
         return reports
     sync_config_feeds(store, settings, now)
@@ -48,8 +49,9 @@ def ingest_pass(
 
 
 def sync_config_feeds(store: Store, settings: Settings, now: datetime) -> None:
-    """The config's ``[[feeds]]`` mirrored into the store's sources."""
+    """The config's ``[[feeds]]`` and ``[[pages]]`` mirrored into the store's sources."""
     store.sync_config_feeds([(f.url, f.name, f.tags, f.interval) for f in settings.feeds], now)
+    store.sync_config_feeds([(p.url, p.name, p.tags, p.interval) for p in settings.pages], now, kind="page")
 
 
 def seed_files(folder: Path, *, follow_symlinks: bool = False) -> tuple[list[Path], list[Path]]:
@@ -93,23 +95,24 @@ def _first_visit(path: Path, walked: set[Path]) -> bool:
     return True
 
 
-def ingest_seeds(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
+def ingest_seeds(store: Store, seeds: SeedsConfig, now: datetime, *, taxonomy: Taxonomy) -> list[SourceReport]:
     """Read every seed folder. Processes sharing a database take turns: one reads the folders, the others skip."""
     with store.exclusive("ingest-seeds") as mine:
-        return _ingest_seed_folders(store, seeds, now) if mine else []
+        return _ingest_seed_folders(store, seeds, now, taxonomy) if mine else []
 
 
-def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> list[SourceReport]:
+def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime, taxonomy: Taxonomy) -> list[SourceReport]:
     reports: list[SourceReport] = []
     tz = ZoneInfo(seeds.timezone)
-    for folder in seeds.dirs:
+    for site in seeds.sites():
+        folder = site.path
         if not folder.is_dir():
             what = "is not a folder" if folder.exists() else "does not exist"
-            reports.append(SourceReport(location=str(folder), error=f"{folder}: seed folder {what} ([seeds] dirs)"))
+            reports.append(SourceReport(location=str(folder), error=f"{folder}: seed folder {what} ({site.key})"))
             continue
         pages, links = seed_files(folder, follow_symlinks=seeds.follow_symlinks)
         for path in pages:
-            reports.append(_ingest_page(store, path, folder, seeds=seeds, tz=tz, now=now))
+            reports.append(_ingest_page(store, path, site, seeds=seeds, tz=tz, now=now, taxonomy=taxonomy))
         reports.extend(
             SourceReport(
                 location=str(link),
@@ -122,10 +125,10 @@ def _ingest_seed_folders(store: Store, seeds: SeedsConfig, now: datetime) -> lis
 
 
 def _ingest_page(
-    store: Store, path: Path, folder: Path, *, seeds: SeedsConfig, tz: ZoneInfo, now: datetime
+    store: Store, path: Path, site: SeedSite, *, seeds: SeedsConfig, tz: ZoneInfo, now: datetime, taxonomy: Taxonomy
 ) -> SourceReport:
     location = str(path)
-    source = store.page_source(location, str(folder), now)
+    source = store.page_source(location, str(site.path), now, name=site.name, site_url=site.url)
     try:
         data = _read(path, seeds.max_bytes, follow_symlinks=seeds.follow_symlinks)
         digest = content_hash(data)
@@ -143,7 +146,8 @@ def _ingest_page(
         store.record_source_error(source.id, str(exc), now)
         return SourceReport(location=location, error=str(exc))
     warning = "; ".join(page.warnings) or None
-    result = store.save_page(source.id, page.items, content_hash=digest, warning=warning, now=now)
+    items = tag_items(page.items, taxonomy)
+    result = store.save_page(source.id, items, content_hash=digest, warning=warning, now=now)
     return SourceReport(
         location=location, new=result.new, seen=result.seen, new_stories=result.new_stories, warning=warning
     )

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from ingest.core.errors import PageError
 from ingest.core.models import ParsedItem, ParsedPage
-from ingest.core.text import clean_line, collapse, first_sentence, truncate_words
+from ingest.core.text import HEADLINE_CHARS, clean_line, collapse, headline, key_title
 
 RECAP_PREFIX = re.compile(r"^\s*recap\s*:\s*", re.IGNORECASE)
 
@@ -110,7 +110,7 @@ def parse_page(
     boilerplate: Sequence[str],
     tz: ZoneInfo,
     max_bytes: int = 2 * 1024 * 1024,
-    title_max_chars: int = 90,
+    title_max_chars: int = HEADLINE_CHARS,
 ) -> ParsedPage:
     """Parse one saved page. Raises :class:`PageError` for a file that is not a readable text page."""
     lines = page_lines(decode_page(data, name=name, max_bytes=max_bytes))
@@ -148,7 +148,7 @@ def _article(paragraphs: Sequence[str], title_max_chars: int) -> ParsedItem:
         kind="article",
         key="article:" + _digest(standfirst),
         position=0,
-        title=truncate_words(first_sentence(standfirst), title_max_chars),
+        title=headline(standfirst, title_max_chars),
         published=None,
         summary=standfirst,
         content=content,
@@ -167,9 +167,10 @@ def _teasers(rail: Sequence[str], tz: ZoneInfo, name: str, title_max_chars: int)
         if dated:
             # A dated blurb with no title above it: keep it, titled from its first sentence.
             when, raw_date, blurb = dated
-            title = truncate_words(first_sentence(blurb), title_max_chars) if blurb else raw_date
+            title = headline(blurb, title_max_chars) if blurb else raw_date
             warnings.append(f"{name}: rail line {i + 1} has a date but no title above it")
-            items.append(_teaser(len(items) + 1, title, when, raw_date, blurb, derived=True))
+            keyed = key_title(blurb) if blurb else raw_date
+            items.append(_teaser(len(items) + 1, title, when, raw_date, blurb, derived=True, key_title=keyed))
             i += 1
             continue
         nxt = match_date(rail[i + 1], tz) if i + 1 < len(rail) else None
@@ -191,11 +192,13 @@ def _teaser(
     blurb: str,
     *,
     derived: bool = False,
+    key_title: str | None = None,
 ) -> ParsedItem:
+    """``key_title``: the title the key is made of, when not ``title`` (a derived one: see text.key_title)."""
     tags = ("recap",) if RECAP_PREFIX.match(title) else ()
     return ParsedItem(
         kind="teaser",
-        key="teaser:" + _digest(title, raw_date or "", blurb),
+        key="teaser:" + _digest(title if key_title is None else key_title, raw_date or "", blurb),
         position=position,
         title=title,
         published=when,

@@ -16,13 +16,16 @@ import re
 import tomllib
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from ingest.core.config import TopicsConfig
 from ingest.core.errors import ConfigError
+from ingest.core.models import ParsedItem
 
-__all__ = ["Taxonomy", "Topic", "TopicKind", "load_taxonomy"]
+__all__ = ["Taxonomy", "Topic", "TopicKind", "load_taxonomy", "tag_items", "taxonomy_of"]
 
 TopicKind = Literal["site", "cross"]
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
@@ -95,6 +98,11 @@ class Taxonomy:
     @property
     def slugs(self) -> tuple[str, ...]:
         return tuple(t.slug for t in self.topics)
+
+    @property
+    def names(self) -> dict[str, str]:
+        """Each topic's name by slug, in taxonomy order: what publishing and the digest are handed."""
+        return {t.slug: t.name for t in self.topics}
 
     def get(self, slug: str) -> Topic | None:
         return next((t for t in self.topics if t.slug == slug), None)
@@ -202,3 +210,20 @@ def _topic(path: Path, n: int, entry: Any) -> Topic:
         lists["exclude"],
         lists["stems"],
     )
+
+
+def taxonomy_of(config: TopicsConfig) -> Taxonomy:
+    """The taxonomy the config names, with its extra terms; loaded once per process. A :class:`ConfigError` for a bad
+    file or an unknown slug: the CLI and the service load it at start."""
+    return _taxonomy(config.path, tuple(sorted((k, tuple(v)) for k, v in config.terms.items())))
+
+
+@cache
+def _taxonomy(path: Path, terms: tuple[tuple[str, tuple[str, ...]], ...]) -> Taxonomy:
+    taxonomy = load_taxonomy(path)
+    return taxonomy.with_terms(dict(terms)) if terms else taxonomy
+
+
+def tag_items(items: Iterable[ParsedItem], taxonomy: Taxonomy) -> list[ParsedItem]:
+    """The items with their topics, from each one's title and summary."""
+    return [replace(item, topics=taxonomy.tag((item.title, item.summary))) for item in items]

@@ -5,18 +5,19 @@ A user mistake (bad config, bad argument, unusable database) prints one clear me
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
 
-from ingest.core.errors import AddressError, NewsletterError, UsageError
+from ingest.core.errors import AddressError, MailboxError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
-from ingest.core.models import Source, SourceReport, Story, SubscriberStatus
+from ingest.core.models import ROLES, Role, Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
 
@@ -28,10 +29,16 @@ if TYPE_CHECKING:
 
     from ingest.core.config import Settings
     from ingest.store import Store
+    from ingest.topics import Taxonomy
     from newsletter.digest.job import DigestReport
     from newsletter.publish import PublishReport
 
 EXIT_USER_ERROR = 2
+Command = TypeVar("Command", bound=Callable[..., Any])
+#: The longest note `stories hide --reason` keeps.
+MAX_REASON = 1000
+#: Hidden stories `status` names one by one (the most recently hidden); --json lists them all.
+SHOWN_HIDDEN = 10
 #: A story's or sighting's id as an argument: a number the database could hold (see ingest.core.links.MAX_ID).
 ROW_ID = click.IntRange(1, MAX_ID)
 
@@ -48,8 +55,11 @@ class App:
     def settings(self) -> Settings:
         if self._settings is None:
             from ingest.core.config import load_settings
+            from ingest.topics import taxonomy_of
 
-            self._settings = load_settings(self.config_path)
+            settings = load_settings(self.config_path)
+            taxonomy_of(settings.topics)  # a bad taxonomy is a config error now, not at the first story
+            self._settings = settings
         return self._settings
 
     @property
@@ -59,6 +69,12 @@ class App:
 
             self._config_path = default_config_path()
         return self._config_path
+
+    @property
+    def taxonomy(self) -> Taxonomy:
+        from ingest.topics import taxonomy_of
+
+        return taxonomy_of(self.settings.topics)
 
     @property
     def store(self) -> Store:
@@ -165,11 +181,11 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most this many stories.")
 @click.pass_context
 def stories(ctx: click.Context, as_json: bool, limit: int | None) -> None:
-    """List stories, newest first; explain, merge or split them."""
+    """List stories, newest first (hidden ones too, marked); explain, merge, split, hide, unhide, tag or retag them."""
     if ctx.invoked_subcommand is not None:
         return
     app: App = ctx.obj
-    items = app.store.stories(limit=limit)
+    items = app.store.stories(limit=limit, hidden=True)
     if as_json:
         click.echo(json.dumps([story_json(s) for s in items], indent=2, ensure_ascii=False))
         return
@@ -194,6 +210,9 @@ def stories_explain(app: App, story_id: int) -> None:
     click.echo(f"  first seen {s.first_seen.isoformat()}   updated {s.updated.isoformat()}")
     click.echo(f"  link       {s.link or '-'}")
     click.echo(f"  tags       {', '.join(s.tags) or '-'}")
+    click.echo(f"  topics     {', '.join(s.topics) or '-'}")
+    if s.hidden_at is not None:
+        click.echo(f"  hidden     {_hidden(s)}: out of the pages, feeds and digests; `stories unhide {s.id}` shows it")
     if e.merged:
         click.echo(f"  merged in  {', '.join(str(i) for i in e.merged)} (those ids resolve to this story)")
     table = new_table(f"{len(e.sightings)} sighting(s)")
@@ -243,6 +262,72 @@ def stories_split(app: App, story_id: int, sighting_id: int) -> None:
     click.echo(f"sighting {sighting_id} left story {story_id}: it is now story {new_id}")
 
 
+@stories.command("hide")
+@click.argument("story_id", type=ROW_ID)
+@click.option("--reason", default=None, help="Why (shown to operators only: explain, status).")
+@click.pass_obj
+def stories_hide(app: App, story_id: int, reason: str | None) -> None:
+    """Hide (retract) a story: out of the pages, feeds, search and future digests."""
+    if reason is not None and len(reason) > MAX_REASON:
+        raise UsageError(f"--reason: at most {MAX_REASON} characters, got {len(reason)}")
+    story, changed = app.store.hide_story(story_id, " ".join(reason.split()) if reason else None, now())
+    state = "is hidden" if changed else "was hidden already"
+    click.echo(f"story {story.id} {state} ({_hidden(story)}): {story.title}")
+    if changed:
+        click.echo("the published feeds change at the next publish (`newsletter publish`, or the service's next pass)")
+
+
+@stories.command("unhide")
+@click.argument("story_id", type=ROW_ID)
+@click.pass_obj
+def stories_unhide(app: App, story_id: int) -> None:
+    """Show a hidden story again."""
+    story, changed = app.store.unhide_story(story_id, now())
+    if not changed:
+        click.echo(f"story {story.id} is not hidden: nothing to do")
+        return
+    click.echo(f"story {story.id} is shown again: {story.title}")
+
+
+@stories.command("tag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_tag(app: App, story_id: int, topic: str) -> None:
+    """Give a story a topic its words did not (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=True)
+
+
+@stories.command("untag")
+@click.argument("story_id", type=ROW_ID)
+@click.argument("topic")
+@click.pass_obj
+def stories_untag(app: App, story_id: int, topic: str) -> None:
+    """Take a topic off a story (kept through retagging)."""
+    _set_topic(app, story_id, topic, added=False)
+
+
+def _set_topic(app: App, story_id: int, topic: str, *, added: bool) -> None:
+    if app.taxonomy.get(topic) is None:
+        raise UsageError(f"unknown topic {topic!r}; expected one of: {', '.join(app.taxonomy.slugs)}")
+    story, changed = app.store.set_story_topic(story_id, topic, added=added, now=now())
+    verb = "now has" if added else "no longer has"
+    state = "" if changed else " (already so: kept as the operator's word)"
+    click.echo(f"story {story.id} {verb} topic {topic}{state}; topics: {', '.join(story.topics) or '-'}")
+
+
+@stories.command("retag")
+@click.pass_obj
+def stories_retag(app: App) -> None:
+    """Tag every story again with the current taxonomy (after editing it or [topics] terms)."""
+    sightings, changed = app.store.retag(app.taxonomy.tag, now())
+    click.echo(f"retagged: {sightings} sighting(s) and {changed} story(ies) changed topics")
+
+
+def _hidden(s: Story) -> str:
+    return f"since {_when(s.hidden_at)}" + (f", reason: {s.hidden_reason}" if s.hidden_reason else "")
+
+
 def story_json(s: Story) -> dict[str, Any]:
     return {
         "id": s.id,
@@ -253,6 +338,8 @@ def story_json(s: Story) -> dict[str, Any]:
         "link": s.link,
         "sightings": s.sightings,
         "tags": list(s.tags),
+        "topics": list(s.topics),
+        "hidden": s.hidden_at is not None,
     }
 
 
@@ -263,6 +350,7 @@ def _stories_table(items: Sequence[Story]) -> None:
     table.add_column("title")
     table.add_column("seen", justify="right")
     table.add_column("tags")
+    table.add_column("hidden")
     for s in items:
         table.add_row(
             str(s.id),
@@ -270,13 +358,21 @@ def _stories_table(items: Sequence[Story]) -> None:
             s.title,
             str(s.sightings),
             ", ".join(s.tags),
+            _when(s.hidden_at) if s.hidden_at else "",
         )
     out().print(table)
 
 
 @cli.command()
 @click.option("--once", is_flag=True, help="One pass of everything due, then exit (for cron).")
-@click.option("--no-web", is_flag=True, help="Do not serve the web app (a worker).")
+@click.option("--no-web", is_flag=True, help="Do not serve the web app (a worker): every role but web.")
+@click.option(
+    "--role",
+    "roles",
+    type=click.Choice(ROLES),
+    multiple=True,
+    help="Run only this part (repeatable): ingest (sources, publish), sender (inbound, digest), web. Default: all.",
+)
 @click.option(
     "--tick",
     type=click.FloatRange(min=0.2),
@@ -285,16 +381,24 @@ def _stories_table(items: Sequence[Story]) -> None:
     help="Seconds between checks of what is due.",
 )
 @click.pass_obj
-def run(app: App, once: bool, no_web: bool, tick: float) -> None:
+def run(app: App, once: bool, no_web: bool, tick: float, roles: tuple[Role, ...]) -> None:
     """Run the service: web app, ingest, publish and digest on schedule."""
     from newsletter.service.lock import instance_lock
     from newsletter.service.service import Service
 
+    chosen = frozenset(roles or ROLES) - ({"web"} if no_web else set())
+    if not chosen:
+        raise UsageError("--no-web with --role web leaves nothing to run")
+    if once and not chosen - {"web"}:
+        raise UsageError("--once runs the ingest and sender steps once; --role web alone has none (use `serve`)")
     settings = app.settings
-    _setup_logging(settings.log.level)
-    with instance_lock(settings):
-        service = Service(settings, app.store)
-        service.warn_about_setup()
+    _setup_logging(settings.log.level, settings.log.format)
+    # The web alone writes only what its pages do (subscribe, unsubscribe): it runs beside a service on SQLite too.
+    lock = instance_lock(settings) if chosen - {"web"} else contextlib.nullcontext()
+    with lock:
+        service = Service(settings, app.store, roles=chosen)
+        if "sender" in chosen:
+            service.warn_about_setup()
         if once:
             report = service.run_pass(now(), force_publish=True)
             _print_reports(report.sources)  # the pass's errors are in the log (stderr)
@@ -302,19 +406,26 @@ def run(app: App, once: bool, no_web: bool, tick: float) -> None:
                 sys.exit(1)
             return
         base = f"http://{settings.web.host}:{settings.web.port}"
-        lines = [f"feed      {base}/feed.atom", f"home page {base}/"] if not no_web else []
-        lines.append(f"files     {settings.publish.dir}")
-        if settings.mail.transport == "outbox":
+        lines = [f"feed      {base}/feed.atom", f"home page {base}/"] if "web" in chosen else []
+        if "ingest" in chosen:
+            lines.append(f"files     {settings.publish.dir}")
+        if "sender" in chosen and settings.mail.transport == "outbox":
             lines.append(f"outbox    {settings.mail.outbox_dir}")
+        lines.append(f"roles     {', '.join(r for r in ROLES if r in chosen)}")
         click.echo("feed-newsletter is running; stop it with Ctrl-C (or SIGTERM)\n  " + "\n  ".join(lines))
-        if not service.serve_forever(web=not no_web, tick_seconds=tick):
+        if not service.serve_forever(tick_seconds=tick):
             sys.exit(1)
 
 
-def _setup_logging(level: str) -> None:
+def _setup_logging(level: str, style: str = "text") -> None:
     import logging
 
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    if style == "json":
+        from newsletter.service.logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -341,10 +452,19 @@ def status(app: App, as_json: bool) -> None:
             _when(s.last_success_at),
             str(s.error_count),
             s.last_error or "",
-            "-" if s.kind == "page" else _next_check(s),
+            "-" if s.kind == "page" and s.url is None else _next_check(s),
         )
     out().print(table)
-    click.echo(f"stories    {view.live_stories} live, {view.first_seen_this_week} first seen this week ({view.week})")
+    _print_moved(view.sources)
+    hidden = len(view.hidden)
+    click.echo(
+        f"stories    {view.live_stories} live, {hidden} hidden, {view.first_seen_this_week} first seen this week"
+        f" ({view.week})"
+    )
+    for story in view.hidden[:SHOWN_HIDDEN]:
+        click.echo(f"  hidden   #{story.id} {_hidden(story)}: {story.title}")
+    if hidden > SHOWN_HIDDEN:
+        click.echo(f"  hidden   and {hidden - SHOWN_HIDDEN} more (`newsletter status --json` lists them all)")
     last = view.last_digest
     if last is None:
         click.echo("digest     none yet")
@@ -362,9 +482,11 @@ def status(app: App, as_json: bool) -> None:
 @click.pass_obj
 def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
-    from newsletter.publish import publish as publish_feeds
+    from newsletter.publish import Publisher
 
-    report = publish_feeds(app.store, app.settings, now())
+    publisher = Publisher(app.store, app.settings, topics=app.taxonomy.names)
+    report = publisher.publish(now())
+    publisher.wait()  # the WebSub hubs are told before the command exits
     _print_publish(app, report)
 
 
@@ -401,24 +523,169 @@ def feeds() -> None:
     """Add, list, remove, import and export feeds."""
 
 
+def _source_options(noun: str) -> Callable[[Command], Command]:
+    """The options every way of following a source takes: --name, --tag (repeatable), --interval."""
+
+    def options(command: Command) -> Command:
+        command = click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")(
+            command
+        )
+        command = click.option(
+            "--tag", "tags", multiple=True, help=f"Tag for every story of this {noun} (repeatable)."
+        )(command)
+        return click.option("--name", default=None, help="Name shown in listings and the digest.")(command)
+
+    return options
+
+
 @feeds.command("add")
 @click.argument("url")
-@click.option("--name", default=None, help="Name shown in listings and the digest.")
-@click.option("--tag", "tags", multiple=True, help="Tag for every story of this feed (repeatable).")
-@click.option("--interval", type=click.IntRange(min=1), default=None, help="Minutes between checks.")
+@_source_options("feed")
+@click.option("--pick", type=click.IntRange(min=1), default=None, help="Of several feeds found on a page: the Nth.")
+@click.option("--all", "add_all", is_flag=True, help="Of several feeds found on a page: every one.")
+@click.option("--no-discover", is_flag=True, help="Follow the URL as given, without fetching it first.")
 @click.pass_obj
-def feeds_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
-    """Follow a feed (http or https URL)."""
+def feeds_add(
+    app: App,
+    *,
+    url: str,
+    name: str | None,
+    tags: tuple[str, ...],
+    interval: int | None,
+    pick: int | None,
+    add_all: bool,
+    no_discover: bool,
+) -> None:
+    """Follow a feed (http or https URL); given a site's page, follow the feed it offers."""
+    if pick is not None and add_all:
+        raise UsageError("--pick and --all do not go together: choose one feed, or every one")
     clean = check_feed_url(url)
+    targets = [(clean, {clean})] if no_discover else _discovered_feeds(app, clean, pick=pick, add_all=add_all)
+    refused = 0
+    for target, aliases in targets:
+        try:
+            _check_not_followed(app, target, aliases, updating=bool(name or tags or interval))
+        except UsageError as exc:
+            if len(targets) == 1:
+                raise
+            click.echo(f"skip   {exc}", err=True)
+            refused += 1
+            continue
+        source, created = app.store.upsert_feed(
+            target, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now()
+        )
+        click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {target}")
+    if refused:
+        sys.exit(1)
+
+
+def _discovered_feeds(app: App, url: str, *, pick: int | None, add_all: bool) -> list[tuple[str, set[str]]]:
+    """The feeds to follow for ``url`` (each with the addresses it answered from), after asking it what it is."""
+    from ingest.discover import USUAL_PATHS, discover
+
+    found = discover(url, app.settings.fetch, now())
+    if found.kind == "unreachable":
+        if found.outcome == "blocked" or not _transient(found.status):
+            raise UsageError(f"{found.error} (--no-discover follows it as given)")
+        click.echo(f"warning: could not check it ({found.error}); following {url} as given", err=True)
+        return [(url, {url})]
+    if found.kind == "other":
+        raise UsageError(f"{found.error} (--no-discover follows it as given)")
+    feeds = [(f, {f.url, f.final_url}) for f in found.feeds]
+    if found.kind == "feed":
+        return [(url, {url, *feeds[0][1]})]
+    for reason in found.refused:
+        click.echo(f"skip   {reason}", err=True)
+    if not feeds:
+        raise UsageError(
+            f'{url}: an HTML page that offers no feed: no <link rel="alternate"> to a feed answered with one, '
+            f"nor did {', '.join(USUAL_PATHS)} on its site; give the feed's own URL (or --no-discover)"
+        )
+    click.echo(f"found {counted(len(feeds), 'feed', 'feeds')} on {url}:")
+    for number, (feed, _) in enumerate(feeds, 1):
+        click.echo(f"  {number}. {feed.url}" + (f" ({feed.title})" if feed.title else ""))
+    if pick is not None and pick > len(feeds):
+        raise UsageError(f"--pick {pick}: the page offers {counted(len(feeds), 'feed', 'feeds')}")
+    chosen = feeds if add_all else [feeds[(pick or 1) - 1]]
+    if len(feeds) > 1 and not add_all and pick is None:
+        click.echo("following the first (--pick N follows another, --all every one)")
+    return [(check_feed_url(feed.url), aliases) for feed, aliases in chosen]
+
+
+@cli.group()
+def pages() -> None:
+    """Add, list and remove live article pages (read like the saved seed pages, on a schedule)."""
+
+
+@pages.command("add")
+@click.argument("url")
+@_source_options("page")
+@click.pass_obj
+def pages_add(app: App, url: str, name: str | None, tags: tuple[str, ...], interval: int | None) -> None:
+    """Follow a live article page (http or https URL): its article and rail of teasers, like a saved seed page."""
+    from ingest.discover import discover
+
+    clean = check_feed_url(url)
+    aliases = {clean}
+    found = discover(clean, app.settings.fetch, now(), look_for_feeds=False)
+    if found.kind == "feed":
+        raise UsageError(f"{clean} is a feed: `newsletter feeds add {clean}` follows it")
+    if found.kind == "other" or (
+        found.kind == "unreachable" and (found.outcome == "blocked" or not _transient(found.status))
+    ):
+        raise UsageError(f"{found.error}")
+    if found.kind == "unreachable":
+        click.echo(f"warning: could not check it ({found.error}); following {clean} as given", err=True)
+    elif found.final_url:
+        aliases.add(found.final_url)
+    _check_not_followed(app, clean, aliases, updating=bool(name or tags or interval))
     source, created = app.store.upsert_feed(
-        clean,
-        name=name,
-        tags=normalize_tags(tags),
-        interval=interval,
-        origin="cli",
-        now=now(),
+        clean, name=name, tags=normalize_tags(tags), interval=interval, origin="cli", now=now(), kind="page"
     )
-    click.echo(f"{'added' if created else 'updated'} feed #{source.id}: {clean}")
+    click.echo(f"{'added' if created else 'updated'} page #{source.id}: {clean}")
+
+
+@pages.command("list")
+@click.option("--all", "show_all", is_flag=True, help="Include removed pages.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_obj
+def pages_list(app: App, show_all: bool, as_json: bool) -> None:
+    """Each live page's status, last fetch, errors and next check."""
+    from ingest.run import sync_config_feeds
+
+    sync_config_feeds(app.store, app.settings, now())
+    rows = [s for s in app.store.sources(kind="page") if s.url and (show_all or s.status != "removed")]
+    _print_sources(rows, "pages", as_json=as_json)
+
+
+@pages.command("remove")
+@click.argument("page")
+@click.pass_obj
+def pages_remove(app: App, page: str) -> None:
+    """Stop following a live page (by id or URL); its stories stay."""
+    source = app.store.find_source(page)
+    if source is None or source.kind != "page" or source.url is None:
+        raise UsageError(f"no live page with id or URL {page!r}; see `newsletter pages list`")
+    app.store.remove_feed(source.id)
+    note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
+    click.echo(f"removed page #{source.id}: {source.location}{note}")
+
+
+def _transient(status: int | None) -> bool:
+    """No answer at all, or a server in trouble: worth following as given, the next checks will tell."""
+    return status is None or status >= 500 or status == 429
+
+
+def _check_not_followed(app: App, target: str, aliases: set[str], *, updating: bool) -> None:
+    """Refuse an address another source already reads. The same feed added again stays allowed where it changes
+    something: new options, or following a gone or paused feed again."""
+    owner = app.store.followed_by({target, *aliases})
+    if owner is None:
+        return
+    if owner.location == target and (updating or owner.status in ("gone", "paused")):
+        return
+    where = owner.location if owner.kind == "feed" or owner.url is None else owner.url
+    raise UsageError(f"{target} is already followed: {owner.kind} #{owner.id} ({where})")
 
 
 def _feed(app: App, feed: str) -> Source:
@@ -438,6 +705,21 @@ def feeds_remove(app: App, feed: str) -> None:
     app.store.remove_feed(source.id)
     note = " (it is in the config file too: remove it there or it comes back)" if source.origin == "config" else ""
     click.echo(f"removed feed #{source.id}: {source.location}{note}")
+
+
+@feeds.command("move")
+@click.argument("feed")
+@click.argument("url")
+@click.pass_obj
+def feeds_move(app: App, feed: str, url: str) -> None:
+    """Read a feed (by id or URL) from a new URL from now on, keeping its stories: say where a broken feed went."""
+    source = _feed(app, feed)
+    clean = check_feed_url(url)
+    owner = app.store.followed_by({clean})
+    if owner is not None and owner.id != source.id:
+        raise UsageError(f"{clean} is already followed: {owner.kind} #{owner.id} ({owner.location})")
+    app.store.move_feed(source.id, clean)
+    click.echo(f"moved feed #{source.id}: {source.url or source.location} -> {clean} (it is checked at once)")
 
 
 @feeds.command("resume")
@@ -465,11 +747,15 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
 
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
+    _print_sources(rows, "feeds", as_json=as_json)
+
+
+def _print_sources(rows: Sequence[Source], noun: str, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    table = new_table(f"{len(rows)} feeds")
-    for col in ("id", "feed", "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
+    table = new_table(f"{len(rows)} {noun}")
+    for col in ("id", noun[:-1], "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
         table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
     for s in rows:
         feed = (s.name + "\n" if s.name else "") + s.location
@@ -487,6 +773,7 @@ def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
             _next_check(s),
         )
     out().print(table)
+    _print_moved(rows)
 
 
 def _when(value: datetime | None) -> str:
@@ -514,7 +801,17 @@ def _feed_json(s: Source) -> dict[str, Any]:
         "last_error": s.last_error,
         "warning": s.warning,
         "next_check": s.next_check_at.isoformat() if s.next_check_at else None,
+        "suggested_url": s.suggested_url,
     }
+
+
+def _print_moved(sources: Sequence[Source]) -> None:
+    """Below the table, whole: a URL wrapped inside a cell could not be copied."""
+    for s in sources:
+        if s.suggested_url:
+            click.echo(
+                f"{s.kind} #{s.id} {s.location}: moved? try {s.suggested_url} (`newsletter feeds move {s.id} URL`)"
+            )
 
 
 @feeds.command("import")
@@ -572,25 +869,47 @@ def feeds_export(app: App, output: Path | None) -> None:
 
 @cli.group()
 def subscribers() -> None:
-    """Add, list, remove and import digest subscribers."""
+    """Add, list, remove and import digest subscribers; set their topics."""
+
+
+_TOPIC = click.option("--topic", "topics", multiple=True, help="A topic (slug; repeat for more): only these stories.")
 
 
 @subscribers.command("add")
 @click.argument("emails", nargs=-1, required=True)
+@_TOPIC
 @click.pass_obj
-def subscribers_add(app: App, emails: tuple[str, ...]) -> None:
-    """Subscribe addresses (confirmed at once: the operator vouches)."""
+def subscribers_add(app: App, emails: tuple[str, ...], topics: tuple[str, ...]) -> None:
+    """Subscribe addresses (confirmed at once: the operator vouches), with their topics (none: every story)."""
     from newsletter.subscribers import manage as subs
 
+    chosen = subs.check_topics(topics, app.taxonomy.slugs) or None
     bad = 0
     for email in emails:
         try:
-            click.echo(subs.add(app.store, email, now()).message)
+            click.echo(subs.add(app.store, email, now(), topics=chosen).message)
         except AddressError as exc:
             click.echo(f"error: {exc}", err=True)
             bad += 1
     if bad:
         sys.exit(EXIT_USER_ERROR if bad == len(emails) else 1)
+
+
+@subscribers.command("set")
+@click.argument("email")
+@_TOPIC
+@click.option("--all-topics", is_flag=True, help="Every topic (forget the chosen ones).")
+@click.pass_obj
+def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: bool) -> None:
+    """Change a subscriber's topics (--topic, or --all-topics)."""
+    from newsletter.subscribers import manage as subs
+
+    if bool(topics) == all_topics:
+        raise UsageError("give --topic (one or more) or --all-topics")
+    found = subs.set_topics(app.store, email, subs.check_topics(topics, app.taxonomy.slugs))
+    if found is None:
+        raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")
+    click.echo(f"{found.email}: {subs.describe(found)}")
 
 
 @subscribers.command("remove")
@@ -624,17 +943,18 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
                 "confirmed": r.confirmed_at.isoformat() if r.confirmed_at else None,
                 "bounces": r.bounces,
                 "soft_bounces": r.soft_bounces,
+                "topics": list(r.topics),
             }
             for r in rows
         ]
         click.echo(json.dumps(data, indent=2))
         return
     table = new_table(f"{len(rows)} subscriber(s)")
-    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces"):
+    for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics"):
         table.add_column(col)
     for r in rows:
         cells = (r.email, r.status, _when(r.created_at), _when(r.confirmed_at), str(r.bounces), str(r.soft_bounces))
-        table.add_row(*cells)
+        table.add_row(*cells, ", ".join(r.topics) or "all")
     out().print(table)
 
 
@@ -642,10 +962,10 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
 @click.pass_obj
 def subscribers_import(app: App, file: Path) -> None:
-    """Subscribe every address of a CSV file (an email column)."""
+    """Subscribe every address of a CSV file (an email column; an optional topics column)."""
     from newsletter.subscribers import manage as subs
 
-    report = subs.import_csv(app.store, file, now())
+    report = subs.import_csv(app.store, file, now(), known_topics=app.taxonomy.slugs)
     for line in report.lines:
         click.echo(line.message, err=line.outcome == "invalid")
     counts = ", ".join(f"{report.count(o)} {o}" for o in ("added", "confirmed", "resubscribed", "exists", "refused"))
@@ -671,7 +991,8 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None, as_email:
     from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email)
+    names = app.taxonomy.names
+    p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email, topic_names=names)
     state = "as sent" if p.stored else "as it would be sent now"
     stories = counted(p.stories, "story", "stories")
     click.echo(f"digest {p.period} ({state}) for {p.address}: {p.subject!r}, {stories}")
@@ -687,7 +1008,7 @@ def digest_send(app: App) -> None:
 
     for warning in job.mail_warnings(app.settings):
         click.echo(f"warning: {warning}", err=True)
-    r = job.send_due_digest(app.store, app.settings, now())
+    r = job.send_due_digest(app.store, app.settings, now(), topic_names=app.taxonomy.names)
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -706,6 +1027,26 @@ def _digest_line(r: DigestReport) -> str:
     return line
 
 
+@cli.command()
+@click.pass_obj
+def inbound(app: App) -> None:
+    """Read mail that came back ([inbound]): bounces, complaints, unsubscribes."""
+    from newsletter.inbound.apply import read_inbound
+
+    if app.settings.inbound.source == "none":
+        raise UsageError("[inbound] source is 'none': set it to 'maildir' or 'imap' to read mail that comes back")
+    try:
+        report = read_inbound(app.store, app.settings, now())
+    except MailboxError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for applied in report.applied:
+        click.echo(applied.line)
+    counts = report.counts()
+    summary = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "nothing new"
+    click.echo(f"inbound {report.mailbox}: {len(report.applied)} message(s): {summary}")
+
+
 @digest.command("test-send")
 @click.argument("email")
 @click.option("--period", default=None, help="ISO week, e.g. 2026-W48 (default: the one due next).")
@@ -714,7 +1055,7 @@ def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
     from newsletter.digest import job
 
-    result = job.send_test(app.store, app.settings, email, now(), period=period)
+    result = job.send_test(app.store, app.settings, email, now(), period=period, topic_names=app.taxonomy.names)
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

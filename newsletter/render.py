@@ -13,7 +13,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from ingest.core.config import PROJECT_ROOT
-from ingest.core.text import counted
+from ingest.core.text import counted, html_datetime
 
 TEMPLATES = PROJECT_ROOT / "templates"
 
@@ -35,10 +35,10 @@ def fmt_date(value: datetime | None, style: str = "day") -> str:
 
 
 def iso_date(value: datetime | None) -> str:
-    """RFC 3339, for ``<time datetime=...>`` and machine readers."""
+    """RFC 3339 in UTC, for ``<time datetime=...>`` (at most milliseconds: see :func:`html_datetime`)."""
     if value is None:
         return ""
-    return (value.astimezone(UTC) if value.tzinfo else value).isoformat()
+    return html_datetime(value.astimezone(UTC) if value.tzinfo else value)
 
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

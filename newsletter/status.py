@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ingest.core.config import Settings
-from ingest.core.models import Digest, Source
+from ingest.core.models import Digest, Source, Story
 from ingest.run import sync_config_feeds
 from ingest.store import Store
 from newsletter.digest.select import next_due, period_containing, period_due_at
@@ -22,7 +22,8 @@ __all__ = ["StatusView", "status_view"]
 @dataclass(frozen=True, slots=True)
 class StatusView:
     sources: tuple[Source, ...]  # every source but the removed ones
-    live_stories: int
+    live_stories: int  # readers see them: not merged away, not hidden
+    hidden: tuple[Story, ...]  # hidden by the operator, most recently hidden first
     week: str  # the current period's key
     first_seen_this_week: int  # stories first seen in it
     last_digest: Digest | None
@@ -37,6 +38,7 @@ class StatusView:
             "sources": [_source_json(s) for s in self.sources],
             "stories": {
                 "live": self.live_stories,
+                "hidden": [_hidden_json(s) for s in self.hidden],
                 "first_seen_this_week": self.first_seen_this_week,
                 "week": self.week,
             },
@@ -65,6 +67,7 @@ def status_view(store: Store, settings: Settings, now: datetime) -> StatusView:
     return StatusView(
         sources=tuple(s for s in store.sources() if s.status != "removed"),
         live_stories=store.counts()["stories"],
+        hidden=tuple(store.hidden_stories()),
         week=week.key,
         first_seen_this_week=store.stories_first_seen_between(week.start, week.end),
         last_digest=last,
@@ -73,6 +76,15 @@ def status_view(store: Store, settings: Settings, now: datetime) -> StatusView:
         next_due=due,
         subscribers=store.subscriber_counts(),
     )
+
+
+def _hidden_json(s: Story) -> dict[str, Any]:
+    return {
+        "id": s.id,
+        "title": s.title,
+        "hidden_at": s.hidden_at.isoformat() if s.hidden_at else None,
+        "reason": s.hidden_reason,
+    }
 
 
 def _source_json(s: Source) -> dict[str, Any]:
@@ -84,5 +96,6 @@ def _source_json(s: Source) -> dict[str, Any]:
         "last_success": s.last_success_at.isoformat() if s.last_success_at else None,
         "error_count": s.error_count,
         "last_error": s.last_error,
-        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.kind == "feed" else None,
+        "next_check": s.next_check_at.isoformat() if s.next_check_at and s.url else None,
+        "suggested_url": s.suggested_url,
     }

@@ -10,6 +10,7 @@ forgets a marker costs a second run, never a silent miss of PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.servers import hostile_server  # noqa: F401
+from tests.smtpd import SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_SEEDS = ROOT / "config" / "seeds"
@@ -103,6 +105,13 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
 
 
 @pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    """A real SMTP server on 127.0.0.1 that keeps what it receives (tests/smtpd.py)."""
+    with SmtpSink() as sink:
+        yield sink
+
+
+@pytest.fixture
 def now() -> datetime:
     return NOW
 
@@ -135,10 +144,16 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str])
 
     def run(*args: str) -> tuple[int, str, str]:
         code = 0
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
         try:
             main(list(args))
         except SystemExit as exc:
             code = int(exc.code or 0)
+        finally:
+            # A command that set up logging left a handler on this call's captured stderr, closed once the test
+            # ends: a later test's log line would go there ("--- Logging error ---").
+            root.handlers[:], root.level = handlers, level
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 

@@ -14,7 +14,16 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from ingest.core.config import DigestConfig, MailConfig, PublishConfig, Settings, SubscribeConfig, WebConfig
+from ingest.core.config import (
+    DigestConfig,
+    FetchConfig,
+    HooksConfig,
+    MailConfig,
+    PublishConfig,
+    Settings,
+    SubscribeConfig,
+    WebConfig,
+)
 from ingest.core.models import FeedState, ParsedItem
 from ingest.store import Store
 from newsletter.subscribers import manage as subscribers
@@ -33,12 +42,16 @@ def make_settings(
     digest: dict[str, Any] | None = None,
     subscribe: dict[str, Any] | None = None,
     web: dict[str, Any] | None = None,
+    hooks: dict[str, Any] | None = None,
+    fetch: dict[str, Any] | None = None,
 ) -> Settings:
     return Settings(
         publish=PublishConfig(dir=tmp_path / "public", base_url=BASE_URL, title="Oncology news"),
         digest=DigestConfig(**(digest or {})),
         subscribe=SubscribeConfig(**(subscribe or {})),
         web=WebConfig(**(web or {})),
+        hooks=HooksConfig(**(hooks or {})),
+        fetch=FetchConfig(**(fetch or {})),
         mail=MailConfig(
             outbox_dir=tmp_path / "outbox", from_address="Oncology digest <digest@news.example.org>", **(mail or {})
         ),

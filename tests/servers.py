@@ -16,11 +16,13 @@ import contextlib
 import functools
 import socket
 import socketserver
+import subprocess
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from http import HTTPStatus
+from pathlib import Path
 from types import TracebackType
 from typing import Literal, Self
 
@@ -389,3 +391,17 @@ def hostile_server() -> Iterator[HostileServer]:
 
 
 __all__ = ["DEFAULT_ROUTES", "HostileServer", "Received", "Route", "hostile_server"]
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(certificate, key) PEM files for CN=127.0.0.1, made with openssl, valid two days."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key

@@ -7,8 +7,10 @@ for those addresses (the client's timeout fires); ``sink.on_message`` runs for e
 goes back (the SIGKILL test kills the sender from there). ``sink.mail_reply``, ``rcpt_reply`` and ``data_reply``,
 when set, answer every MAIL, RCPT and message (a server closing with 421, one answering 451 to all);
 ``sink.mail_calls`` and ``data_calls`` count the MAIL commands and the messages that reached the end of DATA.
-``tls`` and ``starttls`` take an ``ssl.SSLContext``; ``logins`` turns AUTH on; ``keep=False`` only counts what
-arrives (benchmarks).
+``sink.delay`` seconds pass before each DATA is answered (a relay's latency); ``sink.hold_until = n`` answers no DATA
+until ``n`` messages wait for their answer at once (proof that ``n`` connections send together); ``sink.peers``
+counts the messages of each client connection. ``tls`` and ``starttls`` take an ``ssl.SSLContext``; ``logins`` turns
+AUTH on; ``keep=False`` only counts what arrives, per recipient too (``sink.recipients``; benchmarks).
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ class _Handler:
             sink.data_calls += 1
             if sink.data_reply is not None:
                 return sink.data_reply
+        if sink.hold_until:
+            sink.waiting += 1
+            if sink.waiting >= sink.hold_until:
+                sink.held.set()
+            await sink.held.wait()
+        if sink.delay:
+            await asyncio.sleep(sink.delay)
         if any(r in sink.hang for r in rcpts):
             await sink.released.wait()
             return "451 4.3.0 gave up"
@@ -87,6 +96,8 @@ class _Handler:
         got = Received(str(envelope.mail_from), rcpts, content)
         with sink.lock:
             sink.count += 1
+            sink.recipients.update(rcpts)
+            sink.peers[str(session.peer)] += 1
             if sink.keep:
                 sink.messages.append(got)
         if sink.on_message is not None:
@@ -121,6 +132,11 @@ class SmtpSink:
         self.logins = logins
         self.keep = keep  # False: count messages, keep none (benchmarks)
         self.count = 0
+        self.recipients: Counter[str] = Counter()
+        self.peers: Counter[str] = Counter()
+        self.delay = 0.0
+        self.hold_until = 0
+        self.waiting = 0
         self.auth_seen: list[str] = []
         self._tls = tls
         self._starttls = starttls
@@ -128,6 +144,7 @@ class SmtpSink:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self.released: asyncio.Event
+        self.held: asyncio.Event
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
@@ -154,6 +171,7 @@ class SmtpSink:
         def run() -> None:
             asyncio.set_event_loop(self._loop)
             self.released = asyncio.Event()
+            self.held = asyncio.Event()
             self._server = self._loop.run_until_complete(
                 self._loop.create_server(self._factory, self.host, 0, ssl=self._tls)
             )
@@ -172,6 +190,7 @@ class SmtpSink:
 
         async def shutdown() -> None:
             self.released.set()
+            self.held.set()
             assert self._server is not None
             self._server.close()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import html
+import random
 import re
+import string
+import unicodedata
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -42,8 +45,8 @@ HOSTILE_TITLES = [
 ]
 
 
-def _item(n: int, title: str, **kw: str) -> DigestItem:
-    values = {
+def _item(n: int, title: str, **kw: str | int) -> DigestItem:
+    values: dict[str, str | int] = {
         "story_id": n,
         "title": title,
         "url": f"https://example.org/articles/{n}?a=1&b=2",
@@ -64,10 +67,24 @@ def _selection(settings: Settings, sections: tuple[Section, ...] | None = None) 
                 "New articles",
                 (
                     _item(1, "Neoadjuvant therapy & résumé of “results”"),
-                    _item(2, "An undated article", date="", iso_date="", source="page.txt"),
+                    _item(2, "An undated article", date="", iso_date="", source="Targeted Oncology"),
                 ),
             ),
-            Section("recaps", "Recaps", (_item(3, "Recap: HER2-positive breast cancer", source="Site and 2 more"),)),
+            Section(
+                "recaps",
+                "Recaps",
+                (
+                    _item(
+                        3,
+                        "Recap: HER2-positive breast cancer",
+                        date="16 Jul 2022",
+                        iso_date="2022-07-16T00:00:00+00:00",
+                        first_seen="first seen this week",
+                        source="Site",
+                        sources=3,
+                    ),
+                ),
+            ),
             Section("tag:lung", "From the feeds: lung", (_item(4, "Lung <b>news</b>", summary=""),)),
         )
     return Selection(period=period_for("2026-W48", settings.digest), sections=sections)
@@ -97,6 +114,7 @@ def _recipient(address: str, subscriber_id: int = 42) -> compose.Recipient:
         unsubscribe_url=f"https://news.example.org/unsubscribe/{token}",
         unsubscribe_mailto=f"mailto:digest@news.example.org?subject=unsubscribe%20{token}",
         message_id=f"<digest.2026-W48.7.{subscriber_id}@news.example.org>",
+        preferences_url=f"https://news.example.org/preferences/{token}",
     )
 
 
@@ -108,9 +126,9 @@ def _parse(raw: bytes) -> EmailMessage:
 
 def _fill(doc: str, recipient: compose.Recipient, escape: bool) -> str:
     esc = html.escape if escape else str
-    return doc.replace("\x1eaddress\x1f", esc(recipient.address)).replace(
-        "\x1eunsubscribe_url\x1f", esc(recipient.unsubscribe_url)
-    )
+    for slot in compose.BODY_SLOTS:
+        doc = doc.replace(compose.SLOT.format(slot), esc(getattr(recipient, slot)))
+    return doc
 
 
 @pytest.mark.parametrize("part", ["html", "txt"])
@@ -239,3 +257,82 @@ def test_confirm_message(tmp_path: Path) -> None:
     assert page is not None
     assert url in text.get_content()
     assert f'href="{url}"' in page.get_content()
+
+
+def _email_message_template(rendered: compose.Rendered, settings: Settings) -> bytes:
+    """The digest message as EmailMessage writes it, slots in place: what message_template used to build per edition."""
+    from_header, from_addr = compose.sender(settings)
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["MIME-Version"] = "1.0"
+    msg["From"] = from_header
+    msg["Subject"] = compose.clean_header(rendered.subject)
+    msg["Date"] = "Mon, 30 Nov 2026 08:00:00 +0000"
+    msg["List-Id"] = f"{compose.clean_header(settings.publish.title)} <digest.{from_addr.rpartition('@')[2]}>"
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.make_alternative()
+    for content, subtype in ((rendered.text, "plain"), (rendered.html, "html")):
+        part = EmailMessage(policy=policy.SMTP)
+        part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(compose._qp_payload(content))
+        msg.attach(part)
+    return msg.as_bytes()
+
+
+def _unbounded(raw: bytes) -> bytes:
+    return re.sub(rb"={15}[0-9]+==", b"BOUNDARY", raw)
+
+
+SUBJECTS = [
+    "Oncology digest: 4 new stories, Nov 23 to 29",
+    "Onkologie-Übersicht: 4 neue Meldungen — Lungenkrebs, Brustkrebs und Hautkrebs, 23. bis 29. November 2026 " * 2,
+    "x" * 200,
+    "Digest =?utf-8?q?=0D=0ABcc:_x@evil.example?= 3",
+]
+
+
+@pytest.mark.no_database
+@pytest.mark.parametrize("subject", SUBJECTS)
+def test_the_edition_template_is_what_email_message_writes(tmp_path: Path, subject: str) -> None:
+    """Issue 18: the MIME skeleton is built once and each edition's subject and parts put in; the bytes are the ones
+    EmailMessage writes for that edition (its random boundary aside)."""
+    settings = make_settings(tmp_path)
+    base = compose.render_digest(_selection(settings), settings)
+    rendered = compose.Rendered(subject, base.html + "\nTrailing blank \n", base.text + "Ünïcode = 100%\t")
+    template = compose.message_template(rendered, settings, SENT)
+    body = [template.chunks[1]]
+    for (name, _where), chunk in zip(template.slots[1:], template.chunks[2:], strict=True):
+        body += [compose.SLOT.format(name).encode("ascii"), chunk]
+    expected = _email_message_template(rendered, settings)
+    head, _, rest = expected.partition(b"\r\n\r\n")
+    assert _unbounded(template.chunks[0]) == _unbounded(head + b"\r\n")
+    assert _unbounded(b"".join(body)) == _unbounded(b"\r\n" + rest)
+
+
+@pytest.mark.no_database
+def test_a_recipient_value_is_quoted_printable_as_body_encode_makes_it() -> None:
+    """The shortcut for plain values (addresses, signed URLs) gives body_encode's bytes, at every length."""
+    rnd = random.Random(18)
+    alphabet = string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;%= \t<>\"é\u2028\n"
+    values = ["", " ", "a ", "a", "=", "x" * 74, "x" * 75, "x" * 76, "x" * 149, "x" * 150, "x" * 151, "x" * 300]
+    values += ["".join(rnd.choices(alphabet, k=rnd.randint(1, 260))) for _ in range(3000)]
+    values += ["".join(rnd.choices(string.ascii_letters + "/:.-_", k=n)) for n in range(1, 400)]
+    for value in values:
+        assert compose._qp_value(value) == compose._qp(value).encode("ascii"), value
+
+
+@pytest.mark.no_database
+def test_clean_header_leaves_a_plain_value_and_cleans_any_other() -> None:
+    """The shortcut for plain ASCII values gives what the full cleaning gives, for plain and hostile values alike."""
+
+    def full(value: str) -> str:
+        value = unicodedata.normalize("NFC", value)
+        value = re.sub(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+", " ", value).replace("=?", "= ?")
+        return re.sub(r"\s+", " ", value).strip()
+
+    rnd = random.Random(18)
+    alphabet = string.ascii_letters + "<>@.:/=?-_ " + "  \t\r\n\x7f\x85\u2028e\u0301"
+    values = [*HOSTILE_TITLES, "", " ", "a", "a  b", " a", "a ", "=?utf-8?q?x?=", "<digest.2026-W48.1.2.3@localhost>"]
+    values += ["".join(rnd.choices(alphabet, k=rnd.randint(0, 40))) for _ in range(5000)]
+    for value in values:
+        assert compose.clean_header(value) == full(value), repr(value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.core.config import BUNDLED_CONFIG, Settings, load_settings
+from ingest.core.config import BUNDLED_CONFIG, SECRET_ENV, Settings, load_settings
 from ingest.core.errors import ConfigError
 from tests.conftest import write_config
 
@@ -24,13 +24,14 @@ def test_bundled_config_holds_every_key_at_its_default() -> None:
     assert loaded.publish.max_entries == defaults.publish.max_entries
     text = BUNDLED_CONFIG.read_text()
     for section, model in Settings.model_fields.items():
-        if section in ("smtp_password", "secret_key", "source_path"):
+        if section in (*SECRET_ENV, "source_path"):
             continue
         annotation = model.annotation
         assert f"[{section}]" in text or f"[[{section}]]" in text, section
         fields = getattr(annotation, "model_fields", {})
         for key in fields:
-            assert f"{key} =" in text, f"[{section}] {key} missing from the bundled config"
+            listed = f"{key} =" in text or f"[[{section}.{key}]]" in text  # a list of tables: [[seeds.folders]]
+            assert listed, f"[{section}] {key} missing from the bundled config"
 
 
 @pytest.mark.sqlite_only  # a relative SQLite file path
@@ -82,6 +83,15 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
             r"\[digest\] timezone \(line 7\): expected an IANA time zone",
         ),
         ('[[feeds]]\nname = "x"\n', r"\[\[feeds\]\] #1 url: missing required key"),
+        (
+            '[[seeds.folders]]\npath = "a"\nname = "A"\n[[seeds.folders]]\npath = "b"\nname = "B"\nurl = "ftp://b.example/"\n',
+            r"\[\[seeds.folders\]\] #2 url \(line 12\): expected .*an http:// or https:// address of the site.*ftp",
+        ),
+        ('[[seeds.folders]]\npath = "a"\n', r"\[\[seeds.folders\]\] #1 name: missing required key"),
+        (
+            '[[seeds.folders]]\npath = "a"\nname = "A"\nsite = "x"\n',
+            r"#1 site \(line 9\): unknown key; .*path, name, url",
+        ),
         ('[mail]\npassword = "x"\n', r"'smtp_password' is a secret .* NEWSLETTER_SMTP_PASSWORD"),
         ('[web]\nsecret_key = "x"\n', r"'secret_key' is a secret .* NEWSLETTER_SECRET_KEY"),
         ("[bogus]\nx = 1\n", r"bogus.*unknown key"),
@@ -93,6 +103,24 @@ def test_bad_config_gets_one_clear_message(tmp_path: Path, extra: str, expected:
     with pytest.raises(ConfigError, match=expected) as info:
         load_settings(path, environ={})
     assert str(info.value).startswith(str(path))
+
+
+def test_seed_folders_name_their_site(tmp_path: Path) -> None:
+    """Issue 14 item 1: readers see a seed folder as its site (``[[seeds.folders]]``), ``dirs`` works as before."""
+    path = write_config(
+        tmp_path,
+        '[[seeds.folders]]\npath = "seeds"\nname = "Targeted Oncology"\nurl = "https://www.targetedonc.com/"\n'
+        '[[seeds.folders]]\npath = "more/onclive"\nname = "OncLive"\n',
+    )
+    sites = load_settings(path, environ={}).seeds.sites()
+    assert [(s.path, s.name, s.url) for s in sites] == [
+        (tmp_path / "seeds", "Targeted Oncology", "https://www.targetedonc.com/"),  # listed in dirs too: read once
+        (tmp_path / "more" / "onclive", "OncLive", None),
+    ]
+    env = {"NEWSLETTER_SEEDS_FOLDERS": '[{path = "x", name = "X"}]', "NEWSLETTER_SEEDS_DIRS": "[]"}
+    assert [(s.path, s.name) for s in load_settings(path, environ=env).seeds.sites()] == [(tmp_path / "x", "X")]
+    plain = load_settings(write_config(tmp_path, ""), environ={}).seeds.sites()
+    assert [(s.path, s.name, s.url) for s in plain] == [(tmp_path / "seeds", None, None)]
 
 
 def test_bad_environment_override_is_named(tmp_path: Path) -> None:

@@ -29,22 +29,17 @@ from ingest.store import Store
 from newsletter import cli
 from newsletter.digest import compose, job
 from newsletter.digest.select import period_for
-from newsletter.digest.send import BACKOFF, backoff, deliver_digest, lease_length
+from newsletter.digest.send import BACKOFF, Pacer, backoff, deliver_digest, lease_length
 from newsletter.digest.transports import OutboxTransport, SmtpTransport
 from newsletter.subscribers import manage as subscribers
 from newsletter.subscribers.tokens import Tokens
 from tests.conftest import write_config
 from tests.maildata import SECRET, W48_DUE, W48_START, confirmed, make_settings, page_story
+from tests.servers import self_signed_certificate
 from tests.smtpd import Received, SmtpSink
 
 SENDER = "digest@news.example.org"
 RunCli = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
-    with SmtpSink() as sink:
-        yield sink
 
 
 @pytest.fixture
@@ -178,7 +173,9 @@ def test_a_timeout_is_retried_and_the_rest_go_on(store: Store, tmp_path: Path, s
 
 
 def test_unsubscribing_while_a_digest_goes_out(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
-    settings = _smtp(tmp_path, smtp_sink)
+    """One connection: c's delivery is not claimed yet when the first message is on the wire (with several, each
+    connection claims one ahead: c unsubscribing then is sent this one digest)."""
+    settings = _smtp(tmp_path, smtp_sink, connections=1)
     confirmed(store, "a@example.org", "b@example.org", "c@example.org")
     c = store.subscriber_by_email("c@example.org")
     assert c is not None
@@ -276,7 +273,7 @@ def _run(store: Store, settings: Settings, transport: OutboxTransport, stop: Cal
     digest, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
     assert digest.id == 1
     deliver_digest(
-        store, settings, digest, transport=transport, tokens=Tokens(SECRET), clock=lambda: W48_DUE, stop=stop
+        store, settings, digest, transports=[transport], tokens=Tokens(SECRET), clock=lambda: W48_DUE, stop=stop
     )
 
 
@@ -331,22 +328,9 @@ def test_an_error_after_a_message_went_still_stores_its_outcome(
     assert [(d.status, d.attempts) for d in store.deliveries(1)] == [("sent", 1)] * 2 + [("pending", 0)] * 2
 
 
-def _certificate(folder: Path) -> tuple[Path, Path]:
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 @pytest.mark.parametrize("security", ["starttls", "tls"])
 def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # our client verifies the server against the default trust store
@@ -363,7 +347,7 @@ def test_tls_and_login(store: Store, tmp_path: Path, security: str, monkeypatch:
 
 
 def test_a_wrong_password_stops_the_run(store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    cert, key = _certificate(tmp_path)
+    cert, key = self_signed_certificate(tmp_path)
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
@@ -390,10 +374,78 @@ def test_the_connection_is_reused(store: Store, tmp_path: Path, smtp_sink: SmtpS
 
     transport._connect = counting  # type: ignore[method-assign,assignment]
     confirmed(store, *(f"r{i}@example.org" for i in range(5)))
-    job.send_due_digest(store, settings, W48_DUE, transport=transport)
+    job.send_due_digest(store, settings, W48_DUE, transports=[transport])
     transport.close()
     assert connects == 1
     assert len(smtp_sink.messages) == 5
+
+
+def test_several_connections_send_together_each_copy_once(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """``[mail] connections = 4``: four sessions, each reused, with four messages on the wire at once (the sink
+    answers none until four wait), and still one copy each."""
+    settings = _smtp(tmp_path, smtp_sink, connections=4)
+    everyone = [f"r{i:02d}@example.org" for i in range(12)]
+    confirmed(store, *everyone)
+    smtp_sink.hold_until = 4
+    report = job.send_due_digest(store, settings, W48_DUE)
+    assert (report.status, report.sent) == ("sent", 12)
+    assert smtp_sink.received_by() == dict.fromkeys(everyone, 1)
+    assert len(smtp_sink.peers) == 4  # four connections, none opened twice
+    assert sum(smtp_sink.peers.values()) == 12
+    assert {d.status for d in store.deliveries(1)} == {"sent"}
+    ids = [m.parsed()["Message-ID"] for m in smtp_sink.messages]
+    assert len(set(ids)) == 12
+
+
+class _PerConnection(OutboxTransport):
+    """One of several connections: at each :meth:`finish`, every message this connection finished before has its
+    outcome stored (at most one of its messages is ever without it), whatever the others are doing."""
+
+    def __init__(self, store: Store, folder: Path, connections: int) -> None:
+        super().__init__(folder)
+        self.store = store
+        self.connections = connections
+        self.names: list[str] = []
+
+    def finish(self) -> None:
+        rows = {f"2026-W48-{d.subscriber_id}": d.status for d in self.store.deliveries(1)}
+        assert [n for n in self.names if rows[n] != "sent"] == []
+        assert list(rows.values()).count("sending") <= 2 * self.connections  # one on the wire, one claimed ahead
+        assert self._target is not None
+        self.names.append(self._target.stem)
+        super().finish()
+
+
+def test_each_connection_has_at_most_one_message_without_its_outcome(store: Store, tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    confirmed(store, *(f"s{i:02d}@example.org" for i in range(16)))
+    digest, _ = job.ensure_digest(store, settings, period_for("2026-W48", settings.digest), W48_DUE)
+    transports = [_PerConnection(store, settings.mail.outbox_dir, 4) for _ in range(4)]
+    run = deliver_digest(store, settings, digest, transports=transports, tokens=Tokens(SECRET), clock=lambda: W48_DUE)
+    assert (run.sent, run.complete) == (16, True)
+    assert sorted(n for t in transports for n in t.names) == sorted(p.stem for p in settings.mail.outbox_dir.iterdir())
+    assert len(list(settings.mail.outbox_dir.glob("*.eml"))) == 16
+
+
+def test_a_server_closing_stops_every_connection(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
+    """A 421 on one connection stops the others after their message in flight; the rest wait, untried."""
+    confirmed(store, *(f"r{i:02d}@example.org" for i in range(12)))
+    smtp_sink.rcpt_reply = "421 4.3.2 service shutting down"
+    report = job.send_due_digest(store, _smtp(tmp_path, smtp_sink, connections=4), W48_DUE)
+    assert report.paused is not None
+    assert report.paused.startswith("the server answered 421")
+    rows = store.deliveries(1)
+    tried = [d for d in rows if d.attempts]
+    assert 1 <= len(tried) <= 4  # at most the one in flight on each connection
+    assert {d.status for d in rows} == {"pending"}
+    waits = {d.next_attempt_at for d in rows if not d.attempts}
+    assert len(waits) == 1  # the untried wait as long as the first one answered 421
+    (until,) = waits
+    assert until is not None
+    assert until - W48_DUE >= backoff(1)  # type: ignore[operator]
+    for d in tried:  # each tried one waits its own backoff, from its own answer
+        assert d.next_attempt_at is not None
+        assert until <= d.next_attempt_at < until + timedelta(seconds=30)
 
 
 # ---- hostile rows and servers ------------------------------------------------------------------------------------
@@ -492,7 +544,7 @@ def test_a_421_stops_the_run_and_the_rest_wait(
     everyone = [f"r{i}@example.org" for i in range(6)]
     confirmed(store, *everyone)
     setattr(smtp_sink, f"{where}_reply", "421 4.3.2 service shutting down")
-    cfg = _cli_config(tmp_path, smtp_sink)
+    cfg = _cli_config(tmp_path, smtp_sink, "connections = 1\n")  # one at a time: exactly one tried
     monkeypatch.setattr(cli, "now", lambda: W48_DUE)
 
     code, out, err = run_cli("--config", cfg, "digest", "send")
@@ -532,7 +584,7 @@ def test_temporary_failures_in_a_row_stop_the_run(
 ) -> None:
     confirmed(store, *(f"r{i}@example.org" for i in range(8)))
     smtp_sink.data_reply = "451 4.3.0 try again later"
-    cfg = _cli_config(tmp_path, smtp_sink, "pause_after_retries = 3\n")
+    cfg = _cli_config(tmp_path, smtp_sink, "pause_after_retries = 3\nconnections = 1\n")
     monkeypatch.setattr(cli, "now", lambda: W48_DUE)
     code, out, err = run_cli("--config", cfg, "digest", "send")
     assert code == 1
@@ -547,7 +599,7 @@ def test_temporary_failures_in_a_row_stop_the_run(
 def test_the_default_stops_after_five_temporary_failures(store: Store, tmp_path: Path, smtp_sink: SmtpSink) -> None:
     confirmed(store, *(f"r{i}@example.org" for i in range(7)))
     smtp_sink.rcpt_reply = "451 4.7.1 greylisted, come back later"
-    report = job.send_due_digest(store, _smtp(tmp_path, smtp_sink), W48_DUE)
+    report = job.send_due_digest(store, _smtp(tmp_path, smtp_sink, connections=1), W48_DUE)
     assert sum(smtp_sink.rcpt_calls.values()) == 5
     assert report.paused is not None
     assert report.paused.startswith("5 temporary failures in a row")
@@ -634,6 +686,7 @@ def test_a_server_closing_is_no_soft_bounce(store: Store, tmp_path: Path, smtp_s
 
 # ---- exactly once across SIGKILL ---------------------------------------------------------------------------------
 
+NO_STORY = "sarcoma.reader@example.org"  # chose a topic no story of the week is in
 SENDER_SCRIPT = textwrap.dedent(
     """
     import sys
@@ -665,9 +718,15 @@ def _run_sender(config: Path, now: datetime) -> subprocess.Popen[str]:
 
 
 @pytest.mark.slow
-def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url: str) -> None:
+@pytest.mark.parametrize("connections", [1, 4])
+def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url: str, connections: int) -> None:
+    """Killed while the server holds a message: at most one duplicate per connection, each the message that
+    connection had in flight (same Message-ID); everyone else exactly one copy, of their own edition (issue 18: the
+    readers who chose lung get the lung story alone; one whose topic had no story gets nothing)."""
     with Store.open(db_url) as store:
         page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1))
+        lung = page_story(store, "A lung story", first_seen=W48_START + timedelta(days=2))
+        store.set_story_topic(lung, "lung", added=True, now=W48_START + timedelta(days=2))
         everyone = [f"reader{i:03d}@example.org" for i in range(200)]
         # Two rows no message can be addressed to: one well before the kill, one right after the message in flight
         # (claimed while that message is on the wire). Both fail; neither disturbs exactly once.
@@ -675,11 +734,15 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
         _insert_raw(store, BAD_ROWS[0])
         confirmed(store, *everyone[50:100])
         _insert_raw(store, BAD_ROWS[2])
-        confirmed(store, *everyone[100:])
+        confirmed(store, *everyone[100:], NO_STORY)
+        for address in everyone[::3]:
+            subscribers.set_topics(store, address, ("lung",))
+        subscribers.set_topics(store, NO_STORY, ("sarcoma",))
+    lung_readers = set(everyone[::3])
     config = tmp_path / "newsletter.toml"
     config.write_text(
         f'[storage]\nurl = "{db_url}"\n\n[mail]\ntransport = "smtp"\nhost = "127.0.0.1"\n'
-        f'port = {smtp_sink.port}\nfrom_address = "Digest <{SENDER}>"\n',
+        f'port = {smtp_sink.port}\nfrom_address = "Digest <{SENDER}>"\nconnections = {connections}\n',
         encoding="utf-8",
     )
     victim: dict[str, int] = {}
@@ -696,40 +759,57 @@ def test_exactly_once_across_sigkill(tmp_path: Path, smtp_sink: SmtpSink, db_url
     victim["pid"] = first.pid
     _, first_err = first.communicate(timeout=300)
     assert first.returncode == -signal.SIGKILL, first_err
-    assert len(smtp_sink.messages) == 100
+    # Other connections' messages may still have reached the server's end of DATA as the sender died.
+    assert 100 <= len(smtp_sink.messages) <= 100 + connections - 1
 
     with Store.open(db_url) as store:
         digest = store.digest_by_period("2026-W48")
         assert digest is not None
         rows = store.deliveries(digest.id)
         states = [d.status for d in rows]
-        assert states.count("sent") == 99
-        # The one in flight when it died; perhaps the next one too, claimed while the server took that one in.
+        # The ones in flight when it died (one per connection at most), and those claimed ahead of them.
         in_flight = {d.email for d in rows if d.status == "sending"}
         assert set(killed[0].rcpt_tos) <= in_flight
-        assert len(in_flight) <= 2
-        assert in_flight == {*killed[0].rcpt_tos, BAD_ROWS[2]}  # claimed ahead, as the comment above says
-        assert states.count("failed") == 1  # the first bad row, written with the claim after it
+        assert len(in_flight) <= 2 * connections
+        if connections == 1:
+            assert states.count("sent") == 99
+            assert in_flight == {*killed[0].rcpt_tos, BAD_ROWS[2]}  # claimed ahead, as the comment above says
+            assert states.count("failed") == 1  # the first bad row, written with the claim after it
+        else:
+            assert 100 - connections <= states.count("sent") <= 99
         settings = make_settings(tmp_path)
     # Restarted once the dead process's lease has run out, it finishes the job.
     second = _run_sender(config, W48_DUE + lease_length(settings) + timedelta(seconds=1))
     out, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
-    assert out.split() == ["sent", "101"]
 
     counts = smtp_sink.received_by()
     assert set(counts) == set(everyone)
-    duplicated = [address for address, n in counts.items() if n > 1]
-    assert duplicated == list(killed[0].rcpt_tos)  # at most the one in flight, and only that one
-    assert counts[duplicated[0]] == 2
-    copies = [m.parsed()["Message-ID"] for m in smtp_sink.messages if m.rcpt_tos == killed[0].rcpt_tos]
-    assert copies[0] == copies[1]  # the same Message-ID: mail stores fold the two into one
+    for m in smtp_sink.messages:
+        (address,) = m.rcpt_tos
+        expected = "1 new story" if address in lung_readers else "2 new stories"
+        assert expected in str(m.parsed()["Subject"]), address
+    duplicated = {address for address, n in counts.items() if n > 1}
+    assert set(killed[0].rcpt_tos) <= duplicated  # the one the server held when the sender died
+    assert duplicated <= in_flight  # only messages in flight: never one whose outcome was stored
+    assert len(duplicated) <= connections
+    assert out.split() == ["sent", str(200 - states.count("sent"))]  # everyone whose outcome was not stored
+    for address in duplicated:
+        assert counts[address] == 2
+        copies = [m.parsed()["Message-ID"] for m in smtp_sink.messages if m.rcpt_tos == (address,)]
+        assert copies[0] == copies[1]  # the same Message-ID: mail stores fold the two into one
     with Store.open(db_url) as store:
         digest = store.digest_by_period("2026-W48")
         assert digest is not None
         assert digest.status == "sent"
         final = {d.email: d.status for d in store.deliveries(digest.id)}
-        assert final == {**dict.fromkeys(everyone, "sent"), BAD_ROWS[0]: "failed", BAD_ROWS[2]: "failed"}
+        assert final == {
+            **dict.fromkeys(everyone, "sent"),
+            BAD_ROWS[0]: "failed",
+            BAD_ROWS[2]: "failed",
+            NO_STORY: "empty",
+        }
+        assert len(store.editions(digest.id)) == 2  # lung, and sarcoma (empty): rendered once each
 
 
 # ---- preview and test send ---------------------------------------------------------------------------------------
@@ -769,17 +849,26 @@ def test_send_test_sends_the_preview_to_one_address(store: Store, tmp_path: Path
         job.send_test(store, settings, "not an address", W48_DUE)
 
 
-def test_the_sending_rate_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``[mail] rate = 10``: each message waits for its 1/10 s slot (a clock standing still, so the waits add up)."""
-    from newsletter.digest import transports
-
-    waits: list[float] = []
-    monkeypatch.setattr(transports.time, "monotonic", lambda: 100.0)
-    monkeypatch.setattr(transports.time, "sleep", waits.append)
-    transport = SmtpTransport(make_settings(tmp_path, mail={"transport": "smtp", "rate": 10}))
-    for _ in range(4):
-        transport._pace()
-    assert waits == pytest.approx([0.1, 0.2, 0.3])
-    unlimited = SmtpTransport(make_settings(tmp_path, mail={"transport": "smtp", "rate": 0}))
-    unlimited._pace()
+def test_the_sending_rate_is_one_budget_for_every_process(db_url: str, tmp_path: Path) -> None:
+    """``[mail] rate = 10``: each message waits for its 1/10 s slot, and two processes (two handles on the database)
+    share the budget: their waits interleave instead of each getting 10/s (a clock standing still, so waits add up).
+    ``domain_rates``: mail to gmail.com also waits for its own slower slot, and the rest of the mail does not."""
+    waits: list[tuple[str, float]] = []
+    settings = make_settings(tmp_path, mail={"transport": "smtp", "rate": 10, "domain_rates": {"GMail.com": 1}})
+    with Store.open(db_url) as one, Store.open(db_url) as two:
+        pacers = {
+            name: Pacer(s, settings, wall=lambda: 100.0, sleep=lambda d, n=name: waits.append((n, d)))
+            for name, s in (("one", one), ("two", two))
+        }
+        for name in ("one", "two", "one", "two"):
+            pacers[name].wait("a@example.org")
+        assert waits == [("two", pytest.approx(0.1)), ("one", pytest.approx(0.2)), ("two", pytest.approx(0.3))]
+        waits.clear()
+        pacers["one"].wait("x@gmail.com")  # all mail's next slot (0.4); gmail's first is free already
+        pacers["two"].wait("y@gmail.com")  # all mail's next is 0.5, gmail's is a second after its first: 1.0
+        pacers["one"].wait("b@example.org")  # the rest goes on at all mail's rate: 0.6
+        assert waits == [("one", pytest.approx(0.4)), ("two", pytest.approx(1.0)), ("one", pytest.approx(0.6))]
+    unlimited = Pacer(Store.open(db_url), make_settings(tmp_path), sleep=lambda d: waits.append(("none", d)))
+    unlimited.wait("a@example.org")
+    unlimited.store.close()
     assert len(waits) == 3

@@ -262,7 +262,7 @@ def test_permanent_redirect_is_adopted_and_listed(
     hostile_server.redirect("/old", "/feed", status=301)
     hostile_server.redirect("/temp", "/feed", status=302)
     for path in ("/old", "/temp"):
-        assert run_cli("--config", str(cfg), "feeds", "add", hostile_server.url(path))[0] == 0
+        assert run_cli("--config", str(cfg), "feeds", "add", "--no-discover", hostile_server.url(path))[0] == 0
     code, out, err = run_cli("--config", str(cfg), "ingest")
     assert code == 0, err
     code, out, _ = run_cli("--config", str(cfg), "feeds", "list", "--json")
@@ -427,7 +427,7 @@ def test_a_feed_moved_for_good_is_followed_and_keeps_its_stories(
 
 def _add_feeds(run_cli: RunCli, cfg: Path, urls: list[str]) -> None:
     for url in urls:
-        code, _, err = run_cli("--config", str(cfg), "feeds", "add", url)
+        code, _, err = run_cli("--config", str(cfg), "feeds", "add", "--no-discover", url)
         assert code == 0, err
 
 
@@ -653,3 +653,41 @@ def test_a_feed_changed_by_one_entry_stores_it_and_marks_the_others_seen(
         }
         assert store.known_keys([source.id]) == {source.id: frozenset({"e2", "e3", "e4"})}
         assert _source(store, url).etag == '"v2"'
+
+
+def test_guids_that_are_no_urls_and_repeated_guids(
+    tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
+) -> None:
+    """Issue 14 items 5 and 6: a guid two different items shared dropped the second ("Second distinct story beta"
+    never became a story), and a guid that is no URL ("same", "g1") became the story's link ("http://host/same")."""
+    cfg = write_config(tmp_path, FETCH)
+    (tmp_path / "seeds").mkdir()
+    items = [
+        "<item><title>First distinct story alpha</title><guid>same</guid><description>Alpha.</description></item>",
+        "<item><title>Second distinct story beta</title><guid>same</guid><description>Beta.</description></item>",
+        "<item><title>A guid that is a word</title><guid>g1</guid><description>G1.</description></item>",
+        "<item><title>A permalink</title><guid>http://example.org/p</guid><description>P.</description></item>",
+    ]
+    hostile_server.set("/guids", headers={"Content-Type": "application/rss+xml"}, body=_rss(items))
+    url = hostile_server.url("/guids")
+    _add_feeds(run_cli, cfg, [url])
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 0, err
+    assert f"{url}: 4 new" in out
+    code, out, _ = run_cli("--config", str(cfg), "stories", "--json")
+    links = {s["title"]: s["link"] for s in json.loads(out)}
+    assert links == {
+        "First distinct story alpha": None,
+        "Second distinct story beta": None,
+        "A guid that is a word": None,
+        "A permalink": "http://example.org/p",
+    }
+    # Fetched again (no validators: a full 200), the same keys: nothing new, nothing dropped.
+    code, out, err = run_cli("--config", str(cfg), "ingest", "--all")
+    assert code == 0, err
+    assert f"{url}: 0 new" in out
+    with Store.open(load_settings(cfg, environ={}).storage.url) as store:
+        sightings = store.sightings()
+    assert len(sightings) == 4
+    # All four seen again: the two under one guid are told apart by normalizing both, never skipped as stored.
+    assert all(s.last_seen > s.first_seen for s in sightings), [(s.key, s.first_seen, s.last_seen) for s in sightings]

@@ -32,7 +32,12 @@ def test_add_list_remove(project: Path, run_cli: RunCli) -> None:
     assert [(f["url"], f["name"], f["tags"], f["status"]) for f in feeds] == [
         ("https://example.org/feed.xml", "Ex", ["prostate"], "active")
     ]
-    code, out, _ = run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml")
+    code, out, err = run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml")
+    assert (code, err.splitlines()[-1]) == (
+        2,
+        "error: https://example.org/feed.xml is already followed: feed #1 (https://example.org/feed.xml)",
+    )
+    code, out, _ = run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml", "--name", "Ex2")
     assert "updated feed" in out
     assert len(_feeds(run_cli, cfg)) == 1
     code, out, _ = run_cli("--config", str(cfg), "feeds", "remove", str(feeds[0]["id"]))

@@ -131,6 +131,16 @@ def test_missing_seed_folder_is_reported(project: Path, run_cli: RunCli) -> None
     assert "6 new" in out
 
 
+def test_missing_named_seed_folder_is_reported(project: Path, run_cli: RunCli) -> None:
+    cfg = project / "newsletter.toml"
+    cfg.write_text(cfg.read_text() + '[[seeds.folders]]\npath = "gone"\nname = "Gone Site"\n')
+    code, out, err = run_cli("--config", str(cfg), "ingest")
+    assert code == 1
+    assert "gone: seed folder does not exist ([[seeds.folders]] path)" in err
+    assert "Traceback" not in err
+    assert "6 new" in out  # the other folder's pages are read
+
+
 def test_help_lists_every_command(run_cli: RunCli) -> None:
     code, out, _ = run_cli("--help")
     assert code == 0

@@ -28,6 +28,7 @@ FAST_CASES = {
     "atom10.xml",
     "dates.xml",
     "duplicate_guids.xml",
+    "guids.xml",
     "no_entries.xml",
     "relative_links.xml",
     "rss091.xml",
@@ -225,10 +226,44 @@ def test_keys_are_stable_from_fetch_to_fetch() -> None:
 
 def test_repeated_guid_keeps_the_first_entry() -> None:
     feed = _parse_case("duplicate_guids.xml")
-    assert feed.duplicates == 2
-    assert [i.title for i in feed.items][:2] == ["First copy", "No guid, same link as the next"]
+    assert feed.duplicates == 1  # the entry repeating a link; the one repeating a guid is another story (below)
+    assert [i.title for i in feed.items][:3] == ["First copy", "Second copy", "No guid, same link as the next"]
     assert feed.warning is not None
-    assert "repeat the id" in feed.warning
+    assert "1 entry repeats the id of an earlier entry; the first of each was kept" in feed.warning
+
+
+@pytest.mark.parametrize("case", ["guids.xml", "guids_bozo.xml"])  # the fast path, and feedparser's
+def test_a_guid_repeated_by_a_different_entry_keeps_both(case: str) -> None:
+    feed = _parse_case(case)
+    titles = [i.title for i in feed.items]
+    assert titles.count("First distinct story alpha") == 1  # its exact repeat is dropped
+    assert "Second distinct story beta" in titles
+    assert "Same id, another link" in titles
+    assert feed.duplicates == 1
+    keys = {i.title: i.key for i in feed.items}
+    assert len(set(keys.values())) == len(feed.items)
+    assert keys["First distinct story alpha"] == URL + "same"  # the first keeps the key it always had
+    assert keys["Second distinct story beta"].startswith(URL + "same#")
+    assert keys["Same id, another link"].startswith("p-1#")
+    assert feed.warning is not None
+    assert "2 entries repeat the id of an earlier, different entry" in feed.warning
+    # The same feed fetched again, with a new entry on top: the same keys.
+    body = (
+        (FEEDS / case).read_bytes().replace(b"<item>", b"<item><title>Newest</title><guid>new</guid></item><item>", 1)
+    )
+    again = parse_feed(body, now=NOW, url=URL + case, headers=_headers(case))
+    assert {i.title: i.key for i in again.items if i.title != "Newest"} == keys
+
+
+@pytest.mark.parametrize("case", ["guids.xml", "guids_bozo.xml"])
+def test_a_guid_is_a_link_only_when_written_as_an_absolute_url(case: str) -> None:
+    by_title = {i.title: i for i in _parse_case(case).items}
+    assert by_title["First distinct story alpha"].link is None  # <guid>same</guid>, not <url>/same
+    assert by_title["Second distinct story beta"].link is None
+    assert by_title["A guid that is a path"].link is None
+    assert by_title["A guid that is a word with a link"].link == "https://guids.example.com/g1"
+    assert by_title["An absolute permalink guid"].link == "https://guids.example.com/stories/8"
+    assert by_title["A guid that is a path"].key == "https://fixtures.example/stories/7"  # keys as before
 
 
 def test_absurd_and_missing_dates_fall_back_to_first_seen() -> None:
@@ -422,9 +457,10 @@ def test_json_feed() -> None:
         "feed",
         "JSON Oncology \ufffdDigest",
         "https://json.example.org/",
-        1,
+        0,
     )
-    first, second, third = feed.items
+    first, second, repeated, third = feed.items
+    assert (repeated.title, repeated.key) == ("Duplicate id, another item: kept", "2025-06-01-a#" + repeated.key[-16:])
     assert first.link == "https://fixtures.example/posts/a"  # "/posts/a" against the feed URL
     assert first.published == datetime(2025, 6, 1, 10, 0, tzinfo=UTC)
     assert first.author == "M. Yeloma"
@@ -642,19 +678,25 @@ def test_known_entries_are_listed_with_their_position_not_normalized() -> None:
 
 
 def test_a_known_entry_without_id_or_link_or_now_empty_is_parsed_in_full() -> None:
-    """A key made from the entry's text, or an entry that may be empty now, needs the entry normalized."""
+    """A key made from the entry's text, an entry that may be empty now, or an id several entries share (a repeat,
+    or another story: only their texts tell) needs the entry normalized."""
     body = (
         b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
         b"<item><title>No id, no link</title><description>Some text</description></item>"
         b"<item><guid isPermaLink='false'>empty-now</guid></item>"
         b"<item><guid isPermaLink='false'>dup</guid><title>First</title></item>"
         b"<item><guid isPermaLink='false'>dup</guid><title>Second</title></item>"
+        b"<item><guid isPermaLink='false'>dup</guid><title>First</title></item>"
+        b"<item><guid isPermaLink='false'>stored</guid><title>Stored</title></item>"
         b"</channel></rss>"
     )
     full = parse_feed(body, now=NOW, url=URL, headers={})
     hashed = full.items[0].key
     assert hashed.startswith("hash:")
-    skipping = parse_feed(body, now=NOW, url=URL, headers={}, known={hashed, "empty-now", "dup"})
-    assert skipping.items == full.items[:1]
-    assert skipping.known == (("dup", 2),)
+    assert [i.key for i in full.items[1:3]] == ["dup", full.items[2].key] and full.items[2].key.startswith("dup#")
+    known = {hashed, "empty-now", "dup", full.items[2].key, "stored"}
+    skipping = parse_feed(body, now=NOW, url=URL, headers={}, known=known)
+    assert skipping.items == full.items[:3]
+    assert skipping.known == (("stored", 4),)
     assert (skipping.empty, skipping.duplicates) == (full.empty, full.duplicates) == (1, 1)
+    assert skipping.warning == full.warning

@@ -105,7 +105,7 @@ def test_a_write_lock_held_by_another_connection_is_one_line_and_exit_2(
     with write_lock(db):
         for args in (
             ("ingest",),
-            ("feeds", "add", "https://example.org/feed.xml"),
+            ("feeds", "add", "--no-discover", "https://example.org/feed.xml"),
             ("subscribers", "add", "ann@example.org"),
             ("stories", "merge", str(before[0]["id"]), str(before[1]["id"])),
         ):
@@ -150,7 +150,7 @@ def test_the_holder_is_named_when_newsletter_run_holds_the_database(
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "ready"
-        code, _, err = run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml")
+        code, _, err = run_cli("--config", str(cfg), "feeds", "add", "--no-discover", "https://example.org/feed.xml")
         assert code == 2
         assert _error_line(err) == (
             f"error: another process holds a write lock on {db} (`newsletter run`, pid {holder.pid}, is using it); "
@@ -161,7 +161,7 @@ def test_the_holder_is_named_when_newsletter_run_holds_the_database(
         holder.stdin.close()
         holder.wait(timeout=30)
         holder.stdout.close()
-    code, out, err = run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml")
+    code, out, err = run_cli("--config", str(cfg), "feeds", "add", "--no-discover", "https://example.org/feed.xml")
     assert (code, out.strip()) == (0, "added feed #2: https://example.org/feed.xml"), err
 
 
@@ -170,7 +170,7 @@ def test_a_row_lock_past_postgresqls_lock_timeout_is_one_line(
     project: Path, run_cli: RunCli, db_url: str, backend: str
 ) -> None:
     cfg = write_config(project, "")
-    assert run_cli("--config", str(cfg), "feeds", "add", "https://example.org/feed.xml")[0] == 0
+    assert run_cli("--config", str(cfg), "feeds", "add", "--no-discover", "https://example.org/feed.xml")[0] == 0
     # The operator's own lock_timeout (in the URL's options): without it PostgreSQL waits for row locks for ever.
     cfg.write_text(cfg.read_text().replace("search_path%3D", "lock_timeout%3D200%20-csearch_path%3D"))
     engine = create_engine(db_url)
@@ -212,7 +212,7 @@ def test_a_full_disk_under_the_database_loses_nothing(tmp_path: Path, run_cli: R
         reader.execute("SELECT count(*) FROM story").fetchall()
         filler = fill(disk)
         try:
-            for args in (("ingest",), ("feeds", "add", "https://example.org/feed.xml")):
+            for args in (("ingest",), ("feeds", "add", "--no-discover", "https://example.org/feed.xml")):
                 code, _, err = run_cli("--config", str(cfg), *args)
                 assert code == 2, args
                 assert _error_line(err) == (

@@ -11,7 +11,8 @@ import pytest
 
 from ingest.core.errors import PageError
 from ingest.core.models import ParsedItem, ParsedPage
-from ingest.seeds import match_date, parse_page
+from ingest.core.text import first_sentence, truncate_words
+from ingest.seeds import _digest, match_date, parse_page
 from tests.conftest import GOLDEN
 
 pytestmark = pytest.mark.no_database  # opens no database: one run
@@ -128,15 +129,29 @@ def test_rail_found_without_boilerplate_line() -> None:
     assert page.warnings
 
 
-def test_article_title_is_cut_at_a_word_boundary() -> None:
+def test_article_title_is_a_whole_clause_of_its_first_sentence() -> None:
+    """Issue 14 item 2: the standfirst's first sentence was cut at 90 characters with "…"; its first clause is the
+    headline now (the sentence is 288 characters long, its first comma at 146)."""
     page = _parse(GOLDEN / "seeds" / "real_page.txt")
     assert page.article is not None
     title = page.article.title
     assert page.article.title_derived
-    assert len(title) <= 90
-    assert title.endswith("…")
-    assert page.article.summary.startswith(title.removesuffix("…"))
-    assert title.removesuffix("…").split()[-1] in page.article.summary.split()
+    assert not title.endswith("…")
+    assert page.article.summary.startswith(title + ", including")
+
+
+def test_a_dated_blurb_without_a_title_keeps_its_key() -> None:
+    """Its key hashes the title derived before issue 14, so that a page parsed again finds the sighting it made."""
+    blurb = (
+        "Experts from four academic centers reviewed how step-up dosing of bispecific antibodies can move to "
+        "outpatient clinics, and what it asks of community teams. Then more."
+    )
+    rail = f"Stay up to date.\nApril 15th 2025{blurb}\n"
+    page = parse_page(("Standfirst.\n" + rail).encode(), name="p.txt", boilerplate=["Stay up to date."], tz=UTC)
+    (teaser,) = page.teasers
+    assert teaser.title_derived and not teaser.title.endswith("…")
+    assert teaser.title == blurb[: blurb.index(",")]
+    assert teaser.key == "teaser:" + _digest(truncate_words(first_sentence(blurb), 90), "April 15th 2025", blurb)
 
 
 def test_keys_are_stable_across_perturbations() -> None:

@@ -105,7 +105,7 @@ def test_status_shows_sources_digests_and_subscribers(service: Service, run_cli:
         "last_success": NOW.isoformat(),
     }
     assert data["stories"]["live"] == 6
-    assert set(data["stories"]) == {"live", "first_seen_this_week", "week"}
+    assert set(data["stories"]) == {"live", "hidden", "first_seen_this_week", "week"}
     assert data["last_digest"]["note"] == "not sent: due 2026-11-30 08:00 UTC, 30.0 h late"
     assert data["last_digest"]["deliveries"] == {}
     assert set(data["next_digest"]) == {"period", "due"}
@@ -254,8 +254,9 @@ send_empty = true
 
 @pytest.mark.slow
 def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(project: Path) -> None:
-    """Ctrl-C (SIGINT) half way through a digest: exit 0; every message the server took is recorded as sent, the
-    rest stay pending for the next run (none left claimed, none sent twice)."""
+    """Ctrl-C (SIGINT) half way through a digest sent over four connections: exit 0; each connection finishes its
+    message in flight, every message the server took is recorded as sent, the rest stay pending for the next run
+    (none left claimed, none sent twice)."""
     now = datetime.now(UTC)
     due = now - timedelta(minutes=2)
     send_at = f"{('mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun')[due.weekday()]} {due:%H:%M}"
@@ -264,7 +265,7 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         settings = _settings(
             project,
             f'[digest]\nsend_at = "{send_at}"\nsend_empty = true\n',
-            mail=f'transport = "smtp"\nhost = "127.0.0.1"\nport = {sink.port}\n',
+            mail=f'transport = "smtp"\nhost = "127.0.0.1"\nport = {sink.port}\nconnections = 4\n',
         )
         assert settings.source_path is not None
         with Store.open(settings.storage.url) as store:
@@ -278,6 +279,7 @@ def test_sigint_while_sending_finishes_the_message_in_flight_and_loses_nothing(p
         assert "received SIGINT" in stderr
         got = sink.received_by()
         assert 10 <= len(got) < 80  # stopped half way
+        assert len(sink.peers) == 4
         assert set(got.values()) == {1}
         with Store.open(settings.storage.url) as store:
             (digest,) = store.digests(limit=1)
@@ -299,3 +301,70 @@ def test_serve_serves_the_published_feeds_on_the_configured_address(project: Pat
         out, _ = proc.communicate(timeout=30)
     assert f"serving on http://127.0.0.1:{port}/" in out
     assert proc.returncode == 0
+
+
+def test_each_role_runs_only_its_steps(project: Path, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run --once --role ingest`` reads the sources and publishes, and sends nothing even when a digest is due;
+    ``--role sender`` sends the due digest and reads no source."""
+    from newsletter import cli
+
+    settings = _settings(project)
+    cfg = str(settings.source_path)
+    with Store.open(settings.storage.url) as store:
+        subscribers.add(store, "ann@example.org", NOW)
+    monkeypatch.setattr(cli, "now", lambda: NOW)
+    code, _, err = run_cli("--config", cfg, "run", "--once", "--role", "ingest")
+    assert code == 0, err
+    assert (settings.publish.dir / "feed.atom").is_file()
+    with Store.open(settings.storage.url) as store:
+        assert len(store.stories()) == 6
+    page = next((project / "seeds").glob("*.txt")).read_text(encoding="utf-8")
+
+    monkeypatch.setattr(cli, "now", lambda: DUE + timedelta(hours=1))
+    code, _, err = run_cli("--config", cfg, "run", "--once", "--role", "ingest")
+    assert code == 0, err
+    with Store.open(settings.storage.url) as store:
+        assert store.digest_by_period("2026-W48") is None  # due now, but not this process's to send
+    (project / "seeds" / "later.txt").write_text(page + "\nA Later Teaser\nNovember 28th 2026A later blurb.\n")
+
+    code, _, err = run_cli("--config", cfg, "run", "--once", "--role", "sender")
+    assert code == 0, err
+    assert len(list(settings.mail.outbox_dir.glob("*.eml"))) == 1
+    with Store.open(settings.storage.url) as store:
+        assert len(store.stories()) == 6  # the new page waits for an ingest process
+        assert not [s for s in store.stories() if s.title == "A Later Teaser"]
+        digest = store.digest_by_period("2026-W48")
+        assert digest is not None
+        assert digest.status == "sent"
+
+    code, _, err = run_cli("--config", cfg, "run", "--once", "--role", "web")
+    assert (code, err.strip()) == (
+        2,
+        "error: --once runs the ingest and sender steps once; --role web alone has none (use `serve`)",
+    )
+    code, _, err = run_cli("--config", cfg, "run", "--role", "nobody")
+    assert code == 2
+    assert "'nobody' is not one of 'ingest', 'sender', 'web'" in err
+
+
+@pytest.mark.slow
+def test_a_web_process_runs_beside_the_workers(project: Path) -> None:
+    """Big installs run the parts apart: ``run --role ingest --role sender`` (it holds the SQLite instance lock) and
+    ``run --role web`` beside it, serving what the other publishes; SIGTERM stops each cleanly."""
+    port = _free_port()
+    settings = _settings(project, f"[web]\nport = {port}\n")
+    with _newsletter(settings, "run", "--role", "ingest", "--role", "sender", "--tick", "1") as workers:
+        with _newsletter(settings, "run", "--role", "web") as web:
+            base = f"http://127.0.0.1:{port}"
+            _wait_for(lambda: b"Prolaris in Practice" in _get(f"{base}/feed.atom")[1], "the feed the workers publish")
+            assert _get(f"{base}/subscribe")[0] == 200
+            web.send_signal(signal.SIGTERM)
+            web_out, web_err = web.communicate(timeout=60)
+        assert web.returncode == 0, web_err
+        assert "roles     web" in web_out
+        assert workers.poll() is None  # the workers go on without the web
+        workers.send_signal(signal.SIGTERM)
+        out, err = workers.communicate(timeout=60)
+    assert workers.returncode == 0, err
+    assert "roles     ingest, sender" in out
+    assert f"127.0.0.1:{port}" not in out  # no web in that process

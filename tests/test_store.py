@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from ingest.core.errors import SchemaTooNewError, StoreError
 from ingest.core.models import ParsedItem
 from ingest.store import HEAD, Store
 from ingest.store.engine import MIGRATIONS, _v8
-from tests.conftest import GOLDEN
+from tests.conftest import GOLDEN, PG_URL_ENV
 
 NOW = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
 
@@ -251,3 +254,32 @@ def test_subscribers_of_a_version_6_database_get_a_soft_bounce_count(db_url: str
         assert (old.bounces, old.soft_bounces) == (2, 0)
         with store.engine.connect() as conn:
             assert conn.execute(text("SELECT version FROM schema_version")).scalar() == HEAD
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_exclusive_work_is_scoped_to_the_schema_so_two_instances_on_one_server_never_skip_each_other(
+    db_url: str, pg_engine: Engine
+) -> None:
+    """Two newsletters on one PostgreSQL server (a schema each) must not share "only one of us does this": the
+    advisory lock behind ``Store.exclusive`` is server-wide, so its key names the schema too. Before, the second
+    instance's seed ingest was silently skipped while the first one's ran (the xdist flakes of round 2)."""
+    other = f"t_{secrets.token_hex(6)}"
+    with pg_engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {other}"))
+    base = os.environ[PG_URL_ENV]
+    other_url = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={other}')}"
+    try:
+        with (
+            Store.open(db_url) as mine,
+            Store.open(other_url) as theirs,
+            Store.open(db_url) as twin,
+            mine.exclusive("ingest-seeds") as got,
+        ):
+            assert got
+            with theirs.exclusive("ingest-seeds") as also:
+                assert also, "another schema's lock blocked this one"
+            with twin.exclusive("ingest-seeds") as same:
+                assert not same, "the same schema must still be exclusive"
+    finally:
+        with pg_engine.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {other} CASCADE"))

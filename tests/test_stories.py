@@ -24,6 +24,7 @@ from ingest.dedupe import MAX_CANDIDATES_PER_KEY, features, keys_of, match_input
 from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import Store, clustering, schema
+from ingest.topics import tag_items, taxonomy_of
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
 
@@ -64,7 +65,7 @@ def _ingest(store: Store, project: Path) -> dict[tuple[str, str], Ref]:
         page = parse_page(path.read_bytes(), name=path.name, boilerplate=BOILERPLATE, tz=ZoneInfo("UTC"))
         for item in page.items:
             refs[(str(path), item.key)] = _from_page(path.name, item, 0).ref
-    reports = ingest_seeds(store, settings.seeds, NOW)
+    reports = ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy_of(settings.topics))
     assert all(r.error is None for r in reports)
     for i, (url, entries) in enumerate(sorted(_feed_items().items())):
         source, _ = store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
@@ -94,7 +95,7 @@ def test_the_labeled_set_clusters_as_labeled_through_the_store(tmp_path: Path) -
         before = {(s.id, s.uid, s.title) for s in store.stories()}
         for page in (tmp_path / "seeds").glob("*.txt"):  # touched: every page is read and parsed again
             page.write_bytes(page.read_bytes() + b"\n")
-        reports = ingest_seeds(store, settings.seeds, NOW + timedelta(days=1))
+        reports = ingest_seeds(store, settings.seeds, NOW + timedelta(days=1), taxonomy=taxonomy_of(settings.topics))
         assert sum(r.new for r in reports) == 0
         assert {(s.id, s.uid, s.title) for s in store.stories()} == before
 
@@ -105,7 +106,7 @@ def test_the_article_takes_the_teasers_headline(tmp_path: Path) -> None:
         shutil.copy(FIXTURES / name, tmp_path / "seeds" / name)
     settings = load_settings(write_config(tmp_path, ""), environ={})
     with Store.open(settings.storage.url) as store:
-        ingest_seeds(store, settings.seeds, NOW)
+        ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy_of(settings.topics))
         (story,) = [s for s in store.stories() if "HER2-Positive Metastatic Breast Cancer" in s.title]
         assert story.title == "Personalizing Maintenance Therapy in HER2-Positive Metastatic Breast Cancer"
         assert story.summary.startswith("Panelists discussed how evolving strategies")
@@ -520,11 +521,17 @@ def _tables(store: Store) -> tuple[list[dict[str, object]], list[dict[str, objec
     return stories, sightings
 
 
+def _to_the_second(stories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"updated": row["updated"].replace(microsecond=0)} for row in stories]
+
+
 def test_feeds_saved_in_one_batch_make_exactly_the_stories_saved_one_by_one(
     tmp_path: Path, db_url: str, other_db_url: str
 ) -> None:
     """The same corpus, each feed in a transaction of its own or a round's feeds in one batch: the same stories with
-    the same ids, members, canonical fields and merges, and the same sightings with the same verdicts."""
+    the same ids, members, canonical fields and merges, and the same sightings with the same verdicts. Topics (tagged
+    as the feed pass tags them), search columns and ``updated`` stamps included; each round moves the publish
+    generation on."""
     state = FeedState(status="active", last_status=200, error_count=0, next_check_at=None, success=True)
     (tmp_path / "seeds").mkdir()
     for page in FIXTURES.glob("*.txt"):
@@ -532,10 +539,12 @@ def test_feeds_saved_in_one_batch_make_exactly_the_stories_saved_one_by_one(
     results = []
     for url, batched in ((db_url, False), (other_db_url, True)):
         settings = load_settings(write_config(tmp_path, "").with_name("newsletter.toml"), environ={})
+        taxonomy = taxonomy_of(settings.topics)
         with Store.open(url) as store:
-            ingest_seeds(store, settings.seeds, NOW)
+            ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy)
             saved = []
-            for n, feeds in enumerate(_batch_corpus()):
+            for n, untagged in enumerate(_batch_corpus()):
+                feeds = [(u, tag_items(items, taxonomy)) for u, items in untagged]
                 now = NOW + timedelta(hours=n + 1)
                 if n == 1:  # the operator splits the teaser the two split feeds brought
                     (story,) = [s for s in store.stories() if s.title == HEADLINE]
@@ -544,22 +553,29 @@ def test_feeds_saved_in_one_batch_make_exactly_the_stories_saved_one_by_one(
                     store.upsert_feed(u, name=None, tags=[], interval=None, origin="cli", now=now)[0].id
                     for u, _ in feeds
                 ]
+                before = store.publish_generation()
                 if batched:
                     saved += store.save_feeds(
                         [(i, items, state) for i, (_, items) in zip(ids, feeds, strict=True)], now
                     )
                 else:
                     saved += [store.save_feed(i, items, state, now) for i, (_, items) in zip(ids, feeds, strict=True)]
+                assert store.publish_generation() > before  # each round changes stories: the pages are rebuilt
             results.append((saved, *_tables(store)))
     (saved_alone, stories_alone, sightings_alone), (saved_batched, stories_batched, sightings_batched) = results
     assert saved_batched == saved_alone
-    assert stories_batched == stories_alone
+    # ``updated`` is the pass's clock reading plus a microsecond per story row written (clustering.stamp): a batch
+    # writes its new stories before it refreshes the stored ones, so the microseconds, not the moments, differ.
+    assert len({row["updated"] for row in stories_batched}) == len(stories_batched)
+    assert _to_the_second(stories_batched) == _to_the_second(stories_alone)
     assert sightings_batched == sightings_alone
     # The corpus does what it is meant to: folds stories (in a round and across rounds), keeps the split, and sees
     # entries again.
     assert sum(1 for row in stories_alone if row["merged_into"] is not None) >= 2
     assert len([row for row in stories_alone if row["title"] == HEADLINE and row["merged_into"] is None]) == 2
     assert sum(r.seen for r in saved_alone) == 13
+    assert any(row["topics"] for row in stories_alone if row["title"] != HEADLINE)
+    assert all(row["search_title"] for row in stories_alone)
 
 
 def _poison(store: Store, title: str) -> None:

@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,10 +29,11 @@ pytestmark = [
 
 if CHROMIUM.exists():
     from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.remote.webelement import WebElement
     from selenium.webdriver.support.wait import WebDriverWait
 
 
@@ -79,7 +81,18 @@ def _submit(browser: WebDriver, button: str) -> None:
     page, and a look right after it may still find the old one."""
     page = browser.find_element(By.TAG_NAME, "html")
     browser.find_element(By.CSS_SELECTOR, button).click()
-    WebDriverWait(browser, 10).until(expected_conditions.staleness_of(page))
+    WebDriverWait(browser, 10).until(lambda _: _gone(page))
+
+
+def _gone(element: WebElement) -> bool:
+    """Whether the page holding element has been left. Chromium reports a node of a document being torn down either
+    as stale or, in a narrow window, as "Node with given id does not belong to the document" (a plain
+    WebDriverException that selenium's staleness_of lets through): both mean the old page is gone."""
+    try:
+        element.is_enabled()
+    except WebDriverException:
+        return True
+    return False
 
 
 def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
@@ -95,8 +108,38 @@ def test_subscribe_then_confirm(browser: WebDriver, site: Site) -> None:
     (msg,) = site.outbox()
     path = confirm_url(msg).split("/", 3)[3]
     browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "Confirm your subscription"
+    assert site.status("browser.reader@example.org") == "pending"  # opening the link changed nothing
+    _submit(browser, "main form button[type=submit]")
     assert _h1(browser) == "You are subscribed"
+    assert browser.current_url == f"{site.url}/{path}"  # answered in place, no redirect
     assert site.status("browser.reader@example.org") == "confirmed"
+    assert browser.get_cookies() == []
+
+
+def test_the_preferences_page_from_the_digest_footer(browser: WebDriver, site: Site, tmp_path: Path) -> None:
+    """Issue 18: the digest's "Manage preferences" link opens a page where a reader ticks topics, saves, sees the
+    choice kept, and can unsubscribe from there."""
+    shown = job.preview(
+        site.store, site.settings, W48_DUE + timedelta(hours=1), tmp_path, as_email="reader@example.org"
+    )
+    browser.get(shown.html.as_uri())
+    link = browser.find_element(By.LINK_TEXT, "Manage preferences").get_attribute("href")
+    assert link is not None and "/preferences/" in link
+    path = link.split("/", 3)[3]
+    browser.get(f"{site.url}/{path}")
+    assert _h1(browser) == "Your digest preferences"
+    for topic in ("lung", "immunotherapy"):
+        browser.find_element(By.CSS_SELECTOR, f"input[name=topic][value={topic}]").click()
+    _submit(browser, "#save")
+    assert browser.find_element(By.ID, "saved").text == "Saved: immunotherapy, lung."
+    ticked = [e.get_attribute("value") for e in browser.find_elements(By.CSS_SELECTOR, "input[name=topic]:checked")]
+    assert sorted(ticked) == ["immunotherapy", "lung"]
+    found = site.store.subscriber_by_email("reader@example.org")
+    assert found is not None and found.topics == ("immunotherapy", "lung")
+    _submit(browser, "#unsubscribe")
+    assert _h1(browser) == "You are unsubscribed"
+    assert site.status("reader@example.org") == "unsubscribed"
     assert browser.get_cookies() == []
 
 
@@ -188,3 +231,22 @@ def test_the_digest_email_fits_the_screen_without_its_stylesheet(
         assert not browser.find_element(By.CSS_SELECTOR, ".preheader").is_displayed()
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def _px(element: Any) -> float:
+    return float(element.value_of_css_property("font-size").removesuffix("px"))
+
+
+def test_the_digest_page_headings_outrank_the_story_titles(browser: WebDriver, site: Site) -> None:
+    """The page's title, then each section's heading, then the stories' titles under it, then the text."""
+    browser.get(f"{site.url}/digests/2026-W48")
+    title = _px(browser.find_element(By.TAG_NAME, "h1"))
+    sections = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section > h2")]
+    items = [_px(h) for h in browser.find_elements(By.CSS_SELECTOR, "main section li h3")]
+    text = _px(browser.find_element(By.CSS_SELECTOR, "main section li p"))
+    assert len(sections) == 2 and len(items) == 2
+    assert title > max(sections)
+    assert min(sections) > max(items), f"section headings {sections} px, story titles {items} px"
+    assert min(items) >= text
+    browser.get(f"{site.url}/")
+    assert _px(browser.find_element(By.TAG_NAME, "h1")) > _px(browser.find_element(By.CSS_SELECTOR, "ol.stories h2"))

@@ -245,6 +245,7 @@ def test_home_page_lists_stories_with_feed_autodiscovery(site: Site) -> None:
         ("application/atom+xml", "/feed.atom"),
         ("application/rss+xml", "/feed.rss"),
         ("application/feed+json", "/feed.json"),
+        ("application/atom+xml", "/digests.atom"),
     }
     assert any(m.get("name") == "viewport" for m in page.meta)
     assert "/subscribe" in page.anchors
@@ -281,9 +282,22 @@ def test_story_page_shows_the_story_its_sources_and_link(site: Site) -> None:
     assert "<h1>Story number 2 about trastuzumab</h1>" in r.text
     assert "The blurb of story 2." in r.text
     assert "https://news.example/2" in page.anchors
-    assert "page-one.txt" in r.text
+    assert "Seen in 1 source" in r.text
+    assert "page-one.txt" not in r.text  # a seed page is its folder's source, never a file (issue 14 item 1)
     assert "/srv/seeds" not in r.text  # a server path is never shown
     assert '<time datetime="2026-11-25T10:00:00+00:00">25 Nov 2026</time>' in r.text
+
+
+def test_story_page_names_its_topics(site: Site) -> None:
+    """Issue 18: a story's topics, by name (the operator's tag included); a story with none shows no line."""
+    story = next(s for s in site.store.stories() if s.title == "Story number 2 about trastuzumab")
+    site.store.set_story_topic(story.id, "breast", added=True, now=NOW)
+    site.store.set_story_topic(story.id, "targeted-therapy", added=True, now=NOW)
+    other = next(s for s in site.store.stories() if s.id != story.id and not s.topics)
+    with site.client() as client:
+        tagged, plain = client.get(f"/stories/{story.id}"), client.get(f"/stories/{other.id}")
+    assert '<p class="topics">Topics: Breast cancer, Targeted therapy' in tagged.text
+    assert 'class="topics"' not in plain.text
 
 
 def test_story_page_prints_a_sanitized_body(site: Site) -> None:

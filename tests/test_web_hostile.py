@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from pydantic import SecretStr
 from starlette.routing import BaseRoute, Route
 
 from ingest.store import Store
@@ -100,7 +101,10 @@ def _requests(routes: list[BaseRoute]) -> Iterator[tuple[str, str, str | None]]:
 def site_url(tmp_path: Path, db_url: str) -> Iterator[tuple[str, list[BaseRoute]]]:
     store = Store.open(db_url)
     # No subscribe limits: every hostile form must reach the address check and the store, not stop at the limit.
-    settings = make_settings(tmp_path, subscribe={"per_client_per_hour": 0, "mails_per_hour": 0})
+    # The relays' hooks on: every hostile body must meet their checks, not a 404.
+    hooks = {"ses": True, "postmark_username": "postmark", "sendgrid_public_key": "AAAA"}
+    settings = make_settings(tmp_path, subscribe={"per_client_per_hour": 0, "mails_per_hour": 0}, hooks=hooks)
+    settings = settings.model_copy(update={"postmark_hook_password": SecretStr("s3cret")})
     page_story(store, "A story of the week", first_seen=W48_START + timedelta(days=1), tags=["lung cancer"])
     confirmed(store, "reader@example.org")
     job.send_due_digest(store, settings, W48_DUE)

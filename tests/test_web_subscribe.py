@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import timedelta
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.subscribers.tokens import Tokens
+from tests.feedcheck import atom_problems
 from tests.mailsite import Site, confirm_url, live_site
 
 
@@ -35,10 +37,27 @@ def test_subscribe_and_confirm(site: Site) -> None:
         link = confirm_url(msg)
         assert link.startswith("https://news.example.org/confirm/")
         path = "/" + link.split("/", 3)[3]
-        confirmed_page = client.get(path)
+        asked = client.get(path)
+        assert asked.status_code == 200
+        assert f'<form method="post" action="{path}">' in asked.text
+        assert site.status("new.reader@example.org") == "pending"  # opening the link is not confirming
+        confirmed_page = client.post(path)
         assert confirmed_page.status_code == 200
         assert "You are subscribed" in confirmed_page.text
         assert site.status("new.reader@example.org") == "confirmed"
+        assert "You are subscribed" in client.post(path).text  # again: harmless
+
+
+def test_a_link_scanner_following_the_confirm_link_confirms_nothing(site: Site) -> None:
+    """A mail scanner (a hospital's gateway, a link preview) GETs every link of a message, HEADs some."""
+    with site.client() as client:
+        client.post("/subscribe", data={"email": "scanned@example.org"})
+        path = "/" + confirm_url(site.outbox()[0]).split("/", 3)[3]
+        answers = [client.get(path), client.head(path), client.get(path, headers={"Accept": "*/*"})]
+    assert [a.status_code for a in answers] in ([200, 200, 200], [200, 405, 200])
+    assert answers[0].headers["cache-control"] == "no-store"
+    assert "You are subscribed" not in answers[0].text
+    assert site.status("scanned@example.org") == "pending"
 
 
 def test_a_bad_address_is_refused_on_the_form(site: Site) -> None:
@@ -56,11 +75,14 @@ def test_an_expired_or_forged_confirm_link_reveals_nothing(site: Site) -> None:
         client.post("/subscribe", data={"email": "late@example.org"})
         path = "/" + confirm_url(site.outbox()[0]).split("/", 3)[3]
         site.clock.now += timedelta(days=8)
-        expired = client.get(path)
-        forged = client.get(path[:-3] + "abc")
-        unknown = client.get("/confirm/99999.abc.abcdefghijklmnopqrstuvwxyz")
-    assert {expired.status_code, forged.status_code, unknown.status_code} == {400}
-    assert expired.text == forged.text == unknown.text
+        answers = [
+            send(target)
+            for send in (client.get, client.post)
+            for target in (path, path[:-3] + "abc", "/confirm/99999.abc.abcdefghijklmnopqrstuvwxyz")
+        ]
+    assert {a.status_code for a in answers} == {400}
+    assert len({a.text for a in answers}) == 1
+    expired = answers[0]
     assert "late@example.org" not in expired.text
     assert site.status("late@example.org") == "pending"
 
@@ -136,6 +158,7 @@ def test_the_digest_archive(site: Site) -> None:
     assert (missing.status_code, nonsense.status_code) == (404, 404)
     assert feed.status_code == 200
     assert feed.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert atom_problems(feed.content, site.clock.now) == []
     ns = {"a": "http://www.w3.org/2005/Atom"}
     root = ET.fromstring(feed.content)
     entries = root.findall("a:entry", ns)
@@ -144,3 +167,37 @@ def test_the_digest_archive(site: Site) -> None:
     link = entries[0].find("a:link", ns)
     assert link is not None
     assert link.get("href") == "https://news.example.org/digests/2026-W48"
+    # The entry carries the digest itself, as its web page shows it: sections, titles, links out, blurbs.
+    content = entries[0].find("a:content", ns)
+    assert content is not None and content.get("type") == "html"
+    body = content.text or ""
+    assert "<h2>New articles</h2>" in body and "<h2>Recaps</h2>" in body
+    assert "A &lt;b&gt;bold&lt;/b&gt; story of the week" in body  # the title is text, escaped once in the HTML
+    story_links = re.findall(r'href="(https://news\.example\.org/stories/\d+)"', body)
+    assert len(story_links) == 2
+    assert "What Recap: an old one is about." in body
+    # Nothing of one subscriber's copy: no unsubscribe link, no slot left to fill.
+    assert "unsubscribe" not in body.lower() and "{{" not in body and "\x00" not in body
+
+
+def test_the_home_page_leads_to_the_digests(site: Site) -> None:
+    with site.client() as client:
+        home = client.get("/")
+    assert home.status_code == 200
+    assert '<a href="/digests/">' in home.text
+    assert (
+        '<link rel="alternate" type="application/atom+xml" title="Oncology news: weekly digests" '
+        'href="/digests.atom">' in home.text
+    )
+
+
+def test_a_story_hidden_after_its_digest_leaves_the_digest_page_and_feed(site: Site) -> None:
+    (bold,) = [s for s in site.store.stories() if "bold" in s.title]
+    site.store.hide_story(bold.id, "retracted", site.clock.now)
+    with site.client() as client:
+        one = client.get("/digests/2026-W48")
+        feed = client.get("/digests.atom")
+    assert one.status_code == 200
+    assert "bold" not in one.text and "Recap: an old one" in one.text
+    assert "1 story." in one.text
+    assert b"bold" not in feed.content.split(b"<content", 1)[1]

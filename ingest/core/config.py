@@ -12,8 +12,10 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -27,16 +29,23 @@ from pydantic import (
 )
 
 from ingest.core.errors import ConfigError, UsageError
-from ingest.core.text import normalize_tags
+from ingest.core.text import HEADLINE_CHARS, normalize_tags
 from ingest.core.urls import check_feed_url
 
 ENV_PREFIX = "NEWSLETTER_"
 #: Environment variables that are secrets or options of the CLI, not keys of the file.
-SECRET_ENV = {"smtp_password": "NEWSLETTER_SMTP_PASSWORD", "secret_key": "NEWSLETTER_SECRET_KEY"}
+SECRET_ENV = {
+    "smtp_password": "NEWSLETTER_SMTP_PASSWORD",
+    "secret_key": "NEWSLETTER_SECRET_KEY",
+    "imap_password": "NEWSLETTER_IMAP_PASSWORD",
+    "dkim_key_file": "NEWSLETTER_DKIM_KEY_FILE",
+    "postmark_hook_password": "NEWSLETTER_POSTMARK_HOOK_PASSWORD",
+}
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 BUNDLED_CONFIG = PROJECT_ROOT / "config" / "newsletter.toml"
+BUNDLED_TOPICS = PROJECT_ROOT / "config" / "topics.toml"
 
 
 def _check_timezone(value: str) -> str:
@@ -63,6 +72,22 @@ def _check_networks(value: list[str]) -> list[str]:
 Networks = Annotated[list[str], AfterValidator(_check_networks)]
 
 
+def _check_domain_rates(value: dict[str, float]) -> dict[str, float]:
+    checked: dict[str, float] = {}
+    for domain, rate in value.items():
+        name = domain.strip().rstrip(".").lower()
+        if not re.fullmatch(r"[a-z0-9-]+(\.[a-z0-9-]+)+", name):
+            raise ValueError(f"a table of mail domains such as 'gmail.com', got {domain!r}")
+        if not rate > 0:
+            raise ValueError(f"a rate above 0 messages per second for {domain!r}, got {rate!r}")
+        checked[name] = float(rate)
+    return checked
+
+
+#: Recipient domain -> messages per second (``[mail] domain_rates``), domains lower case.
+DomainRates = Annotated[dict[str, float], AfterValidator(_check_domain_rates)]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -70,17 +95,63 @@ class _Section(BaseModel):
 class StorageConfig(_Section):
     url: str = "sqlite:///../var/newsletter.db"
     busy_timeout: float = Field(default=10.0, ge=0, description="seconds a write waits for another's write lock")
+    keep_deliveries_days: int = Field(default=400, ge=0, description="days a digest's deliveries are kept; 0: ever")
+    keep_sightings_days: int = Field(default=730, ge=0, description="days a story keeps every copy; 0: ever")
+
+
+def _check_site_url(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme.lower() not in ("http", "https") or not parts.hostname or " " in value:
+        raise ValueError("an http:// or https:// address of the site, such as 'https://www.example.org/'")
+    return value
+
+
+class SeedFolder(_Section):
+    """One ``[[seeds.folders]]`` table: a folder of pages saved from one site, and how readers see that site."""
+
+    path: Path
+    name: str = Field(min_length=1, description="the site's name, shown as the source of its stories")
+    url: Annotated[str | None, AfterValidator(_check_site_url)] = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSite:
+    """A seed folder to read, with its site's name and address when the config gives them."""
+
+    path: Path
+    name: str | None
+    url: str | None
+    key: str  # the config key that lists it, for messages
 
 
 class SeedsConfig(_Section):
     dirs: list[Path] = Field(default_factory=lambda: [Path("seeds")])
+    folders: list[SeedFolder] = Field(default_factory=list)
     boilerplate: list[str] = Field(
         default_factory=lambda: ["Stay up to date on recent advances in the multidisciplinary approach to cancer."]
     )
     max_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
     timezone: TimeZoneName = "UTC"
-    title_max_chars: int = Field(default=90, ge=20)
+    title_max_chars: int = Field(default=HEADLINE_CHARS, ge=20)
     follow_symlinks: bool = False
+
+    def sites(self) -> list[SeedSite]:
+        """Every folder to read, once: those of ``dirs`` (named by ``[[seeds.folders]]`` when it lists them too),
+        then the rest of ``[[seeds.folders]]``."""
+        named = {folder.path: folder for folder in self.folders}
+        found: dict[Path, SeedSite] = {}
+        for path in self.dirs:
+            site = named.get(path)
+            name, url = (site.name, site.url) if site else (None, None)
+            found.setdefault(path, SeedSite(path, name, url, "[seeds] dirs"))
+        for folder in self.folders:
+            found.setdefault(folder.path, SeedSite(folder.path, folder.name, folder.url, "[[seeds.folders]] path"))
+        return list(found.values())
 
 
 class FeedConfig(_Section):
@@ -102,6 +173,10 @@ class FeedConfig(_Section):
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
         return list(normalize_tags(value))
+
+
+class PageConfig(FeedConfig):
+    """A live article page, read like a saved seed page on a schedule (``[[pages]]``): the same keys as a feed."""
 
 
 class FetchConfig(_Section):
@@ -127,6 +202,18 @@ class PublishConfig(_Section):
     subtitle: str = "Oncology news from many sources, each story once."
     author: str = "feed-newsletter"
     id: str = "tag:feed-newsletter.example,2026:feed"
+    websub_hubs: list[str] = Field(default_factory=list, description="WebSub hubs pinged when a feed changes")
+
+    @field_validator("websub_hubs")
+    @classmethod
+    def _hubs(cls, value: list[str]) -> list[str]:
+        for hub in value:
+            try:
+                check_feed_url(hub)
+            except UsageError as exc:
+                reason = str(exc).removeprefix(f"{hub!r}: ")
+                raise ValueError(f"an http:// or https:// hub URL ({reason})") from None
+        return value
 
 
 class DigestConfig(_Section):
@@ -155,7 +242,13 @@ class MailConfig(_Section):
     port: int = Field(default=25, gt=0, lt=65536)
     security: Literal["none", "starttls", "tls"] = "none"
     username: str | None = None
-    rate: float = Field(default=0.0, ge=0, description="messages per second, 0 for no limit")
+    rate: float = Field(
+        default=0.0, ge=0, description="messages per second, shared by every sending process; 0 for no limit"
+    )
+    domain_rates: DomainRates = Field(
+        default_factory=dict, description="messages per second to one recipient domain, e.g. {'gmail.com': 20}"
+    )
+    connections: int = Field(default=4, gt=0, le=64, description="SMTP sessions per process, each reused")
     timeout: float = Field(default=30.0, gt=0)
     bounce_limit: int = Field(default=3, gt=0, description="hard bounces (5xx) before a subscriber is bounced")
     soft_bounce_limit: int = Field(
@@ -167,12 +260,64 @@ class MailConfig(_Section):
     lease_seconds: float = Field(
         default=0, ge=0, description="a claimed delivery's lease; 0: max(120, 4 * timeout + 30)"
     )
+    bounce_address: str = Field(
+        default="", description="envelope sender base: bounces come back to bounces+TOKEN@ (VERP); '' for From"
+    )
+    unsubscribe_address: str = Field(
+        default="", description="List-Unsubscribe mailto base: unsubscribe+TOKEN@; '' for From with a subject"
+    )
+
+    dkim_selector: str = Field(default="", description="DKIM: the selector of the public key in DNS; '' to not sign")
+    dkim_domain: str = Field(default="", description="DKIM: the signing domain (d=), usually From's domain")
+
+    @field_validator("bounce_address", "unsubscribe_address")
+    @classmethod
+    def _plain_address(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[A-Za-z0-9._-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", value):
+            raise ValueError("a plain address without '+', such as 'bounces@news.example.org', or ''")
+        return value.lower()
+
+
+class InboundConfig(_Section):
+    source: Literal["none", "maildir", "imap"] = "none"
+    maildir: Path = Path("../var/inbound")
+    host: str = ""
+    port: int = Field(default=993, gt=0, lt=65536)
+    security: Literal["tls", "starttls"] = "tls"
+    username: str = ""
+    folder: str = "INBOX"
+    timeout: float = Field(default=30.0, gt=0)
+    ca_file: Path | None = Field(
+        default=None, description="PEM file of the CA(s) trusted for the IMAP server instead of the system's"
+    )
+
+
+class HooksConfig(_Section):
+    ses: bool = False
+    ses_topics: list[str] = Field(default_factory=list, description="SNS topic ARNs accepted; [] for any")
+    sns_cert_url: str = Field(
+        default=r"^https://sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?/",
+        description="where SNS signing certificates (and subscription confirmations) may be fetched from: a regex",
+    )
+    postmark_username: str = ""
+    sendgrid_public_key: str = ""
+
+    @field_validator("sns_cert_url")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"a regular expression ({exc})") from None
+        return value
 
 
 class WebConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, lt=65536)
     trusted_proxies: Networks = Field(default_factory=list, description="proxies whose X-Forwarded-For is believed")
+    health_max_pass_age: int = Field(default=60, ge=0, description="minutes; 0: the last pass's age is not judged")
+    metrics: bool = True
 
 
 class SubscribeConfig(_Section):
@@ -180,8 +325,18 @@ class SubscribeConfig(_Section):
     mails_per_hour: int = Field(default=100, ge=0, description="confirmation mails in all; 0: no cap")
 
 
+class TopicsConfig(_Section):
+    file: Path | None = Field(default=None, description="the topic taxonomy; None: the bundled config/topics.toml")
+    terms: dict[str, list[str]] = Field(default_factory=dict, description="more terms per topic slug")
+
+    @property
+    def path(self) -> Path:
+        return self.file if self.file is not None else BUNDLED_TOPICS
+
+
 class LogConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
 
 
 class Settings(_Section):
@@ -190,16 +345,23 @@ class Settings(_Section):
     storage: StorageConfig = StorageConfig()
     seeds: SeedsConfig = SeedsConfig()
     feeds: list[FeedConfig] = Field(default_factory=list)
+    pages: list[PageConfig] = Field(default_factory=list)
     fetch: FetchConfig = FetchConfig()
     publish: PublishConfig = PublishConfig()
     digest: DigestConfig = DigestConfig()
     mail: MailConfig = MailConfig()
+    inbound: InboundConfig = InboundConfig()
+    hooks: HooksConfig = HooksConfig()
     web: WebConfig = WebConfig()
     subscribe: SubscribeConfig = SubscribeConfig()
+    topics: TopicsConfig = TopicsConfig()
     log: LogConfig = LogConfig()
     # Secrets: environment only (see SECRET_ENV); never printed.
     smtp_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    imap_password: SecretStr | None = None
+    dkim_key_file: Path | None = None  # the DKIM private key's file: named only in the environment
+    postmark_hook_password: SecretStr | None = None
     #: The file the settings came from (None when built from defaults in code).
     source_path: Path | None = None
 
@@ -249,11 +411,22 @@ def load_settings(path: Path, environ: Mapping[str, str] | None = None) -> Setti
     return _resolve_paths(settings, path.resolve())
 
 
+#: Where a secret would be written in the file by someone who did not know: (section, key).
+_SECRET_KEYS = {
+    "smtp_password": ("mail", "password"),
+    "imap_password": ("inbound", "password"),
+    "postmark_hook_password": ("hooks", "postmark_password"),
+}
+
+
 def _mentions_secret(data: Mapping[str, Any], secret: str) -> bool:
     if secret in data:
         return True
-    short = secret.removeprefix("smtp_")
-    return any(isinstance(v, Mapping) and short in v for v in data.values())
+    if secret in _SECRET_KEYS:
+        section, short = _SECRET_KEYS[secret]
+        table = data.get(section)
+        return isinstance(table, Mapping) and short in table
+    return any(isinstance(v, Mapping) and secret in v for v in data.values())
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict[tuple[str, str], str]:
@@ -265,7 +438,7 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str], path: Path) -> dict
             continue
         rest = var[len(ENV_PREFIX) :].lower()
         section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is None or section == "feeds":
+        if section is None or section in ("feeds", "pages"):
             continue  # not ours (another tool's, or a test's own variable)
         key = rest[len(section) + 1 :]
         target = data.setdefault(section, {})
@@ -319,9 +492,12 @@ def _expected(err: Any, loc: list[str]) -> str:
 def _key_name(loc: list[str]) -> str:
     if not loc:
         return "(top level)"
-    if loc[0] == "feeds" and len(loc) > 1 and loc[1].isdigit():
+    if loc[0] in ("feeds", "pages") and len(loc) > 1 and loc[1].isdigit():
         rest = ".".join(loc[2:])
-        return f"[[feeds]] #{int(loc[1]) + 1} {rest}".rstrip()
+        return f"[[{loc[0]}]] #{int(loc[1]) + 1} {rest}".rstrip()
+    if loc[:2] == ["seeds", "folders"] and len(loc) > 2 and loc[2].isdigit():
+        rest = ".".join(loc[3:])
+        return f"[[seeds.folders]] #{int(loc[2]) + 1} {rest}".rstrip()
     if len(loc) == 1:
         return f"[{loc[0]}]" if loc[0] in _SECTIONS else loc[0]
     return f"[{loc[0]}] {'.'.join(loc[1:])}"
@@ -356,7 +532,9 @@ def _line_of(text: str, loc: list[str]) -> int | None:
     header = re.compile(r"^\s*\[+\s*([^\]]+?)\s*\]+")
     key_re = re.compile(rf"^\s*{re.escape(key)}\s*=")
     current, occurrence = "", -1
-    wanted = int(loc[1]) if section == "feeds" and len(loc) > 2 and loc[1].isdigit() else 0
+    wanted = int(loc[1]) if section in ("feeds", "pages") and len(loc) > 2 and loc[1].isdigit() else 0
+    if loc[:2] == ["seeds", "folders"] and len(loc) > 3 and loc[2].isdigit():
+        section, wanted = "seeds.folders", int(loc[2])
     for i, line in enumerate(lines):
         m = header.match(line)
         if m:
@@ -381,9 +559,23 @@ def _resolve_paths(settings: Settings, config_path: Path) -> Settings:
     return settings.model_copy(
         update={
             "storage": settings.storage.model_copy(update={"url": url}),
-            "seeds": settings.seeds.model_copy(update={"dirs": [absolute(d) for d in settings.seeds.dirs]}),
+            "seeds": settings.seeds.model_copy(
+                update={
+                    "dirs": [absolute(d) for d in settings.seeds.dirs],
+                    "folders": [f.model_copy(update={"path": absolute(f.path)}) for f in settings.seeds.folders],
+                }
+            ),
             "publish": settings.publish.model_copy(update={"dir": absolute(settings.publish.dir)}),
             "mail": settings.mail.model_copy(update={"outbox_dir": absolute(settings.mail.outbox_dir)}),
+            "inbound": settings.inbound.model_copy(
+                update={
+                    "maildir": absolute(settings.inbound.maildir),
+                    "ca_file": absolute(settings.inbound.ca_file) if settings.inbound.ca_file else None,
+                }
+            ),
+            "topics": settings.topics.model_copy(
+                update={"file": absolute(settings.topics.file) if settings.topics.file is not None else None}
+            ),
             "source_path": config_path,
         }
     )

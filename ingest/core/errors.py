@@ -7,10 +7,12 @@
      ├── StoreError                 the database cannot be used (CLI exit 2)
      │    ├── SchemaTooNewError     the database was written by a newer version of this code
      │    ├── StoreBusyError        another process held the write lock past [storage] busy_timeout: nothing written
-     │    └── StoreFullError        the disk (or the database server's) is full: the transaction was rolled back
+     │    ├── StoreFullError        the disk (or the database server's) is full: the transaction was rolled back
+     │    └── StoreUnreachableError the database server cannot be reached (down, refused): nothing written
      ├── OutputError                a folder we write cannot be written (read-only, full): the files there stay as
      │                              they were (CLI exit 2)
      ├── TransportError             the mail server cannot be reached or refuses us: the run stops, nothing is lost
+     ├── MailboxError               the [inbound] mailbox cannot be read: nothing read from it is lost
      └── SourceError                one source failed; stored on the source, the others go on
           └── PageError             a seed page cannot be read (empty, binary, undecodable, too big)
 
@@ -40,6 +42,10 @@ class TransportError(NewsletterError):
     """The mail server cannot be reached or refuses us (not one recipient): the run stops, nothing is lost."""
 
 
+class MailboxError(NewsletterError):
+    """The ``[inbound]`` mailbox (Maildir folder, IMAP server) cannot be read; what was read is kept."""
+
+
 class StoreError(NewsletterError):
     """The database cannot be opened or used."""
 
@@ -54,6 +60,10 @@ class StoreBusyError(StoreError):
 
 class StoreFullError(StoreError):
     """The disk holding the database is full; the transaction was rolled back, nothing stored before is lost."""
+
+
+class StoreUnreachableError(StoreError):
+    """The database server could not be connected to; nothing was read or written."""
 
 
 class OutputError(NewsletterError):

@@ -30,6 +30,7 @@ __all__ = [
     "is_web_link",
     "mint_uid",
     "parse_row_id",
+    "preferences_url",
     "site_root",
     "story_url",
     "uid_authority",
@@ -102,6 +103,11 @@ def digests_url(config: PublishConfig) -> str:
 def digest_url(config: PublishConfig, period: str) -> str:
     """A past digest's page (``period`` such as ``2026-W48``)."""
     return f"{base_url(config)}digests/{period}"
+
+
+def preferences_url(config: PublishConfig, token: str) -> str:
+    """A subscriber's "manage preferences" page: topics, unsubscribe."""
+    return f"{base_url(config)}preferences/{token}"
 
 
 def unsubscribe_url(config: PublishConfig, token: str) -> str:

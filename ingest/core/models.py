@@ -4,7 +4,7 @@ database row never leaves the module that received it: it becomes one of these f
 - in-stage: :class:`ParsedItem`, :class:`ParsedPage` (what a parser saw);
 - what the store holds, as read back: :class:`Source`, :class:`Sighting`, :class:`Story`, and its answers
   (:class:`SaveResult`, :class:`FeedState`, :class:`Explanation`, :class:`StoreState`, :class:`StoryVersion`,
-  :class:`StorySource`);
+  :class:`StorySource`, :class:`Byline`, and :class:`ReaderSource`, a source as readers count them);
 - the digest's side: :class:`Subscriber`, :class:`Digest`, :class:`NewDigest`, :class:`Delivery`,
   :class:`Outcome`, :class:`BounceLimits`, :class:`Settled`, :class:`Candidate` and its :class:`Origin`; the
   subscribe form's :class:`RequestCounts`.
@@ -24,8 +24,11 @@ SourceStatus = Literal["active", "failing", "gone", "empty", "not_a_feed", "erro
 #: A digest: pending (delivering), sent, skipped (too late to send), empty (no story).
 DigestStatus = Literal["pending", "sent", "skipped", "empty"]
 #: A delivery: pending (due or waiting for a retry), sending (claimed, under a lease), sent, failed, cancelled.
-DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled"]
-SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced"]
+#: ``empty``: the subscriber's topics had no story this period: nothing was sent, and nothing will be (issue 18).
+DeliveryStatus = Literal["pending", "sending", "sent", "failed", "cancelled", "empty"]
+#: ``complained``: marked our mail as spam (a feedback report, a relay's complaint): never mailed again, not even a
+#: confirmation from the subscribe form; only the operator's ``subscribers add`` brings the address back.
+SubscriberStatus = Literal["pending", "confirmed", "unsubscribed", "bounced", "complained"]
 #: A delivery that failed for good, counted against its subscriber: hard (5xx, or an address no message can go to) or
 #: soft (4xx until the retries ran out). Each kind has its own count and limit (decision 0015).
 BounceKind = Literal["hard", "soft"]
@@ -47,6 +50,7 @@ class ParsedItem:
     tags: tuple[str, ...] = ()
     title_derived: bool = False  # True when the title was made from the first sentence
     raw_date: str | None = None  # the date exactly as written
+    topics: tuple[str, ...] = ()  # taxonomy slugs from its title and summary (ingest.topics), set by the in-stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,8 @@ class Source:
     last_modified: str | None = None
     created_at: datetime | None = None
     failing_since: datetime | None = None  # the first failure of the current streak; None after a success
+    site_url: str | None = None  # the site readers may visit: a feed's own link, a seed folder's configured url
+    suggested_url: str | None = None  # a broken feed: a feed found on its site ("moved? try URL"); never adopted
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,7 @@ class Sighting:
     title_derived: bool = False
     match_rule: str | None = None
     match_score: float | None = None
+    topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,10 @@ class Story:
     tags: tuple[str, ...]
     sightings: int = 0
     sources: tuple[str, ...] = field(default=())
+    hidden_at: datetime | None = None  # the operator hid it (``stories hide``): readers no longer see it
+    hidden_reason: str | None = None  # the operator's note, for operators only
+    title_derived: bool = False  # the title was made from its first sentence: no source gave it a headline
+    topics: tuple[str, ...] = ()  # its sightings' topics with the operator's additions, less the removals
 
     @property
     def is_recap(self) -> bool:
@@ -159,6 +170,7 @@ class FeedState:
     url: str | None = None  # a permanently redirected feed's new URL
     success: bool = False  # the server answered with a usable feed (200 or 304)
     title: str | None = None  # the feed's own title, used when the source has no name
+    site_url: str | None = None  # the feed's own link (its site), http(s) only; None: keep the one stored
     failing_since: datetime | None = None  # when the failure streak began (None: the feed is not failing)
 
 
@@ -185,9 +197,9 @@ class Explanation:
 
 @dataclass(frozen=True, slots=True)
 class StoreState:
-    """A cheap fingerprint of what a publish depends on: it changes when a story row is added, removed or updated."""
+    """A cheap fingerprint of what a publish depends on: it changes when a story row is added or updated."""
 
-    rows: int  # story rows, merged-away ones included
+    generation: int  # the publish generation: bumped by every transaction that changes a story
     max_id: int
     max_updated: datetime | None
 
@@ -199,19 +211,42 @@ class StoryVersion:
     id: int
     when: datetime  # coalesce(published, first_seen), the sort key
     updated: datetime
+    hidden: bool = False  # hidden by the operator: an Atom document that would hold it says it was deleted
 
 
 @dataclass(frozen=True, slots=True)
 class StorySource:
     """One appearance of a story as its page shows it: where it was seen and what that source called it."""
 
-    source: str  # the source's name; else a feed's URL; else a seed page's file name (never a path on the server)
+    source: str  # the source as readers know it (ingest.core.sources.source_name); never a path on the server
     kind: SourceKind
     title: str
     link: str | None
     published: datetime | None
     first_seen: datetime
     author: str | None
+    site_url: str | None = None  # the source's site (Source.site_url)
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderSource:
+    """A source as a reader counts them: one name (every page of a seed folder, every copy a feed sent, are one),
+    its site's address, and what it brought of one story."""
+
+    name: str
+    url: str | None  # the site's address, http(s) only; never a path on the server
+    link: str | None  # that source's own link to the story, http(s) only
+    first_seen: datetime
+    author: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Byline:
+    """Whom a feed entry credits: where the story was seen (a source, named as :class:`StorySource` names it) and
+    the author that source gave, when it gave one."""
+
+    source: str
+    author: str | None = None
 
 
 # ---- subscribers, digests, deliveries ----------------------------------------------------------------------------
@@ -228,6 +263,7 @@ class Subscriber:
     bounces: int  # hard bounces since the last delivery that went through
     last_request_at: datetime | None
     soft_bounces: int = 0  # soft bounces since the last delivery that went through
+    topics: tuple[str, ...] = ()  # the topic slugs they chose; none: every story
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +307,29 @@ class NewDigest:
     text: str = ""
     note: str | None = None
     story_ids: tuple[int, ...] = ()
+    editions: tuple[NewEdition, ...] = ()  # one per distinct topic set chosen by confirmed subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class NewEdition:
+    """A digest's rendering for the subscribers who chose ``topics`` (sorted): only those topics' stories."""
+
+    topics: tuple[str, ...]
+    story_count: int  # 0: those subscribers get nothing this period (their deliveries are ``empty``)
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Edition:
+    id: int
+    digest_id: int
+    topics: tuple[str, ...]
+    story_count: int
+    subject: str
+    html: str
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +348,7 @@ class Delivery:
     lease_until: datetime | None
     subscriber_bounces: int = 0
     subscriber_soft_bounces: int = 0
+    edition_id: int | None = None  # the digest's edition for the subscriber's topics; None: the whole digest
 
 
 #: What a sender decided about one claimed delivery (see :class:`Outcome`).
@@ -315,6 +375,32 @@ class Outcome:
     reset_bounces: bool = False
 
 
+#: What one ``newsletter run`` process does (``--role``): ``ingest`` reads the sources and publishes, ``sender`` reads
+#: mail that came back and sends the digest, ``web`` serves the site. One process does all three unless told.
+Role = Literal["ingest", "sender", "web"]
+ROLES: tuple[Role, ...] = ("ingest", "sender", "web")
+
+#: What a message that came back says (:class:`Feedback`): a delivery failed (``bounce``: hard or soft), a delivery is
+#: late but still tried (``delayed``: counts nothing), a reader complained, a reader asked to unsubscribe by mail, or
+#: something else (a reply, an auto-reply, a report naming none of our deliveries): left alone.
+FeedbackKind = Literal["bounce", "delayed", "complaint", "unsubscribe", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Feedback:
+    """What one message that came back (a delivery report, a complaint, a mail to the unsubscribe address) or one
+    relay's event says, before it is matched to a delivery. Tags are as found, not yet checked."""
+
+    kind: FeedbackKind
+    detail: str  # for a person: the status and the server's words, or the subject of a message left alone
+    bounce: BounceKind | None = None
+    bounce_tags: tuple[str, ...] = ()  # TOKEN of bounces+TOKEN@ addresses (VERP): a delivery, signed
+    unsubscribe_tags: tuple[str, ...] = ()  # TOKEN of unsubscribe+TOKEN@ addresses: a subscriber, signed
+    unsubscribe_tokens: tuple[str, ...] = ()  # tokens of List-Unsubscribe https links found in a returned original
+    message_ids: tuple[str, ...] = ()  # our Message-IDs named (a relay's event)
+    recipients: tuple[str, ...] = ()  # the addresses the report names (a relay's event: whom it is about)
+
+
 @dataclass(frozen=True, slots=True)
 class BounceLimits:
     """Bounces of each kind after which a confirmed subscriber becomes ``bounced`` (``[mail] bounce_limit`` and
@@ -338,11 +424,15 @@ class Origin:
     """One sighting of a candidate story, as the digest's selection needs it."""
 
     source_kind: SourceKind
-    source_name: str  # the source's name; else a feed's URL; else a seed page's file name
+    source_name: str  # the source as readers know it (ingest.core.sources.source_name)
     source_tags: tuple[str, ...]
     published: datetime | None
     first_seen: datetime
     source_first_seen: datetime  # the first sighting of its source: when that source was first read
+    source_url: str | None = None  # the source's site (Source.site_url)
+    link: str | None = None  # the sighting's link as a story shows it (tracking parameters dropped)
+    title: str = ""
+    title_derived: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,3 +455,13 @@ class SourceReport:
     error: str | None = None
     warning: str | None = None
     skipped: bool = False  # not read at all (a symbolic link in a seed folder): only the warning says why
+    fetch_seconds: float | None = None  # a feed's fetch, from the start of its request to the end of its body
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """What one retention pass removed: deliveries of old digests, and old stories' copies folded into a count."""
+
+    deliveries: int = 0
+    stories: int = 0  # stories whose copies were folded
+    sightings: int = 0  # copies (sightings) removed, now counted in their story's folded_sightings

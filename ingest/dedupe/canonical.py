@@ -1,4 +1,4 @@
-"""What a story shows: the best title, summary, content, link, date and tags of its sightings. Pure.
+"""What a story shows: the best title, summary, content, link, date, and the tags and topics of its sightings. Pure.
 
 Each ``_pick_*`` names its rule. The store calls :func:`canonical` whenever a story's sightings change.
 """
@@ -38,6 +38,7 @@ class Member:
     tags: tuple[str, ...]
     first_seen: datetime
     source: str
+    topics: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Canonical:
     link: str | None
     published: datetime | None
     tags: tuple[str, ...]
+    topics: tuple[str, ...] = ()
 
 
 def member(item: ParsedItem, *, first_seen: datetime, source: str) -> Member:
@@ -66,6 +68,7 @@ def member(item: ParsedItem, *, first_seen: datetime, source: str) -> Member:
         tags=item.tags,
         first_seen=first_seen,
         source=source,
+        topics=item.topics,
     )
 
 
@@ -84,6 +87,7 @@ def canonical(members: Sequence[Member]) -> Canonical:
             link=drop_tracking(link) if link else None,
             published=_aware(m.published) if m.published is not None else None,
             tags=tuple(sorted(set(m.tags))),
+            topics=tuple(sorted(set(m.topics))),
         )
     ordered = [m for _, m in sorted(enumerate(members), key=lambda p: (p[1].first_seen, p[0]))]
     title, derived = _pick_title(ordered)
@@ -95,6 +99,7 @@ def canonical(members: Sequence[Member]) -> Canonical:
         link=_pick_link(ordered),
         published=_pick_date(ordered),
         tags=tuple(sorted({t for m in ordered for t in m.tags})),
+        topics=tuple(sorted({t for m in ordered for t in m.topics})),
     )
 
 

@@ -9,11 +9,41 @@ import io
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import feedparser
 from feedparser.datetimes import _parse_date
+from feedparser.namespaces import _base as _fp_base
 
 from ingest.parse.raw import TEXT_TYPES, RawEntry, RawFeed, Text
+
+# RSS reads a <guid> without isPermaLink="false" as the item's link, and feedparser joins it with the base URL
+# first, so <guid>same</guid> becomes the link "<feed URL>/same". A guid is a link only when the feed wrote an
+# absolute http(s) URL (written_as_url), and feedparser keeps no trace of what was written: this hook keeps it, in
+# the entry (or feed) under _WRITTEN_GUID. The joined value stays the entry's id, as ever (the store's keys).
+_WRITTEN_GUID = "feed_newsletter_written_guid"
+_feedparser_end_guid = _fp_base.Namespace._end_guid
+
+
+def _end_guid_keeping_what_was_written(self: Any) -> None:
+    stack = self.elementstack
+    written = "".join(stack[-1][2]).strip() if stack and stack[-1][0] == "id" else ""
+    _feedparser_end_guid(self)
+    self._get_context()[_WRITTEN_GUID] = written
+
+
+_fp_base.Namespace._end_guid = _fp_base.Namespace._end_id = _end_guid_keeping_what_was_written
+
+
+def written_as_url(value: str | None) -> bool:
+    """Whether a guid, as the feed wrote it, is an absolute http(s) URL (and so may be the entry's link)."""
+    if not value:
+        return False
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError:
+        return False
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
 
 
 def with_feedparser(data: bytes, headers: Mapping[str, str], *, sanitize: bool) -> RawFeed:
@@ -37,7 +67,7 @@ def with_feedparser(data: bytes, headers: Mapping[str, str], *, sanitize: bool) 
     raw = RawFeed(
         version=str(_get(parsed, "version") or ""),
         title=_fp_text(fd, "title"),
-        link=_str(_get(fd, "link")),
+        link=_link(fd),
         ttl=_str(_get(fd, "ttl")),
         problem=problem,
     )
@@ -81,7 +111,7 @@ def _fp_text(d: Mapping[str, Any], key: str) -> Text | None:
 def _from_feedparser_entry(e: Mapping[str, Any]) -> RawEntry:
     raw = RawEntry(
         id=_str(_get(e, "id")),
-        link=_str(_get(e, "link")),
+        link=_link(e),
         title=_fp_text(e, "title"),
         published=_str(_get(e, "published")),
         published_parsed=_struct_to_datetime(_get(e, "published_parsed")),
@@ -110,6 +140,18 @@ def _from_feedparser_entry(e: Mapping[str, Any]) -> RawEntry:
         if isinstance(tag, Mapping) and isinstance(_get(tag, "term"), str):
             raw.tags.append(tag["term"])
     return raw
+
+
+def _link(d: Mapping[str, Any]) -> str | None:
+    """The entry's (or feed's) link, unless feedparser took it from a guid the feed did not write as a URL."""
+    link = _str(_get(d, "link"))
+    links = _get(d, "links") or ()
+    from_guid = (
+        _get(d, "guidislink")
+        and link == _get(d, "id")
+        and not any(isinstance(x, Mapping) and _get(x, "href") == link for x in links)
+    )
+    return None if from_guid and not written_as_url(_str(_get(d, _WRITTEN_GUID))) else link
 
 
 def _struct_to_datetime(value: object) -> datetime | None:

@@ -15,7 +15,7 @@ from feedparser.html import _cp1252
 from feedparser.mixin import _FeedParserMixin
 from feedparser.urls import _urljoin, make_safe_absolute_uri
 
-from ingest.parse.adapter import feed_date
+from ingest.parse.adapter import feed_date, written_as_url
 from ingest.parse.raw import HTML_TYPES, TEXT_TYPES, RawEntry, RawFeed, Text
 
 
@@ -223,10 +223,9 @@ class FastPath:
                 ids += 1
                 if ids > 1:
                     raise_fallback()
-                id_base = _child_base(child, base)
-                is_link = _attrs(child).get("ispermalink", "true") == "true"
                 value = self._text(child)
-                guid_link = _fixups(_urljoin(id_base, value) if value and is_link else value) if is_link else None
+                is_link = _attrs(child).get("ispermalink", "true") == "true" and written_as_url(value)
+                guid_link = _fixups(_urljoin(_child_base(child, base), value)) if is_link else None
             elif name == "ttl":
                 raw.ttl = self._text(child)
         if raw.link is None:
@@ -268,11 +267,11 @@ class FastPath:
                         link = _BAD_QUERY_ENTITY.sub(r"&\g<1>", link)
             elif kind == "id":
                 is_link = _attrs(child).get("ispermalink", "true") == "true"
-                value = self._text(child)
+                value = written = self._text(child)
                 if value and is_link:
-                    value = _urljoin(child_base, value)
+                    value = _urljoin(child_base, value)  # the id, as feedparser joins it: the store's key
                 raw.id = _fixups(value)
-                if is_link:
+                if is_link and written_as_url(written):  # <guid>same</guid> is no link to "<base>/same"
                     guid_link = raw.id
             elif kind == "published":
                 raw.published = _fixups(self._text(child))

@@ -9,14 +9,25 @@ from __future__ import annotations
 import hashlib
 import heapq
 import html
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 from urllib.parse import quote, urlsplit
 
 from ingest.core.models import ParsedItem
-from ingest.core.text import clean_line, collapse, first_sentence, normalize_tags, truncate_words, xml_safe
+from ingest.core.text import (
+    HEADLINE_CHARS,
+    clean_line,
+    collapse,
+    counted,
+    headline,
+    key_title,
+    normalize_tags,
+    truncate_words,
+    xml_safe,
+)
 from ingest.parse.raw import HTML_TYPES, RawEntry, RawFeed, Text
 from ingest.sanitize import html_to_text, sanitize_html, text_of_sanitized
 
@@ -30,7 +41,6 @@ LINK_MAX = 2_000
 AUTHOR_MAX = 500
 KEY_MAX = 1_000
 TAGS_PER_ENTRY = 50
-DERIVED_TITLE_MAX = 90  # a title made from the summary's first sentence, as for seed pages
 # The text we feed to nh3 is cut first: a summary of 10,000 characters needs no more than this much HTML.
 _TEXT_INPUT_MAX = 100_000
 _HTML_INPUT_MAX = 2 * CONTENT_MAX
@@ -99,23 +109,29 @@ def finish(
     over_cap = len(raw.entries) - len(chosen)
     items: list[ParsedItem] = []
     skipped: list[tuple[str, int]] = []
-    seen: set[str] = set()
-    duplicates = empty = 0
+    first: dict[str, ParsedItem] = {}
+    duplicates = empty = repeated = 0
+    # An id several entries share is decided by normalizing them all: a repeat is dropped, a different entry kept
+    # under a key of its own (below), which only their texts tell apart.
+    ids = Counter(_id_key(raw.entries[index]) for index in chosen) if known else Counter[str | None]()
     for index in chosen:
-        if known and (key := _known_key(raw.entries[index], known)) is not None:
-            if key in seen:
-                duplicates += 1
-            else:
-                seen.add(key)
-                skipped.append((key, len(items) + len(skipped) + 1))
+        entry = raw.entries[index]
+        if known and (key := _known_key(entry, known)) is not None and ids[key] == 1:
+            skipped.append((key, len(items) + len(skipped) + 1))
             continue
-        item = _item(raw.entries[index], dates[index], len(items) + len(skipped) + 1, extra)
+        item = _item(entry, dates[index], len(items) + len(skipped) + 1, extra)
         if item is None:
             empty += 1
-        elif item.key in seen:
+            continue
+        if item.key in first and entry.id and entry.id.strip() and _another_item(item, first[item.key]):
+            # A feed (a CMS bug, a template) gave two items one guid: the second is a story all the same. Its key
+            # is the guid and a hash of what tells it apart, so that the next fetch of the feed gives it again.
+            item = replace(item, key=f"{item.key}#{_hash(item.title, item.link or '')[:16]}")
+            repeated += item.key not in first
+        if item.key in first:
             duplicates += 1
         else:
-            seen.add(item.key)
+            first[item.key] = item
             items.append(item)
     warnings = []
     if raw.problem:
@@ -128,7 +144,11 @@ def finish(
     if empty:
         warnings.append(f"{url}: {empty} empty entries (no title, summary or link) dropped")
     if duplicates:
-        warnings.append(f"{url}: {duplicates} entries repeat the id of an earlier entry; the first of each was kept")
+        repeats = counted(duplicates, "entry repeats", "entries repeat")
+        warnings.append(f"{url}: {repeats} the id of an earlier entry; the first of each was kept")
+    if repeated:
+        repeats = counted(repeated, "entry repeats", "entries repeat")
+        warnings.append(f"{url}: {repeats} the id of an earlier, different entry; each was kept as a story of its own")
     if raw.cut_fields:
         warnings.append(f"{url}: {raw.cut_fields} over-long field(s) cut before parsing")
     if not items and not skipped:  # every entry was empty: nothing to show, as for a feed without entries
@@ -193,12 +213,12 @@ def _item(
     title = _plain(raw.title, TITLE_MAX)
     derived = False
     if not title and summary:
-        title, derived = truncate_words(first_sentence(summary), DERIVED_TITLE_MAX), True
+        title, derived = headline(summary, HEADLINE_CHARS), True
     when, raw_date = dated
     link = _link(raw.link)
     if not (title or summary or content or link):
         return None
-    key = _key(raw, title, raw_date, summary)
+    key = _key(raw, key_title(summary) if derived else title, raw_date, summary)
     author = clean_line(raw.author)[:AUTHOR_MAX] if raw.author else ""
     entry_tags = _tags(raw.tags, limit=TAGS_PER_ENTRY)
     return ParsedItem(
@@ -290,9 +310,16 @@ def _id_key(raw: RawEntry) -> str | None:
 def _key(raw: RawEntry, title: str, raw_date: str | None, summary: str) -> str:
     if (key := _id_key(raw)) is not None:
         return key
-    parts = (title, raw_date or "", summary)
-    digest = hashlib.sha256("\x1f".join(collapse(p).casefold() for p in parts).encode()).hexdigest()
-    return "hash:" + digest[:32]
+    return "hash:" + _hash(title, raw_date or "", summary)[:32]
+
+
+def _hash(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(collapse(p).casefold() for p in parts).encode()).hexdigest()
+
+
+def _another_item(item: ParsedItem, earlier: ParsedItem) -> bool:
+    """Two entries under one key are two items when their titles or links differ (an exact repeat is one)."""
+    return _hash(item.title) != _hash(earlier.title) or item.link != earlier.link
 
 
 def _tags(values: Iterable[str], *, limit: int) -> tuple[str, ...]:

@@ -12,6 +12,7 @@ this package (SQLAlchemy 2 Core, no ORM); both sides call it, it calls neither.
 ``subscribers``     addresses and their statuses
 ``digests``         one digest per period, its stories, what a period may carry
 ``deliveries``      one row per (digest, subscriber): claim, outcome, settle
+``retention``       old digests' deliveries deleted, old stories' sightings folded into a count
 ==================  =====================================================================================
 
 ``schema`` holds the tables, ``engine`` opening and migrating, ``rows`` the one row -> record mapping. Rows become the
@@ -25,15 +26,16 @@ from typing import Self
 
 from ingest.core.links import DEFAULT_UID_AUTHORITY
 from ingest.store.deliveries import DeliveriesMixin
-from ingest.store.digests import CARRYING, DigestsMixin
+from ingest.store.digests import CARRYING, DigestsMixin, MissingEditionError, topic_key
 from ingest.store.engine import DEFAULT_BUSY_TIMEOUT, HEAD, instance_lock_path, make_engine, migrate
 from ingest.store.overrides import OverridesMixin
+from ingest.store.retention import RetentionMixin
 from ingest.store.site import SiteMixin
 from ingest.store.sources import SourcesMixin
 from ingest.store.stories import StoriesMixin
 from ingest.store.subscribers import SubscribersMixin
 
-__all__ = ["CARRYING", "HEAD", "Store", "instance_lock_path"]
+__all__ = ["CARRYING", "HEAD", "MissingEditionError", "Store", "instance_lock_path", "topic_key"]
 
 
 class Store(
@@ -44,6 +46,7 @@ class Store(
     SubscribersMixin,
     DigestsMixin,
     DeliveriesMixin,
+    RetentionMixin,
 ):
     """A handle on the database. Create with :meth:`open`; it migrates the schema on the way."""
 

@@ -6,15 +6,14 @@ of them over one engine.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import DEFAULT_UID_AUTHORITY
-from ingest.store import schema
+from ingest.store import locks, schema
 
 __all__ = ["StoreBase"]
 
@@ -32,22 +31,43 @@ class StoreBase:
     def exclusive(self, name: str) -> Iterator[bool]:
         """Whether this process may do ``name`` now, alone among the processes sharing the database.
 
-        PostgreSQL: a session advisory lock, held while the block runs (False when another process holds it).
+        PostgreSQL: a session advisory lock of this schema (:mod:`ingest.store.locks`), held while the block runs
+        (False when another process holds it).
         SQLite: always True: one ``newsletter run`` per SQLite database holds the instance lock.
         """
         if self.dialect != "postgresql":
             yield True
             return
-        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         with self.engine.connect() as conn:
-            got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            got = locks.try_for_session(conn, name)
             conn.commit()
             try:
                 yield got
             finally:
                 if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    locks.release_for_session(conn, name)
                     conn.commit()
+
+    def ping(self) -> None:
+        """One round trip to the database; :class:`StoreError` when it cannot be reached (for the health check)."""
+        with self.engine.connect() as conn:  # a failure to connect arrives as StoreUnreachableError (engine)
+            conn.execute(select(1)).scalar_one()
+
+    def meta_value(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            found = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == name)).scalar()
+        return None if found is None else str(found)
+
+    def set_meta(self, name: str, value: str) -> None:
+        """Keep ``value`` under ``name`` in the meta table (replacing what was there)."""
+        table = schema.meta
+        with self.engine.begin() as conn:
+            if not conn.execute(table.update().where(table.c.key == name).values(value=value)).rowcount:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(table.insert().values(key=name, value=value))
+                except IntegrityError:  # another process inserted it a moment ago: ours is the newer value
+                    conn.execute(table.update().where(table.c.key == name).values(value=value))
 
     def stored_secret(self, name: str, make: Callable[[], str]) -> tuple[str, bool]:
         """The value kept in the meta table under ``name``, created with ``make()`` on first use: (value, created).

@@ -15,14 +15,15 @@ import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, text
+from sqlalchemy import Connection, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
 from ingest.core.models import ParsedItem, SaveResult
+from ingest.core.search import search_text
 from ingest.dedupe import (
     MAX_CANDIDATES_PER_KEY,
     Canonical,
@@ -40,13 +41,16 @@ from ingest.dedupe import (
     member,
     plan,
 )
-from ingest.store import schema
+from ingest.store import locks, schema
 from ingest.store.rows import chunks, follow, insert_many, one_of, record, update_many
 
-__all__ = ["CLUSTERING_LOCK", "fold", "refresh", "save_batch", "save_items", "story_values", "take_lock"]
+__all__ = [
+    "CLUSTERING_LOCK", "fold", "refresh", "save_batch", "save_items", "stamp", "story_values", "take_lock",
+    "topic_overrides",
+]  # fmt: skip
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
-CLUSTERING_LOCK = 0x6465647570650001
+CLUSTERING_LOCK = "clustering"  # an advisory lock's name (ingest.store.locks)
 
 #: Provisional ids of sightings not stored yet: negative, and unique in the process.
 _PROVISIONAL = itertools.count(-1, -1)
@@ -186,6 +190,49 @@ def _mark_seen(conn: Connection, work: Sequence[_Source], now: datetime) -> None
 
 
 _LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK
+_STAMPS = "ingest.clustering.stamps"  # Connection.info key: (transaction, clock reading, next stamp to give)
+_ADVANCED = "ingest.clustering.advanced"  # Connection.info key: (transaction, savepoint) that bumped the generation
+_TICK = timedelta(microseconds=1)
+#: Stamps already given at or after a clock reading are looked for this far ahead of it: a pass writes fewer rows
+#: than a minute has microseconds, and a value further ahead came from a clock that was ahead (left alone).
+_STAMP_WINDOW = timedelta(minutes=1)
+
+
+def stamp(conn: Connection, now: datetime) -> datetime:
+    """The ``updated`` of one story row written at the clock reading ``now``: ``now`` itself, or the microsecond
+    after the last value given at that reading, by this transaction or an earlier one (one reading serves a whole
+    ingest pass). No two rows share a value, so no two entries of a feed do (the W3C validator warns about that, and
+    readers order by it); consecutive microseconds keep the order the rows were written in and stay inside the pass,
+    which lasts far longer, so each value is still a moment when the story was being written. Decision 0006."""
+    transaction = conn.get_transaction()
+    held = conn.info.get(_STAMPS)
+    if held is not None and held[0] is transaction and held[1] == now:
+        given: datetime = held[2]
+    else:
+        st = schema.story
+        taken = conn.execute(
+            select(func.max(st.c.updated)).where(st.c.updated >= now, st.c.updated < now + _STAMP_WINDOW)
+        ).scalar()
+        given = now if taken is None else max(now, taken + _TICK)
+    conn.info[_STAMPS] = (transaction, now, given + _TICK)
+    if conn.dialect.name != "postgresql" or _holds_lock(conn):
+        _advance(conn)
+    return given
+
+
+def _advance(conn: Connection) -> None:
+    """Bump the publish generation in this transaction, once per savepoint (one rolled back takes its bump along).
+
+    On PostgreSQL only under :data:`CLUSTERING_LOCK`: the generation's row lock is then always taken after the
+    advisory lock, never before it, so two writers cannot wait on each other. A stamp given before the lock (an
+    optimistic ingest) is counted when the lock is taken (:func:`take_lock`)."""
+    here = (conn.get_transaction(), conn.get_nested_transaction())
+    if conn.info.get(_ADVANCED) == here:
+        return
+    table = schema.publish_generation
+    if not conn.execute(table.update().where(table.c.id == 1).values(generation=table.c.generation + 1)).rowcount:
+        conn.execute(table.insert().values(id=1, generation=1))  # the first change ever (under the lock)
+    conn.info[_ADVANCED] = here
 
 
 def _holds_lock(conn: Connection) -> bool:
@@ -197,8 +244,11 @@ def take_lock(conn: Connection) -> None:
     """Take :data:`CLUSTERING_LOCK` until this transaction ends (PostgreSQL; SQLite has one writer anyway)."""
     if conn.dialect.name != "postgresql" or _holds_lock(conn):
         return
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLUSTERING_LOCK})
+    locks.hold_for_transaction(conn, CLUSTERING_LOCK)
     conn.info[_LOCK_HOLDER] = conn.get_transaction()
+    stamped = conn.info.get(_STAMPS)
+    if stamped is not None and stamped[0] is conn.get_transaction():
+        _advance(conn)
 
 
 @dataclass
@@ -283,6 +333,7 @@ def _stage(conn: Connection, work: Sequence[_Source], now: datetime, *, uid_auth
                     item.link,
                     item.author,
                     item.tags,
+                    item.topics,
                     now,
                     now,
                     stories.get(story, story),
@@ -570,6 +621,7 @@ def _load(
                 s.c.content,
                 s.c.first_seen,
                 s.c.story_id,
+                s.c.topics,
                 src.c.location.label("source"),
             )
             .join(src, src.c.id == s.c.source_id)
@@ -601,14 +653,14 @@ def _new_stories(conn: Connection, planned: Sequence[_Planned], *, now: datetime
                 {
                     "uid": mint_uid(uid_authority, now),
                     "first_seen": now,
-                    "updated": now,
+                    "updated": stamp(conn, now),
                     "informative": p.plan.informative.get(("group", n), False),
                     **story_values(canonical(groups[n])),
                 }
             )
     if not rows:
         return {}
-    columns = ["uid", "first_seen", "updated", "informative", *_STORY_FIELDS]
+    columns = list(rows[0])  # every row has story_values' columns: a column it gains is written here too
     values = [[row[c] for c in columns] for row in rows]
     ids = _reserve_ids(conn, "story", len(rows))
     if ids is not None:
@@ -667,17 +719,31 @@ def _settle_stored(conn: Connection, staged: _Staged, now: datetime) -> None:
 def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
     """Fold each loser story into its survivor: sightings move, the loser resolves to the survivor for good.
 
-    Both rows get ``updated = now``: publishing rebuilds what held either of them.
+    Both rows get a new ``updated`` (:func:`stamp`): publishing rebuilds what held either of them. A hidden loser
+    hides its survivor: what the operator retracted must not come back as part of another story (they can split it
+    out, or show the survivor again).
     """
-    s, st = schema.sighting, schema.story
+    s, st, o = schema.sighting, schema.story, schema.story_topic_override
     for loser, survivor in merges.items():
         conn.execute(s.update().where(s.c.story_id == loser).values(story_id=survivor))
+        # The operator's topics follow the story; where both had a word on a topic, the survivor's stands.
+        kept = select(o.c.topic).where(o.c.story_id == survivor).scalar_subquery()
+        conn.execute(o.delete().where(o.c.story_id == loser, o.c.topic.in_(kept)))
+        conn.execute(o.update().where(o.c.story_id == loser).values(story_id=survivor))
         conn.execute(st.update().where(st.c.merged_into == loser).values(merged_into=survivor))
-        row = conn.execute(select(st.c.first_seen, st.c.informative).where(st.c.id == loser)).one()
-        conn.execute(st.update().where(st.c.id == loser).values(merged_into=survivor, updated=now))
-        values: dict[str, Any] = {"updated": now}
+        row = conn.execute(
+            select(st.c.first_seen, st.c.informative, st.c.hidden_at, st.c.hidden_reason).where(st.c.id == loser)
+        ).one()
+        conn.execute(st.update().where(st.c.id == loser).values(merged_into=survivor, updated=stamp(conn, now)))
+        values: dict[str, Any] = {"updated": stamp(conn, now)}
         if row.informative:
             values["informative"] = True
+        if row.hidden_at is not None:
+            conn.execute(
+                st.update()
+                .where(st.c.id == survivor, st.c.hidden_at.is_(None))
+                .values(hidden_at=row.hidden_at, hidden_reason=row.hidden_reason)
+            )
         conn.execute(st.update().where(st.c.id == survivor).values(**values))
         conn.execute(
             st.update()
@@ -694,6 +760,7 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime, *, leave_
     s, src, st = schema.sighting, schema.source, schema.story
     members: dict[int, list[Member]] = defaultdict(list)
     hashes: dict[int, str] = {}
+    said = topic_overrides(conn, story_ids)
     for part in chunks(list(story_ids)):
         query = (
             select(s, src.c.location.label("source"))
@@ -709,18 +776,32 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime, *, leave_
     for story_id in story_ids:
         if not members.get(story_id):
             continue
-        values = story_values(canonical(members[story_id]))
+        values = story_values(canonical(members[story_id]), said.get(story_id, {}))
         if values["content_hash"] != hashes.get(story_id):
-            conn.execute(st.update().where(st.c.id == story_id).values(updated=now, **values))
+            conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now), **values))
 
 
 def _shows(m: Member) -> tuple[object, ...]:
     """Everything of a sighting that :func:`ingest.dedupe.canonical` may pick from."""
-    return (m.kind, m.title, m.title_derived, m.published, m.summary, m.link, tuple(m.tags), m.content)
+    return (m.kind, m.title, m.title_derived, m.published, m.summary, m.link, tuple(m.tags), m.content, m.topics)
 
 
-def story_values(fields: Canonical) -> dict[str, Any]:
-    values = {
+def topic_overrides(conn: Connection, story_ids: Sequence[int]) -> dict[int, dict[str, bool]]:
+    """The operator's topics of these stories: story -> topic -> added (True) or removed (False)."""
+    o = schema.story_topic_override
+    found: dict[int, dict[str, bool]] = defaultdict(dict)
+    for part in chunks(list(story_ids)):
+        for row in conn.execute(select(o).where(one_of(conn.dialect.name, o.c.story_id, part))):
+            found[row.story_id][row.topic] = bool(row.added)
+    return found
+
+
+def story_values(fields: Canonical, overrides: Mapping[str, bool] | None = None) -> dict[str, Any]:
+    """A story row's canonical columns and their ``content_hash``; ``overrides``: the operator's topics (topic ->
+    added)."""
+    said = overrides or {}
+    topics = ({*fields.topics} - {t for t, added in said.items() if not added}) | {t for t, a in said.items() if a}
+    values: dict[str, Any] = {
         "title": fields.title,
         "title_derived": fields.title_derived,
         "summary": fields.summary,
@@ -729,8 +810,14 @@ def story_values(fields: Canonical) -> dict[str, Any]:
         "published": fields.published,
         "tags": sorted(set(fields.tags)),
     }
+    if topics:  # hashed only when there are any: a story stored before topics keeps its hash, and its ``updated``
+        values["topics"] = sorted(topics)
     blob = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
     values["content_hash"] = hashlib.sha256(blob.encode()).hexdigest()
+    values["topics"] = sorted(topics)
+    # Derived from the title and summary, so out of the hash: it stays what it was before search existed.
+    values["search_title"] = search_text(fields.title)
+    values["search_body"] = search_text(fields.summary)
     return values
 
 
@@ -749,11 +836,10 @@ _SIGHTING_COLUMNS = (
     "link",
     "author",
     "tags",
+    "topics",
     "first_seen",
     "last_seen",
     "story_id",
     "match_rule",
     "match_score",
 )
-#: The canonical fields a story keeps, as :func:`story_values` gives them.
-_STORY_FIELDS = ("title", "title_derived", "summary", "content", "link", "published", "tags", "content_hash")

@@ -11,8 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Integer, Text, and_, bindparam, case, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 
-from ingest.core.models import BounceLimits, Delivery, Outcome, Settled
+from ingest.core.links import is_row_id
+from ingest.core.models import BounceKind, BounceLimits, Delivery, Outcome, Settled, Subscriber
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import aware, record
@@ -24,6 +26,7 @@ DEFAULT_LIMITS = BounceLimits()
 _sub = schema.subscriber
 _dig = schema.digest
 _del = schema.delivery
+_slot = schema.send_slot
 
 # Built once: a claim runs once per message, and building these expressions costs more than running them.
 _NOW = bindparam("p_now", type_=schema.UtcDateTime())
@@ -88,6 +91,7 @@ _RECORD = (
         reply=func.coalesce(bindparam("p_reply", type_=Text()), _del.c.reply),
         message_id=func.coalesce(bindparam("p_message_id", type_=Text()), _del.c.message_id),
         attempts=_del.c.attempts - bindparam("p_undo", type_=Integer()),
+        bounce=bindparam("p_bounce", type_=Text()),
         lease_owner=None,
         lease_until=None,
     )
@@ -174,6 +178,25 @@ class DeliveriesMixin(StoreBase):
             for outcome in outcomes:
                 _record(conn, outcome, owner, limits)
 
+    def reserve_send_slot(self, budgets: Sequence[tuple[str, float]], now: float) -> float:
+        """When one message may go (seconds since the epoch), reserved in every budget of ``budgets`` ((key, seconds
+        per message): ``"*"`` for all mail, else a recipient domain) among every process sharing the database.
+
+        Each budget gives its next free slot (not before ``now``) and moves on by its interval; the message goes at
+        the latest of its slots. A slot is taken whether or not the message waits longer for another budget, so a
+        slow domain never slows the rest of the mail (at worst a message held for its domain goes out beside the
+        next one: a burst of one per connection). One transaction; budgets are locked in key order (two processes
+        never wait on each other in a cycle), and its first statement is a write (SQLite's write lock is taken at
+        once, never upgraded from a stale read)."""
+        intervals = dict(budgets)
+        start = now
+        with self.engine.begin() as conn:
+            for key in sorted(intervals):
+                slot = max(now, _touch_slot(conn, key))
+                conn.execute(_slot.update().where(_slot.c.key == key).values(next_at=slot + intervals[key]))
+                start = max(start, slot)
+        return start
+
     def postpone(self, digest_id: int, until: datetime) -> int:
         """Every pending delivery of the digest due before ``until`` waits until then (its attempts untouched): the
         mail server asked us to stop. Returns how many now wait."""
@@ -229,18 +252,84 @@ class DeliveriesMixin(StoreBase):
             )
         return Settled(counts=counts, retry_at=aware(retry_at), complete=complete)
 
+    def record_late_bounce(
+        self, delivery_id: int, kind: BounceKind, reply: str, *, limits: BounceLimits = DEFAULT_LIMITS
+    ) -> Subscriber | None:
+        """A delivery the server took (``sent``) did not arrive after all: a delivery report or a relay's event said
+        so later. It becomes ``failed`` with ``reply``, and its subscriber's count of that kind becomes at least the
+        streak of such bounces among their latest deliveries up to this one (a delivery that went through since
+        cleared the count; a report arriving later restores it), ``bounced`` at the limit. Returns the subscriber
+        after, or None when the delivery was not ``sent`` (a report read twice, or about a failure counted already):
+        nothing counts twice."""
+        limit = limits.hard if kind == "hard" else limits.soft
+        count = _sub.c.bounces if kind == "hard" else _sub.c.soft_bounces
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                _del.update()
+                .where(_del.c.id == delivery_id, _del.c.status == "sent")
+                .values(status="failed", bounce=kind, reply=reply)
+                .returning(_del.c.subscriber_id)
+            ).first()
+            if changed is None:
+                return None
+            subscriber_id = int(changed[0])
+            latest = conn.execute(
+                select(_del.c.bounce)
+                .where(_del.c.subscriber_id == subscriber_id, _del.c.id <= delivery_id)
+                .order_by(_del.c.id.desc())
+                .limit(limit)
+            ).scalars()
+            streak = 0
+            for bounce in latest:
+                if bounce != kind:
+                    break
+                streak += 1
+            values: dict[Any, Any] = {count: case((count < streak, streak), else_=count)}
+            if streak >= limit:
+                values[_sub.c.status] = case((_sub.c.status == "confirmed", "bounced"), else_=_sub.c.status)
+            conn.execute(_sub.update().where(_sub.c.id == subscriber_id).values(values))
+            return record(Subscriber, conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).one())
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        if not is_row_id(delivery_id):
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(_delivery_query().where(_del.c.id == delivery_id)).first()
+            return record(Delivery, row) if row is not None else None
+
+    def delivery_of(self, digest_id: int, subscriber_id: int) -> Delivery | None:
+        if not (is_row_id(digest_id) and is_row_id(subscriber_id)):
+            return None
+        with self.engine.connect() as conn:
+            query = _delivery_query().where(_del.c.digest_id == digest_id, _del.c.subscriber_id == subscriber_id)
+            row = conn.execute(query).first()
+            return record(Delivery, row) if row is not None else None
+
+    def latest_delivery(self, subscriber_id: int) -> Delivery | None:
+        """The subscriber's most recent delivery that went out (sent, or failed at once)."""
+        with self.engine.connect() as conn:
+            query = (
+                _delivery_query()
+                .where(_del.c.subscriber_id == subscriber_id, _del.c.status.in_(["sent", "failed"]))
+                .order_by(_del.c.id.desc())
+                .limit(1)
+            )
+            row = conn.execute(query).first()
+            return record(Delivery, row) if row is not None else None
+
     def deliveries(self, digest_id: int) -> list[Delivery]:
         with self.engine.connect() as conn:
             query = _delivery_query().where(_del.c.digest_id == digest_id).order_by(_del.c.id)
             return [record(Delivery, row) for row in conn.execute(query)]
 
-    def delivery_counts(self, digest_id: int) -> dict[str, int]:
-        """A digest's deliveries by status (read only; :func:`settle` also cancels and completes)."""
+    def delivery_counts(self, digest_id: int | None = None) -> dict[str, int]:
+        """A digest's deliveries by status (every digest's without ``digest_id``). Read only: :meth:`settle` also
+        cancels and completes."""
+        query = select(_del.c.status, func.count()).group_by(_del.c.status)
+        if digest_id is not None:
+            query = query.where(_del.c.digest_id == digest_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(_del.c.status, func.count()).where(_del.c.digest_id == digest_id).group_by(_del.c.status)
-            )
-            return {str(status): int(n) for status, n in rows}
+            return {str(status): int(n) for status, n in conn.execute(query)}
 
 
 def _claim(
@@ -254,6 +343,17 @@ def _claim(
     return record(Delivery, row) if row is not None else None
 
 
+def _touch_slot(conn: Connection, key: str) -> float:
+    """Lock budget ``key``'s row (made at 0 the first time) and return its next free time."""
+    touch = _slot.update().where(_slot.c.key == key).values(next_at=_slot.c.next_at).returning(_slot.c.next_at)
+    found = conn.execute(touch).scalar()
+    if found is None:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(insert(_slot).values(key=key, next_at=0.0).on_conflict_do_nothing())
+        found = conn.execute(touch).scalar_one()
+    return float(found)
+
+
 def _record(conn: Connection, outcome: Outcome, owner: str, limits: BounceLimits) -> None:
     status = {"sent": "sent", "failed": "failed", "retry": "pending", "release": "pending"}[outcome.status]
     values = {
@@ -265,6 +365,7 @@ def _record(conn: Connection, outcome: Outcome, owner: str, limits: BounceLimits
         "p_reply": outcome.reply,
         "p_message_id": outcome.message_id,
         "p_undo": 1 if outcome.status == "release" else 0,  # never tried: the attempt does not count
+        "p_bounce": outcome.bounce,
     }
     if not conn.execute(_RECORD, values).rowcount:
         return

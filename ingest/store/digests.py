@@ -1,29 +1,32 @@
-"""Digests: one per period, made once with its stories and one delivery per confirmed subscriber; which stories a
-period may carry (with where each was seen); which digests are still delivering.
+"""Digests: one per period, made once with its stories, its editions (one rendering per topic set subscribers chose)
+and one delivery per confirmed subscriber; which stories a period may carry (with where each was seen); which digests
+are still delivering.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Integer, func, literal, select, text
+from sqlalchemy import Connection, func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from ingest.core.models import Candidate, Digest, DigestStatus, NewDigest, Origin, Story
+from ingest.core.models import Candidate, Digest, DigestStatus, Edition, NewDigest, NewEdition, Origin, Story
+from ingest.core.sources import source_name
+from ingest.dedupe.normalize import drop_tracking
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.rows import aware, chunks, record
-from ingest.store.site import source_name
-from ingest.store.stories import live_stories
+from ingest.store.rows import aware, chunks, one_of, record
+from ingest.store.stories import visible, visible_stories
 
-__all__ = ["CARRYING", "DigestsMixin"]
+__all__ = ["CARRYING", "DigestsMixin", "MissingEditionError", "topic_key"]
 
 _sub = schema.subscriber
 _dig = schema.digest
 _ds = schema.digest_story
 _del = schema.delivery
+_ed = schema.digest_edition
 _st = schema.story
 _si = schema.sighting
 _src = schema.source
@@ -65,16 +68,11 @@ class DigestsMixin(StoreBase):
                         ],
                     )
                 if new.status == "pending":
-                    confirmed = (
-                        select(_sub.c.id, literal(digest_id, Integer))
-                        .where(_sub.c.status == "confirmed")
-                        .order_by(_sub.c.id)
-                    )
-                    conn.execute(_del.insert().from_select(["subscriber_id", "digest_id"], confirmed))
-                    if conn.dialect.name == "postgresql":
-                        # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
-                        # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
-                        conn.execute(text("ANALYZE delivery"))
+                    _deliveries(conn, digest_id, new.editions)
+                if new.status == "pending" and conn.dialect.name == "postgresql":
+                    # Thousands of rows just arrived: without fresh statistics every claim would scan and sort
+                    # them all until autovacuum gets round to the table (measured: 21 ms a claim at 10,000).
+                    conn.execute(text("ANALYZE delivery"))
                 created = _digest_row(conn, new.period)
                 assert created is not None
                 return created, True
@@ -83,6 +81,19 @@ class DigestsMixin(StoreBase):
             if found is None:
                 raise
             return found, False
+
+    def subscriber_topic_sets(self) -> list[tuple[str, ...]]:
+        """The distinct topic sets confirmed subscribers chose (each sorted), every topic (``()``) left out."""
+        with self.engine.connect() as conn:
+            # Set apart here: PostgreSQL has no equality on json, so no DISTINCT over it.
+            rows = conn.execute(select(_sub.c.topics).where(_sub.c.status == "confirmed"))
+            return sorted({tuple(sorted(row.topics)) for row in rows} - {()})
+
+    def editions(self, digest_id: int) -> dict[int, Edition]:
+        """A digest's editions by id."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(_ed).where(_ed.c.digest_id == digest_id))
+            return {row.id: record(Edition, row) for row in rows}
 
     def digest_by_period(self, period: str) -> Digest | None:
         with self.engine.connect() as conn:
@@ -115,21 +126,21 @@ class DigestsMixin(StoreBase):
         return aware(carried), aware(first)
 
     def candidates(self, since: datetime, until: datetime) -> list[Candidate]:
-        """Live stories first seen in [since, until) that no digest carries yet, with where each was seen."""
-        carried = select(_ds.c.story_id)
-        query = (
-            live_stories()
-            .where(_st.c.first_seen >= since, _st.c.first_seen < until, _st.c.id.not_in(carried))
-            .order_by(_st.c.id)
-        )
+        """Visible stories first seen in [since, until) that no digest carries yet, with where each was seen."""
+        query = visible_stories().where(_st.c.first_seen >= since, _st.c.first_seen < until).order_by(_st.c.id)
         with self.engine.connect() as conn:
             stories = [record(Story, row) for row in conn.execute(query)]
-            return _with_origins(conn, stories)
+            # Looked up for these stories only (an index): joined, PostgreSQL would read every digest's stories.
+            carried: set[int] = set()
+            for chunk in chunks([s.id for s in stories]):
+                found = conn.execute(select(_ds.c.story_id).where(one_of(conn.dialect.name, _ds.c.story_id, chunk)))
+                carried.update(found.scalars())
+            return _with_origins(conn, [s for s in stories if s.id not in carried])
 
     def digest_stories(self, digest_id: int) -> list[Candidate]:
-        """The stories a digest carries, in its order (a story merged away since is followed to its survivor once)."""
+        """The stories a digest carries and readers may still see (not hidden since), in its order."""
         query = (
-            live_stories()
+            visible_stories()
             .join(_ds, _ds.c.story_id == _st.c.id)
             .where(_ds.c.digest_id == digest_id)
             .order_by(_ds.c.position)
@@ -143,9 +154,55 @@ class DigestsMixin(StoreBase):
             query = (
                 select(func.count())
                 .select_from(_st)
-                .where(_st.c.merged_into.is_(None), _st.c.first_seen >= since, _st.c.first_seen < until)
+                .where(visible(), _st.c.first_seen >= since, _st.c.first_seen < until)
             )
             return int(conn.execute(query).scalar_one())
+
+
+class MissingEditionError(LookupError):
+    """A subscriber confirmed while a digest was being made chose a topic set the digest has no edition for: the
+    caller renders again (nothing was stored)."""
+
+
+def topic_key(topics: Iterable[str]) -> str:
+    return ",".join(sorted(set(topics)))
+
+
+def _deliveries(conn: Connection, digest_id: int, editions: Sequence[NewEdition]) -> None:
+    """One delivery per confirmed subscriber, with the edition of their topic set (None: no topic chosen, the whole
+    digest): ``empty``, and never sent, when it holds no story. The subscribers are read in the transaction that
+    writes the rows: one who confirmed with a topic set that has no edition yet raises :class:`MissingEditionError`."""
+    by_key: dict[str, int] = {}
+    if editions:
+        rows = conn.execute(
+            _ed.insert().returning(_ed.c.id, _ed.c.topic_key),
+            [
+                {
+                    "digest_id": digest_id,
+                    "topic_key": topic_key(e.topics),
+                    "topics": sorted(e.topics),
+                    "story_count": e.story_count,
+                    "subject": e.subject,
+                    "html": e.html,
+                    "text": e.text,
+                }
+                for e in editions
+            ],
+        )
+        by_key = {row.topic_key: row.id for row in rows}
+    counts = {topic_key(e.topics): e.story_count for e in editions}
+    deliveries = []
+    subscribers = select(_sub.c.id, _sub.c.topics).where(_sub.c.status == "confirmed").order_by(_sub.c.id)
+    for row in conn.execute(subscribers):
+        key = topic_key(row.topics)
+        if key and key not in by_key:
+            raise MissingEditionError(key)
+        status = "empty" if key and not counts[key] else "pending"
+        deliveries.append(
+            {"digest_id": digest_id, "subscriber_id": row.id, "edition_id": by_key.get(key), "status": status}
+        )
+    if deliveries:
+        conn.execute(_del.insert(), deliveries)
 
 
 def _digest_query() -> Any:
@@ -168,36 +225,55 @@ def _required(value: datetime | None) -> datetime:
 def _with_origins(conn: Connection, stories: list[Story]) -> list[Candidate]:
     if not stories:
         return []
-    first_read = select(_si.c.source_id, func.min(_si.c.first_seen).label("at")).group_by(_si.c.source_id).subquery()
-    origins: dict[int, list[Origin]] = {}
-    ids = [s.id for s in stories]
-    for chunk in chunks(ids):
+    # Per source, from the (source_id, first_seen) index: never a pass over every sighting.
+    first = _si.alias("first")
+    first_read = select(func.min(first.c.first_seen)).where(first.c.source_id == _si.c.source_id).scalar_subquery()
+    seen: list[Any] = []
+    for chunk in chunks([s.id for s in stories]):
         query = (
             select(
                 _si.c.story_id,
+                _si.c.source_id,
                 _si.c.published,
                 _si.c.first_seen,
-                _src.c.kind,
-                _src.c.name,
-                _src.c.location,
-                _src.c.url,
-                _src.c.tags,
-                first_read.c.at,
+                _si.c.link,
+                _si.c.title,
+                _si.c.title_derived,
+                first_read.label("at"),
             )
-            .join(_src, _src.c.id == _si.c.source_id)
-            .join(first_read, first_read.c.source_id == _si.c.source_id)
-            .where(_si.c.story_id.in_(chunk))
+            .where(one_of(conn.dialect.name, _si.c.story_id, chunk))
             .order_by(_si.c.first_seen, _si.c.id)
         )
-        for row in conn.execute(query):
-            origins.setdefault(row.story_id, []).append(
-                Origin(
-                    source_kind=row.kind,
-                    source_name=source_name(row.kind, row.name, row.location, row.url),
-                    source_tags=row.tags,
-                    published=row.published,
-                    first_seen=row.first_seen,
-                    source_first_seen=_required(aware(row.at)),
-                )
+        seen.extend(conn.execute(query))
+    # The sources apart, by primary key: joined, PostgreSQL would rather read every source than look a few up.
+    sources: dict[int, Any] = {}
+    for chunk in chunks(sorted({row.source_id for row in seen})):
+        query = select(
+            _src.c.id,
+            _src.c.kind,
+            _src.c.name,
+            _src.c.location,
+            _src.c.url,
+            _src.c.folder,
+            _src.c.site_url,
+            _src.c.tags,
+        )
+        sources.update((row.id, row) for row in conn.execute(query.where(one_of(conn.dialect.name, _src.c.id, chunk))))
+    origins: dict[int, list[Origin]] = {}
+    for row in seen:
+        src = sources[row.source_id]
+        origins.setdefault(row.story_id, []).append(
+            Origin(
+                source_kind=src.kind,
+                source_name=source_name(src.kind, src.name, src.location, src.url, src.folder),
+                source_tags=src.tags,
+                published=row.published,
+                first_seen=row.first_seen,
+                source_first_seen=_required(aware(row.at)),
+                source_url=src.site_url,
+                link=drop_tracking(row.link.strip()) if row.link and row.link.strip() else None,
+                title=row.title,
+                title_derived=bool(row.title_derived),
             )
+        )
     return [Candidate(story=s, origins=tuple(origins.get(s.id, ()))) for s in stories]

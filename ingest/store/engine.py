@@ -18,13 +18,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy import URL, Connection, Engine, bindparam, create_engine, event, inspect, select, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
 
-from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError
+from ingest.core.errors import SchemaTooNewError, StoreBusyError, StoreError, StoreFullError, StoreUnreachableError
 from ingest.core.links import DEFAULT_UID_AUTHORITY, mint_uid
-from ingest.store import schema
+from ingest.core.search import search_text
+from ingest.store import locks, schema
 
 Migration = Callable[[Connection], None]
 
@@ -108,15 +109,138 @@ def _v9(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=[schema.subscribe_request])  # checkfirst: an existing table is kept
 
 
+def _v10(conn: Connection) -> None:
+    """story.hidden_at and hidden_reason: a story the operator hid (retracted); none is hidden before."""
+    columns = {c["name"] for c in inspect(conn).get_columns("story")}
+    for column in (schema.story.c.hidden_at, schema.story.c.hidden_reason):
+        if column.name not in columns:
+            kind = column.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE story ADD COLUMN {column.name} {kind}"))
+
+
+def _v11(conn: Connection) -> None:
+    """source.site_url: the site readers may visit (a feed's own link, a seed folder's url), linked on story pages."""
+    if "site_url" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        conn.execute(text("ALTER TABLE source ADD COLUMN site_url TEXT"))
+
+
+def _v12(conn: Connection) -> None:
+    """send_slot: the sending rate as one budget for every process sharing the database; delivery.bounce: which
+    failed deliveries counted as bounces (none before: a report coming later counts from here on)."""
+    schema.metadata.create_all(conn, tables=[schema.send_slot])  # checkfirst: an existing table is kept
+    if "bounce" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN bounce VARCHAR(8)"))
+
+
+def _v13(conn: Connection) -> None:
+    """source.suggested_url: where a broken feed may have gone; nothing is suggested before."""
+    if "suggested_url" not in {c["name"] for c in inspect(conn).get_columns("source")}:
+        kind = schema.source.c.suggested_url.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE source ADD COLUMN suggested_url {kind}"))
+
+
+def _v14(conn: Connection) -> None:
+    """Topics: sighting.topics and story.topics (none until `stories retag` or the next ingest tags them), and the
+    operator's story_topic_override."""
+    for table in (schema.sighting, schema.story):
+        if "topics" not in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+            kind = table.c.topics.type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+    schema.metadata.create_all(conn, tables=[schema.story_topic_override])  # checkfirst
+
+
+def _v15(conn: Connection) -> None:
+    """subscriber.topics: each subscriber's choice of topics; everyone so far gets every topic."""
+    if "topics" not in {c["name"] for c in inspect(conn).get_columns("subscriber")}:
+        kind = schema.subscriber.c.topics.type.compile(dialect=conn.dialect)
+        conn.execute(text(f"ALTER TABLE subscriber ADD COLUMN topics {kind} NOT NULL DEFAULT '[]'"))
+
+
+def _v16(conn: Connection) -> None:
+    """digest_edition and delivery.edition_id: a digest rendered once per topic set; deliveries so far got the whole
+    digest (None)."""
+    schema.metadata.create_all(conn, tables=[schema.digest_edition])  # checkfirst
+    if "edition_id" not in {c["name"] for c in inspect(conn).get_columns("delivery")}:
+        conn.execute(text("ALTER TABLE delivery ADD COLUMN edition_id INTEGER REFERENCES digest_edition (id)"))
+
+
 #: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _v6, _v7, _v8, _v9)
+def _v17(conn: Connection) -> None:
+    """publish_generation: what every serving process compares with the generation it last published."""
+    schema.metadata.create_all(conn, tables=[schema.publish_generation])  # checkfirst: an existing table is kept
+
+
+def _v18(conn: Connection) -> None:
+    """Indexes for the hot queries: the feed claim, a source's first read, the digest's "not carried yet", and
+    (PostgreSQL) the stories of a tag."""
+    indexes = [i for t in (schema.source, schema.sighting, schema.digest_story) for i in t.indexes]
+    if conn.dialect.name == "postgresql":
+        indexes.append(schema.ix_story_tags)
+    for index in indexes:
+        index.create(conn, checkfirst=True)  # an index made before this step is kept
+
+
+def _v19(conn: Connection) -> None:
+    """Full-text search: story.search_title and search_body (tokens of the title and summary), filled for every
+    story; an FTS5 table kept by triggers on SQLite, a stored tsvector column in a GIN index on PostgreSQL."""
+    columns = {c["name"] for c in inspect(conn).get_columns("story")}
+    for column in ("search_title", "search_body"):
+        if column not in columns:
+            conn.execute(text(f"ALTER TABLE story ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"))
+    st = schema.story
+    fill = (
+        st.update().where(st.c.id == bindparam("sid")).values(search_title=bindparam("t"), search_body=bindparam("b"))
+    )
+    last = 0
+    while rows := conn.execute(
+        select(st.c.id, st.c.title, st.c.summary).where(st.c.id > last).order_by(st.c.id).limit(1000)
+    ).all():
+        conn.execute(fill, [{"sid": r.id, "t": search_text(r.title), "b": search_text(r.summary)} for r in rows])
+        last = rows[-1].id
+    if conn.dialect.name == "postgresql":
+        for statement in schema.POSTGRES_SEARCH_DDL:
+            conn.execute(text(statement))
+    elif schema.SEARCH_TABLE not in inspect(conn).get_table_names():
+        for statement in schema.SQLITE_SEARCH_DDL:  # the last one indexes the rows already there
+            conn.execute(text(statement))
+
+
+def _v20(conn: Connection) -> None:
+    """story.folded_sightings: copies removed by retention, still counted; none before."""
+    if "folded_sightings" not in {c["name"] for c in inspect(conn).get_columns("story")}:
+        conn.execute(text("ALTER TABLE story ADD COLUMN folded_sightings INTEGER NOT NULL DEFAULT 0"))
+
+
+#: Migration N brings a database from version N-1 to N. Append only; never edit a released step.
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+    _v10,
+    _v11,
+    _v12,
+    _v13,
+    _v14,
+    _v15,
+    _v16,
+    _v17,
+    _v18,
+    _v19,
+    _v20,
+)
 
 HEAD = len(MIGRATIONS)
 
 #: Seconds a SQLite write waits for another process's write lock before giving up ([storage] busy_timeout).
 DEFAULT_BUSY_TIMEOUT = 10.0
 #: The PostgreSQL advisory lock taken while migrating (any constant; this one spells "migrate").
-MIGRATION_LOCK = 0x6D69677261746501
+MIGRATION_LOCK = "migrate"  # an advisory lock's name (ingest.store.locks)
 
 
 def make_engine(url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> Engine:
@@ -178,9 +302,13 @@ def _translate(url: URL, busy_timeout: float, context: ExceptionContext) -> None
     orig = context.original_exception
     sqlite_name = str(getattr(orig, "sqlite_errorname", ""))
     sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
+    unconnected = context.connection is None and url.get_backend_name() != "sqlite"  # SQLite's are about its files
+    if unconnected and isinstance(context.sqlalchemy_exception, OperationalError):
+        # Could not even connect (a server down, refused, unreachable): not a bug, a state of the service.
+        raise StoreUnreachableError(f"{where}: the database cannot be reached ({type(orig).__name__})") from None
     if not (sqlite_name or sqlstate):
         return
-    where = url.database if url.get_backend_name() == "sqlite" else url.render_as_string(hide_password=True)
     detail = str(orig).strip()
     if sqlstate == "55P03":
         raise StoreBusyError(
@@ -244,7 +372,7 @@ def migrate(engine: Engine) -> int:
             if conn.dialect.name == "postgresql":
                 # Processes starting together on one database migrate one at a time (the others then find the
                 # schema made): PostgreSQL's DDL is transactional, but two CREATE TABLEs of one name still collide.
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+                locks.hold_for_transaction(conn, MIGRATION_LOCK)
             found = _stored_version(conn)
             if conn.dialect.name == "sqlite" and found < HEAD:
                 # The same on SQLite: take the write lock, then read the version again (the driver would otherwise

@@ -1,15 +1,20 @@
-"""The operator's overrides: merging two stories, splitting a sighting out, and explaining a story.
+"""The operator's overrides: merging two stories, splitting a sighting out, hiding a story and showing it again, and
+explaining a story.
 
 A merge or split is kept in ``story_override`` (kind ``merge``: must link; ``split``: cannot link) so the matcher
-respects it later; both take the clustering lock so an ingest checking its plan sees them, or not at all.
+respects it later; both take the clustering lock so an ingest checking its plan sees them, or not at all. Hiding sets
+``story.hidden_at`` (and the operator's reason); the story keeps its id and sightings, and new copies of it join it
+hidden. Tagging or untagging a story with a topic is kept in ``story_topic_override``; ``retag`` recomputes every
+sighting's topics after the taxonomy changed. Every one of them gives the rows it changes a new ``updated``, so
+publishing rebuilds what held them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 
 from ingest.core.errors import UsageError
 from ingest.core.links import mint_uid
@@ -17,11 +22,14 @@ from ingest.core.models import Explanation, Override, Story
 from ingest.dedupe import Member, canonical
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import fold, refresh, story_values, take_lock
+from ingest.store.clustering import fold, refresh, stamp, story_values, take_lock
 from ingest.store.rows import chunks, record
 from ingest.store.stories import StoriesMixin, live_stories, resolve
 
-__all__ = ["OverridesMixin"]
+__all__ = ["RETAG_BATCH", "OverridesMixin"]
+
+#: Sightings retagged per transaction: short transactions, so ingest and the web are not kept waiting.
+RETAG_BATCH = 500
 
 
 class OverridesMixin(StoriesMixin, StoreBase):
@@ -41,6 +49,90 @@ class OverridesMixin(StoriesMixin, StoreBase):
         except (LookupError, ValueError) as exc:
             raise UsageError(str(exc)) from None
 
+    def hide_story(self, story_id: int, reason: str | None, now: datetime) -> tuple[Story, bool]:
+        """Hide a live story from readers; returns (the story, whether it was visible until now). Hiding a hidden
+        story again keeps when it was hidden and takes a new ``reason`` when one is given."""
+        try:
+            with self.engine.begin() as conn:
+                take_lock(conn)  # stamps and folds are ordered with ingests
+                before = _live_row(conn, story_id)
+                st = schema.story
+                if before.hidden_at is None:
+                    at = stamp(conn, now)  # the tombstone's "when" is then the document's "updated"
+                    values = {"hidden_at": at, "hidden_reason": reason, "updated": at}
+                    conn.execute(st.update().where(st.c.id == story_id).values(**values))
+                elif reason is not None:
+                    conn.execute(st.update().where(st.c.id == story_id).values(hidden_reason=reason))
+                return _live_row(conn, story_id), before.hidden_at is None
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+
+    def unhide_story(self, story_id: int, now: datetime) -> tuple[Story, bool]:
+        """Show a hidden story again; returns (the story, whether it was hidden until now)."""
+        try:
+            with self.engine.begin() as conn:
+                take_lock(conn)
+                before = _live_row(conn, story_id)
+                if before.hidden_at is not None:
+                    st = schema.story
+                    values = {"hidden_at": None, "hidden_reason": None, "updated": stamp(conn, now)}
+                    conn.execute(st.update().where(st.c.id == story_id).values(**values))
+                return _live_row(conn, story_id), before.hidden_at is not None
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+
+    def set_story_topic(self, story_id: int, topic: str, *, added: bool, now: datetime) -> tuple[Story, bool]:
+        """The operator's tag (``added``) or untag of a live story; returns (the story, whether its topics changed).
+        The word is kept (``story_topic_override``): retagging and new sightings never undo it."""
+        o = schema.story_topic_override
+        try:
+            with self.engine.begin() as conn:
+                take_lock(conn)
+                before = _live_row(conn, story_id)
+                conn.execute(o.delete().where(o.c.story_id == story_id, o.c.topic == topic))
+                conn.execute(o.insert().values(story_id=story_id, topic=topic, added=added))
+                refresh(conn, [story_id], now)
+                after = _live_row(conn, story_id)
+                return after, after.topics != before.topics
+        except LookupError as exc:
+            raise UsageError(str(exc)) from None
+
+    def retag(
+        self, tag: Callable[[Sequence[str]], tuple[str, ...]], now: datetime, *, batch: int = RETAG_BATCH
+    ) -> tuple[int, int]:
+        """Every sighting's topics again, ``tag([title, summary])``, in batches of ``batch`` sightings, one transaction
+        each; their stories are refreshed (``updated`` moves only for a story whose topics changed). Returns (sightings
+        changed, stories changed)."""
+        s, st = schema.sighting, schema.story
+        after = 0
+        changed_sightings = changed_stories = 0
+        while True:
+            with self.engine.begin() as conn:
+                rows = conn.execute(
+                    select(s.c.id, s.c.title, s.c.summary, s.c.topics, s.c.story_id)
+                    .where(s.c.id > after)
+                    .order_by(s.c.id)
+                    .limit(batch)
+                ).all()
+                if not rows:
+                    return changed_sightings, changed_stories
+                after = rows[-1].id
+                updates = [(r, tag([r.title, r.summary])) for r in rows]
+                updates = [(r, topics) for r, topics in updates if topics != r.topics]
+                if not updates:
+                    continue
+                take_lock(conn)
+                conn.execute(
+                    s.update().where(s.c.id == bindparam("sid")).values(topics=bindparam("new")),
+                    [{"sid": r.id, "new": list(topics)} for r, topics in updates],
+                )
+                stories = sorted({r.story_id for r, _ in updates if r.story_id is not None})
+                when = select(st.c.id, st.c.updated).where(st.c.id.in_(stories))
+                before = {row.id: row.updated for row in conn.execute(when)}
+                refresh(conn, stories, now)
+                changed_sightings += len(updates)
+                changed_stories += sum(1 for row in conn.execute(when) if before.get(row.id) != row.updated)
+
     def explain(self, story_id: int) -> Explanation:
         """A story, the ids merged into it, its sightings with why each joined, and the operator's overrides."""
         with self.engine.connect() as conn:
@@ -56,6 +148,12 @@ class OverridesMixin(StoriesMixin, StoreBase):
         return Explanation(
             story=record(Story, row), merged_into=None, merged=merged, sightings=sightings, overrides=overrides
         )
+
+
+def _live_row(conn: Connection, story_id: int) -> Story:
+    """The live story ``story_id``; ``LookupError`` for an unknown or merged-away id (see :func:`_live_story`)."""
+    _live_story(conn, story_id)
+    return record(Story, conn.execute(live_stories().where(schema.story.c.id == story_id)).one())
 
 
 def _live_story(conn: Connection, story_id: int) -> None:
@@ -125,7 +223,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
         st.insert().values(
             uid=mint_uid(uid_authority, now),
             first_seen=row.first_seen,
-            updated=now,
+            updated=stamp(conn, now),
             informative=informative,
             **story_values(canonical([member])),
         )
@@ -144,7 +242,7 @@ def _split(conn: Connection, story_id: int, sighting_id: int, now: datetime, *, 
             or_(o.c.sighting_a == sighting_id, o.c.sighting_b == sighting_id),
         )
     )
-    conn.execute(st.update().where(st.c.id == story_id).values(updated=now))
+    conn.execute(st.update().where(st.c.id == story_id).values(updated=stamp(conn, now)))
     refresh(conn, [story_id], now)
     return new_id
 

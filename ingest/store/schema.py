@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    DDL,
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -24,8 +26,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    cast,
+    event,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
 
@@ -94,6 +99,15 @@ meta = Table(
     Column("value", CleanText, nullable=False),
 )
 
+# One row: bumped in every transaction that changes a story (ingest.store.clustering.stamp), so a process serving
+# the published feeds learns with one primary-key read whether they may be stale (every replica republishes then).
+publish_generation = Table(
+    "publish_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # always 1
+    Column("generation", BigInteger, nullable=False),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -127,6 +141,9 @@ source = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    Column("site_url", CleanText),  # the site readers may visit: a feed's own link, a seed folder's configured url
+    Column("suggested_url", CleanText),  # a broken feed: a feed found on its site, offered to the operator
+    Index(None, "next_check_at"),  # the feed claim: the due feeds, soonest first
 )
 
 story = Table(
@@ -147,6 +164,17 @@ story = Table(
     Column("merged_into", Integer, ForeignKey("story.id")),  # a merged-away story resolves to its survivor
     # Whether any sighting carries a date or a blurb (ingest.dedupe.is_informative): kept for the matcher.
     Column("informative", Boolean, nullable=False, default=False),
+    # The operator hid (retracted) it: out of every page, feed and future digest until shown again.
+    Column("hidden_at", UtcDateTime),
+    Column("hidden_reason", CleanText),  # the operator's note: shown to operators only
+    # Topic slugs (ingest.topics): its sightings' with story_topic_override applied. A server default for rows
+    # written before the column.
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),
+    # Title and summary as search tokens (ingest.core.search.search_text): what both engines' full-text index holds.
+    Column("search_title", CleanText, nullable=False, default="", server_default=""),
+    Column("search_body", CleanText, nullable=False, default="", server_default=""),
+    # Copies (sightings) removed by retention ([storage] keep_sightings_days): still counted in ``sightings``.
+    Column("folded_sightings", Integer, nullable=False, default=0, server_default="0"),
     Index(None, "first_seen"),
     Index(None, "published"),
 )
@@ -160,6 +188,47 @@ Index(
     postgresql_where=story.c.merged_into.is_(None),
 )
 Index("ix_story_updated", story.c.updated)
+
+
+def tag_set(tags: Any) -> Any:
+    """PostgreSQL: a story's tags lower-cased, as jsonb, for ``@>`` (the expression :data:`ix_story_tags` indexes)."""
+    return cast(func.lower(cast(tags, Text)), JSONB)
+
+
+# Tag (and topic) feeds are read on public requests: PostgreSQL finds a tag's stories in a GIN index. SQLite, the
+# one-machine engine, filters the tags' JSON text instead (no index can serve it).
+# Search: on PostgreSQL a stored tsvector column (computed by the server from the two token columns, the title
+# weighted above the summary; the ``simple`` configuration: the tokens are made already, none is dropped) in a GIN
+# index, so a query ranks its matches without parsing their text again; on SQLite an FTS5 table over the same two
+# columns, kept by triggers. Neither is in the Table above: SQLAlchemy never reads or writes them.
+SEARCH_VECTOR = "search_vector"
+POSTGRES_SEARCH_DDL = (
+    f"ALTER TABLE story ADD COLUMN IF NOT EXISTS {SEARCH_VECTOR} tsvector GENERATED ALWAYS AS ("
+    "setweight(to_tsvector('simple'::regconfig, search_title), 'A') || "
+    "setweight(to_tsvector('simple'::regconfig, search_body), 'B')) STORED",
+    f"CREATE INDEX IF NOT EXISTS ix_story_search ON story USING gin ({SEARCH_VECTOR})",
+)
+for _statement in POSTGRES_SEARCH_DDL:
+    event.listen(story, "after_create", DDL(_statement).execute_if(dialect="postgresql"))  # type: ignore[no-untyped-call]
+SEARCH_TABLE = "story_search"
+SQLITE_SEARCH_DDL = (
+    "CREATE VIRTUAL TABLE story_search USING fts5(search_title, search_body, content='story', content_rowid='id', "
+    "tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER story_search_insert AFTER INSERT ON story BEGIN INSERT INTO story_search(rowid, search_title, "
+    "search_body) VALUES (new.id, new.search_title, new.search_body); END",
+    "CREATE TRIGGER story_search_delete AFTER DELETE ON story BEGIN INSERT INTO story_search(story_search, rowid, "
+    "search_title, search_body) VALUES ('delete', old.id, old.search_title, old.search_body); END",
+    "CREATE TRIGGER story_search_update AFTER UPDATE OF search_title, search_body ON story BEGIN "
+    "INSERT INTO story_search(story_search, rowid, search_title, search_body) "
+    "VALUES ('delete', old.id, old.search_title, old.search_body); "
+    "INSERT INTO story_search(rowid, search_title, search_body) VALUES (new.id, new.search_title, new.search_body); "
+    "END",
+    "INSERT INTO story_search(story_search) VALUES ('rebuild')",  # a table made with rows already (a migration)
+)
+for _statement in SQLITE_SEARCH_DDL:
+    event.listen(story, "after_create", DDL(_statement).execute_if(dialect="sqlite"))  # type: ignore[no-untyped-call]
+
+ix_story_tags = Index("ix_story_tags", tag_set(story.c.tags), postgresql_using="gin").ddl_if(dialect="postgresql")
 
 sighting = Table(
     "sighting",
@@ -183,8 +252,10 @@ sighting = Table(
     Column("story_id", Integer, ForeignKey("story.id")),
     Column("match_rule", CleanText),
     Column("match_score", Float),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # from its title and summary
     UniqueConstraint("source_id", "key"),
     Index(None, "story_id"),
+    Index(None, "source_id", "first_seen"),  # when a source was first read (the digest's "new source" note)
 )
 
 # One B-tree, looked up by key (WITHOUT ROWID on SQLite): a dozen random-key inserts per sighting were most of
@@ -206,6 +277,16 @@ story_override = Table(
     Column("sighting_b", Integer, ForeignKey("sighting.id"), nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("note", CleanText),
+)
+
+# The operator's word on a story's topics (`stories tag` / `untag`): added (True) or removed (False), whatever its
+# sightings say. Kept apart from the sightings' topics so that `stories retag` never undoes it.
+story_topic_override = Table(
+    "story_topic_override",
+    metadata,
+    Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
+    Column("topic", String(64), primary_key=True),
+    Column("added", Boolean, nullable=False),
 )
 
 digest = Table(
@@ -231,6 +312,7 @@ digest_story = Table(
     Column("digest_id", Integer, ForeignKey("digest.id"), primary_key=True),
     Column("story_id", Integer, ForeignKey("story.id"), primary_key=True),
     Column("position", Integer, nullable=False),
+    Index(None, "story_id"),  # "no digest carries it yet", asked of each candidate story
 )
 
 subscriber = Table(
@@ -246,6 +328,22 @@ subscriber = Table(
     Column("last_request_at", UtcDateTime),
     # A server default too: rows written by hand or by an older release's code still get a count.
     Column("soft_bounces", Integer, nullable=False, default=0, server_default="0"),
+    Column("topics", Tags, nullable=False, default=tuple, server_default="[]"),  # chosen topic slugs; none: all
+)
+
+# A digest's rendering for one topic set (issue 18): rendered once, whoever many subscribers chose that set.
+digest_edition = Table(
+    "digest_edition",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("digest_id", Integer, ForeignKey("digest.id"), nullable=False),
+    Column("topic_key", CleanText, nullable=False),  # the sorted slugs joined by commas
+    Column("topics", Tags, nullable=False, default=tuple),
+    Column("story_count", Integer, nullable=False, default=0),
+    Column("subject", CleanText, nullable=False, default=""),
+    Column("html", CleanText, nullable=False, default=""),
+    Column("text", CleanText, nullable=False, default=""),
+    UniqueConstraint("digest_id", "topic_key"),
 )
 
 delivery = Table(
@@ -262,6 +360,10 @@ delivery = Table(
     Column("sent_at", UtcDateTime),
     Column("lease_owner", CleanText),
     Column("lease_until", UtcDateTime),
+    # A failed delivery counted against its subscriber: hard | soft (models.BounceKind), at the answer or reported
+    # later (a delivery report, a relay's event); the streak of these is what a late report counts.
+    Column("bounce", String(8)),
+    Column("edition_id", Integer, ForeignKey("digest_edition.id")),  # None: the digest's own rendering (all topics)
     UniqueConstraint("digest_id", "subscriber_id"),
     Index(None, "digest_id", "status"),
 )
@@ -277,4 +379,13 @@ subscribe_request = Table(
     Column("mailed", Boolean, nullable=False, default=False),  # a confirmation mail went out for it
     Index(None, "client", "at"),
     Index(None, "at"),
+)
+
+# The sending rate shared by every process ([mail] rate, domain_rates): per budget ("*" for all mail, else a recipient
+# domain) the earliest time (seconds since the epoch) the next message may go. Each message reserves its slot.
+send_slot = Table(
+    "send_slot",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("next_at", Float, nullable=False),
 )

@@ -5,7 +5,7 @@ one source brought (its items and its new state in ONE transaction).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from ingest.core.errors import StoreError
 from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
+from ingest.core.urls import url_key
 from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.clustering import save_batch
@@ -24,16 +25,30 @@ __all__ = ["SourcesMixin"]
 
 
 class SourcesMixin(StoreBase):
-    def page_source(self, location: str, folder: str, now: datetime) -> Source:
-        """The source of one seed page, created on first sight."""
+    def page_source(
+        self, location: str, folder: str, now: datetime, *, name: str | None = None, site_url: str | None = None
+    ) -> Source:
+        """The source of one seed page, created on first sight, with its folder's site name and address as the
+        config says now (a folder renamed in the config is renamed on its pages at the next ingest)."""
+        src = schema.source
         with self.engine.begin() as conn:
             row = _source_row(conn, location)
             if row is None:
                 conn.execute(
-                    schema.source.insert().values(
-                        kind="page", location=location, folder=folder, origin="seed", created_at=now, tags=[]
+                    src.insert().values(
+                        kind="page",
+                        location=location,
+                        folder=folder,
+                        name=name,
+                        site_url=site_url,
+                        origin="seed",
+                        created_at=now,
+                        tags=[],
                     )
                 )
+                row = _source_row(conn, location)
+            elif (row.folder, row.name, row.site_url) != (folder, name, site_url):
+                conn.execute(src.update().where(src.c.id == row.id).values(folder=folder, name=name, site_url=site_url))
                 row = _source_row(conn, location)
             assert row is not None
             return record(Source, row)
@@ -50,6 +65,13 @@ class SourcesMixin(StoreBase):
         with self.engine.connect() as conn:
             return [record(Source, row) for row in conn.execute(query)]
 
+    def source_counts(self, kind: SourceKind = "feed") -> dict[str, int]:
+        """Sources of a kind by status."""
+        src = schema.source
+        query = select(src.c.status, func.count()).where(src.c.kind == kind).group_by(src.c.status)
+        with self.engine.connect() as conn:
+            return {str(status): int(n) for status, n in conn.execute(query)}
+
     def upsert_feed(
         self,
         url: str,
@@ -60,8 +82,9 @@ class SourcesMixin(StoreBase):
         origin: str,
         now: datetime,
         mirror: bool = False,
+        kind: SourceKind = "feed",
     ) -> tuple[Source, bool]:
-        """Add a feed, or update the one with this URL. Returns (source, created).
+        """Add a feed (or a live page: ``kind="page"``), or update the one with this URL. Returns (source, created).
 
         Only what is given changes (``mirror``: name, tags and interval become exactly these, as the config says).
         Another process adding the same URL at the same moment makes the insert fail: then that row is updated."""
@@ -73,7 +96,7 @@ class SourcesMixin(StoreBase):
                 if row is None:
                     conn.execute(
                         src.insert().values(
-                            kind="feed",
+                            kind=kind,
                             location=url,
                             url=url,
                             name=name,
@@ -120,6 +143,28 @@ class SourcesMixin(StoreBase):
             row = conn.execute(_sources_query().where(cond).order_by(src.c.id)).first()
             return record(Source, row) if row is not None else None
 
+    def followed_by(self, urls: Iterable[str]) -> Source | None:
+        """The followed (not removed) source already reading one of these addresses, as added or where it moved."""
+        keys = {url_key(u) for u in urls}
+        for s in self.sources():
+            if s.status != "removed" and {url_key(s.location), url_key(s.url or s.location)} & keys:
+                return s
+        return None
+
+    def suggest_url(self, source_id: int, url: str) -> None:
+        """Where a broken feed may have gone, for the operator to confirm (``feeds move``)."""
+        with self.engine.begin() as conn:
+            conn.execute(schema.source.update().where(schema.source.c.id == source_id).values(suggested_url=url))
+
+    def move_feed(self, source_id: int, url: str) -> None:
+        """The operator says the feed lives at ``url`` now: read from there, at once, as a fresh feed."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                schema.source.update()
+                .where(schema.source.c.id == source_id)
+                .values(**_RESUMED, url=url, etag=None, last_modified=None, suggested_url=None)
+            )
+
     def resume_feed(self, source_id: int) -> None:
         """Follow a paused or gone feed again: active, due at once, a new failure streak."""
         with self.engine.begin() as conn:
@@ -135,15 +180,21 @@ class SourcesMixin(StoreBase):
             )
 
     def sync_config_feeds(
-        self, feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]], now: datetime
+        self,
+        feeds: Sequence[tuple[str, str | None, Sequence[str], int | None]],
+        now: datetime,
+        kind: SourceKind = "feed",
     ) -> None:
-        """Mirror the config's ``[[feeds]]``: add or update each; a feed dropped from the file stops being polled."""
+        """Mirror the config's ``[[feeds]]`` (or ``[[pages]]``): add or update each; one dropped from the file stops
+        being polled."""
         wanted = {url for url, *_ in feeds}
         for url, name, tags, interval in feeds:
-            self.upsert_feed(url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True)
+            self.upsert_feed(
+                url, name=name, tags=tags, interval=interval, origin="config", now=now, mirror=True, kind=kind
+            )
         src = schema.source
         with self.engine.begin() as conn:
-            stale = select(src.c.id).where(src.c.kind == "feed", src.c.origin == "config", src.c.status != "removed")
+            stale = select(src.c.id).where(src.c.kind == kind, src.c.origin == "config", src.c.status != "removed")
             if wanted:
                 stale = stale.where(src.c.location.not_in(wanted))
             ids = [row.id for row in conn.execute(stale)]
@@ -364,21 +415,24 @@ def _state_values(state: FeedState, now: datetime) -> dict[str, Any]:
     }
     if state.success:
         values["last_success_at"] = now
+        values["suggested_url"] = None
     if state.store_validators:
         values.update(etag=state.etag, last_modified=state.last_modified)
     if state.url:
         values["url"] = state.url
     if state.title:
         values["name"] = state.title  # kept only where the feed has no name yet (see _write_feed_states)
+    if state.site_url:
+        values["site_url"] = state.site_url
     return values
 
 
 def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
-    """Live feeds not leased to anyone, not fetched yet in the pass that started at ``now``, and (unless forced)
-    whose next check has come."""
+    """Live feeds and live pages (a page with a URL; a seed page has none) not leased to anyone, not fetched yet in
+    the pass that started at ``now``, and (unless forced) whose next check has come."""
     src = schema.source
     due = and_(
-        src.c.kind == "feed",
+        or_(src.c.kind == "feed", and_(src.c.kind == "page", src.c.url.is_not(None))),  # feeds and live pages
         src.c.status.not_in(("gone", "removed", "paused")),
         or_(src.c.lease_until.is_(None), src.c.lease_until <= now),
         or_(src.c.last_fetch_at.is_(None), src.c.last_fetch_at < now),
@@ -389,13 +443,11 @@ def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
 
 
 def _sources_query() -> Select[Any]:
-    """Sources with the number of sightings each brought."""
-    counts = (
-        select(schema.sighting.c.source_id, func.count().label("n")).group_by(schema.sighting.c.source_id).subquery()
-    )
-    return select(schema.source, func.coalesce(counts.c.n, 0).label("sightings")).outerjoin(
-        counts, counts.c.source_id == schema.source.c.id
-    )
+    """Sources with the number of sightings each brought (counted per source in an index: the feed claim reads a
+    few sources, never every sighting)."""
+    si = schema.sighting
+    count = select(func.count()).where(si.c.source_id == schema.source.c.id).scalar_subquery()
+    return select(schema.source, count.label("sightings"))
 
 
 def _locations(conn: Connection, ids: Sequence[int]) -> dict[int, str]:

@@ -1,7 +1,8 @@
 """Stories and their sightings as read back: the live stories with their sighting counts, one story, where an id
 now lives (merges followed), the sightings of a story. Writing stories is :mod:`ingest.store.clustering`'s.
 
-"Newest first" everywhere is ``coalesce(published, first_seen) DESC, id DESC``.
+"Live" is not merged away; "visible" is live and not hidden by the operator (what readers may see: pages, feeds,
+digests). "Newest first" everywhere is ``coalesce(published, first_seen) DESC, id DESC``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, func, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, func, select
 
 from ingest.core.links import is_row_id
 from ingest.core.models import Sighting, Story
@@ -17,17 +18,28 @@ from ingest.store import schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import follow, record
 
-__all__ = ["StoriesMixin", "live_stories", "newest_first", "resolve"]
+__all__ = ["StoriesMixin", "live_stories", "newest_first", "resolve", "visible", "visible_stories"]
 
 _st = schema.story
 
 
 def live_stories() -> Select[Any]:
-    """THE query of live stories (not merged away) with their sighting count (``sightings``), counted per row through
-    the sighting(story_id) index. Callers add their own filter, order and limit."""
+    """THE query of live stories (not merged away) with their sighting count (``sightings``, the copies retention
+    folded included), counted per row through the sighting(story_id) index. Callers add their own filter, order and
+    limit."""
     s = schema.sighting
     n = select(func.count()).where(s.c.story_id == _st.c.id).correlate(_st).scalar_subquery()
-    return select(_st, n.label("sightings")).where(_st.c.merged_into.is_(None))
+    return select(_st, (n + _st.c.folded_sightings).label("sightings")).where(_st.c.merged_into.is_(None))
+
+
+def visible() -> ColumnElement[bool]:
+    """The condition that a story row is live and not hidden."""
+    return and_(_st.c.merged_into.is_(None), _st.c.hidden_at.is_(None))
+
+
+def visible_stories() -> Select[Any]:
+    """:func:`live_stories` less the hidden ones: what readers may see."""
+    return live_stories().where(_st.c.hidden_at.is_(None))
 
 
 def newest_first() -> tuple[ColumnElement[Any], ColumnElement[Any]]:
@@ -47,9 +59,9 @@ def resolve(conn: Connection, story_id: int) -> int | None:
 
 
 class StoriesMixin(StoreBase):
-    def stories(self, limit: int | None = None, *, offset: int = 0) -> list[Story]:
-        """Live stories with their sighting counts, newest first."""
-        query = live_stories().order_by(*newest_first()).offset(offset)
+    def stories(self, limit: int | None = None, *, offset: int = 0, hidden: bool = False) -> list[Story]:
+        """Visible stories with their sighting counts, newest first; the hidden ones too with ``hidden``."""
+        query = (live_stories() if hidden else visible_stories()).order_by(*newest_first()).offset(offset)
         if limit is not None:
             if limit <= 0:
                 return []
@@ -58,7 +70,8 @@ class StoriesMixin(StoreBase):
             return [record(Story, row) for row in conn.execute(query)]
 
     def story(self, story_id: int) -> Story | None:
-        """One live story with its sighting count; None when unknown or merged away (see :meth:`resolve_story`)."""
+        """One live story (hidden or not: see ``hidden_at``) with its sighting count; None when unknown or merged
+        away (see :meth:`resolve_story`)."""
         if not is_row_id(story_id):
             return None
         with self.engine.connect() as conn:
@@ -66,7 +79,8 @@ class StoriesMixin(StoreBase):
             return record(Story, row) if row is not None else None
 
     def stories_by_id(self, ids: Sequence[int]) -> list[Story]:
-        """Live stories with these ids, in the order given (an id merged away meanwhile is left out)."""
+        """Live stories (hidden ones too) with these ids, in the order given (an id merged away meanwhile is left
+        out)."""
         if not ids:
             return []
         with self.engine.connect() as conn:
@@ -88,10 +102,15 @@ class StoriesMixin(StoreBase):
             return [record(Sighting, row) for row in conn.execute(query)]
 
     def count_live(self) -> int:
+        """Visible stories: live ones the operator did not hide."""
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(select(func.count()).select_from(_st).where(_st.c.merged_into.is_(None))).scalar_one()
-            )
+            return int(conn.execute(select(func.count()).select_from(_st).where(visible())).scalar_one())
+
+    def hidden_stories(self) -> list[Story]:
+        """The stories the operator hid, most recently hidden first."""
+        query = live_stories().where(_st.c.hidden_at.is_not(None)).order_by(_st.c.hidden_at.desc(), _st.c.id.desc())
+        with self.engine.connect() as conn:
+            return [record(Story, row) for row in conn.execute(query)]
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -1,6 +1,7 @@
-"""Subscribers: their addresses and statuses (pending, confirmed, unsubscribed, bounced), the per-address limit on
-confirmation requests, and the subscribe form's requests of the last hour (its per-client limit and hourly cap on
-confirmation mails). Whether an address is valid is decided before it reaches here (``newsletter.subscribers``).
+"""Subscribers: their addresses, statuses (pending, confirmed, unsubscribed, bounced) and chosen topics, the
+per-address limit on confirmation requests, and the subscribe form's requests of the last hour (its
+per-client limit and hourly cap on confirmation mails). Whether an address is valid is decided before it reaches here
+(``newsletter.subscribers``).
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select, text
+from sqlalchemy import Connection, and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import is_row_id
 from ingest.core.models import RequestCounts, Subscriber, SubscriberStatus
-from ingest.store import schema
+from ingest.store import locks, schema
 from ingest.store.base import StoreBase
 from ingest.store.rows import record
 
@@ -23,7 +24,7 @@ __all__ = ["SubscribersMixin"]
 _sub = schema.subscriber
 _req = schema.subscribe_request
 #: The PostgreSQL advisory lock that makes the subscribe form's counts one at a time (any constant; "subscr").
-_REQUESTS_LOCK = 0x7375627363720001
+_REQUESTS_LOCK = "subscribe-requests"  # an advisory lock's name (ingest.store.locks)
 
 
 class SubscribersMixin(StoreBase):
@@ -58,7 +59,14 @@ class SubscribersMixin(StoreBase):
             rows = conn.execute(select(_sub.c.status, func.count()).group_by(_sub.c.status))
             return {str(status): int(n) for status, n in rows}
 
-    def insert_subscriber(self, email: str, status: SubscriberStatus, now: datetime) -> Subscriber | None:
+    def insert_subscriber(
+        self,
+        email: str,
+        status: SubscriberStatus,
+        now: datetime,
+        *,
+        topics: Sequence[str] = (),
+    ) -> Subscriber | None:
         """A new subscriber; None when the address is already there (whatever its status)."""
         try:
             with self.engine.begin() as conn:
@@ -70,6 +78,7 @@ class SubscribersMixin(StoreBase):
                         confirmed_at=now if status == "confirmed" else None,
                         bounces=0,
                         soft_bounces=0,
+                        topics=sorted(set(topics)),
                     )
                 )
                 row = conn.execute(select(_sub).where(_sub.c.email == email)).one()
@@ -101,20 +110,37 @@ class SubscribersMixin(StoreBase):
                 return None
             return record(Subscriber, conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).one())
 
-    def request_subscription(self, email: str, now: datetime, not_before: datetime) -> Subscriber | None:
+    def set_subscriber_topics(self, subscriber_id: int, topics: Sequence[str]) -> Subscriber | None:
+        """Change a subscriber's topics (none: every topic); returns it after, None when unknown."""
+        with self.engine.begin() as conn:
+            conn.execute(_sub.update().where(_sub.c.id == subscriber_id).values(topics=sorted(set(topics))))
+            row = conn.execute(select(_sub).where(_sub.c.id == subscriber_id)).first()
+            return record(Subscriber, row) if row is not None else None
+
+    def request_subscription(
+        self,
+        email: str,
+        now: datetime,
+        not_before: datetime,
+        *,
+        topics: Sequence[str] = (),
+    ) -> Subscriber | None:
         """Someone asked to subscribe ``email``: make or reopen a pending subscription, at most once per interval.
 
-        Returns the subscriber when a confirmation should be mailed; None when the address is already confirmed, or
+        Returns the subscriber when a confirmation should be mailed; None when the address is already confirmed (or
+        complained: it is never mailed again), or
         when the previous request for it was made after ``not_before`` (the per-address rate limit). Checked and
-        stamped in one statement, so two requests at once mail one confirmation.
+        stamped in one statement, so two requests at once mail one confirmation. The request's ``topics`` are kept
+        only with a request that goes through: a stranger cannot change a confirmed subscriber's choice.
         """
-        self.insert_subscriber(email, "pending", now)  # no-op when it exists
+        self.insert_subscriber(email, "pending", now, topics=topics)  # no-op when it exists
         fresh = or_(_sub.c.last_request_at.is_(None), _sub.c.last_request_at <= not_before)
         with self.engine.begin() as conn:
             changed = conn.execute(
                 _sub.update()
-                .where(_sub.c.email == email, _sub.c.status != "confirmed", fresh)
-                .values(status="pending", last_request_at=now)
+                # A complaint suppresses the address: nobody may make us mail it again, not even a confirmation.
+                .where(_sub.c.email == email, _sub.c.status.notin_(["confirmed", "complained"]), fresh)
+                .values(status="pending", last_request_at=now, topics=sorted(set(topics)))
             ).rowcount
             if not changed:
                 return None
@@ -156,7 +182,7 @@ def _one_at_a_time(conn: Connection) -> None:
     """Serialize the subscribe form's counting transactions. PostgreSQL: an advisory lock until the transaction ends.
     SQLite needs none: each such transaction writes first, and so holds the one write lock from its start."""
     if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _REQUESTS_LOCK})
+        locks.hold_for_transaction(conn, _REQUESTS_LOCK)
 
 
 def _mails(conn: Connection, since: datetime) -> int:

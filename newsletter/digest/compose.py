@@ -14,8 +14,10 @@ reader; Python's own header folding decodes such words and re-emits them raw, wh
 
 from __future__ import annotations
 
+import functools
 import html
 import re
+import secrets
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,19 +51,26 @@ __all__ = [
     "inline_css",
     "list_address",
     "message_id",
+    "message_id_parts",
     "message_template",
     "postal_lines",
     "render_digest",
     "sender",
+    "tagged",
 ]
 
 SLOT = "\x1e{}\x1f"
 _SLOT = re.compile("\x1e([a-z_]+)\x1f")
 #: Slots the templates may use. Header slots are filled by :meth:`MessageTemplate.build` itself.
-BODY_SLOTS = ("address", "unsubscribe_url")
+BODY_SLOTS = ("address", "unsubscribe_url", "preferences_url")
 _QP_LINE = 75  # leaves room for the soft break '=' that joins a value on: RFC 2045 lines stay within 76
+#: A value quoted-printable leaves as it is but for soft line breaks: printable ASCII but '=', not ending in a blank.
+_QP_PLAIN = re.compile(r"[\t !-<>-~]*[!-<>-~]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff]+")
 _SPACES = re.compile(r"\s+")
+#: Printable ASCII words, one space apart: a header value :func:`clean_header` leaves as it is.
+_PLAIN_HEADER = re.compile(r"[!-~]+(?: [!-~]+)*")
+_MESSAGE_ID = re.compile(r"<digest\.[0-9W-]{1,16}\.([1-9][0-9]{0,9})\.([1-9][0-9]{0,9})\.[0-9]{1,12}@[^<>@\s]+>")
 _INLINER = css_inline.CSSInliner(load_remote_stylesheets=False, keep_link_tags=False)
 #: The most the digest's HTML part may weigh as sent (quoted-printable), before the recipient's values go in (an
 #: address and a link: well under 1 KB). Gmail clips a message past about 102 KB and hides the rest behind a link:
@@ -101,10 +110,13 @@ class Recipient:
     unsubscribe_url: str
     unsubscribe_mailto: str
     message_id: str
+    preferences_url: str  # the signed "manage preferences" page (topics, unsubscribe)
 
 
 def clean_header(value: str) -> str:
     """A header value that cannot start another header or smuggle one through an encoded word."""
+    if _PLAIN_HEADER.fullmatch(value) and "=?" not in value:
+        return value  # the common case, several times per recipient: nothing below would change it
     value = unicodedata.normalize("NFC", value)
     value = _CONTROL.sub(" ", value)
     value = value.replace("=?", "= ?")  # RFC 2047 encoded words start '=?': this can no longer be one
@@ -113,11 +125,16 @@ def clean_header(value: str) -> str:
 
 def sender(settings: Settings) -> tuple[str, str]:
     """(header value, envelope address) of ``[mail] from_address``."""
-    name, addr = parseaddr(clean_header(settings.mail.from_address))
+    return _sender(settings.mail.from_address)
+
+
+@functools.lru_cache(maxsize=16)
+def _sender(from_address: str) -> tuple[str, str]:
+    # Parsed once per address, not once per recipient (parseaddr was a third of building 10,000 messages).
+    name, addr = parseaddr(clean_header(from_address))
     if "@" not in addr or any(c.isspace() for c in addr):
         raise ConfigError(
-            f"[mail] from_address: expected an address such as 'Digest <digest@example.org>', got "
-            f"{settings.mail.from_address!r}"
+            f"[mail] from_address: expected an address such as 'Digest <digest@example.org>', got {from_address!r}"
         )
     local, _, domain = addr.rpartition("@")
     return str(Address(display_name=name, username=local, domain=domain)), addr
@@ -125,6 +142,13 @@ def sender(settings: Settings) -> tuple[str, str]:
 
 def list_address(settings: Settings) -> str:
     return sender(settings)[1]
+
+
+def tagged(address: str, tag: str) -> str:
+    """``local+tag@domain`` for ``local@domain``: mail to it reaches ``local@domain`` (the ``+`` sub-address of Postfix,
+    Exim, Gmail, Fastmail and most others) and says ``tag`` back to us."""
+    local, _, domain = address.rpartition("@")
+    return f"{local}+{tag}@{domain}"
 
 
 def archive_url(settings: Settings, period: str) -> str:
@@ -137,14 +161,24 @@ def message_id(digest: Digest, subscriber_id: int, domain: str) -> str:
     return f"<digest.{digest.period}.{digest.id}.{subscriber_id}.{stamp}@{domain}>"
 
 
+def message_id_parts(value: str) -> tuple[int, int] | None:
+    """(digest id, subscriber id) of a Message-ID :func:`message_id` made; None for any other."""
+    m = _MESSAGE_ID.fullmatch(value.strip())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
 def inline_css(document: str) -> str:
     """Inline the ``<style>`` rules into ``style`` attributes; a ``<style data-css-inline="keep">`` block stays (media
     queries such as dark mode cannot be inlined). Nothing is fetched."""
     return _INLINER.inline(document)
 
 
-def render_digest(selection: Selection, settings: Settings) -> Rendered:
-    """The digest's HTML and text, rendered once, with slot marks for the recipient's values.
+def render_digest(
+    selection: Selection, settings: Settings, *, elsewhere: int = 0, topic_names: Mapping[str, str] | None = None
+) -> Rendered:
+    """The digest's HTML and text, rendered once, with slot marks for the recipient's values. ``elsewhere``: the
+    period's stories left out (an edition for some topics): counted in a line linking the digest's web page.
+    ``topic_names``: the taxonomy's names by slug, shown in each story's meta line (this layer does not read it).
 
     Each section shows its first ``[digest] max_per_section`` stories and counts the rest in a line linking the
     digest's web page (which shows them all); when even that makes the HTML part bigger than :data:`HTML_BUDGET`
@@ -167,11 +201,14 @@ def render_digest(selection: Selection, settings: Settings) -> Rendered:
         "period": period.key,
         "period_label": period.label,
         "count": count,
+        "elsewhere": elsewhere,
+        "topic_names": dict(topic_names or {}),
         "archive_url": archive,
         "home_url": base_url(settings.publish),
         "postal_lines": postal_lines(settings),
         "address": SLOT.format("address"),
         "unsubscribe_url": SLOT.format("unsubscribe_url"),
+        "preferences_url": SLOT.format("preferences_url"),
     }
     cap = settings.digest.max_per_section
     while True:
@@ -226,31 +263,42 @@ def _values(r: Recipient) -> Mapping[tuple[str, str], bytes]:
     headers = (
         f"To: {address}\r\nMessage-ID: {_ascii_header(r.message_id)}\r\nList-Unsubscribe: <{url}>,\r\n <{mailto}>\r\n"
     ).encode("ascii")
-    return {
-        ("headers", "header"): headers,
-        ("address", "html"): _qp_value(html.escape(r.address)),
-        ("address", "text"): _qp_value(r.address),
-        ("unsubscribe_url", "html"): _qp_value(html.escape(r.unsubscribe_url)),
-        ("unsubscribe_url", "text"): _qp_value(r.unsubscribe_url),
-    }
+    values: dict[tuple[str, str], bytes] = {("headers", "header"): headers}
+    for name, value in (
+        ("address", r.address),
+        ("unsubscribe_url", r.unsubscribe_url),
+        ("preferences_url", r.preferences_url),
+    ):
+        text = _qp_value(value)
+        escaped = html.escape(value)
+        values[name, "text"] = text
+        values[name, "html"] = text if escaped == value else _qp_value(escaped)
+    return values
 
 
 def message_template(rendered: Rendered, settings: Settings, date: datetime) -> MessageTemplate:
     """The digest's message for everyone, cut where each recipient's values go (their headers included)."""
     from_header, from_addr = sender(settings)
     domain = from_addr.rpartition("@")[2]
-    msg = EmailMessage(policy=policy.SMTP)
-    msg["MIME-Version"] = "1.0"
-    msg["From"] = from_header
-    msg["Subject"] = clean_header(rendered.subject)
-    msg["Date"] = format_datetime(date)
-    msg["List-Id"] = f"{clean_header(settings.publish.title)} <digest.{domain}>"
-    # RFC 8058: with List-Unsubscribe's https URL, tells the mailbox provider it may POST there for one click.
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.make_alternative()
-    msg.attach(_qp_part(rendered.text, "plain"))
-    msg.attach(_qp_part(rendered.html, "html"))
-    head, sep, body = msg.as_bytes().partition(b"\r\n\r\n")
+    list_id = f"{clean_header(settings.publish.title)} <digest.{domain}>"
+    # The MIME structure is the same for every edition of a digest: built once, each edition's subject and parts put
+    # in its place (what EmailMessage would write for them, boundary aside: one random boundary per skeleton).
+    skeleton = _skeleton(from_header, list_id, date)
+    subject_line = policy.SMTP.fold_binary(
+        "Subject", policy.SMTP.header_store_parse("Subject", clean_header(rendered.subject))[1]
+    )
+    raw = b"".join(
+        (
+            skeleton.before_subject,
+            subject_line,
+            skeleton.before_text,
+            _qp_payload(rendered.text).encode("ascii"),
+            skeleton.before_html,
+            _qp_payload(rendered.html).encode("ascii"),
+            skeleton.after_html,
+        )
+    )
+    head, sep, body = raw.partition(b"\r\n\r\n")
     assert sep
     rest = b"\r\n" + body
     html_start = rest.index(b"Content-Type: text/html")  # the text part comes first, the HTML part second
@@ -268,8 +316,50 @@ def message_template(rendered: Rendered, settings: Settings, date: datetime) -> 
     return MessageTemplate(chunks=tuple(chunks), slots=tuple(slots))
 
 
-def _qp_part(content: str, subtype: str) -> EmailMessage:
-    """A text part, quoted-printable, with each slot alone between soft line breaks so it can be replaced."""
+@dataclass(frozen=True, slots=True)
+class _Skeleton:
+    """A digest message's bytes around its subject header and its two parts' payloads."""
+
+    before_subject: bytes
+    before_text: bytes
+    before_html: bytes
+    after_html: bytes
+
+
+@functools.lru_cache(maxsize=8)
+def _skeleton(from_header: str, list_id: str, date: datetime) -> _Skeleton:
+    marks = {key: f"mark-{key}-{secrets.token_hex(16)}" for key in ("subject", "text", "html")}
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["MIME-Version"] = "1.0"
+    msg["From"] = from_header
+    msg["Subject"] = marks["subject"]
+    msg["Date"] = format_datetime(date)
+    msg["List-Id"] = list_id
+    # RFC 8058: with List-Unsubscribe's https URL, tells the mailbox provider it may POST there for one click.
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.make_alternative()
+    msg.attach(_qp_part(marks["text"] + "\r\n", "plain"))
+    msg.attach(_qp_part(marks["html"] + "\r\n", "html"))
+    raw = msg.as_bytes()
+    cuts = (f"Subject: {marks['subject']}\r\n", marks["text"] + "\r\n", marks["html"] + "\r\n")
+    pieces: list[bytes] = []
+    for cut in cuts:
+        before, sep, raw = raw.partition(cut.encode("ascii"))
+        assert sep, cut
+        pieces.append(before)
+    return _Skeleton(pieces[0], pieces[1], pieces[2], raw)
+
+
+def _qp_part(payload: str, subtype: str) -> EmailMessage:
+    part = EmailMessage(policy=policy.SMTP)
+    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+    part["Content-Transfer-Encoding"] = "quoted-printable"
+    part.set_payload(payload)
+    return part
+
+
+def _qp_payload(content: str) -> str:
+    """A text part's payload, quoted-printable, with each slot alone between soft line breaks so it can be replaced."""
     pieces = _SLOT.split(content.replace("\r\n", "\n"))
     out: list[str] = []
     for i, piece in enumerate(pieces):
@@ -277,12 +367,8 @@ def _qp_part(content: str, subtype: str) -> EmailMessage:
             out.append(f"=\r\n{SLOT.format(piece)}=\r\n")
         else:
             out.append(_qp(piece))
-    part = EmailMessage(policy=policy.SMTP)
-    part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-    part["Content-Transfer-Encoding"] = "quoted-printable"
     payload = "".join(out)
-    part.set_payload(payload if payload.endswith("\r\n") else payload + "=\r\n")
-    return part
+    return payload if payload.endswith("\r\n") else payload + "=\r\n"
 
 
 def _qp(text: str) -> str:
@@ -291,6 +377,13 @@ def _qp(text: str) -> str:
 
 
 def _qp_value(value: str) -> bytes:
+    if _QP_PLAIN.fullmatch(value):
+        # What body_encode makes of such a value (an address, a signed URL), without its per-character work: cut
+        # into lines of _QP_LINE - 1 characters and a soft break, the last up to _QP_LINE.
+        step = _QP_LINE - 1
+        lines = [value[i : i + step] + "=" for i in range(0, len(value) - _QP_LINE, step)]
+        lines.append(value[len(lines) * step :])
+        return "\r\n".join(lines).encode("ascii")
     return _qp(value).encode("ascii")
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html as html_lib
 import ipaddress
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parseaddr
@@ -21,19 +21,30 @@ from urllib.parse import urlsplit
 
 from ingest.core.config import Settings
 from ingest.core.errors import UsageError
-from ingest.core.links import unsubscribe_url
-from ingest.core.models import Digest, NewDigest, Subscriber
-from ingest.store import CARRYING, Store
+from ingest.core.links import preferences_url, unsubscribe_url
+from ingest.core.models import Digest, NewDigest, NewEdition, Subscriber
+from ingest.store import CARRYING, MissingEditionError, Store
 from newsletter.digest import compose
-from newsletter.digest.select import Period, Selection, due_period, floor, period_containing, period_for, select
-from newsletter.digest.send import Clock, DeliveryRun, deliver_digest, unsubscribe_links
-from newsletter.digest.transports import SendResult, Transport, TransportError, open_transport, send_one
+from newsletter.digest.select import (
+    Period,
+    Selection,
+    due_period,
+    floor,
+    for_topics,
+    period_containing,
+    period_for,
+    select,
+)
+from newsletter.digest.send import Clock, DeliveryRun, Pacer, deliver_digest, unsubscribe_links
+from newsletter.digest.transports import SendResult, Transport, TransportError, open_transports, send_one
 from newsletter.subscribers.addresses import normalize
 from newsletter.subscribers.tokens import Tokens, signing_key
 
 __all__ = [
+    "MAKE_TRIES",
     "DigestReport",
     "Preview",
+    "edition",
     "ensure_digest",
     "mail_warnings",
     "preview",
@@ -42,6 +53,10 @@ __all__ = [
     "send_due_digest",
     "send_test",
 ]
+
+
+#: Times a digest is rendered again when subscribers confirm with new topic sets while it is being made.
+MAKE_TRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +152,9 @@ def select_for(store: Store, settings: Settings, period: Period) -> Selection:
     return select(store.candidates(since, period.end), period, settings)
 
 
-def ensure_digest(store: Store, settings: Settings, period: Period, now: datetime) -> tuple[Digest, bool]:
+def ensure_digest(
+    store: Store, settings: Settings, period: Period, now: datetime, *, topic_names: Mapping[str, str] | None = None
+) -> tuple[Digest, bool]:
     """The period's digest, made (selected, rendered, its deliveries created) if it does not exist yet."""
     found = store.digest_by_period(period.key)
     if found is not None:
@@ -158,11 +175,36 @@ def ensure_digest(store: Store, settings: Settings, period: Period, now: datetim
     selection = select_for(store, settings, period)
     if not selection.count and not settings.digest.send_empty:
         return store.create_digest(replace(base, status="empty", note="no new story"))
-    rendered = compose.render_digest(selection, settings)
+    rendered = compose.render_digest(selection, settings, topic_names=topic_names)
     made = replace(
         base, subject=rendered.subject, html=rendered.html, text=rendered.text, story_ids=selection.story_ids
     )
-    return store.create_digest(made)
+    editions: dict[tuple[str, ...], NewEdition] = {}
+    for _ in range(MAKE_TRIES):
+        # Rendered once per distinct topic set, however many subscribers chose it; the whole digest is the edition of
+        # everyone who chose no topic.
+        for topics in store.subscriber_topic_sets():
+            if topics not in editions:
+                editions[topics] = edition(selection, topics, settings, topic_names=topic_names)
+        try:
+            return store.create_digest(replace(made, editions=tuple(editions.values())))
+        except MissingEditionError:
+            continue  # someone confirmed with a new topic set meanwhile: render theirs too
+    raise RuntimeError(f"digest {period.key}: subscribers' topics kept changing while it was made")
+
+
+def edition(
+    selection: Selection, topics: Sequence[str], settings: Settings, *, topic_names: Mapping[str, str] | None = None
+) -> NewEdition:
+    """The digest for subscribers who chose ``topics`` (none: all of it); nothing rendered when none of its stories is
+    in them."""
+    chosen = for_topics(selection, topics)
+    if topics and not chosen.count:
+        return NewEdition(topics=tuple(topics), story_count=0)
+    rendered = compose.render_digest(
+        chosen, settings, elsewhere=selection.count - chosen.count, topic_names=topic_names
+    )
+    return NewEdition(tuple(topics), chosen.count, rendered.subject, rendered.html, rendered.text)
 
 
 def send_due_digest(
@@ -170,29 +212,34 @@ def send_due_digest(
     settings: Settings,
     now: datetime,
     *,
-    transport: Transport | None = None,
+    transports: Sequence[Transport] | None = None,
     clock: Clock | None = None,
     stop: Callable[[], bool] | None = None,
+    topic_names: Mapping[str, str] | None = None,
 ) -> DigestReport:
     """Make the due period's digest if it is not made yet, then deliver every digest that has deliveries due."""
     clock = clock or _clock_from(now)
     period = due_period(now, settings.digest)
-    digest, created = ensure_digest(store, settings, period, now)
+    digest, created = ensure_digest(store, settings, period, now, topic_names=topic_names)
     runs: list[DeliveryRun] = []
     open_ = store.open_digests()
     if open_:
         tokens = Tokens(signing_key(store, settings))
-        own = transport is None
-        active = transport or open_transport(settings)
+        own = transports is None
+        active = open_transports(settings) if transports is None else transports
+        pacer = Pacer(store, settings)
         try:
             for d in open_:
-                run = deliver_digest(store, settings, d, transport=active, tokens=tokens, clock=clock, stop=stop)
+                run = deliver_digest(
+                    store, settings, d, transports=active, tokens=tokens, clock=clock, stop=stop, pacer=pacer
+                )
                 runs.append(run)
                 if run.error or run.paused or (stop is not None and stop()):
                     break  # the same server would answer the next digest the same way
         finally:
             if own:
-                active.close()
+                for t in active:
+                    t.close()
     after = store.digest_by_period(period.key) or digest
     return DigestReport(
         period=period.key,
@@ -205,8 +252,16 @@ def send_due_digest(
 
 
 def _preview_parts(
-    store: Store, settings: Settings, now: datetime, period_key: str | None
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    period_key: str | None,
+    topics: Sequence[str] = (),
+    *,
+    topic_names: Mapping[str, str] | None = None,
 ) -> tuple[Period, compose.Rendered, int, bool, Digest | None]:
+    """The period, and what a subscriber who chose ``topics`` gets of its digest: the stored edition of a digest
+    already made, else rendered from the database as it is now."""
     if period_key:
         period = period_for(period_key, settings.digest)
     else:
@@ -217,9 +272,14 @@ def _preview_parts(
         period = period_containing(now, settings.digest) if made or late else due
     found = store.digest_by_period(period.key)
     if found is not None and found.status in CARRYING:
+        mine = [e for e in store.editions(found.id).values() if topics and e.topics == tuple(sorted(topics))]
+        if mine:
+            e = mine[0]
+            return period, compose.Rendered(e.subject, e.html, e.text), e.story_count, True, found
         return period, compose.Rendered(found.subject, found.html, found.text), found.story_count, True, found
     selection = select_for(store, settings, period)
-    return period, compose.render_digest(selection, settings), selection.count, False, None
+    theirs = edition(selection, topics, settings, topic_names=topic_names)
+    return period, compose.Rendered(theirs.subject, theirs.html, theirs.text), theirs.story_count, False, None
 
 
 def _one_message(
@@ -232,14 +292,17 @@ def _one_message(
     address: str,
     subscriber: Subscriber | None,
     tokens: Tokens,
-) -> tuple[bytes, str]:
-    """One recipient's message, as their delivery would build it, and the unsubscribe URL it carries."""
+) -> tuple[bytes, str, str]:
+    """One recipient's message, as their delivery would build it, and the unsubscribe and preferences URLs it
+    carries."""
     _, envelope_from = compose.sender(settings)
     domain = envelope_from.rpartition("@")[2]
     if subscriber is not None:
         url, mailto = unsubscribe_links(settings, tokens, subscriber.id, subscriber.email)
-    else:  # nobody to unsubscribe: the link leads to the page that says the link is not valid
+        prefs = preferences_url(settings.publish, tokens.preferences(subscriber.id, subscriber.email))
+    else:  # nobody to unsubscribe: the links lead to the pages that say the link is not valid
         url = unsubscribe_url(settings.publish, "preview")
+        prefs = preferences_url(settings.publish, "preview")
         mailto = f"mailto:{envelope_from}?subject=unsubscribe"
     stand_in = digest or Digest(
         id=0,
@@ -262,9 +325,10 @@ def _one_message(
             unsubscribe_url=url,
             unsubscribe_mailto=mailto,
             message_id=compose.message_id(stand_in, subscriber.id if subscriber else 0, domain),
+            preferences_url=prefs,
         )
     )
-    return message, url
+    return message, url, prefs
 
 
 def preview_reader(store: Store, as_email: str | None) -> Subscriber:
@@ -288,6 +352,7 @@ def preview(
     *,
     period: str | None = None,
     as_email: str | None = None,
+    topic_names: Mapping[str, str] | None = None,
 ) -> Preview:
     """Write what would be sent for ``period`` (default: the next digest to go out) to one subscriber; send nothing.
 
@@ -300,8 +365,10 @@ def preview(
     """
     reader = preview_reader(store, as_email)
     address = normalize(reader.email)
-    chosen, rendered, count, stored, digest = _preview_parts(store, settings, now, period)
-    message, url = _one_message(
+    chosen, rendered, count, stored, digest = _preview_parts(
+        store, settings, now, period, reader.topics, topic_names=topic_names
+    )
+    message, url, prefs = _one_message(
         settings,
         rendered=rendered,
         digest=digest,
@@ -311,7 +378,7 @@ def preview(
         subscriber=reader,
         tokens=Tokens(signing_key(store, settings)),
     )
-    html, text = _fill(rendered, address, url)
+    html, text = _fill(rendered, address, url, prefs)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {ext: out_dir / f"{chosen.key}.{ext}" for ext in ("eml", "html", "txt")}
     paths["eml"].write_bytes(message)
@@ -320,23 +387,35 @@ def preview(
     return Preview(chosen.key, rendered.subject, count, address, paths["eml"], paths["html"], paths["txt"], stored)
 
 
-def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str) -> tuple[str, str]:
+def _fill(rendered: compose.Rendered, address: str, unsubscribe_url: str, prefs_url: str) -> tuple[str, str]:
+    values = {"address": address, "unsubscribe_url": unsubscribe_url, "preferences_url": prefs_url}
+
     def put(doc: str, escape: bool) -> str:
         esc = html_lib.escape if escape else str
-        return doc.replace(compose.SLOT.format("address"), esc(address)).replace(
-            compose.SLOT.format("unsubscribe_url"), esc(unsubscribe_url)
-        )
+        for slot, value in values.items():
+            doc = doc.replace(compose.SLOT.format(slot), esc(value))
+        return doc
 
     return put(rendered.html, True), put(rendered.text, False)
 
 
-def send_test(store: Store, settings: Settings, email: str, now: datetime, *, period: str | None = None) -> SendResult:
+def send_test(
+    store: Store,
+    settings: Settings,
+    email: str,
+    now: datetime,
+    *,
+    period: str | None = None,
+    topic_names: Mapping[str, str] | None = None,
+) -> SendResult:
     """Send the current preview to one address, through the configured transport. No delivery row is made."""
     address = normalize(email)
-    chosen, rendered, _count, _stored, digest = _preview_parts(store, settings, now, period)
     found = store.subscriber_by_email(address)
+    chosen, rendered, _count, _stored, digest = _preview_parts(
+        store, settings, now, period, found.topics if found else (), topic_names=topic_names
+    )
     tokens = Tokens(signing_key(store, settings))
-    message, _ = _one_message(
+    message, _, _ = _one_message(
         settings,
         rendered=rendered,
         digest=digest,

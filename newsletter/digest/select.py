@@ -22,16 +22,19 @@ from zoneinfo import ZoneInfo
 from ingest.core.config import DigestConfig, Settings
 from ingest.core.errors import UsageError
 from ingest.core.links import entry_link
-from ingest.core.models import Candidate
-from ingest.core.text import collapse, xml_safe
+from ingest.core.models import Candidate, Origin
+from ingest.core.sources import reader_sources
+from ingest.core.text import after_headline, collapse, html_datetime, xml_safe
 
 __all__ = [
     "DigestItem",
     "Period",
     "Section",
     "Selection",
+    "best_source",
     "due_period",
     "floor",
+    "for_topics",
     "is_backlog",
     "next_due",
     "period_containing",
@@ -78,8 +81,17 @@ class DigestItem:
     url: str  # its own link, else its page on our site
     date: str  # published, in the digest's time zone ("27 Nov 2026"); "" when unknown
     iso_date: str  # the same for <time datetime>; "" when unknown
-    source: str  # where it was seen ("Example feed", "Example feed and 2 more")
-    summary: str
+    source: str  # its best source by name (see best_source): "OncLive", "Targeted Oncology"
+    summary: str  # from after its headline on: no sentence twice
+    sources: int = 1  # the distinct sources it was seen in (ingest.core.sources.reader_sources)
+    first_seen: str = ""  # "first seen this week" when published before the period; "" otherwise
+    topics: tuple[str, ...] = ()  # the story's topic slugs
+
+    @property
+    def byline(self) -> str:
+        """Where it was seen: ``OncLive · seen in 3 sources``, or the source alone for a story seen in one."""
+        seen_in = f"seen in {self.sources} sources" if self.sources > 1 else ""
+        return " · ".join(part for part in (self.source, seen_in) if part)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,10 +244,20 @@ def is_backlog(candidate: Candidate, backlog_days: int) -> bool:
 def select(candidates: Sequence[Candidate], period: Period, settings: Settings) -> Selection:
     """The period's digest: the candidates less the backlog, in sections."""
     kept = [c for c in candidates if not is_backlog(c, settings.digest.backlog_days)]
-    return Selection(period=period, sections=sections(kept, settings))
+    return Selection(period=period, sections=sections(kept, settings, period))
 
 
-def sections(candidates: Sequence[Candidate], settings: Settings) -> tuple[Section, ...]:
+def for_topics(selection: Selection, topics: Sequence[str]) -> Selection:
+    """The part of a digest for a subscriber who chose ``topics``: the stories in any of them, in the same sections
+    and order (a section left empty is dropped). No topics: the whole digest."""
+    if not topics:
+        return selection
+    wanted = set(topics)
+    kept = (Section(s.key, s.title, tuple(i for i in s.items if wanted & set(i.topics))) for s in selection.sections)
+    return Selection(period=selection.period, sections=tuple(s for s in kept if s.items))
+
+
+def sections(candidates: Sequence[Candidate], settings: Settings, period: Period) -> tuple[Section, ...]:
     """New articles, recaps, then stories from feeds by tag (alphabetical, untagged last); newest first in each.
 
     A story goes in exactly one section: a recap is a recap wherever it came from; a story seen on any seed page is
@@ -264,7 +286,7 @@ def sections(candidates: Sequence[Candidate], settings: Settings) -> tuple[Secti
     groups += [(f"tag:{tag}", f"From the feeds: {tag}", by_tag[tag]) for tag in sorted(by_tag)]
     groups.append(("feeds", "From the feeds", untagged))
     return tuple(
-        Section(key=key, title=title, items=tuple(_item(c, settings, tz) for c in _newest_first(group)))
+        Section(key=key, title=title, items=tuple(_item(c, settings, tz, period) for c in _newest_first(group)))
         for key, title, group in groups
         if group
     )
@@ -284,22 +306,42 @@ def _newest_first(group: list[Candidate]) -> list[Candidate]:
     return sorted(group, key=lambda c: (c.story.published or c.story.first_seen, c.story.id), reverse=True)
 
 
-def _item(c: Candidate, settings: Settings, tz: ZoneInfo) -> DigestItem:
+def _item(c: Candidate, settings: Settings, tz: ZoneInfo, period: Period) -> DigestItem:
     s = c.story
-    names = list(dict.fromkeys(o.source_name for o in c.origins))
-    source = _text(names[0]) if names else ""
-    if len(names) > 1:
-        source += f" and {len(names) - 1} more"
+    best = best_source(c)
+    sources = reader_sources((o.source_name, o.source_url, o.link, o.first_seen, None) for o in c.origins)
     published = s.published.astimezone(tz) if s.published else None
     return DigestItem(
         story_id=s.id,
         title=_text(s.title) or "(untitled)",
         url=entry_link(settings.publish, s),
-        date=f"{published.day} {MONTHS[published.month - 1]} {published.year}" if published else "",
-        iso_date=published.isoformat() if published else "",
-        source=source,
-        summary=_shorten(_text(s.summary), SUMMARY_CHARS),
+        date=_day(published) if published else "",
+        iso_date=html_datetime(published) if published else "",
+        source=_text(best.source_name) if best else "",
+        summary=_shorten(_text(after_headline(s.title, s.summary, derived=s.title_derived)), SUMMARY_CHARS),
+        sources=max(len(sources), 1),
+        first_seen=_found(s.first_seen.astimezone(tz), period) if published and published < period.start else "",
+        topics=s.topics,
     )
+
+
+def best_source(c: Candidate) -> Origin | None:
+    """The source to name for a story: the one its link leads to (where a reader lands), else the one that gave its
+    headline (a real one before one made from a first sentence), else where it was first seen."""
+    s = c.story
+    by_link = [o for o in c.origins if s.link and o.link == s.link]
+    by_title = [o for o in c.origins if o.title == s.title]
+    return next(iter(by_link or [o for o in by_title if not o.title_derived] or by_title or c.origins), None)
+
+
+def _day(when: datetime) -> str:
+    return f"{when.day} {MONTHS[when.month - 1]} {when.year}"
+
+
+def _found(first_seen: datetime, period: Period) -> str:
+    """When an old story (published before the period) was found: "this week", or the day it was (a story of a
+    skipped week rolls over into the next digest)."""
+    return "first seen this week" if first_seen >= period.start else f"first seen {_day(first_seen)}"
 
 
 def _text(value: str) -> str:

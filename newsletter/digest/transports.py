@@ -15,7 +15,6 @@ import secrets
 import smtplib
 import socket
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -23,6 +22,7 @@ from typing import Literal, Protocol
 from ingest.core.config import Settings
 from ingest.core.errors import TransportError
 from newsletter.digest import compose
+from newsletter.digest.dkim import signer as dkim_signer
 
 __all__ = [
     "OutboxTransport",
@@ -31,6 +31,7 @@ __all__ = [
     "Transport",
     "TransportError",
     "open_transport",
+    "open_transports",
     "send",
     "send_one",
 ]
@@ -118,13 +119,13 @@ class OutboxTransport:
 
 
 class SmtpTransport:
-    """One SMTP connection, reused for every message, reopened when the server drops it; at most ``rate``/s."""
+    """One SMTP connection, reused for every message, reopened when the server drops it. Opened at the first message,
+    so a connection with nothing to send never connects. (The sending rate is the caller's: it is shared.)"""
 
     def __init__(self, settings: Settings) -> None:
         self.config = settings.mail
         self.password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         self._conn: smtplib.SMTP | None = None
-        self._next_at = 0.0
         self._early: SendResult | None = None  # an answer known before the message went (or the connection lost)
 
     def _connect(self) -> smtplib.SMTP:
@@ -157,18 +158,9 @@ class SmtpTransport:
             raise TransportError(f"SMTP {where}: cannot connect: {exc}") from None
         return conn
 
-    def _pace(self) -> None:
-        if self.config.rate <= 0:
-            return
-        delay = self._next_at - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)  # the configured sending rate, not synchronisation
-        self._next_at = max(self._next_at, time.monotonic()) + 1 / self.config.rate
-
     def submit(self, sender: str, recipient: str, message: bytes, name: str) -> None:
         """MAIL, RCPT, DATA and the message but its final "." line (:meth:`finish`); the answer is :meth:`result`."""
         self._early = None
-        self._pace()
         if self._conn is None:
             self._conn = self._connect()
         conn = self._conn
@@ -261,12 +253,20 @@ def open_transport(settings: Settings) -> Transport:
     return OutboxTransport(settings.mail.outbox_dir)
 
 
+def open_transports(settings: Settings) -> list[Transport]:
+    """The transports of one sending process: ``[mail] connections`` SMTP sessions, or the one outbox writer (files
+    on one disk gain nothing from several writers)."""
+    count = settings.mail.connections if settings.mail.transport == "smtp" else 1
+    return [open_transport(settings) for _ in range(count)]
+
+
 def send_one(settings: Settings, recipient: str, message: bytes, name: str) -> SendResult:
     """One message outside any digest (a confirmation, a test send), through the configured transport."""
     _, envelope_from = compose.sender(settings)
+    dkim = dkim_signer(settings)
     transport = open_transport(settings)
     try:
-        return send(transport, envelope_from, recipient, message, name)
+        return send(transport, envelope_from, recipient, dkim.sign(message) if dkim else message, name)
     finally:
         transport.close()
 

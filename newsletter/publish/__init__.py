@@ -23,6 +23,7 @@ from newsletter.publish.documents import (
 )
 from newsletter.publish.folder import (
     STATE_FILE,
+    Publisher,
     PublishReport,
     archive_name,
     document,
@@ -30,6 +31,7 @@ from newsletter.publish.folder import (
     published_tags,
     tag_name,
     tag_slug,
+    topic_name,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "UNTITLED",
     "FeedPage",
     "PublishReport",
+    "Publisher",
     "archive_name",
     "atom_feed",
     "document",
@@ -52,4 +55,5 @@ __all__ = [
     "rss_feed",
     "tag_name",
     "tag_slug",
+    "topic_name",
 ]

@@ -23,7 +23,7 @@ from feedgen.feed import FeedGenerator
 
 from ingest.core.config import PublishConfig
 from ingest.core.links import base_url, entry_link, feed_url
-from ingest.core.models import Story
+from ingest.core.models import Byline, Story
 from ingest.core.text import xml_safe
 from ingest.sanitize import sanitize_html
 
@@ -46,6 +46,7 @@ RSS_TYPE = "application/rss+xml"
 JSON_TYPE = "application/feed+json"
 HTML_TYPE = "text/html"
 FH_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005
+AT_NS = "http://purl.org/atompub/tombstones/1.0"  # RFC 6721
 ATOM_NS = "http://www.w3.org/2005/Atom"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 #: An empty feed's ``updated`` when the caller gives none: fixed, so an empty feed is byte-identical too.
@@ -116,6 +117,15 @@ def _log_skip(story: Story, exc: Exception) -> None:
 
 def _published(story: Story) -> datetime:
     return story.published or story.first_seen
+
+
+def _byline(byline: Byline | None) -> str:
+    """An entry's author: where the story was seen, and who wrote it when that source said (``Dr. Who (OncFeed)``):
+    the entry names its source, never the service."""
+    if byline is None:
+        return ""
+    source, author = _text(byline.source), _text(byline.author)
+    return f"{author} ({source})" if author and source else author or source
 
 
 def _tags(story: Story) -> list[str]:
@@ -193,18 +203,42 @@ class _History:
         return feed
 
 
+class _Tombstones:
+    """A feedgen extension adding an RFC 6721 ``<at:deleted-entry ref=... when=...>`` per story the operator hid, so
+    that a reader holding its entry can drop it. Only the id and the time: the operator's reason stays private."""
+
+    def __init__(self) -> None:
+        self.gone: list[tuple[str, datetime]] = []
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"at": AT_NS}
+
+    def extend_atom(self, feed: Any) -> Any:
+        for ref, when in self.gone:
+            feed.append(feed.makeelement(f"{{{AT_NS}}}deleted-entry", {"ref": ref, "when": when.isoformat()}))
+        return feed
+
+    def extend_rss(self, feed: Any) -> Any:
+        return feed
+
+
 def atom_feed(
     stories: Sequence[Story],
     config: PublishConfig,
     page: FeedPage = MAIN,
     *,
-    authors: Mapping[int, str] | None = None,
+    bylines: Mapping[int, Byline] | None = None,
+    deleted: Sequence[Story] = (),
     updated: datetime | None = None,
     on_skip: SkipHandler | None = None,
 ) -> bytes:
-    """An Atom 1.0 document of ``stories`` in the order given. ``updated`` is used only when no story renders."""
+    """An Atom 1.0 document of ``stories`` in the order given. ``updated`` is used only when no story renders. Each
+    entry's author is its byline (``bylines``, by story id); a story without one is credited to ``[publish]
+    author``. ``deleted``: hidden stories the document would hold, each an ``at:deleted-entry`` (RFC 6721) dated
+    when it was hidden; hiding moved their ``updated``, so the document's ``updated`` moves too."""
+    gone = [(_text(s.uid), s.hidden_at or s.updated) for s in deleted if _text(s.uid)]
     home = base_url(config)
-    author_of = authors or {}
+    byline_of = bylines or {}
 
     def make(story: Story) -> FeedEntry:
         _check(story)
@@ -214,7 +248,7 @@ def atom_feed(
         fe.title(_title(story))
         fe.updated(story.updated)
         fe.published(_published(story))
-        fe.author({"name": _text(author_of.get(story.id)) or _text(config.author) or home})
+        fe.author({"name": _byline(byline_of.get(story.id)) or _text(config.author) or home})
         fe.link(href=entry_link(config, story), rel="alternate")
         summary = _text(story.summary)
         if summary:
@@ -228,8 +262,11 @@ def atom_feed(
 
     def finish(entries: list[tuple[Story, FeedEntry]]) -> bytes:
         fg = FeedGenerator()
-        _feed_head(fg, config, page, feed_updated([s for s, _ in entries]) or updated or EPOCH)
+        _feed_head(fg, config, page, feed_updated([*(s for s, _ in entries), *deleted]) or updated or EPOCH)
         fg.link(href=feed_url(config, page.path), rel="self", type=ATOM_TYPE)
+        if not page.archive:  # an archive page never changes: nothing to subscribe to at a hub
+            for hub in config.websub_hubs:
+                fg.link(href=hub, rel="hub")
         fg.link(href=home, rel="alternate", type=HTML_TYPE)
         history = (("current", page.current), ("prev-archive", page.prev_archive), ("next-archive", page.next_archive))
         for rel, path in history:
@@ -237,6 +274,9 @@ def atom_feed(
                 fg.link(href=feed_url(config, path), rel=rel, type=ATOM_TYPE)
         if page.archive:
             fg.register_extension("history", _History, None, atom=True, rss=False)
+        if gone:
+            fg.register_extension("tombstones", _Tombstones, None, atom=True, rss=False)
+            fg.tombstones.gone = gone
         for _, fe in entries:
             fg.add_entry(fe, order="append")
         body: bytes = fg.atom_str(pretty=True, encoding="UTF-8", xml_declaration=True)
@@ -291,12 +331,12 @@ def json_feed(
     config: PublishConfig,
     page: FeedPage = FeedPage(path="feed.json"),
     *,
-    authors: Mapping[int, str] | None = None,
+    bylines: Mapping[int, Byline] | None = None,
     on_skip: SkipHandler | None = None,
 ) -> bytes:
     """The JSON Feed 1.1 twin (https://jsonfeed.org/version/1.1)."""
     home = base_url(config)
-    author_of = authors or {}
+    byline_of = bylines or {}
 
     def make(story: Story) -> dict[str, Any]:
         _check(story)
@@ -315,7 +355,7 @@ def json_feed(
             item["summary"] = summary
         item["date_published"] = _published(story).isoformat()
         item["date_modified"] = story.updated.isoformat()
-        author = _text(author_of.get(story.id))
+        author = _byline(byline_of.get(story.id))
         if author:
             item["authors"] = [{"name": author}]
         tags = _tags(story)

@@ -4,6 +4,7 @@ The folder::
 
     feed.atom  feed.rss  feed.json   the newest stories first, at most [publish] max_entries
     tags/SLUG.atom                   one per tag (see :func:`tag_slug`)
+    topics/SLUG.atom                 one per topic of the taxonomy (handed in by the caller: names by slug)
     archive/N.atom                   RFC 5005 archive documents, N = 1 the oldest
     .publish-state.json              what the last publish saw, so the next one skips what did not change
 
@@ -15,11 +16,22 @@ links ``prev-archive`` to the newest full page, and always carries the stories n
 page; the newest by date fill the rest of the cap), so the main feed and the archives together hold every story: a
 reader walking ``prev-archive`` back to the last page it has seen misses nothing, even a 2022 story found today.
 
-What is rebuilt: nothing when the store's fingerprint (row count, newest id, newest ``updated``) is the one saved.
+A story the operator hid keeps its place in that scheme but is no entry: each Atom document that would hold it (the
+main feed while it is among the newest, its archive page for good, a tag feed) carries an RFC 6721
+``at:deleted-entry`` for it instead. RSS and JSON Feed have no such thing: the item just goes. A tag feed left with
+tombstones only is removed, like one whose stories were merged away. A topic feed is kept whatever it holds (even
+nothing): the topics are a fixed list the site links to, so its address never turns into a 404.
+
+What is rebuilt: nothing when the store's fingerprint (publish generation, newest id, newest ``updated``) is the one
+saved.
 Otherwise the main feed, plus the archive pages and tag feeds holding a story updated since the last publish (with
 a margin), new pages, and missing files. Each candidate is first reduced to its stories' (id, updated) list; when
 that matches what the state file remembers, the document is not rendered at all. ``updated`` moves whenever a
 story's content changes (the store's contract), so a story merged away must get a new ``updated`` too.
+
+Replicas: every process serving the feeds keeps its own folder at the database's publish generation (a counter
+bumped in each transaction that changes a story): :class:`Publisher` reads it before answering and republishes when
+it moved, so a story another process ingested is served at once, as the same bytes (the same ETag) everywhere.
 
 Files are written through a temp file in the same folder, fsync, :func:`os.replace` and an fsync of the folder; a
 file whose bytes did not change is left alone, so its mtime (Last-Modified) and ETag stay put. The state file is a
@@ -36,7 +48,8 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -44,26 +57,29 @@ from typing import Any
 
 from ingest.core.config import PublishConfig, Settings
 from ingest.core.errors import OutputError
-from ingest.core.models import StoreState, Story, StoryVersion
+from ingest.core.links import feed_url
+from ingest.core.models import Byline, StoreState, Story, StoryVersion
 from ingest.store import Store
 from newsletter.publish.documents import GENERATOR, FeedPage, atom_feed, json_feed, rss_feed
 
 __all__ = [
     "STATE_FILE",
     "PublishReport",
+    "Publisher",
     "archive_name",
     "document",
     "publish",
     "published_tags",
     "tag_name",
     "tag_slug",
+    "topic_name",
 ]
 
 log = logging.getLogger("newsletter.publish")  # the name log lines have always carried
 
 STATE_FILE = ".publish-state.json"
-#: Bump when the layout of the documents changes: every file is then rebuilt once.
-FORMAT = 1
+#: Bump when the layout of the documents changes: every file is then rebuilt once. 2: entries credit their source.
+FORMAT = 2
 #: Stories updated this long before the last publish's newest ``updated`` are looked at again: an ingest that read
 #: its clock before ours but committed after we looked must still reach its archive page.
 UPDATE_MARGIN = timedelta(minutes=10)
@@ -79,6 +95,7 @@ class PublishReport:
     entries: int = 0  # entries in feed.atom
     archive_pages: int = 0
     tags: int = 0
+    topics: int = 0
     skipped: tuple[str, ...] = ()  # uids of stories that could not be rendered (logged; the rest was published)
     up_to_date: bool = False  # nothing changed since the last publish: nothing was rebuilt
     stale_pages: tuple[int, ...] = field(default=())  # archive pages rendered this time (written or not)
@@ -105,6 +122,10 @@ def tag_name(tag: str) -> str:
     return f"tags/{tag_slug(tag)}.atom"
 
 
+def topic_name(slug: str) -> str:
+    return f"topics/{slug}.atom"
+
+
 def archive_name(page: int) -> str:
     return f"archive/{page}.atom"
 
@@ -119,6 +140,7 @@ class _Saved:
     bounds: tuple[int, ...]
     anchor: str | None  # uid of the row closing the last page: a different database at the same path is noticed
     tags: tuple[str, ...]
+    topics: dict[str, str]  # slug -> name, as handed in
     prints: dict[str, str]  # document key -> fingerprint of what it was built from
 
 
@@ -135,13 +157,14 @@ def _load(out: Path) -> _Saved | None:
         return _Saved(
             config=str(raw["config"]),
             state=StoreState(
-                rows=int(st["rows"]),
+                generation=int(st["generation"]),
                 max_id=int(st["max_id"]),
                 max_updated=datetime.fromisoformat(st["max_updated"]) if st["max_updated"] else None,
             ),
             bounds=tuple(int(b) for b in raw["bounds"]),
             anchor=raw.get("anchor"),
             tags=tuple(str(t) for t in raw["tags"]),
+            topics={str(k): str(v) for k, v in raw["topics"].items()},
             prints={str(k): str(v) for k, v in raw["prints"].items()},
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing or damaged: rebuild everything
@@ -153,13 +176,14 @@ def _dump(saved: _Saved) -> bytes:
     raw: dict[str, Any] = {
         "config": saved.config,
         "state": {
-            "rows": st.rows,
+            "generation": st.generation,
             "max_id": st.max_id,
             "max_updated": st.max_updated.isoformat() if st.max_updated else None,
         },
         "bounds": list(saved.bounds),
         "anchor": saved.anchor,
         "tags": list(saved.tags),
+        "topics": saved.topics,
         "prints": dict(sorted(saved.prints.items())),
     }
     return (json.dumps(raw, separators=(",", ":")) + "\n").encode()
@@ -263,6 +287,10 @@ def _tag_page(cfg: PublishConfig, tag: str) -> FeedPage:
     return FeedPage(path=tag_name(tag), feed_id=f"{cfg.id}/tags/{tag_slug(tag)}", title=f"{cfg.title}: {tag}")
 
 
+def _topic_page(cfg: PublishConfig, slug: str, name: str) -> FeedPage:
+    return FeedPage(path=topic_name(slug), feed_id=f"{cfg.id}/topics/{slug}", title=f"{cfg.title}: {name}")
+
+
 @dataclass
 class _Build:
     """Chooses each document's stories (as versions, cheaply) and renders documents from them."""
@@ -289,39 +317,52 @@ class _Build:
     def tag_versions(self, tag: str) -> list[StoryVersion]:
         return self.store.recent_versions(self.cfg.max_entries, tag=tag)
 
+    def topic_versions(self, slug: str) -> list[StoryVersion]:
+        return self.store.recent_versions(self.cfg.max_entries, topic=slug)
+
     def archive_versions(self, bounds: Sequence[int], page: int) -> list[StoryVersion]:
         return self.store.versions_between(bounds[page - 2] if page > 1 else 0, bounds[page - 1])
 
     # -- the documents --
 
-    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], dict[int, str]]:
+    def _stories(self, versions: Sequence[StoryVersion]) -> tuple[list[Story], list[Story], dict[int, Byline]]:
+        """The visible stories of ``versions``, the hidden ones (the document's tombstones), and the bylines."""
         stories = self.store.stories_by_id([v.id for v in versions])
-        return stories, self.store.authors(s.id for s in stories)
+        shown = [s for s in stories if s.hidden_at is None]
+        return shown, [s for s in stories if s.hidden_at is not None], self.store.bylines(s.id for s in shown)
 
     def main(self, versions: Sequence[StoryVersion], pages: int) -> dict[str, bytes]:
-        stories, authors = self._stories(versions)
+        stories, hidden, bylines = self._stories(versions)
         cfg, now, skips = self.cfg, self.now, self.skips
         docs = {
-            "feed.atom": atom_feed(stories, cfg, _main_page(pages), authors=authors, updated=now, on_skip=skips),
+            "feed.atom": atom_feed(
+                stories, cfg, _main_page(pages), bylines=bylines, deleted=hidden, updated=now, on_skip=skips
+            ),
             "feed.rss": rss_feed(stories, cfg, updated=now, on_skip=skips),
-            "feed.json": json_feed(stories, cfg, authors=authors, on_skip=skips),
+            "feed.json": json_feed(stories, cfg, bylines=bylines, on_skip=skips),
         }
         self.entries = len([s for s in stories if s.uid not in skips.uids])
         return docs
 
     def _atom(self, versions: Sequence[StoryVersion], page: FeedPage) -> bytes:
-        stories, authors = self._stories(versions)
-        return atom_feed(stories, self.cfg, page, authors=authors, updated=self.now, on_skip=self.skips)
+        stories, hidden, bylines = self._stories(versions)
+        return atom_feed(stories, self.cfg, page, bylines=bylines, deleted=hidden, updated=self.now, on_skip=self.skips)
 
     def tag(self, tag: str, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _tag_page(self.cfg, tag))
+
+    def topic(self, slug: str, name: str, versions: Sequence[StoryVersion]) -> bytes:
+        return self._atom(versions, _topic_page(self.cfg, slug, name))
 
     def archive(self, page: int, pages: int, versions: Sequence[StoryVersion]) -> bytes:
         return self._atom(versions, _archive_page(self.cfg, page, pages))
 
 
-def document(store: Store, settings: Settings, name: str, now: datetime | None = None) -> bytes | None:
-    """One document built on demand (the web serves it when its file is missing); None when no such document."""
+def document(
+    store: Store, settings: Settings, name: str, now: datetime | None = None, *, topics: Mapping[str, str] | None = None
+) -> bytes | None:
+    """One document built on demand (the web serves it when its file is missing); None when no such document.
+    ``topics``: the taxonomy's names by slug (a topic feed exists for each)."""
     cfg = settings.publish
     build = _Build(store, cfg, now)
     saved = _valid_saved(store, cfg, _load(cfg.dir))
@@ -337,10 +378,14 @@ def document(store: Store, settings: Settings, name: str, now: datetime | None =
     tag = re.fullmatch(r"tags/([a-z0-9-]+)\.atom", name)
     if tag:
         found = {tag_slug(t): t for t in (saved.tags if saved else ())}.get(tag.group(1))
-        if found is None:  # not in the last publish: look at every story
+        if found is None and saved is None:  # nothing published yet: look at every story (not on every 404)
             found = {tag_slug(t): t for t in store.tags()}.get(tag.group(1))
         versions = build.tag_versions(found) if found is not None else []
-        return build.tag(found, versions) if found is not None and versions else None
+        return build.tag(found, versions) if found is not None and _shows_any(versions) else None
+    topic = re.fullmatch(r"topics/([a-z0-9-]+)\.atom", name)
+    if topic and topic.group(1) in (topics or {}):
+        slug = topic.group(1)
+        return build.topic(slug, (topics or {})[slug], build.topic_versions(slug))
     return None
 
 
@@ -362,7 +407,7 @@ def _valid_saved(store: Store, cfg: PublishConfig, saved: _Saved | None) -> _Sav
 def _listing(out: Path) -> set[str]:
     """Names of the published files, from three directory reads (a thousand archive pages cost no stat each)."""
     names: set[str] = set()
-    for folder in ("", "tags", "archive"):
+    for folder in ("", "tags", "topics", "archive"):
         try:
             with os.scandir(out / folder) as entries:
                 names.update(f"{folder}/{e.name}".lstrip("/") for e in entries if e.is_file())
@@ -374,6 +419,7 @@ def _listing(out: Path) -> set[str]:
 def _present(files: set[str], saved: _Saved) -> bool:
     names = ["feed.atom", "feed.rss", "feed.json"]
     names += [tag_name(t) for t in saved.tags]
+    names += [topic_name(t) for t in saved.topics]
     names += [archive_name(p) for p in range(1, len(saved.bounds) + 1)]
     return all(n in files for n in names)
 
@@ -384,18 +430,26 @@ def _page_number(name: str) -> int:
     return int(stem) if stem.isdigit() and not stem.startswith("0") else 1 << 62
 
 
+def _shows_any(versions: Sequence[StoryVersion]) -> bool:
+    """Whether a document of ``versions`` would have an entry, not only tombstones."""
+    return any(not v.hidden for v in versions)
+
+
 def _page_of(bounds: Sequence[int], story_id: int) -> int:
     """The 1-based archive page of a story row; ``len(bounds) + 1`` when it is not in a full page yet."""
     return bisect.bisect_left(bounds, story_id) + 1
 
 
-def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
-    """Bring ``[publish] dir`` up to date with the store. Three aggregate queries when nothing changed.
+def publish(
+    store: Store, settings: Settings, now: datetime, *, topics: Mapping[str, str] | None = None
+) -> PublishReport:
+    """Bring ``[publish] dir`` up to date with the store. Three aggregate queries when nothing changed. ``topics``:
+    the taxonomy's names by slug, one feed each (the callers load it: this layer does not read the taxonomy).
 
     A folder that cannot be written (read-only, a full disk, a file where a folder should be) raises
     :class:`OutputError` naming it: every file is replaced atomically, so what was published before stays whole."""
     try:
-        return _publish(store, settings, now)
+        return _publish(store, settings, now, dict(topics or {}))
     except OSError as exc:
         where = settings.publish.dir
         raise OutputError(
@@ -404,15 +458,23 @@ def publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         ) from None
 
 
-def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
+def _publish(store: Store, settings: Settings, now: datetime, topics: dict[str, str]) -> PublishReport:
     cfg = settings.publish
     out = cfg.dir
     size = cfg.max_entries
     state = store.publish_state()  # read first: whatever commits after this is seen by the next publish
     loaded = _load(out)
     files = _listing(out)
-    if loaded is not None and loaded.config == _config_key(cfg) and loaded.state == state and _present(files, loaded):
-        return PublishReport(up_to_date=True, archive_pages=len(loaded.bounds), tags=len(loaded.tags))
+    if (
+        loaded is not None
+        and loaded.config == _config_key(cfg)
+        and loaded.state == state
+        and loaded.topics == topics
+        and _present(files, loaded)
+    ):
+        return PublishReport(
+            up_to_date=True, archive_pages=len(loaded.bounds), tags=len(loaded.tags), topics=len(topics)
+        )
     saved = _valid_saved(store, cfg, loaded)
     prints = dict(saved.prints) if saved else {}
 
@@ -426,21 +488,26 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         candidates = set(range(1, pages + 1))
         tags = set(store.tags())  # one scan of every story: only when rebuilding
         tag_candidates = set(tags)
+        topic_candidates = set(topics)
     else:
         candidates = set(range(len(old) + 1, pages + 1))
         if pages > len(old) and old:
             candidates.add(len(old))  # gains its next-archive link, once
         tags = set(saved.tags)
         tag_candidates = set()
+        # A topic new or renamed since the last publish; then those of the stories changed since.
+        topic_candidates = {t for t in topics if saved.topics.get(t) != topics[t]}
         if saved.state.max_updated is not None:
-            for story_id, story_tags in store.changed_since(saved.state.max_updated - UPDATE_MARGIN):
+            for story_id, story_tags, story_topics in store.changed_since(saved.state.max_updated - UPDATE_MARGIN):
                 page = _page_of(bounds, story_id)
                 if page <= pages:
                     candidates.add(page)
                 tag_candidates.update(t.lower() for t in story_tags if t.strip())
+                topic_candidates.update(t for t in story_topics if t in topics)
         tags |= tag_candidates
         candidates.update(p for p in range(1, pages + 1) if archive_name(p) not in files)
         tag_candidates.update(t for t in tags if tag_name(t) not in files)
+        topic_candidates.update(t for t in topics if topic_name(t) not in files)
 
     build = _Build(store, cfg, now)
     writer = _Writer(out)
@@ -470,7 +537,7 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
 
     for tag in sorted(tag_candidates):
         versions = build.tag_versions(tag)
-        if not versions:  # no live story carries it any more (merged away): its feed goes
+        if not _shows_any(versions):  # no visible story carries it any more (merged away, hidden): its feed goes
             tags.discard(tag)
             prints.pop(tag_name(tag), None)
         elif not fresh(tag_name(tag), _fingerprint(tag, versions=versions), tag_name(tag)):
@@ -483,6 +550,19 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
                 writer.remove(f"tags/{path.name}")
                 removed.append(f"tags/{path.name}")
 
+    for slug in sorted(topic_candidates):
+        versions = build.topic_versions(slug)
+        if not fresh(topic_name(slug), _fingerprint(slug, topics[slug], versions=versions), topic_name(slug)):
+            writer.write(topic_name(slug), build.topic(slug, topics[slug], versions))
+    for key in [k for k in prints if k.startswith("topics/") and k not in {topic_name(t) for t in topics}]:
+        del prints[key]
+    topic_dir = out / "topics"
+    if topic_dir.is_dir():  # a topic gone from the taxonomy: its feed goes
+        for path in topic_dir.glob("*.atom"):
+            if path.name.removesuffix(".atom") not in topics:
+                writer.remove(f"topics/{path.name}")
+                removed.append(f"topics/{path.name}")
+
     versions = build.main_versions(bounds)
     entries = None
     if not fresh("feed", _fingerprint(pages, versions=versions), "feed.atom", "feed.rss", "feed.json"):
@@ -491,7 +571,7 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         entries = build.entries
     writer.sync()
     anchor = store.story_uid(bounds[-1]) if bounds else None
-    saved_now = _Saved(_config_key(cfg), state, tuple(bounds), anchor, tuple(sorted(tags)), prints)
+    saved_now = _Saved(_config_key(cfg), state, tuple(bounds), anchor, tuple(sorted(tags)), topics, prints)
     writer.write(STATE_FILE, _dump(saved_now), durable=False)
     if writer.written or removed:
         log.info("published %s (%d unchanged)", ", ".join(writer.written + removed), writer.unchanged)
@@ -502,6 +582,67 @@ def _publish(store: Store, settings: Settings, now: datetime) -> PublishReport:
         entries=len(versions) if entries is None else entries,
         archive_pages=pages,
         tags=len(tags),
+        topics=len(topics),
         skipped=tuple(build.skips.uids),
         stale_pages=tuple(rebuilt),
     )
+
+
+class Publisher:
+    """``[publish] dir`` for one process: publishes, knows which publish generation its folder shows, and pings the
+    WebSub hubs for the feeds a publish changed (in a thread of its own: a slow hub never holds up a request).
+
+    Thread-safe: the service's passes and the web's requests publish one at a time."""
+
+    def __init__(self, store: Store, settings: Settings, *, topics: Mapping[str, str] | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.topics = dict(topics or {})  # the taxonomy's names by slug (this layer does not read the taxonomy)
+        self._lock = threading.Lock()
+        self._shown: int | None = None  # the generation the folder was last brought up to
+        self._pings: list[threading.Thread] = []
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the hub pings in flight (a command that exits after publishing)."""
+        for thread in list(self._pings):
+            thread.join(timeout)
+
+    def publish(self, now: datetime) -> PublishReport:
+        """Bring the folder up to date (see :func:`publish`)."""
+        with self._lock:
+            return self._publish(now)
+
+    def current(self, now: datetime) -> PublishReport | None:
+        """Republish when a change was committed since the last publish (one primary-key read when none was);
+        None when the folder was current."""
+        if self.store.publish_generation() == self._shown:
+            return None
+        with self._lock:
+            if self.store.publish_generation() == self._shown:  # another request published it meanwhile
+                return None
+            return self._publish(now)
+
+    def _publish(self, now: datetime) -> PublishReport:
+        generation = self.store.publish_generation()  # before publish reads: a later change is seen next time
+        report = publish(self.store, self.settings, now, topics=self.topics)
+        self._shown = generation
+        self._ping(report)
+        return report
+
+    def _ping(self, report: PublishReport) -> None:
+        cfg = self.settings.publish
+        topics = [
+            feed_url(cfg, name)
+            for name in report.written
+            if name == "feed.atom" or name.startswith(("tags/", "topics/"))
+        ]
+        if not cfg.websub_hubs or not topics:
+            return
+        from newsletter.publish.websub import ping_hubs  # httpx's home here, loaded only when hubs are set
+
+        agent = self.settings.fetch.user_agent
+        thread = threading.Thread(
+            target=ping_hubs, args=(cfg.websub_hubs, topics), kwargs={"user_agent": agent}, name="websub", daemon=True
+        )
+        self._pings = [t for t in self._pings if t.is_alive()] + [thread]
+        thread.start()

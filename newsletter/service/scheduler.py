@@ -1,7 +1,8 @@
 """APScheduler 3's home: when the service's steps run. It decides nothing else (the database says what is due).
 
-Two jobs: a tick every minute (ingest what is due, publish if stories changed, send the due digest and retries), and
-the weekly digest at ``[digest] send_at`` in ``[digest] timezone``. Both are idempotent, so overlap or a rerun does no
+Two jobs: a tick every minute (ingest what is due, publish if stories changed, read mail that came back, send the due
+digest and retries: each as the process's roles say), and the weekly digest at ``[digest] send_at`` in ``[digest]
+timezone`` (role ``sender`` only). Both are idempotent, so overlap or a rerun does no
 harm; each has ``max_instances=1`` and ``coalesce=True`` (runs missed while busy or down collapse into one), and a
 ``misfire_grace_time`` chosen on purpose: APScheduler's default of 1 s would silently drop a weekly run that is a
 second late. The weekly job's grace is ``catch_up_hours``; the tick's is one interval.
@@ -21,11 +22,13 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from ingest.core.config import Settings
 from ingest.core.errors import NewsletterError
+from ingest.core.models import Role
 from newsletter.digest.select import send_time
 
 __all__ = ["Jobs", "Scheduler"]
 
 log = logging.getLogger("newsletter.scheduler")
+_TICK = {"ingest": "ingest, publish", "sender": "inbound, digest"}
 
 
 class Jobs(Protocol):
@@ -37,6 +40,7 @@ class Jobs(Protocol):
     settings: Settings
     clock: Callable[[], datetime]
     stopping: threading.Event
+    roles: frozenset[Role]  # the weekly digest is the sender's
 
     def run_pass(self, now: datetime) -> object:
         """Everything that is due, once; logs its own line and its errors."""
@@ -56,12 +60,14 @@ class Scheduler:
             self._tick,
             IntervalTrigger(seconds=tick_seconds),
             id="tick",
-            name="ingest, publish, digest",
+            name=", ".join(_TICK[r] for r in sorted(service.roles) if r in _TICK),
             next_run_time=service.clock(),  # at once: catch up on what fell due while we were down
             max_instances=1,
             coalesce=True,
             misfire_grace_time=max(1, int(tick_seconds)),
         )
+        if "sender" not in service.roles:
+            return
         weekday, at = send_time(cfg)
         self._scheduler.add_job(
             self._digest,

@@ -1,11 +1,14 @@
-"""Subscribers: add, list, remove, CSV import, and the double opt-in (request, confirm, unsubscribe). No SQL here.
+"""Subscribers: add, list, remove, CSV import, preferences (topics), and the double opt-in (request, confirm,
+unsubscribe). No SQL here.
 
 Addresses pass :func:`newsletter.subscribers.addresses.normalize` first: one canonical form per subscriber.
 
 Only ``confirmed`` subscribers get digests. The operator's ``add`` and ``import`` confirm at once (the operator vouches
-for them) but never bring back someone who unsubscribed or bounced unless told to. The web form makes a ``pending``
-subscriber and mails a signed confirm link, at most once per :data:`REQUEST_INTERVAL` per address; following the
-link confirms. Removing unsubscribes: the row stays, so the address is not mailed again by a later import.
+for them) but never bring back someone who unsubscribed, bounced or complained unless told to. The web form makes a
+``pending`` subscriber (never for an address that complained) and mails a signed confirm link, at most once per
+:data:`REQUEST_INTERVAL` per address; the link shows a button, and pressing it (a POST) confirms, so a mail scanner
+that follows every link confirms nobody. Removing unsubscribes: the row stays, so the address is not mailed again by
+a later import.
 
 Against floods the form also has, counted in the database over :data:`REQUEST_WINDOW` (so every process and restart
 sees the same counts): a limit per client address (``[subscribe] per_client_per_hour``), a cap on confirmation mails
@@ -19,6 +22,8 @@ import csv
 import io
 import ipaddress
 import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,14 +48,21 @@ __all__ = [
     "ImportLine",
     "ImportReport",
     "add",
+    "check_topics",
     "client_key",
     "confirm",
+    "confirm_target",
+    "describe",
     "import_csv",
     "list_subscribers",
+    "preferences_target",
     "remove",
     "request",
+    "save_preferences",
+    "set_topics",
     "unsubscribe",
     "unsubscribe_target",
+    "unsubscribe_token",
 ]
 
 log = logging.getLogger("newsletter.subscribers")  # the name log lines have always carried
@@ -71,22 +83,49 @@ class AddResult:
     message: str
 
 
-def add(store: Store, email: str, now: datetime, *, resubscribe: bool = True) -> AddResult:
-    """Subscribe ``email``, confirmed. Someone who unsubscribed or bounced comes back only with ``resubscribe``.
+def describe(subscriber: Subscriber) -> str:
+    """A subscriber's choice in a few words: "all topics", "breast, lung"."""
+    return ", ".join(subscriber.topics) or "all topics"
+
+
+def check_topics(topics: Sequence[str], known: Sequence[str], *, where: str = "--topic") -> tuple[str, ...]:
+    """``topics`` as slugs of the taxonomy (``known``), once each; :class:`UsageError` naming the first unknown."""
+    clean = tuple(dict.fromkeys(t.strip().lower() for t in topics if t.strip()))
+    if bad := [t for t in clean if t not in known]:
+        raise UsageError(f"{where}: unknown topic {bad[0]!r}; expected one of: {', '.join(known)}")
+    return clean
+
+
+def add(
+    store: Store, email: str, now: datetime, *, resubscribe: bool = True, topics: Sequence[str] | None = None
+) -> AddResult:
+    """Subscribe ``email``, confirmed, with ``topics`` (none: every topic; None: an existing subscriber's stay).
+    Someone who unsubscribed, bounced or complained comes back only with ``resubscribe``.
     Raises :class:`AddressError` for a bad address."""
     address = normalize(email)
-    created = store.insert_subscriber(address, "confirmed", now)
+    created = store.insert_subscriber(address, "confirmed", now, topics=topics or ())
     if created is not None:
-        return AddResult(address, "added", created, f"added {address}")
+        return AddResult(address, "added", created, f"added {address} ({describe(created)})")
     found = store.subscriber_by_email(address)
     assert found is not None
-    if found.status == "confirmed":
-        return AddResult(address, "exists", found, f"{address} is already subscribed")
-    if found.status in ("unsubscribed", "bounced") and not resubscribe:
+    if found.status in ("unsubscribed", "bounced", "complained") and not resubscribe:
         return AddResult(address, "refused", found, f"{address} {found.status}: not subscribed again")
+    if topics is not None:
+        found = store.set_subscriber_topics(found.id, topics)
+        assert found is not None
+    if found.status == "confirmed":
+        return AddResult(address, "exists", found, f"{address} is already subscribed ({describe(found)})")
     after = store.set_subscriber_status(found.id, "confirmed", now)
     outcome: AddOutcome = "confirmed" if found.status == "pending" else "resubscribed"
     return AddResult(address, outcome, after, f"{outcome} {address} (was {found.status})")
+
+
+def set_topics(store: Store, email: str, topics: Sequence[str]) -> Subscriber | None:
+    """Change a subscriber's topics (none: every topic); None when there is no such subscriber."""
+    found = store.subscriber_by_email(normalize(email))
+    if found is None:
+        return None
+    return store.set_subscriber_topics(found.id, topics)
 
 
 def remove(store: Store, email: str, now: datetime) -> Subscriber | None:
@@ -123,10 +162,12 @@ class ImportReport:
         return self.count("invalid")
 
 
-def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
+def import_csv(store: Store, path: Path, now: datetime, *, known_topics: Sequence[str] = ()) -> ImportReport:
     """Add every address of a CSV file: the ``email`` column when the first row names one, else the first column.
-    Blank lines and lines starting ``#`` are skipped. A bad address is reported (line and address) and the rest go
-    on; someone who unsubscribed is not brought back."""
+    With a header, an optional ``topics`` column gives each one's topics (slugs of ``known_topics``, separated by
+    spaces, commas or semicolons; empty: every topic).
+    Blank lines and lines starting ``#`` are skipped. A bad address or topic is reported (line and what was
+    wrong) and the rest go on; someone who unsubscribed is not brought back."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -138,11 +179,13 @@ def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
     rows = list(csv.reader(io.StringIO(text)))
     column = 0
     start = 0
+    topics_at = None
     if rows:
         header = [cell.strip().lower() for cell in rows[0]]
         named = next((i for i, h in enumerate(header) if h in ("email", "e-mail", "email address", "address")), None)
         if named is not None:
             column, start = named, 1
+            topics_at = header.index("topics") if "topics" in header else None
     results: list[ImportLine] = []
     for number, row in enumerate(rows[start:], start=start + 1):
         cell = row[column].strip() if len(row) > column else ""
@@ -151,8 +194,12 @@ def import_csv(store: Store, path: Path, now: datetime) -> ImportReport:
         if cell.startswith("#") or (not cell and row and row[0].lstrip().startswith("#")):
             continue
         try:
-            result = add(store, cell, now, resubscribe=False)
-        except AddressError as exc:
+            cell_topics = row[topics_at].strip() if topics_at is not None and len(row) > topics_at else ""
+            chosen = (
+                check_topics(re.split(r"[\s,;]+", cell_topics), known_topics, where="topics") if cell_topics else None
+            )
+            result = add(store, cell, now, resubscribe=False, topics=chosen)
+        except (AddressError, UsageError) as exc:
             results.append(ImportLine(number, cell, "invalid", f"{path.name} line {number}: {exc}"))
             continue
         results.append(ImportLine(number, cell, result.outcome, result.message))
@@ -177,7 +224,14 @@ def client_key(host: str | None) -> str:
 
 
 def request(
-    store: Store, settings: Settings, email: str, now: datetime, *, client: str = "", trap: bool = False
+    store: Store,
+    settings: Settings,
+    email: str,
+    now: datetime,
+    *,
+    client: str = "",
+    trap: bool = False,
+    topics: Sequence[str] = (),
 ) -> bool:
     """The web form: make ``email`` a pending subscriber and mail it a confirm link. Returns whether a mail went out:
     not when the address is already confirmed, nor within :data:`REQUEST_INTERVAL` of the last one, nor when the
@@ -202,7 +256,7 @@ def request(
     if limits.mails_per_hour and noted.mails >= limits.mails_per_hour:
         return refuse(f"{noted.mails} {capped}")
     address = normalize(email)
-    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL)
+    pending = store.request_subscription(address, now, now - REQUEST_INTERVAL, topics=topics)
     if pending is None:
         return False
     if not store.claim_confirmation_mail(noted.id, since, limits.mails_per_hour):  # others took the last ones
@@ -220,18 +274,48 @@ def request(
     return result.status == "sent"
 
 
-def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
-    """Confirm the subscriber a valid, unexpired confirm token names. None for any bad token (forged, expired,
-    unknown subscriber, or one who has unsubscribed or bounced since: they must ask again)."""
+def confirm_target(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """The subscriber a valid, unexpired confirm token names, or None. Changes nothing (for the page with the button).
+    None for any bad token (forged, expired, unknown subscriber, or one who has unsubscribed or bounced since: they
+    must ask again)."""
     ident = token_subscriber_id(token)
     found = store.subscriber_by_id(ident) if ident is not None else None
-    if found is None:
+    if found is None or found.status not in ("pending", "confirmed"):
         return None
     if Tokens(signing_key(store, settings)).check_confirm(token, found.email, now) is None:
         return None
-    if found.status == "confirmed":
+    return found
+
+
+def confirm(store: Store, settings: Settings, token: str, now: datetime) -> Subscriber | None:
+    """Confirm the subscriber a valid, unexpired confirm token names; again is harmless. None for a bad token (see
+    :func:`confirm_target`)."""
+    found = confirm_target(store, settings, token, now)
+    if found is None or found.status == "confirmed":
         return found
     return store.set_subscriber_status(found.id, "confirmed", now, only_from=("pending",))
+
+
+def preferences_target(store: Store, settings: Settings, token: str) -> Subscriber | None:
+    """The subscriber a valid preferences token names, or None. Changes nothing."""
+    ident = token_subscriber_id(token)
+    found = store.subscriber_by_id(ident) if ident is not None else None
+    if found is None or Tokens(signing_key(store, settings)).check_preferences(token, found.email) is None:
+        return None
+    return found
+
+
+def save_preferences(store: Store, settings: Settings, token: str, topics: Sequence[str]) -> Subscriber | None:
+    """Change the topics of whom a valid preferences token names; None for a bad token."""
+    found = preferences_target(store, settings, token)
+    if found is None:
+        return None
+    return store.set_subscriber_topics(found.id, topics)
+
+
+def unsubscribe_token(store: Store, settings: Settings, subscriber: Subscriber) -> str:
+    """The unsubscribe token of ``subscriber`` (the preferences page's unsubscribe button)."""
+    return Tokens(signing_key(store, settings)).unsubscribe(subscriber.id, subscriber.email)
 
 
 def unsubscribe_target(store: Store, settings: Settings, token: str) -> Subscriber | None:
@@ -250,6 +334,6 @@ def unsubscribe(store: Store, settings: Settings, token: str, now: datetime) -> 
     found = unsubscribe_target(store, settings, token)
     if found is None:
         return None
-    if found.status == "unsubscribed":
+    if found.status in ("unsubscribed", "complained"):  # a complaint stays: it also stops confirmation mails
         return found
     return store.set_subscriber_status(found.id, "unsubscribed", now) or found

@@ -16,19 +16,32 @@ from starlette.routing import BaseRoute
 
 from ingest.core.config import Settings
 from ingest.store import Store
+from ingest.topics import taxonomy_of
+from newsletter.metrics import Metrics
+from newsletter.publish import Publisher
 from newsletter.web.digests import routes as digest_routes
 from newsletter.web.feeds import FeedFiles, feed_routes
+from newsletter.web.hooks import routes as hook_routes
+from newsletter.web.ops import routes as ops_routes
 from newsletter.web.pages import not_found_page, page_routes
 from newsletter.web.subscribe import routes as subscribe_routes
 
 __all__ = ["create_app", "serve", "server_config", "site"]
 
 
-def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+def create_app(
+    settings: Settings, store: Store, extra_routes: Sequence[BaseRoute] = (), publisher: Publisher | None = None
+) -> Starlette:
     """The web app. ``extra_routes`` (the subscribe pages, say) are added after ours; they find the settings and
-    the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`."""
+    the store on ``request.app.state`` and can answer with :func:`newsletter.web.pages.page`. ``publisher``: the
+    running service's, which the feeds keep current before answering (else one of its own)."""
     routes: list[BaseRoute] = [
-        *feed_routes(settings, store, FeedFiles(settings.publish.dir)),
+        *feed_routes(
+            settings,
+            store,
+            FeedFiles(settings.publish.dir),
+            publisher or Publisher(store, settings, topics=taxonomy_of(settings.topics).names),
+        ),
         *page_routes(settings, store),
         *extra_routes,
     ]
@@ -40,17 +53,27 @@ def create_app(settings: Settings, store: Store, extra_routes: Sequence[BaseRout
     return app
 
 
-def site(settings: Settings, store: Store) -> Starlette:
-    """The whole site: feeds, pages, and the subscribe, confirm, unsubscribe and digest archive pages."""
-    return create_app(
-        settings, store, extra_routes=[*subscribe_routes(settings, store), *digest_routes(settings, store)]
-    )
+def site(
+    settings: Settings, store: Store, metrics: Metrics | None = None, publisher: Publisher | None = None
+) -> Starlette:
+    """The whole site: feeds, pages, the subscribe, confirm, unsubscribe and digest archive pages, the relays'
+    webhooks (off until configured), and the operators' /healthz and /metrics (``metrics``: the running service's,
+    whose timings it shows; else a registry of its own)."""
+    extra = [
+        *subscribe_routes(settings, store),
+        *digest_routes(settings, store),
+        *hook_routes(settings, store),
+        *ops_routes(settings, store, metrics or Metrics(store)),
+    ]
+    return create_app(settings, store, extra_routes=extra, publisher=publisher)
 
 
-def server_config(settings: Settings, store: Store) -> uvicorn.Config:
+def server_config(
+    settings: Settings, store: Store, metrics: Metrics | None = None, publisher: Publisher | None = None
+) -> uvicorn.Config:
     """uvicorn's settings for the site on ``[web] host`` and ``port`` (access log only at DEBUG)."""
     return uvicorn.Config(
-        site(settings, store),
+        site(settings, store, metrics, publisher),
         host=settings.web.host,
         port=settings.web.port,
         log_level=settings.log.level.lower(),

@@ -1,17 +1,22 @@
 """The feed routes: published documents served with strong ETags, Last-Modified, 304s, gzip, HEAD. Renders no feed.
 
-Documents come from ``[publish] dir`` and are kept in memory, with their gzip twin and validators, until the file
-changes (one ``stat`` per request; publishing replaces files, so a new inode or mtime means new bytes). A document
-whose file is missing (nothing published yet) is built from the store on demand. The HTTP rules are in
+Before answering, the folder is brought up to the database's publish generation (one primary-key read when it is
+there already; see :class:`newsletter.publish.Publisher`): every replica serves what the database holds, whichever
+process ingested it. Documents come from ``[publish] dir`` and are kept in memory, with their gzip twin and
+validators, until the file changes (one ``stat`` per request; publishing replaces files, so a new inode or mtime
+means new bytes). A document whose file is missing (or that could not be published) is built from the store on
+demand. The HTTP rules are in
 :mod:`newsletter.web.conditional`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
@@ -20,8 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ingest.core.config import Settings
+from ingest.core.errors import NewsletterError
 from ingest.store import Store
-from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, archive_name, document
+from ingest.topics import taxonomy_of
+from newsletter.publish import ATOM_TYPE, JSON_TYPE, RSS_TYPE, Publisher, archive_name, document, topic_name
 from newsletter.web.conditional import Document, respond
 from newsletter.web.pages import not_found_page
 
@@ -33,6 +40,8 @@ JSON = f"{JSON_TYPE}; charset=utf-8"
 #: The current feeds change at each publish; archive pages almost never (see newsletter.publish).
 CURRENT_MAX_AGE = 300
 ARCHIVE_MAX_AGE = 86_400
+
+log = logging.getLogger("newsletter.web")
 
 
 class FeedFiles:
@@ -72,14 +81,24 @@ class FeedFiles:
         return doc
 
 
-def feed_routes(settings: Settings, store: Store, files: FeedFiles) -> list[Route]:
-    """``/feed.atom``, ``/feed.rss``, ``/feed.json``, ``/tags/{tag}.atom`` and ``/archive/{n}.atom``."""
+def feed_routes(settings: Settings, store: Store, files: FeedFiles, publisher: Publisher) -> list[Route]:
+    """``/feed.atom``, ``/feed.rss``, ``/feed.json``, ``/tags/{tag}.atom``, ``/topics/{slug}.atom`` and
+    ``/archive/{n}.atom``."""
+    topics = taxonomy_of(settings.topics).names
+
+    def current() -> bool:
+        try:
+            publisher.current(datetime.now(UTC))
+        except NewsletterError as exc:  # a folder that cannot be written: the documents are built from the store
+            log.warning("serving feeds built on demand: %s", exc)
+            return False
+        return True
 
     async def serve(request: Request, name: str, media_type: str, max_age: int) -> Response:
-        doc = files.get(name)
+        doc = files.get(name) if await run_in_threadpool(current) else None
         if doc is None:
             # Not published yet (or deleted): build it now. Its Last-Modified is when it was built.
-            body = await run_in_threadpool(document, store, settings, name)
+            body = await run_in_threadpool(lambda: document(store, settings, name, topics=topics))
             if body is None:
                 return _not_found(request)
             doc = Document.of(body, time.time())
@@ -97,6 +116,12 @@ def feed_routes(settings: Settings, store: Store, files: FeedFiles) -> list[Rout
             return _not_found(request)
         return await serve(request, f"tags/{slug}.atom", ATOM, CURRENT_MAX_AGE)
 
+    async def topic_feed(request: Request) -> Response:
+        slug = request.path_params["slug"]
+        if slug not in topics:  # only the taxonomy's: a file left by an older taxonomy is not served
+            return _not_found(request)
+        return await serve(request, topic_name(slug), ATOM, CURRENT_MAX_AGE)
+
     async def archive_page(request: Request) -> Response:
         page = int(request.path_params["page"])
         if page < 1:
@@ -108,6 +133,7 @@ def feed_routes(settings: Settings, store: Store, files: FeedFiles) -> list[Rout
         Route("/feed.rss", fixed("feed.rss", RSS), methods=["GET", "HEAD"]),
         Route("/feed.json", fixed("feed.json", JSON), methods=["GET", "HEAD"]),
         Route("/tags/{tag}.atom", tag_feed, methods=["GET", "HEAD"]),
+        Route("/topics/{slug}.atom", topic_feed, methods=["GET", "HEAD"]),
         Route("/archive/{page:int}.atom", archive_page, methods=["GET", "HEAD"]),
     ]
 

@@ -37,7 +37,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from ingest import dedupe  # noqa: E402
-from ingest.core.text import first_sentence, truncate_words  # noqa: E402
+from ingest.core.text import headline  # noqa: E402
 from ingest.dedupe import Clusterer, MatchInput, match  # noqa: E402
 from scripts.dedupe_quality import pairwise  # noqa: E402
 
@@ -257,7 +257,7 @@ class Generator:
 
     def article(self, story: Story) -> None:
         """A page's article (headline unknown: titled from its standfirst), teased with the standfirst."""
-        derived = truncate_words(first_sentence(story.blurb), 90)
+        derived = headline(story.blurb)
         self.emit(story, kind="article", title=derived, title_derived=True, published=None)
 
     def generate(self, n: int) -> tuple[list[MatchInput], dict[int, int]]:

@@ -1,5 +1,5 @@
 """Benchmark of scale-out: ingest and digest delivery with 1, 2 and 3 processes on one PostgreSQL database, against
-one process on SQLite.
+one process on SQLite; and (``--parts size``) the hot operations on a PostgreSQL database of 100k and 1M stories.
 
 A plain script, not collected by pytest. PostgreSQL is the server NEWSLETTER_TEST_PG_URL names, or a throwaway one:
 
@@ -28,6 +28,17 @@ the feed server or the sink, and, on PostgreSQL, the time our statements spent i
 for ingest, waiting for and holding the clustering advisory lock (``pg_advisory_xact_lock``, taken for each save).
 ``--profile`` runs each part once more with one process on PostgreSQL under cProfile (the main thread: what the
 processes would share out or queue for) and sums the time by stage.
+
+- size (``--parts size [--stories 100000 1000000]``, not in the default parts): for each size, a fresh PostgreSQL
+  schema seeded with COPY (that many stories over three years, titles and summaries drawn from a Zipf-distributed
+  vocabulary of 5,000 words, some with medical compounds such as HER2-positive; one sighting each; a tenth as many
+  feeds, due over the next hour; every story before the last week carried by a digest), then VACUUM ANALYZE.
+  Timed, each ``--samples`` times (p50 and p95, ms): a feed claim of 8 feeds (``claim_due_feeds``, released
+  untimed), the publish check when nothing changed (``Publisher.current``: one primary-key read), an incremental
+  publish after one new story, the home page (``GET /`` in-process through the real app, the first one apart: it
+  counts the stories once per publish generation), a search (a mix of rare, common and compound words, through
+  ``store.search``), a tag feed (``document`` for ``tags/lung.atom``: the query and the rendering), and the digest
+  selection of one week (``store.candidates``). The first full publish (every archive page) is timed once.
 
 Another benchmark on this machine (bench_ingest) is waited for before measuring (``--no-wait`` skips that).
 """
@@ -590,7 +601,9 @@ def main() -> None:
     ap.add_argument("--subscribers", type=int, default=10_000)
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3], help="process counts on PostgreSQL")
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--parts", nargs="+", choices=("ingest", "delivery"), default=["ingest", "delivery"])
+    ap.add_argument("--parts", nargs="+", choices=("ingest", "delivery", "size"), default=["ingest", "delivery"])
+    ap.add_argument("--stories", type=int, nargs="+", default=[100_000, 1_000_000], help="database sizes (size)")
+    ap.add_argument("--samples", type=int, default=30, help="timings per operation (size)")
     ap.add_argument("--no-sqlite", action="store_true")
     ap.add_argument("--profile", action="store_true", help="then profile each part with one process on PostgreSQL")
     ap.add_argument("--no-wait", action="store_true", help=f"do not wait for {OTHER_BENCHMARK} to end")
@@ -614,6 +627,13 @@ def main() -> None:
     cpus = os.cpu_count()
     print(f"scale-out benchmark: {cpus} CPUs, code {code_stamp()}, PostgreSQL local: {pg_pid is not None}")
     top = max(args.processes)
+
+    if "size" in args.parts:
+        from tests.benchmarks.bench_size import measure_sizes
+
+        measure_sizes(args.stories, args.samples)
+        if args.parts == ["size"]:
+            return
 
     if "ingest" in args.parts:
         server = start_feed_server(args.feeds)
