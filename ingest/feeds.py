@@ -13,8 +13,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -24,7 +23,7 @@ from ingest.core.config import SeedsConfig, Settings
 from ingest.core.errors import PageError
 from ingest.core.models import FeedState, SaveResult, Source, SourceReport, SourceStatus
 from ingest.discover import find_on_site
-from ingest.fetch import FetchRequest, FetchResult, fetch_all_sync
+from ingest.fetch import FetchRequest, FetchResult, fetch_stream_sync
 from ingest.parse import ParsedFeed
 from ingest.parse.normalize import failed
 from ingest.polling import failing_since, next_check, should_pause
@@ -111,6 +110,17 @@ def feed_state(
 #: Feeds leased at a time per fetch worker: small enough that processes sharing a database share a pass, large
 #: enough that a batch's slowest feed seldom leaves the workers idle.
 BATCH_PER_WORKER = 4
+#: Leased batches a pass may hold at once, fetched but not stored yet: the fetch thread leases the next batch while
+#: the last one is parsed and stored, and waits when this many are in hand (the store is the slower end).
+BATCHES_IN_HAND = 4
+#: Feeds with entries stored in one transaction: a commit costs about as much as storing a feed of 50 entries (on
+#: SQLite it writes every page the feed changed, and the blocking keys' index pages are scattered), and feeds
+#: stored together share it.
+SAVE_BATCH = 16
+#: Feeds without entries (304s, failures) whose states are written in one transaction.
+STATES_BATCH = 64
+#: How long the storing thread waits for the next fetched feed before storing what it holds.
+IDLE_FLUSH = 0.05
 
 
 def process_owner() -> str:
@@ -134,35 +144,22 @@ def ingest_feeds(
 
     Feeds are leased in batches (a few times ``[fetch] concurrency``), so processes sharing a database share the
     work and each feed is fetched by one of them per due time; a killed process's leases run out and its feeds come
-    back. ``stop`` is asked between batches. Fetching runs in a thread of its own; with many feeds due, parsing runs
-    in worker processes (``parse_workers``: None picks by CPU count, 0 parses inline) while this thread stores.
+    back. ``stop`` is asked before each batch is leased. Fetching runs in a thread of its own, leasing the next batch
+    while the last ones are parsed and stored; with many feeds due, parsing runs in worker processes
+    (``parse_workers``: None picks by CPU count, 0 parses inline) while this thread stores, several feeds a
+    transaction.
     """
     sync_config_feeds(store, settings, now)
     total = store.count_due_feeds(now, force=force)  # for progress only: other processes may take some
-    rng = rng or random.Random()
-    owner = owner or process_owner()
-    started = time.monotonic()
-    # A lease must outlast the batch: each worker's share of it, each fetch taking the whole deadline at worst.
-    lease = timedelta(seconds=settings.fetch.lease_seconds or (BATCH_PER_WORKER + 1) * settings.fetch.timeout + 60)
     if parse_workers is None:
         parse_workers = max(1, min(4, (os.cpu_count() or 1) - 1)) if total >= PARALLEL_PARSE_MIN else 0
     reports: list[SourceReport] = []
     with ParsePool(parse_workers) as parser:
-        while stop is None or not stop():
-            moment = now + timedelta(seconds=time.monotonic() - started)
-            claimed = store.claim_due_feeds(
-                now,
-                owner=owner,
-                lease_until=moment + lease,
-                limit=settings.fetch.concurrency * BATCH_PER_WORKER,
-                force=force,
-            )
-            if not claimed:
-                break
-            for report in _fetch_and_store(store, settings, claimed, parser, now=now, rng=rng):
-                reports.append(report)
-                if on_progress is not None:
-                    on_progress(report, total)
+        feed_pass = _FeedPass(store, settings, parser, now=now, force=force, owner=owner or process_owner(), stop=stop)
+        for report in feed_pass.run(rng or random.Random()):
+            reports.append(report)
+            if on_progress is not None:
+                on_progress(report, total)
     return reports
 
 
@@ -173,78 +170,148 @@ PARALLEL_PARSE_MIN = 16
 _FETCHED_ALL = object()
 
 
-def _fetch_and_store(
-    store: Store,
-    settings: Settings,
-    sources: list[Source],
-    parser: ParsePool,
-    *,
-    now: datetime,
-    rng: random.Random,
-) -> list[SourceReport]:
-    """Fetch a batch in a thread; hand each body to the parser as it arrives; store feeds in arrival order as their
-    parses finish, each in its own transaction. Fetching, parsing and storing overlap."""
-    due = {s.id: s for s in sources}
-    taxonomy = taxonomy_of(settings.topics)
-    requests = [
-        FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
-        for s in sources
-    ]
-    arrived: queue.Queue[object] = queue.Queue()
-    failure: list[BaseException] = []
+class _FeedPass:
+    """One pass: the fetch thread leases batches and fetches them (handing each body to the parse workers as it
+    arrives); the calling thread takes the feeds in the order their fetches ended, waits for their parses, and
+    stores them several at a time. Fetching, parsing and storing overlap, across batches too."""
 
-    def fetch() -> None:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        parser: ParsePool,
+        *,
+        now: datetime,
+        force: bool,
+        owner: str,
+        stop: Callable[[], bool] | None,
+    ) -> None:
+        self.store, self.settings, self.parser = store, settings, parser
+        self.now, self.force, self.owner, self.stop = now, force, owner, stop
+        self.started = time.monotonic()
+        # A lease must outlast the batch: each worker's share of it, each fetch taking the whole deadline at worst.
+        self.lease = timedelta(
+            seconds=settings.fetch.lease_seconds or (BATCH_PER_WORKER + 1) * settings.fetch.timeout + 60
+        )
+        self.batch = settings.fetch.concurrency * BATCH_PER_WORKER
+        self.sources: dict[int, Source] = {}  # leased and not stored yet
+        self.known: dict[int, frozenset[str]] = {}  # their entries' keys stored already (Store.known_keys)
+        self.room = threading.Condition()
+        self.ended = False  # the storing side gave up: lease no more
+        self.arrived: queue.Queue[object] = queue.Queue()
+        self.taxonomy = taxonomy_of(settings.topics)
+
+    def run(self, rng: random.Random) -> Iterator[SourceReport]:
+        failure: list[BaseException] = []
+
+        def fetch() -> None:
+            try:
+                fetch_stream_sync(self._lease, self.settings.fetch, self._fetched, clock=lambda: self.now)
+            except BaseException as exc:  # a bug: raised again in the storing thread
+                failure.append(exc)
+            finally:
+                self.arrived.put(_FETCHED_ALL)
+
+        fetcher = threading.Thread(target=fetch, name="fetch", daemon=True)
+        fetcher.start()
+        done: list[tuple[Source, FetchResult, FeedState, ParsedFeed | None]] = []
         try:
-            fetch_all_sync(requests, settings.fetch, on_result=arrived.put, clock=lambda: now)
-        except BaseException as exc:  # a bug: raised again in the storing thread
-            failure.append(exc)
+            while True:
+                try:
+                    item = self.arrived.get(timeout=IDLE_FLUSH if done else None)
+                except queue.Empty:  # nothing more for now: store what is in hand rather than wait
+                    yield from self._store(done)
+                    done = []
+                    continue
+                if item is _FETCHED_ALL:
+                    break
+                assert isinstance(item, tuple)
+                source, result, future = item
+                parsed = self._parsed(source, result, future)
+                state = feed_state(
+                    result,
+                    parsed,
+                    source,
+                    default_interval=self.settings.fetch.interval,
+                    now=self.now,
+                    rng=rng,
+                    pause_after_days=self.settings.fetch.pause_after_days,
+                )
+                done.append((source, result, state, parsed if parsed is not None and parsed.kind == "feed" else None))
+                with_entries = sum(1 for *_, p in done if p is not None)
+                if with_entries >= SAVE_BATCH or len(done) >= STATES_BATCH:
+                    yield from self._store(done)
+                    done = []
+            fetcher.join()
+            if failure:
+                raise failure[0]
+            yield from self._store(done)
         finally:
-            arrived.put(_FETCHED_ALL)
+            with self.room:
+                self.ended = True
+                self.room.notify_all()
 
-    fetcher = threading.Thread(target=fetch, name="fetch", daemon=True)
-    fetcher.start()
-    pending: deque[tuple[FetchResult, Future[ParsedFeed] | None]] = deque()
-    reports: list[SourceReport] = []
-    stateless: list[tuple[Source, FetchResult, FeedState]] = []
-    fetching = True
-    while fetching or pending:
-        head_ready = bool(pending) and (pending[0][1] is None or pending[0][1].done())
-        try:
-            item = arrived.get(block=not head_ready, timeout=None if not pending else 0.02)
-        except queue.Empty:
-            item = None
-        if item is _FETCHED_ALL:
-            fetching = False
-        elif isinstance(item, FetchResult):
-            pending.append((item, _parse(parser, item, due[item.request.source_id], settings, now)))
-        while pending and (pending[0][1] is None or pending[0][1].done() or not fetching):
-            result, future = pending.popleft()
-            parsed = future.result() if future is not None else None
-            source = due[result.request.source_id]
-            state = feed_state(
-                result,
-                parsed,
-                source,
-                default_interval=settings.fetch.interval,
-                now=now,
-                rng=rng,
-                pause_after_days=settings.fetch.pause_after_days,
-            )
-            if parsed is not None and parsed.kind == "feed":
-                saved = store.save_feed(source.id, tag_items(parsed.items, taxonomy), state, now)
-                reports.append(_report(source, result, state, saved))
-            else:  # nothing to store but its state: written with the others of the batch, in one transaction
-                stateless.append((source, result, state))
-    fetcher.join()
-    if failure:
-        raise failure[0]
-    store.save_feed_states([(source.id, state) for source, _, state in stateless], now)
-    reports.extend(_report(source, result, state, None) for source, result, state in stateless)
-    for source, result, state in stateless:
-        turned = _broken(state.status, state.last_status) and not _broken(source.status, source.last_status)
-        if source.kind == "feed" and turned:
-            _suggest(store, settings, source, result, now)
-    return reports
+    def _lease(self) -> list[FetchRequest]:
+        """The next batch to fetch (in the fetch thread), once fewer than BATCHES_IN_HAND batches are in hand."""
+        with self.room:
+            while len(self.sources) >= BATCHES_IN_HAND * self.batch and not self.ended:
+                self.room.wait()
+            if self.ended or (self.stop is not None and self.stop()):
+                return []
+        moment = self.now + timedelta(seconds=time.monotonic() - self.started)
+        claimed = self.store.claim_due_feeds(
+            self.now, owner=self.owner, lease_until=moment + self.lease, limit=self.batch, force=self.force
+        )
+        # A feed never stored has nothing to skip (ask nothing); a live page is read whole (ingest.seeds).
+        stored = [s.id for s in claimed if s.sightings and s.kind == "feed"]
+        known = self.store.known_keys(stored) if stored else {}
+        with self.room:
+            self.sources.update((s.id, s) for s in claimed)
+            self.known.update(known)
+        return [
+            FetchRequest(source_id=s.id, url=s.url or s.location, etag=s.etag, last_modified=s.last_modified)
+            for s in claimed
+        ]
+
+    def _fetched(self, result: FetchResult) -> None:
+        """A fetch ended (in the fetch thread): its body goes to a parse worker at once."""
+        with self.room:
+            source = self.sources[result.request.source_id]
+            known = self.known.get(source.id, frozenset())
+        future = None
+        if self.parser.workers and source.kind == "feed":  # a live page is read in the storing thread (_parse)
+            future = _parse(self.parser, result, source, self.settings, self.now, known=known)
+        self.arrived.put((source, result, future))
+
+    def _parsed(self, source: Source, result: FetchResult, future: Future[ParsedFeed] | None) -> ParsedFeed | None:
+        if future is None and (not self.parser.workers or source.kind == "page"):
+            with self.room:
+                known = self.known.get(source.id, frozenset())
+            future = _parse(self.parser, result, source, self.settings, self.now, known=known)  # inline, in this thread
+        return future.result() if future is not None else None
+
+    def _store(self, done: list[tuple[Source, FetchResult, FeedState, ParsedFeed | None]]) -> Iterator[SourceReport]:
+        if not done:
+            return
+        saved = self.store.save_feeds(
+            [
+                (source.id, tag_items(parsed.items, self.taxonomy) if parsed is not None else (), state)
+                for source, _, state, parsed in done
+            ],
+            self.now,
+            known={source.id: parsed.known for source, _, _, parsed in done if parsed is not None and parsed.known},
+        )
+        with self.room:
+            for source, *_ in done:
+                del self.sources[source.id]
+                self.known.pop(source.id, None)
+            self.room.notify_all()
+        for source, result, state, parsed in done:
+            turned = _broken(state.status, state.last_status) and not _broken(source.status, source.last_status)
+            if parsed is None and source.kind == "feed" and turned:
+                _suggest(self.store, self.settings, source, result, self.now)
+        for (source, result, state, parsed), s in zip(done, saved, strict=True):
+            yield _report(source, result, state, s if parsed is not None else None)
 
 
 def _broken(status: SourceStatus, http_status: int | None) -> bool:
@@ -262,7 +329,7 @@ def _suggest(store: Store, settings: Settings, source: Source, result: FetchResu
 
 
 def _parse(
-    parser: ParsePool, result: FetchResult, source: Source, settings: Settings, now: datetime
+    parser: ParsePool, result: FetchResult, source: Source, settings: Settings, now: datetime, *, known: frozenset[str]
 ) -> Future[ParsedFeed] | None:
     if result.outcome != "ok" or result.body is None:
         return None
@@ -280,6 +347,7 @@ def _parse(
         tags=source.tags,
         now=now,
         max_entries=settings.fetch.max_entries,
+        known=known,
     )
 
 

@@ -40,6 +40,9 @@ def ingest_pass(
     reports = ingest_seeds(store, settings.seeds, now, taxonomy=taxonomy_of(settings.topics))
     if stop is not None and stop():
         return reports
+    sync_config_feeds(store, settings, now)
+    if not store.count_due_feeds(now, force=force):  # the usual cron run: start no fetcher, import no parser
+        return reports
     from ingest.feeds import ingest_feeds  # imports httpx and feedparser: only when fetching
 
     return reports + ingest_feeds(store, settings, now, force=force, on_progress=on_progress)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,10 +38,17 @@ class _Request:
     tags: tuple[str, ...]
     now: datetime  # the fetch's time: the parser has no clock
     max_entries: int | None
+    known: frozenset[str]
 
     def parse(self) -> ParsedFeed:
         return parse_feed(
-            self.body, url=self.url, headers=self.headers, tags=self.tags, now=self.now, max_entries=self.max_entries
+            self.body,
+            url=self.url,
+            headers=self.headers,
+            tags=self.tags,
+            now=self.now,
+            max_entries=self.max_entries,
+            known=self.known,
         )
 
 
@@ -139,11 +146,18 @@ class ParsePool:
         self._size = workers
         self._workers: list[_Worker] = []  # started on the first parse: a pass of 304s needs none
         self._next = 0
+        self._closed = False
 
     def __enter__(self) -> ParsePool:
         return self
 
+    @property
+    def workers(self) -> int:
+        """How many worker processes parse (0: inline)."""
+        return self._size
+
     def __exit__(self, *exc: object) -> None:
+        self._closed = True  # a late submit (a fetch thread still ending) must not start workers nobody closes
         for worker in self._workers:
             worker.close()
 
@@ -156,9 +170,14 @@ class ParsePool:
         tags: Sequence[str],
         now: datetime,
         max_entries: int | None = None,
+        known: Collection[str] = frozenset(),
     ) -> Future[ParsedFeed]:
         """:func:`ingest.parse.parse_feed` of these arguments, in a worker or (with no workers) at once."""
-        request = _Request(body, url, dict(headers), tuple(tags), now, max_entries)
+        request = _Request(body, url, dict(headers), tuple(tags), now, max_entries, frozenset(known))
+        if self._closed:
+            closed: Future[ParsedFeed] = Future()
+            closed.set_exception(WorkerError("the parse pool is closed"))
+            return closed
         if self._size:
             if not self._workers:
                 self._workers = [_Worker() for _ in range(self._size)]

@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, get_args
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from ingest.core.config import Settings, default_config_path, load_settings
 from ingest.core.errors import AddressError, MailboxError, NewsletterError, UsageError
 from ingest.core.links import MAX_ID, uid_authority
 from ingest.core.models import ROLES, Role, Source, SourceReport, Story, SubscriberStatus
 from ingest.core.text import counted, normalize_tags
 from ingest.core.urls import check_feed_url
-from ingest.opml import OpmlFeed, read_opml, write_opml
-from ingest.run import ingest_pass, summarize, sync_config_feeds
-from ingest.store import Store
-from ingest.topics import Taxonomy, taxonomy_of
 
+# Start-up is paid by every cron-style run: the heavy modules (pydantic's config, SQLAlchemy's store, rich, the feed
+# pass) are imported where a command needs them, so ``--help`` and a pass with nothing to do stay quick.
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ingest.core.config import Settings
+    from ingest.store import Store
+    from ingest.topics import Taxonomy
     from newsletter.digest.job import DigestReport
     from newsletter.publish import PublishReport
 
@@ -45,26 +46,41 @@ ROW_ID = click.IntRange(1, MAX_ID)
 class App:
     """What every command needs: the settings, loaded once, and the store, opened on first use."""
 
-    def __init__(self, config_path: Path) -> None:
-        self.config_path = config_path
+    def __init__(self, config_path: Path | None) -> None:
+        self._config_path = config_path  # None: the default, found when first needed (it imports the config model)
         self._settings: Settings | None = None
         self._store: Store | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from ingest.core.config import load_settings
+            from ingest.topics import taxonomy_of
+
             settings = load_settings(self.config_path)
             taxonomy_of(settings.topics)  # a bad taxonomy is a config error now, not at the first story
             self._settings = settings
         return self._settings
 
     @property
+    def config_path(self) -> Path:
+        if self._config_path is None:
+            from ingest.core.config import default_config_path
+
+            self._config_path = default_config_path()
+        return self._config_path
+
+    @property
     def taxonomy(self) -> Taxonomy:
+        from ingest.topics import taxonomy_of
+
         return taxonomy_of(self.settings.topics)
 
     @property
     def store(self) -> Store:
         if self._store is None:
+            from ingest.store import Store
+
             storage = self.settings.storage
             self._store = Store.open(
                 storage.url, uid_authority=uid_authority(self.settings.publish), busy_timeout=storage.busy_timeout
@@ -76,12 +92,20 @@ class App:
             self._store.close()
 
 
+def new_table(title: str) -> Table:
+    from rich.table import Table
+
+    return Table(title=title)
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
 
 def out() -> Console:
     """Tables on stdout: the terminal's width, or wide enough to stay readable when piped."""
+    from rich.console import Console
+
     return Console(width=None if sys.stdout.isatty() else 200, markup=False, highlight=False, emoji=False)
 
 
@@ -97,7 +121,7 @@ def out() -> Console:
 @click.pass_context
 def cli(ctx: click.Context, config_path: Path | None) -> None:
     """Ingest oncology news pages and feeds, fold copies into stories, publish a feed and a weekly digest."""
-    app = App(config_path or default_config_path())
+    app = App(config_path)
     ctx.obj = app
     ctx.call_on_close(app.close)
 
@@ -115,8 +139,11 @@ def ingest(app: App, force: bool) -> None:
 
 def _ingest(app: App, *, force: bool = False) -> list[SourceReport]:
     """One ingest pass, with a progress bar over the feeds when stderr is a terminal."""
+    from ingest.run import ingest_pass
+
     if not sys.stderr.isatty():
         return ingest_pass(app.store, app.settings, now(), force=force)
+    from rich.console import Console
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as progress:
@@ -140,6 +167,8 @@ def _print_reports(reports: Sequence[SourceReport]) -> None:
         click.echo(f"ok     {r.location}: {state}")
         if r.warning and not r.unchanged:
             click.echo(f"warn   {r.warning}", err=True)
+    from ingest.run import summarize
+
     s = summarize(reports)
     click.echo(
         f"ingested {s['sources']} source(s): {s['new']} new sighting(s), {s['new_stories']} new story(ies), "
@@ -186,7 +215,7 @@ def stories_explain(app: App, story_id: int) -> None:
         click.echo(f"  hidden     {_hidden(s)}: out of the pages, feeds and digests; `stories unhide {s.id}` shows it")
     if e.merged:
         click.echo(f"  merged in  {', '.join(str(i) for i in e.merged)} (those ids resolve to this story)")
-    table = Table(title=f"{len(e.sightings)} sighting(s)")
+    table = new_table(f"{len(e.sightings)} sighting(s)")
     for col in ("sighting", "source", "kind", "pos", "date", "title / blurb", "first seen", "last seen", "why"):
         table.add_column(col)
     for g in e.sightings:
@@ -315,7 +344,7 @@ def story_json(s: Story) -> dict[str, Any]:
 
 
 def _stories_table(items: Sequence[Story]) -> None:
-    table = Table(title=f"{len(items)} stories, newest first")
+    table = new_table(f"{len(items)} stories, newest first")
     table.add_column("id", justify="right")
     table.add_column("published")
     table.add_column("title")
@@ -412,7 +441,7 @@ def status(app: App, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(view.as_json(), indent=2))
         return
-    table = Table(title=f"{len(view.sources)} source(s)")
+    table = new_table(f"{len(view.sources)} source(s)")
     for col in ("source", "kind", "status", "last success", "errors", "last error", "next check"):
         table.add_column(col)
     for s in view.sources:
@@ -455,7 +484,7 @@ def publish(app: App) -> None:
     """Write the combined feeds (Atom, RSS, JSON, tags, archive)."""
     from newsletter.publish import Publisher
 
-    publisher = Publisher(app.store, app.settings, topics=taxonomy_of(app.settings.topics).names)
+    publisher = Publisher(app.store, app.settings, topics=app.taxonomy.names)
     report = publisher.publish(now())
     publisher.wait()  # the WebSub hubs are told before the command exits
     _print_publish(app, report)
@@ -622,6 +651,8 @@ def pages_add(app: App, url: str, name: str | None, tags: tuple[str, ...], inter
 @click.pass_obj
 def pages_list(app: App, show_all: bool, as_json: bool) -> None:
     """Each live page's status, last fetch, errors and next check."""
+    from ingest.run import sync_config_feeds
+
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="page") if s.url and (show_all or s.status != "removed")]
     _print_sources(rows, "pages", as_json=as_json)
@@ -712,6 +743,8 @@ def feeds_resume(app: App, feed: str) -> None:
 @click.pass_obj
 def feeds_list(app: App, show_all: bool, as_json: bool) -> None:
     """Each feed's status, last fetch, errors and next check."""
+    from ingest.run import sync_config_feeds
+
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if show_all or s.status != "removed"]
     _print_sources(rows, "feeds", as_json=as_json)
@@ -721,7 +754,7 @@ def _print_sources(rows: Sequence[Source], noun: str, *, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([_feed_json(s) for s in rows], indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"{len(rows)} {noun}")
+    table = new_table(f"{len(rows)} {noun}")
     for col in ("id", noun[:-1], "status", "last fetch", "HTTP", "entries", "errors", "last error", "next check"):
         table.add_column(col, justify="right" if col in ("id", "HTTP", "entries", "errors") else "left")
     for s in rows:
@@ -790,6 +823,8 @@ def feeds_import(app: App, file: Path) -> None:
         data = file.read_bytes()
     except OSError as exc:
         raise UsageError(f"{file}: cannot read the file: {exc.strerror}") from None
+    from ingest.opml import read_opml
+
     added = updated = refused = 0
     for feed in read_opml(data, name=str(file)):
         try:
@@ -814,6 +849,9 @@ def feeds_import(app: App, file: Path) -> None:
 @click.pass_obj
 def feeds_export(app: App, output: Path | None) -> None:
     """Write the followed feeds as OPML 2.0."""
+    from ingest.opml import OpmlFeed, write_opml
+    from ingest.run import sync_config_feeds
+
     sync_config_feeds(app.store, app.settings, now())
     rows = [s for s in app.store.sources(kind="feed") if s.status != "removed"]
     data = write_opml(
@@ -926,7 +964,7 @@ def subscribers_list(app: App, status: SubscriberStatus | None, as_json: bool) -
         ]
         click.echo(json.dumps(data, indent=2))
         return
-    table = Table(title=f"{len(rows)} subscriber(s)")
+    table = new_table(f"{len(rows)} subscriber(s)")
     for col in ("email", "status", "since", "confirmed", "bounces", "soft bounces", "topics", "cadence"):
         table.add_column(col)
     for r in rows:
@@ -968,7 +1006,7 @@ def digest_preview(app: App, period: str | None, out_dir: Path | None, as_email:
     from newsletter.digest import job
 
     target = out_dir or app.settings.mail.outbox_dir.parent / "preview"
-    names = taxonomy_of(app.settings.topics).names
+    names = app.taxonomy.names
     p = job.preview(app.store, app.settings, now(), target, period=period, as_email=as_email, topic_names=names)
     state = "as sent" if p.stored else "as it would be sent now"
     stories = counted(p.stories, "story", "stories")
@@ -985,7 +1023,7 @@ def digest_send(app: App) -> None:
 
     for warning in job.mail_warnings(app.settings):
         click.echo(f"warning: {warning}", err=True)
-    r = job.send_due_digest(app.store, app.settings, now(), topic_names=taxonomy_of(app.settings.topics).names)
+    r = job.send_due_digest(app.store, app.settings, now(), topic_names=app.taxonomy.names)
     click.echo(_digest_line(r))
     if r.error:
         click.echo(f"error: {r.error}", err=True)
@@ -1037,9 +1075,7 @@ def digest_test_send(app: App, email: str, period: str | None) -> None:
     """Send the current preview to one address."""
     from newsletter.digest import job
 
-    result = job.send_test(
-        app.store, app.settings, email, now(), period=period, topic_names=taxonomy_of(app.settings.topics).names
-    )
+    result = job.send_test(app.store, app.settings, email, now(), period=period, topic_names=app.taxonomy.names)
     click.echo(f"test digest to {email}: {result.status} {result.reply or ''}".rstrip())
     if result.status != "sent":
         sys.exit(1)

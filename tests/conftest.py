@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
@@ -63,10 +64,23 @@ def pg_engine() -> Iterator[Engine | None]:
 def db_url(backend: str, tmp_path: Path, pg_engine: Engine | None) -> Iterator[str]:
     """This test's database URL: a SQLite file in its tmp folder, or a fresh PostgreSQL schema."""
     global _current_url  # noqa: PLW0603 - write_config reads it: one test runs at a time in a process
-    if backend == "sqlite":
-        _current_url = f"sqlite:///{tmp_path / 'var' / 'test.db'}"
-        yield _current_url
+    with _database(backend, tmp_path / "var" / "test.db", pg_engine) as url:
+        _current_url = url
+        yield url
         _current_url = None
+
+
+@pytest.fixture
+def other_db_url(backend: str, tmp_path: Path, pg_engine: Engine | None) -> Iterator[str]:
+    """A second empty database on the same backend, for comparing two ways of doing one thing."""
+    with _database(backend, tmp_path / "var" / "other.db", pg_engine) as url:
+        yield url
+
+
+@contextmanager
+def _database(backend: str, file: Path, pg_engine: Engine | None) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{file}"
         return
     if pg_engine is None:
         pytest.skip(f"PostgreSQL tests need {PG_URL_ENV} (make test starts a server: scripts/with_postgres.sh)")
@@ -74,11 +88,11 @@ def db_url(backend: str, tmp_path: Path, pg_engine: Engine | None) -> Iterator[s
     with pg_engine.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     base = os.environ[PG_URL_ENV]
-    _current_url = f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
-    yield _current_url
-    _current_url = None
-    with pg_engine.connect() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with pg_engine.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -315,15 +315,15 @@ import ingest.store as store_module
 
 settings = load_settings(__import__("pathlib").Path(sys.argv[1]), environ={})
 marker = sys.argv[2]
-original = store_module.Store._save_items
+original = store_module.Store._save_feeds
 
-def slow_save(self, conn, source_id, items, now):
-    result = original(self, conn, source_id, items, now)
+def slow_save(self, conn, feeds, now, known):
+    result = original(self, conn, feeds, now, known)
     open(marker, "w").close()  # every entry is written, the transaction is still open
     time.sleep(60)
     return result
 
-store_module.Store._save_items = slow_save
+store_module.Store._save_feeds = slow_save
 with Store.open(settings.storage.url) as store:
     ingest_feeds(store, settings, datetime.fromisoformat(sys.argv[3]), force=True, rng=random.Random(0))
 """
@@ -623,6 +623,38 @@ def test_a_date_more_than_a_day_ahead_falls_back_to_first_seen(
     assert first_seen["Entry number 1"] == NOW
 
 
+def test_a_feed_changed_by_one_entry_stores_it_and_marks_the_others_seen(
+    tmp_path: Path, hostile_server: HostileServer
+) -> None:
+    """Issue 15 item 2, the steady state: a new ETag and one new entry on top. The stored entries are skipped by the
+    parse (Store.known_keys) and marked seen at their new positions; the one dropped off the end stays as it was."""
+    settings = _settings(tmp_path)
+    url = hostile_server.url("/steady")
+    headers = {"Content-Type": "application/rss+xml"}
+    hostile_server.set("/steady", headers=headers, body=_rss([_item(n, None) for n in (3, 2, 1)]), etag='"v1"')
+    with Store.open(settings.storage.url) as store:
+        store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
+        (first,) = ingest_feeds(store, settings, NOW, force=True, rng=random.Random(1))
+        assert (first.new, first.seen) == (3, 0)
+        source = _source(store, url)
+        assert store.known_keys([source.id]) == {source.id: frozenset({"e1", "e2", "e3"})}
+        # The entries already stored now say something else: the store keeps what it has (it always did).
+        changed = [_item(4, None), _item(3, None).replace("Entry number 3", "Entry number 3, edited"), _item(2, None)]
+        hostile_server.set("/steady", headers=headers, body=_rss(changed), etag='"v2"')
+        later = NOW + timedelta(hours=1)
+        (second,) = ingest_feeds(store, settings, later, force=True, rng=random.Random(1))
+        assert (second.new, second.seen, second.new_stories, second.error) == (1, 2, 1, None)
+        by_key = {s.key: s for s in store.sightings()}
+        assert {k: (s.position, s.last_seen, s.title) for k, s in by_key.items()} == {
+            "e4": (1, later, "Entry number 4"),
+            "e3": (2, later, "Entry number 3"),
+            "e2": (3, later, "Entry number 2"),
+            "e1": (3, NOW, "Entry number 1"),
+        }
+        assert store.known_keys([source.id]) == {source.id: frozenset({"e2", "e3", "e4"})}
+        assert _source(store, url).etag == '"v2"'
+
+
 def test_guids_that_are_no_urls_and_repeated_guids(
     tmp_path: Path, hostile_server: HostileServer, run_cli: RunCli
 ) -> None:
@@ -655,4 +687,7 @@ def test_guids_that_are_no_urls_and_repeated_guids(
     assert code == 0, err
     assert f"{url}: 0 new" in out
     with Store.open(load_settings(cfg, environ={}).storage.url) as store:
-        assert len(store.sightings()) == 4
+        sightings = store.sightings()
+    assert len(sightings) == 4
+    # All four seen again: the two under one guid are told apart by normalizing both, never skipped as stored.
+    assert all(s.last_seen > s.first_seen for s in sightings), [(s.key, s.first_seen, s.last_seen) for s in sightings]

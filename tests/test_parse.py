@@ -662,3 +662,41 @@ def test_an_entry_with_nothing_to_show_is_dropped_and_counted() -> None:
     only_empty = parse_feed(_dated_rss([None]).replace(b"<title>E0</title>", b""), now=NOW, url=URL, headers={})
     assert (only_empty.kind, only_empty.items, only_empty.empty) == ("empty", (), 1)
     assert only_empty.error == f"{URL}: 1 empty entries (no title, summary or link) dropped"
+
+
+def test_known_entries_are_listed_with_their_position_not_normalized() -> None:
+    """Issue 15 item 2: an entry whose key the store holds is not sanitized again; the others parse as before."""
+    body = _generated_rss(5)
+    full = parse_feed(body, now=NOW, url=URL, headers={})
+    known = {full.items[1].key, full.items[3].key, "https://gen.example/e/gone"}
+    skipping = parse_feed(body, now=NOW, url=URL, headers={}, known=known)
+    assert skipping.kind == "feed"
+    assert skipping.known == ((full.items[1].key, 2), (full.items[3].key, 4))
+    assert skipping.items == tuple(full.items[i] for i in (0, 2, 4))  # same keys, positions and fields
+    every = parse_feed(body, now=NOW, url=URL, headers={}, known={i.key for i in full.items})
+    assert (every.kind, every.items, len(every.known)) == ("feed", (), 5)
+
+
+def test_a_known_entry_without_id_or_link_or_now_empty_is_parsed_in_full() -> None:
+    """A key made from the entry's text, an entry that may be empty now, or an id several entries share (a repeat,
+    or another story: only their texts tell) needs the entry normalized."""
+    body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>'
+        b"<item><title>No id, no link</title><description>Some text</description></item>"
+        b"<item><guid isPermaLink='false'>empty-now</guid></item>"
+        b"<item><guid isPermaLink='false'>dup</guid><title>First</title></item>"
+        b"<item><guid isPermaLink='false'>dup</guid><title>Second</title></item>"
+        b"<item><guid isPermaLink='false'>dup</guid><title>First</title></item>"
+        b"<item><guid isPermaLink='false'>stored</guid><title>Stored</title></item>"
+        b"</channel></rss>"
+    )
+    full = parse_feed(body, now=NOW, url=URL, headers={})
+    hashed = full.items[0].key
+    assert hashed.startswith("hash:")
+    assert [i.key for i in full.items[1:3]] == ["dup", full.items[2].key] and full.items[2].key.startswith("dup#")
+    known = {hashed, "empty-now", "dup", full.items[2].key, "stored"}
+    skipping = parse_feed(body, now=NOW, url=URL, headers={}, known=known)
+    assert skipping.items == full.items[:3]
+    assert skipping.known == (("stored", 4),)
+    assert (skipping.empty, skipping.duplicates) == (full.empty, full.duplicates) == (1, 1)
+    assert skipping.warning == full.warning

@@ -15,7 +15,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
 
 from ingest.core.config import load_settings
 from ingest.core.models import FeedState, ParsedItem, SaveResult
@@ -23,7 +24,7 @@ from ingest.dedupe import MAX_CANDIDATES_PER_KEY, features, keys_of, match_input
 from ingest.run import ingest_seeds
 from ingest.seeds import parse_page
 from ingest.store import Store, clustering, schema
-from ingest.topics import taxonomy_of
+from ingest.topics import tag_items, taxonomy_of
 from scripts.dedupe_quality import BOILERPLATE, FIXTURES, Ref, _from_page, load_items, load_labels, pairwise
 from tests.conftest import NOW, write_config
 
@@ -450,3 +451,182 @@ def test_a_split_holds_when_a_new_copy_matches_both_halves(db_url: str) -> None:
         _save(store, 2, teaser)  # a third copy matches both halves: the operator's split must hold
         assert sorted(s.id for s in store.stories()) == sorted([story.id, apart])
         assert sum(s.sightings for s in store.stories()) == 3
+
+
+# ---- feeds saved in one batch ------------------------------------------------------------------------------------
+
+BRIDGE = "Adjuvant osimertinib keeps resected EGFR lung cancer at bay for years, final overall survival data show"
+
+
+def _entry(key: str, title: str, summary: str, day: int, link: str | None = None) -> ParsedItem:
+    return ParsedItem(
+        kind="entry",
+        key=key,
+        position=1,
+        title=title,
+        published=datetime(2025, 4, day, 9, tzinfo=ZoneInfo("UTC")),
+        summary=summary,
+        content=f"<p>{summary}</p>",
+        link=link,
+    )
+
+
+def _batch_corpus() -> list[list[tuple[str, list[ParsedItem]]]]:
+    """Two rounds of feeds (url, items) whose stories depend on each other: the labeled set's feeds, feeds carrying
+    the same teasers under keys of their own (each joins stories made by the feeds before it), a templated feed,
+    entries that bridge two stories made earlier in the same round and in the round before (merges), copies of a
+    teaser the operator splits between the rounds, and feeds seen again with some entries known."""
+    first = [(url, [item for item, _ in entries]) for url, entries in sorted(_feed_items().items())]
+    shared = [f"Shared teaser number {n} on stereotactic radiation for oligometastatic disease" for n in range(6)]
+    sharing = {
+        f"https://shared{f}.example.org/feed": [
+            _entry(f"s{f}-{n}", shared[(n + f) % 6], "", 10 + n % 3) for n in range(6)
+        ]
+        for f in range(8)
+    }
+    first += sharing.items()
+    alike = "https://alike.example.org/feed"
+    first.append((alike, [_entry(f"a{n}", f"Story number {n} about topic {n % 7}", "", 12) for n in range(60)]))
+    alpha, beta = (
+        "Alpha: adjuvant osimertinib final overall survival",
+        "Beta: what ADAURA means for resected EGFR NSCLC",
+    )
+    first.append(("https://alpha.example.org/feed", [_entry("x", alpha, "A different opening " * 5, 20)]))
+    first.append(("https://beta.example.org/feed", [_entry("y", beta, BRIDGE, 20)]))
+    first.append(("https://bridge.example.org/feed", [_entry("z", alpha, BRIDGE, 20)]))  # joins both: a merge
+    first.append(("https://beta-copy.example.org/feed", [_entry("y2", beta, "", 20)]))  # joins the merged story
+    first.append(("https://split-a.example.org/feed", [_page_item("teaser", HEADLINE, STANDFIRST)]))
+    first.append(("https://split-b.example.org/feed", [_page_item("teaser", HEADLINE, STANDFIRST)]))
+    gamma, delta = "Gamma: a new standard in first-line HCC", "Delta: atezolizumab plus bevacizumab, five years on"
+    lead = "Five-year follow-up confirms the survival benefit of atezolizumab plus bevacizumab in unresectable liver"
+    first.append(("https://gamma.example.org/feed", [_entry("g", gamma, "Nothing like the other one " * 3, 24)]))
+    first.append(("https://delta.example.org/feed", [_entry("d", delta, lead, 24)]))
+    shared0 = "https://shared0.example.org/feed"
+    second = [
+        ("https://bridge2.example.org/feed", [_entry("w", gamma, lead, 24)]),  # folds two stories of the first round
+        ("https://split-c.example.org/feed", [_page_item("teaser", HEADLINE, STANDFIRST)]),  # matches both halves
+        (shared0, [_entry("s0-new", shared[1], "", 11), *sharing[shared0][:3]]),
+        (alike, [_entry(f"a{n}", f"Story number {n} about topic {n % 7}", "", 12) for n in range(50, 80)]),
+    ]
+    return [first, second]
+
+
+def _tables(store: Store) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+    """Every story and sighting row as stored (the random part of a story's uid left out), in id order."""
+    st, s, src = schema.story, schema.sighting, schema.source
+    with store.engine.connect() as conn:
+        stories = [r._asdict() for r in conn.execute(select(*(c for c in st.c if c.name != "uid")).order_by(st.c.id))]
+        query = select(src.c.location, *(c for c in s.c if c.name != "source_id")).join(src).order_by(s.c.id)
+        sightings = [r._asdict() for r in conn.execute(query)]
+    return stories, sightings
+
+
+def _to_the_second(stories: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row | {"updated": row["updated"].replace(microsecond=0)} for row in stories]
+
+
+def test_feeds_saved_in_one_batch_make_exactly_the_stories_saved_one_by_one(
+    tmp_path: Path, db_url: str, other_db_url: str
+) -> None:
+    """The same corpus, each feed in a transaction of its own or a round's feeds in one batch: the same stories with
+    the same ids, members, canonical fields and merges, and the same sightings with the same verdicts. Topics (tagged
+    as the feed pass tags them), search columns and ``updated`` stamps included; each round moves the publish
+    generation on."""
+    state = FeedState(status="active", last_status=200, error_count=0, next_check_at=None, success=True)
+    (tmp_path / "seeds").mkdir()
+    for page in FIXTURES.glob("*.txt"):
+        shutil.copy(page, tmp_path / "seeds" / page.name)
+    results = []
+    for url, batched in ((db_url, False), (other_db_url, True)):
+        settings = load_settings(write_config(tmp_path, "").with_name("newsletter.toml"), environ={})
+        taxonomy = taxonomy_of(settings.topics)
+        with Store.open(url) as store:
+            ingest_seeds(store, settings.seeds, NOW, taxonomy=taxonomy)
+            saved = []
+            for n, untagged in enumerate(_batch_corpus()):
+                feeds = [(u, tag_items(items, taxonomy)) for u, items in untagged]
+                now = NOW + timedelta(hours=n + 1)
+                if n == 1:  # the operator splits the teaser the two split feeds brought
+                    (story,) = [s for s in store.stories() if s.title == HEADLINE]
+                    store.split_sighting(story.id, max(g.id for g in store.sightings(story.id)), now)
+                ids = [
+                    store.upsert_feed(u, name=None, tags=[], interval=None, origin="cli", now=now)[0].id
+                    for u, _ in feeds
+                ]
+                before = store.publish_generation()
+                if batched:
+                    saved += store.save_feeds(
+                        [(i, items, state) for i, (_, items) in zip(ids, feeds, strict=True)], now
+                    )
+                else:
+                    saved += [store.save_feed(i, items, state, now) for i, (_, items) in zip(ids, feeds, strict=True)]
+                assert store.publish_generation() > before  # each round changes stories: the pages are rebuilt
+            results.append((saved, *_tables(store)))
+    (saved_alone, stories_alone, sightings_alone), (saved_batched, stories_batched, sightings_batched) = results
+    assert saved_batched == saved_alone
+    # ``updated`` is the pass's clock reading plus a microsecond per story row written (clustering.stamp): a batch
+    # writes its new stories before it refreshes the stored ones, so the microseconds, not the moments, differ.
+    assert len({row["updated"] for row in stories_batched}) == len(stories_batched)
+    assert _to_the_second(stories_batched) == _to_the_second(stories_alone)
+    assert sightings_batched == sightings_alone
+    # The corpus does what it is meant to: folds stories (in a round and across rounds), keeps the split, and sees
+    # entries again.
+    assert sum(1 for row in stories_alone if row["merged_into"] is not None) >= 2
+    assert len([row for row in stories_alone if row["title"] == HEADLINE and row["merged_into"] is None]) == 2
+    assert sum(r.seen for r in saved_alone) == 13
+    assert any(row["topics"] for row in stories_alone if row["title"] != HEADLINE)
+    assert all(row["search_title"] for row in stories_alone)
+
+
+def _poison(store: Store, title: str) -> None:
+    """A trigger refusing sightings with this title: a real database failure on one feed's data."""
+    with store.engine.begin() as conn:
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER poison BEFORE INSERT ON sighting WHEN NEW.title = '{title}' "
+                "BEGIN SELECT RAISE(ABORT, 'poisoned entry refused'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF NEW.title = '{title}' THEN RAISE EXCEPTION 'poisoned entry refused'; END IF; RETURN NEW; END $$"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER poison BEFORE INSERT ON sighting FOR EACH ROW EXECUTE FUNCTION poison()"
+            )
+
+
+def test_a_feed_the_database_refuses_costs_the_others_of_its_batch_nothing(db_url: str) -> None:
+    with Store.open(db_url) as store:
+        _poison(store, "Poisoned entry")
+        ids = [
+            store.upsert_feed(
+                f"https://f{n}.example.org/feed", name=None, tags=[], interval=None, origin="cli", now=NOW
+            )[0].id
+            for n in range(3)
+        ]
+        feeds = [
+            (ids[0], [_entry("a", "First feed's entry on lung cancer screening", "", 3)]),
+            (ids[1], [_entry("b", "Poisoned entry", "", 3), _entry("c", "A fine entry of the poisoned feed", "", 3)]),
+            (ids[2], [_entry("d", "Third feed's entry on proton therapy", "", 3)]),
+        ]
+        etags = [
+            FeedState(
+                status="active",
+                last_status=200,
+                error_count=0,
+                next_check_at=None,
+                success=True,
+                etag=f'"v{n}"',
+                store_validators=True,
+            )
+            for n in range(3)
+        ]
+        with pytest.raises(DBAPIError, match="poisoned entry refused"):
+            store.save_feeds([(i, items, etag) for (i, items), etag in zip(feeds, etags, strict=True)], NOW)
+        assert sorted(s.title for s in store.stories()) == [
+            "First feed's entry on lung cancer screening",
+            "Third feed's entry on proton therapy",
+        ]
+        sources = {s.id: s for s in store.sources()}
+        assert [(sources[i].sightings, sources[i].etag) for i in ids] == [(1, '"v0"'), (0, None), (1, '"v2"')]

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from ingest.core.config import PublishConfig
-from ingest.core.models import Story
 from ingest.core.text import xml_safe
+
+if TYPE_CHECKING:  # for annotations only: the CLI imports this module on every start, pydantic only when it must
+    from ingest.core.config import PublishConfig
+    from ingest.core.models import Story
 
 __all__ = [
     "DEFAULT_UID_AUTHORITY",

@@ -25,7 +25,16 @@ The guards, each against a named attack or accident:
 
 from __future__ import annotations
 
-from ingest.fetch.fetcher import FetchRequest, FetchResult, Outcome, ResultCallback, fetch_all, fetch_all_sync
+from ingest.fetch.fetcher import (
+    FetchRequest,
+    FetchResult,
+    Outcome,
+    ResultCallback,
+    fetch_all,
+    fetch_all_sync,
+    fetch_stream,
+    fetch_stream_sync,
+)
 from ingest.fetch.headers import MAX_RETRY_AFTER, parse_max_age, parse_retry_after
 from ingest.fetch.policy import AddressPolicy, address_problem, parse_ip_host
 
@@ -39,6 +48,8 @@ __all__ = [
     "address_problem",
     "fetch_all",
     "fetch_all_sync",
+    "fetch_stream",
+    "fetch_stream_sync",
     "parse_ip_host",
     "parse_max_age",
     "parse_retry_after",

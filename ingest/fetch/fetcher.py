@@ -81,33 +81,101 @@ async def fetch_all(
     ``clock`` turns Retry-After into an absolute time. ``trusted_networks`` (CIDR strings) are reachable even when
     private networks are not allowed: a known internal feed server, or the test server on 127.0.0.1.
     """
-    policy = AddressPolicy(config.allow_private_networks, [*config.trusted_networks, *trusted_networks])
     results: list[FetchResult | None] = [None] * len(requests)
+    jobs = list(enumerate(requests))
+
+    async def once() -> Sequence[tuple[int, FetchRequest]]:
+        batch = list(jobs)
+        jobs.clear()
+        return batch
+
+    async def keep(index: int, result: FetchResult) -> None:
+        results[index] = result
+        if on_result is not None:
+            returned = on_result(result)
+            if inspect.isawaitable(returned):
+                await returned
+
+    await _fetch_jobs(once, keep, config, clock=clock, trusted_networks=trusted_networks)
+    done = [r for r in results if r is not None]
+    assert len(done) == len(requests)
+    return done
+
+
+async def fetch_stream(
+    next_requests: Callable[[], Sequence[FetchRequest]],
+    config: FetchConfig,
+    *,
+    on_result: ResultCallback,
+    clock: Callable[[], datetime] = _utcnow,
+    trusted_networks: Iterable[str] = (),
+) -> None:
+    """Fetch the requests ``next_requests()`` hands out, batch after batch until it hands out none, as
+    :func:`fetch_all` fetches one list: at most ``config.concurrency`` at once, ``on_result`` as each ends.
+
+    One transport serves every batch, so connections kept alive by one batch serve the next. The next batch is asked
+    for as soon as the current one has no request left to start, while its last fetches are still running.
+    ``next_requests`` runs in a worker thread, so it may block: wait for room, read a database.
+    """
+
+    async def batches() -> Sequence[tuple[int, FetchRequest]]:
+        return [(0, request) for request in await asyncio.to_thread(next_requests)]
+
+    async def each(_: int, result: FetchResult) -> None:
+        returned = on_result(result)
+        if inspect.isawaitable(returned):
+            await returned
+
+    await _fetch_jobs(batches, each, config, clock=clock, trusted_networks=trusted_networks)
+
+
+async def _fetch_jobs(
+    batches: Callable[[], Awaitable[Sequence[tuple[int, FetchRequest]]]],
+    on_result: Callable[[int, FetchResult], Awaitable[None]],
+    config: FetchConfig,
+    *,
+    clock: Callable[[], datetime],
+    trusted_networks: Iterable[str],
+) -> None:
+    """Fetch ``(index, request)`` jobs batch after batch (``batches()`` until an empty one); ``on_result(index,
+    result)`` as each ends, never two calls at once. A failed fetch never raises; an exception from ``on_result``, or
+    a bug, does (and cancels the fetches still running)."""
+    policy = AddressPolicy(config.allow_private_networks, [*config.trusted_networks, *trusted_networks])
     callback_lock = asyncio.Lock()
+    refill_lock = asyncio.Lock()
+    exhausted = False
     async with _Fetcher(config, policy, clock) as fetcher:
 
-        async def worker() -> None:
-            while (job := await fetcher.next_job()) is not None:
-                index, request = job
-                result = await fetcher.fetch(request)
-                results[index] = result
-                if on_result is not None:
-                    async with callback_lock:
-                        returned = on_result(result)
-                        if inspect.isawaitable(returned):
-                            await returned
+        async def refill() -> bool:
+            """Queue the next batch; False when there is none."""
+            nonlocal exhausted
+            async with refill_lock:  # one worker asks; the others find its batch queued
+                if fetcher.has_jobs():
+                    return True
+                if not exhausted:
+                    batch = await batches()
+                    fetcher.queue(batch)
+                    exhausted = not batch
+                return not exhausted
 
-        fetcher.queue(list(enumerate(requests)))
+        async def worker() -> None:
+            while True:
+                job = await fetcher.next_job()
+                if job is None:
+                    if await refill():
+                        continue
+                    return
+                result = await fetcher.fetch(job[1])
+                async with callback_lock:
+                    await on_result(job[0], result)
+
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(config.concurrency, len(requests))):
+                for _ in range(config.concurrency):
                     group.create_task(worker())
         except ExceptionGroup as group_error:
             # A bug or a failing on_result: surface the first one as itself, not wrapped in a group.
             raise group_error.exceptions[0] from None
-    done = [r for r in results if r is not None]
-    assert len(done) == len(requests)
-    return done
 
 
 def fetch_all_sync(
@@ -120,6 +188,20 @@ def fetch_all_sync(
 ) -> list[FetchResult]:
     """:func:`fetch_all` for callers without an event loop (the CLI)."""
     return asyncio.run(fetch_all(requests, config, on_result=on_result, clock=clock, trusted_networks=trusted_networks))
+
+
+def fetch_stream_sync(
+    next_requests: Callable[[], Sequence[FetchRequest]],
+    config: FetchConfig,
+    on_result: ResultCallback,
+    *,
+    clock: Callable[[], datetime] = _utcnow,
+    trusted_networks: Iterable[str] = (),
+) -> None:
+    """:func:`fetch_stream` for callers without an event loop (the feed pass's fetch thread)."""
+    asyncio.run(
+        fetch_stream(next_requests, config, on_result=on_result, clock=clock, trusted_networks=trusted_networks)
+    )
 
 
 def _headers_of(response: httpx.Response) -> Mapping[str, str]:
@@ -202,6 +284,9 @@ class _Fetcher:
     def queue(self, jobs: Iterable[tuple[int, FetchRequest]]) -> None:
         for job in jobs:
             self._pending.setdefault(_host_key(job[1].url), deque()).append(job)
+
+    def has_jobs(self) -> bool:
+        return bool(self._pending)
 
     async def next_job(self) -> tuple[int, FetchRequest] | None:
         """The next request whose host has a free slot, with that slot taken; None when the queue is empty.

@@ -30,7 +30,7 @@ Every path fills in the raw records of :mod:`ingest.parse.raw` (JSON Feed in :mo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Literal
 
@@ -52,6 +52,7 @@ def parse_feed(
     now: datetime,
     tags: Sequence[str] = (),
     max_entries: int | None = None,
+    known: Collection[str] = frozenset(),
 ) -> ParsedFeed:
     """Parse one fetched body; never raises for what is in ``body``.
 
@@ -61,8 +62,12 @@ def parse_feed(
     ``headers`` are the response headers (any case; Content-Type's charset is used, Content-Location is not).
     ``now`` is when the body was fetched: an entry dated more than a day after it gets no date (first seen is used).
     ``tags`` are added to every entry's own categories. ``max_entries``: keep only the newest that many entries
-    (dated ones newest first, then undated ones in the feed's order), with a warning naming how many were dropped."""
-    return _parse(body, url=url, headers=headers, tags=tags, engine="auto", now=now, max_entries=max_entries)
+    (dated ones newest first, then undated ones in the feed's order), with a warning naming how many were dropped.
+    ``known``: keys of this feed's entries already stored; such an entry is not normalized but listed in
+    ``ParsedFeed.known`` (its key and position), to be marked seen again."""
+    return _parse(
+        body, url=url, headers=headers, tags=tags, engine="auto", now=now, max_entries=max_entries, known=known
+    )
 
 
 Engine = Literal["auto", "feedparser", "feedparser_defaults"]
@@ -77,6 +82,7 @@ def _parse(
     engine: Engine,
     now: datetime,
     max_entries: int | None = None,
+    known: Collection[str] = frozenset(),
 ) -> ParsedFeed:
     """``engine``: ``auto`` (fast path, else feedparser), ``feedparser`` (never the fast path) or
     ``feedparser_defaults`` (feedparser with its own sanitizer and resolver on; the reference the tests compare to)."""
@@ -91,7 +97,9 @@ def _parse(
     else:
         lowered["content-location"] = url
         raw = _parse_xml(body, url=url, headers=lowered, engine=engine)
-    return finish(raw, url=url, content_type=content_type, body=body, tags=tags, now=now, max_entries=max_entries)
+    return finish(
+        raw, url=url, content_type=content_type, body=body, tags=tags, now=now, max_entries=max_entries, known=known
+    )
 
 
 def _parse_xml(body: bytes, *, url: str, headers: dict[str, str], engine: Engine) -> RawFeed:

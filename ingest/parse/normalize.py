@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import heapq
 import html
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
@@ -75,6 +76,8 @@ class ParsedFeed:
     duplicates: int = 0  # entries dropped because an earlier entry of the same feed had the same key
     empty: int = 0  # entries dropped for having no title, summary, body or link (a feed cut off mid-item)
     over_cap: int = 0  # entries dropped beyond max_entries (the oldest)
+    # Entries whose key was among the caller's ``known`` ones, (key, position) each: not normalized, not in ``items``.
+    known: tuple[tuple[str, int], ...] = ()
 
 
 def finish(
@@ -86,9 +89,11 @@ def finish(
     tags: Sequence[str],
     now: datetime,
     max_entries: int | None = None,
+    known: Collection[str] = frozenset(),
 ) -> ParsedFeed:
     """``now``: the fetch's time (a date more than FUTURE_SLACK after it is not believed). ``max_entries``: keep the
-    newest that many entries as the feed lists them (:func:`newest`), before empty and repeated ones are dropped."""
+    newest that many entries as the feed lists them (:func:`newest`), before empty and repeated ones are dropped.
+    ``known``: keys the caller has stored already (see :func:`_known_key`)."""
     title = _plain(raw.title, TITLE_MAX) or None
     link = _link(raw.link)
     ttl = _ttl(raw.ttl)
@@ -103,11 +108,18 @@ def finish(
         chosen = newest([when for when, _ in dates], max_entries)
     over_cap = len(raw.entries) - len(chosen)
     items: list[ParsedItem] = []
+    skipped: list[tuple[str, int]] = []
     first: dict[str, ParsedItem] = {}
     duplicates = empty = repeated = 0
+    # An id several entries share is decided by normalizing them all: a repeat is dropped, a different entry kept
+    # under a key of its own (below), which only their texts tell apart.
+    ids = Counter(_id_key(raw.entries[index]) for index in chosen) if known else Counter[str | None]()
     for index in chosen:
         entry = raw.entries[index]
-        item = _item(entry, dates[index], len(items) + 1, extra)
+        if known and (key := _known_key(entry, known)) is not None and ids[key] == 1:
+            skipped.append((key, len(items) + len(skipped) + 1))
+            continue
+        item = _item(entry, dates[index], len(items) + len(skipped) + 1, extra)
         if item is None:
             empty += 1
             continue
@@ -123,7 +135,7 @@ def finish(
             items.append(item)
     warnings = []
     if raw.problem:
-        warnings.append(f"{url}: {raw.problem}; {len(items)} entries recovered")
+        warnings.append(f"{url}: {raw.problem}; {len(items) + len(skipped)} entries recovered")
     if over_cap:
         warnings.append(
             f"{url}: {over_cap} of {len(raw.entries)} entries dropped: only the newest {max_entries} are kept "
@@ -139,10 +151,20 @@ def finish(
         warnings.append(f"{url}: {repeats} the id of an earlier, different entry; each was kept as a story of its own")
     if raw.cut_fields:
         warnings.append(f"{url}: {raw.cut_fields} over-long field(s) cut before parsing")
-    if not items:  # every entry was empty: nothing to show, as for a feed without entries; the warnings say why
+    if not items and not skipped:  # every entry was empty: nothing to show, as for a feed without entries
         return ParsedFeed("empty", title, link, (), ttl, None, "; ".join(warnings), 0, empty, over_cap)
     return ParsedFeed(
-        "feed", title, link, tuple(items), ttl, "; ".join(warnings) or None, None, duplicates, empty, over_cap
+        "feed",
+        title,
+        link,
+        tuple(items),
+        ttl,
+        "; ".join(warnings) or None,
+        None,
+        duplicates,
+        empty,
+        over_cap,
+        tuple(skipped),
     )
 
 
@@ -265,11 +287,29 @@ def _link(value: str | None) -> str | None:
     return xml_safe(value)
 
 
-def _key(raw: RawEntry, title: str, raw_date: str | None, summary: str) -> str:
+def _known_key(raw: RawEntry, known: Collection[str]) -> str | None:
+    """The entry's key when it is among ``known`` and can be told without normalizing the entry: its id or link, and
+    the entry is not empty. The store only marks a stored entry seen again (its text is not stored twice), so the
+    steady state of a feed (one new entry among fifty) skips sanitizing the others, which is most of parsing them."""
+    key = _id_key(raw)
+    if key is None or key not in known:
+        return None
+    if not any(text is not None and text.value.strip() for text in (raw.title, raw.summary, raw.content)):
+        return None  # maybe empty now (dropped): decided by normalizing it
+    return key
+
+
+def _id_key(raw: RawEntry) -> str | None:
     for candidate in (raw.id, raw.link):
         if candidate and candidate.strip():
             key = xml_safe(candidate.strip())
             return key if len(key) <= KEY_MAX else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return None
+
+
+def _key(raw: RawEntry, title: str, raw_date: str | None, summary: str) -> str:
+    if (key := _id_key(raw)) is not None:
+        return key
     return "hash:" + _hash(title, raw_date or "", summary)[:32]
 
 

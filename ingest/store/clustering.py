@@ -12,13 +12,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, text
+from sqlalchemy import Connection, and_, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ingest.core.links import mint_uid
@@ -31,6 +31,7 @@ from ingest.dedupe import (
     Incoming,
     MatchInput,
     Member,
+    Owner,
     Plan,
     World,
     canonical,
@@ -41,10 +42,11 @@ from ingest.dedupe import (
     plan,
 )
 from ingest.store import locks, schema
-from ingest.store.rows import chunks, follow, one_of, record
+from ingest.store.rows import chunks, follow, insert_many, one_of, record, update_many
 
 __all__ = [
-    "CLUSTERING_LOCK", "fold", "refresh", "save_items", "stamp", "story_values", "take_lock", "topic_overrides",
+    "CLUSTERING_LOCK", "fold", "refresh", "save_batch", "save_items", "stamp", "story_values", "take_lock",
+    "topic_overrides",
 ]  # fmt: skip
 
 #: The PostgreSQL advisory lock that serializes clustering across processes (any constant; this one spells "dedupe").
@@ -63,40 +65,65 @@ def save_items(
     *,
     uid_authority: str,
 ) -> SaveResult:
-    """Store a source's parsed items: known keys are marked seen, new ones become sightings placed in stories.
+    """Store one source's parsed items (see :func:`save_batch`)."""
+    return save_batch(conn, [(source_id, source_location, items)], now, uid_authority=uid_authority)[0]
+
+
+def save_batch(
+    conn: Connection,
+    sources: Sequence[tuple[int, str, Sequence[ParsedItem]]],
+    now: datetime,
+    *,
+    uid_authority: str,
+    known: Mapping[int, Sequence[tuple[str, int]]] | None = None,
+) -> list[SaveResult]:
+    """Store the parsed items of several sources, ``(id, location, items)`` each, one after the other as if each
+    were saved on its own: known keys are marked seen, new ones become sightings placed in stories.
+
+    The stories are exactly those that saving the sources one per transaction, in this order, would make: each
+    source is planned on what is stored plus what the sources before it added (:class:`_World`). The work is
+    batched: one reading of the candidates for all the sources' keys, one statement per table for their stories,
+    sightings and keys. ``known``: per source, the (key, position) of entries its parse skipped as already stored
+    (``ParsedFeed.known``): they are marked seen like stored items. Sightings are never deleted, so each is found.
 
     Processes sharing a PostgreSQL database must place sightings into stories one at a time, or two could each make
     a new story of the same item: a transaction-level advisory lock (:data:`CLUSTERING_LOCK`) orders them. Most of
     the work is done before taking it, optimistically (see :func:`_save_optimistically`).
     """
+    if len({source_id for source_id, _, _ in sources}) != len(sources):
+        raise ValueError("a batch holds each source once: a later copy must see what the first one stored")
+    known = known or {}
+    work = [
+        _Source(source_id, location, _unique(items), dict(known.get(source_id, ())))
+        for source_id, location, items in sources
+    ]
+    _find_existing(conn, work)
+    for w in work:
+        w.fresh = _prepare([item for key, item in w.unique.items() if key not in w.existing], w.location, now)
+    staged: _Staged | None = None
+    if any(w.fresh for w in work):
+        if conn.dialect.name == "postgresql" and not _holds_lock(conn):
+            staged = _save_optimistically(conn, lambda: _stage(conn, work, now, uid_authority=uid_authority))
+            if staged is None:  # the world moved under the plan: start over, holding the lock now
+                _find_existing(conn, work)  # another process may have stored some of these very keys
+                for w in work:
+                    w.fresh = [f for f in w.fresh if f.item.key not in w.existing]
+        if staged is None:
+            take_lock(conn)
+            staged = _stage(conn, work, now, uid_authority=uid_authority)
+    # else only marking sightings seen again: nothing another process could collide with
+    _mark_seen(conn, work, now)
+    if staged is not None:
+        _settle_stored(conn, staged, now)
+    planned = {p.source.id: p.plan.new_stories for p in staged.planned} if staged is not None else {}
+    return [SaveResult(new=len(w.fresh), seen=len(w.existing), new_stories=planned.get(w.id, 0)) for w in work]
+
+
+def _unique(items: Sequence[ParsedItem]) -> dict[str, ParsedItem]:
     unique: dict[str, ParsedItem] = {}
     for item in items:
         unique.setdefault(item.key, item)  # the same key twice in one source: the first appearance wins
-    existing = _existing(conn, source_id, list(unique))
-    fresh = _prepare([item for key, item in unique.items() if key not in existing], source_location, now)
-
-    def stage() -> _Staged:
-        return _stage(conn, source_id, fresh, now, uid_authority=uid_authority)
-
-    staged: _Staged | None = None
-    if fresh and conn.dialect.name == "postgresql" and not _holds_lock(conn):
-        staged = _save_optimistically(conn, stage)
-        if staged is None:  # the world moved under the plan: start over, holding the lock now
-            return save_items(conn, source_id, source_location, items, now, uid_authority=uid_authority)
-    elif fresh:
-        take_lock(conn)
-        staged = stage()
-    # else only marking sightings seen again: nothing another process could collide with
-    if existing:
-        s = schema.sighting
-        conn.execute(
-            s.update().where(s.c.id == bindparam("sid")).values(last_seen=now, position=bindparam("pos")),
-            [{"sid": existing[k], "pos": unique[k].position} for k in existing],
-        )
-    if staged is None:
-        return SaveResult(new=0, seen=len(existing), new_stories=0)
-    _settle_stored(conn, staged.plan, staged.members, staged.reading.shown, now)
-    return SaveResult(new=len(fresh), seen=len(existing), new_stories=staged.plan.new_stories)
+    return unique
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +133,19 @@ class _Fresh:
     item: ParsedItem
     incoming: Incoming  # provisional id (negative, never reused), features, blocking keys
     member: Member
+
+
+@dataclass
+class _Source:
+    """One source of a batch: its items by key, the keys its parse skipped as stored (key -> position), those of both
+    found stored (key -> sighting id) and the new items."""
+
+    id: int
+    location: str
+    unique: dict[str, ParsedItem]
+    known: dict[str, int]
+    existing: dict[str, int] = field(default_factory=dict)
+    fresh: list[_Fresh] = field(default_factory=list)
 
 
 def _prepare(items: Sequence[ParsedItem], source_location: str, now: datetime) -> list[_Fresh]:
@@ -121,15 +161,32 @@ def _prepare(items: Sequence[ParsedItem], source_location: str, now: datetime) -
     return fresh
 
 
-def _existing(conn: Connection, source_id: int, keys: Sequence[str]) -> dict[str, int]:
-    """The source's stored sightings among ``keys``: key -> sighting id."""
+def _find_existing(conn: Connection, work: Sequence[_Source]) -> None:
+    """Each source's stored sightings among its items' keys (key -> sighting id), for all sources in few queries."""
     s = schema.sighting
-    found: dict[str, int] = {}
+    by_source = {w.id: w for w in work}
+    keys = sorted({key for w in work for key in itertools.chain(w.unique, w.known)})
+    for w in work:
+        w.existing = {}
+    # Every source's keys with every source: the (source_id, key) index serves it, which a list of pairs did not
+    # on SQLite; a key another source of the batch holds is dropped here.
     for part in chunks(keys):
-        query = select(s.c.key, s.c.id).where(s.c.source_id == source_id, one_of(conn.dialect.name, s.c.key, part))
+        query = select(s.c.source_id, s.c.key, s.c.id).where(
+            s.c.source_id.in_(list(by_source)), one_of(conn.dialect.name, s.c.key, part)
+        )
         for row in conn.execute(query):
-            found[row.key] = row.id
-    return found
+            w = by_source[row.source_id]
+            if row.key in w.unique or row.key in w.known:
+                w.existing[row.key] = row.id
+
+
+def _mark_seen(conn: Connection, work: Sequence[_Source], now: datetime) -> None:
+    rows = [
+        (now, w.unique[key].position if key in w.unique else w.known[key], sid)
+        for w in work
+        for key, sid in sorted(w.existing.items(), key=lambda pair: pair[1])
+    ]
+    update_many(conn, schema.sighting, ("last_seen", "position"), rows)
 
 
 _LOCK_HOLDER = "ingest.clustering.lock"  # Connection.info key: the transaction that holds CLUSTERING_LOCK
@@ -195,12 +252,25 @@ def take_lock(conn: Connection) -> None:
 
 
 @dataclass
-class _Staged:
+class _Planned:
+    """One source's plan, on the world as the sources before it in the batch left it."""
+
+    source: _Source
     plan: Plan
-    members: dict[int, Member]
-    reading: _Reading  # what the plan was made from
+    shown: set[tuple[object, ...]]  # what the candidates it was planned on show (see _shows)
+    story: dict[Owner, int]  # each owner of the plan -> its story in the world (provisional for new ones)
+    sightings: list[int]  # provisional sighting id of each fresh item, in order
+
+
+@dataclass
+class _Staged:
+    planned: list[_Planned]
+    reading: _Reading  # what the plans were made from (as read, before the batch)
     keys: list[str]  # every blocking key of the new sightings
+    own: Counter[str]  # how many of the new sightings hold each key
     ids: frozenset[int]  # the new sightings' ids
+    stories: dict[int, int]  # provisional story id -> real one
+    sightings: dict[int, int]  # provisional sighting id -> real one
 
 
 def _save_optimistically(conn: Connection, stage: Callable[[], _Staged]) -> _Staged | None:
@@ -218,37 +288,94 @@ def _save_optimistically(conn: Connection, stage: Callable[[], _Staged]) -> _Sta
         take_lock(conn)
         return None
     take_lock(conn)
-    if _read(conn, staged.keys, leave_out=staged.ids, check=True) != staged.reading:
+    if _read(conn, staged.keys, leave_out=staged.ids, own=staged.own, check=True) != staged.reading:
         savepoint.rollback()
         return None
     savepoint.commit()
     return staged
 
 
-def _stage(conn: Connection, source_id: int, fresh: Sequence[_Fresh], now: datetime, *, uid_authority: str) -> _Staged:
-    """Plan first, on provisional ids, then write each table once: new stories, sightings (with their story),
-    blocking keys. A feed of 50 entries costs a few statements."""
-    s = schema.sighting
-    all_keys = sorted({k for f in fresh for k in f.incoming.keys})
+#: Provisional ids of the sightings and stories a batch adds, above any real id and in the order they are made, so
+#: that the planner of a later source in the batch orders them as it would the stored ones (newest candidates first,
+#: the older story surviving a merge).
+_BATCH_IDS = 1 << 62
+
+
+def _stage(conn: Connection, work: Sequence[_Source], now: datetime, *, uid_authority: str) -> _Staged:
+    """Plan each source in order, on provisional ids, then write each table once for the whole batch: new stories,
+    sightings (with their story), blocking keys. A batch of feeds of 50 entries costs a few statements."""
+    all_keys = sorted({k for w in work for f in w.fresh for k in f.incoming.keys})
     reading = _read(conn, all_keys)
-    decided = plan(reading.world, [f.incoming for f in fresh])
-    members = {f.incoming.id: f.member for f in fresh}
-    story_of = _new_stories(conn, decided, members, now=now, uid_authority=uid_authority)
+    world = _World(reading)
+    planned = []
+    for w in work:
+        if w.fresh:
+            planned.append(world.plan(w))
+    stories = _new_stories(conn, planned, now=now, uid_authority=uid_authority)
     rows = []
-    for f in fresh:
-        verdict = decided.verdicts[f.incoming.id]
-        rows.append(
-            _sighting_values(source_id, f.item, now)
-            | {
-                "story_id": story_of[f.incoming.id],
-                "match_rule": verdict.rule if verdict else "new",
-                "match_score": verdict.score if verdict else 1.0,
-            }
-        )
-    by_key = {row.key: row.id for row in conn.execute(s.insert().returning(s.c.id, s.c.key), rows)}
-    real = {f.incoming.id: by_key[f.item.key] for f in fresh}
-    _insert_keys(conn, [(k, real[f.incoming.id]) for f in fresh for k in f.incoming.keys])
-    return _Staged(plan=decided, members=members, reading=reading, keys=all_keys, ids=frozenset(real.values()))
+    for p in planned:
+        for f in p.source.fresh:
+            verdict = p.plan.verdicts[f.incoming.id]
+            story = p.story[p.plan.assign[f.incoming.id]]
+            item = f.item
+            rows.append(
+                [
+                    p.source.id,
+                    item.key,
+                    item.kind,
+                    item.position,
+                    item.title,
+                    item.title_derived,
+                    item.published,
+                    item.raw_date,
+                    item.summary,
+                    item.content,
+                    item.link,
+                    item.author,
+                    item.tags,
+                    item.topics,
+                    now,
+                    now,
+                    stories.get(story, story),
+                    verdict.rule if verdict else "new",
+                    verdict.score if verdict else 1.0,
+                ]
+            )
+    columns = list(_SIGHTING_COLUMNS)
+    provisional = [sid for p in planned for sid in p.sightings]
+    ids = _reserve_ids(conn, "sighting", len(rows))
+    if ids is not None:
+        columns.append("id")
+        for row, sighting_id in zip(rows, ids, strict=True):
+            row.append(sighting_id)
+    returned = insert_many(conn, schema.sighting, columns, rows, returning=("id", "source_id", "key"))
+    inserted = {(r.source_id, r.key): r.id for r in returned}
+    sightings = {sid: inserted[(row[0], row[1])] for sid, row in zip(provisional, rows, strict=True)}
+    _in_order(sightings, "sighting")
+    key_rows = [
+        (key, sightings[sid])
+        for p in planned
+        for sid, f in zip(p.sightings, p.source.fresh, strict=True)
+        for key in f.incoming.keys
+    ]
+    _insert_keys(conn, key_rows)
+    return _Staged(
+        planned=planned,
+        reading=reading,
+        keys=all_keys,
+        own=Counter(key for key, _ in key_rows),
+        ids=frozenset(sightings.values()),
+        stories=stories,
+        sightings=sightings,
+    )
+
+
+def _in_order(real: dict[int, int], what: str) -> None:
+    """The database gave rows inserted in one statement ascending ids, in the order of the rows (SQLite's rowid
+    rule; PostgreSQL's sequence, drawn row by row). The batch's later sources were planned on that order."""
+    ordered = [real[p] for p in sorted(real)]
+    if ordered != sorted(ordered):
+        raise AssertionError(f"new {what} ids out of the order of their rows: {ordered[:10]}")
 
 
 def _insert_keys(conn: Connection, rows: Sequence[tuple[str, int]]) -> None:
@@ -265,7 +392,82 @@ def _insert_keys(conn: Connection, rows: Sequence[tuple[str, int]]) -> None:
             (list(keys), list(ids)),
         )
         return
-    conn.exec_driver_sql("INSERT INTO sighting_key (key, sighting_id) VALUES (?, ?)", list(rows))
+    conn.exec_driver_sql("INSERT INTO sighting_key (key, sighting_id) VALUES (?, ?)", sorted(rows))
+
+
+class _World:
+    """What a source of the batch is planned on: the reading, plus the sightings, stories, merges and informative
+    stories of the sources planned before it, as saving each source in a transaction of its own would have stored
+    them and the next source's reading would have found them. The reading itself is left as read (it is compared
+    with a second reading on PostgreSQL)."""
+
+    def __init__(self, reading: _Reading) -> None:
+        self.reading = reading
+        self.by_key: dict[str, list[int]] = dict(reading.by_key)
+        self.features: dict[int, Features] = dict(reading.features)
+        self.shows: dict[int, tuple[object, ...]] = dict(reading.shows)
+        self.story_of: dict[int, int] = dict(reading.story_of)  # as stored: merges are followed by live()
+        self.merged: dict[int, int | None] = dict(reading.merged)
+        self.informative: dict[int, bool] = dict(reading.informative)
+        self.cannot = reading.cannot
+        self._ids = itertools.count(_BATCH_IDS)
+
+    def live(self, story_id: int) -> int:
+        return follow(story_id, self.merged.get) or story_id
+
+    def plan(self, source: _Source) -> _Planned:
+        keys = {k for f in source.fresh for k in f.incoming.keys}
+        shown = {self.shows[sid] for key in keys for sid in self.by_key.get(key, ()) if sid in self.shows}
+        world = World(
+            by_key=self.by_key,
+            features=self.features,
+            story_of=_Live(self),
+            informative=self.informative,
+            cannot=self.cannot,
+        )
+        decided = plan(world, [f.incoming for f in source.fresh])
+        # Stories born in this plan, in the order _new_stories inserts them; then the new sightings, in order.
+        born = sorted(owner for owner in decided.informative if owner[0] == "group")
+        story: dict[Owner, int] = {owner: next(self._ids) for owner in born}
+        for owner in decided.informative:
+            story.setdefault(owner, owner[1])  # a stored story (or one an earlier source of the batch made)
+        sightings = [next(self._ids) for _ in source.fresh]
+        added: dict[str, list[int]] = defaultdict(list)
+        for sid, f in zip(sightings, source.fresh, strict=True):
+            self.features[sid] = f.incoming.features
+            self.shows[sid] = _shows(f.member)
+            self.story_of[sid] = story[decided.assign[f.incoming.id]]
+            for key in f.incoming.keys:
+                added[key].append(sid)
+        for key, ids in added.items():
+            self.by_key[key] = [*reversed(ids), *self.by_key.get(key, ())][:MAX_CANDIDATES_PER_KEY]
+        for loser, survivor in decided.merges.items():
+            for other, target in self.merged.items():
+                if target == loser:
+                    self.merged[other] = survivor
+            self.merged[loser] = survivor
+        for owner, value in decided.informative.items():
+            self.informative[story[owner]] = value or self.informative.get(story[owner], False)
+            self.merged.setdefault(story[owner], None)
+        if decided.merges and self.reading.splits:
+            self.cannot = {frozenset((self.live(a), self.live(b))) for a, b in self.reading.splits}
+        return _Planned(source=source, plan=decided, shown=shown, story=story, sightings=sightings)
+
+
+class _Live(Mapping[int, int]):
+    """Each sighting's live story in a :class:`_World` (merges followed), looked up when the planner asks."""
+
+    def __init__(self, world: _World) -> None:
+        self._world = world
+
+    def __getitem__(self, sid: int) -> int:
+        return self._world.live(self._world.story_of[sid])
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._world.story_of)
+
+    def __len__(self) -> int:
+        return len(self._world.story_of)
 
 
 # ---- reading what a plan is made from ------------------------------------------------------------------------------
@@ -281,43 +483,39 @@ class _Reading:
     story_of: dict[int, int]  # candidate -> its story (as stored, before following merges)
     merged: dict[int, int | None]  # each story read -> the story it was merged into
     informative: dict[int, bool]
-    cannot: set[frozenset[int]]
+    cannot: set[frozenset[int]]  # the splits below, as surviving story ids
+    splits: set[tuple[int, int]] = field(compare=False)  # story pairs the operator split apart, as stored
     features: dict[int, Features] = field(compare=False)
-    shown: set[tuple[object, ...]] = field(compare=False)
+    shows: dict[int, tuple[object, ...]] = field(compare=False)  # candidate -> what it shows (see _shows)
 
     def live(self, story_id: int) -> int:
         """Follow ``merged_into`` to the surviving story (folding flattens chains; the hop cap guards a cycle)."""
         return follow(story_id, self.merged.get) or story_id
 
-    @property
-    def world(self) -> World:
-        story_of = {sid: self.live(story) for sid, story in self.story_of.items()}
-        return World(
-            by_key=self.by_key,
-            features=self.features,
-            story_of=story_of,
-            informative=self.informative,
-            cannot=self.cannot,
-        )
-
 
 def _read(
-    conn: Connection, all_keys: Sequence[str], *, leave_out: frozenset[int] = frozenset(), check: bool = False
+    conn: Connection,
+    all_keys: Sequence[str],
+    *,
+    leave_out: Collection[int] = frozenset(),
+    own: Mapping[str, int] | None = None,
+    check: bool = False,
 ) -> _Reading:
-    """Read what planning for ``all_keys`` needs; ``leave_out``: sightings of this transaction, not yet planned on.
-    ``check``: only what two readings are compared on (not the candidates' texts)."""
+    """Read what planning for ``all_keys`` needs; ``leave_out``: sightings of this transaction, not yet planned on
+    (``own``: how many of them hold each key; all of them, by default). ``check``: only what two readings are
+    compared on (not the candidates' texts)."""
     by_key: dict[str, list[int]] = defaultdict(list)
     for part in chunks(all_keys):
-        for row in conn.execute(*_candidates_query(conn, part, len(leave_out))):
+        for row in conn.execute(*_candidates_query(conn, part, len(leave_out) if own is None else own)):
             if row.sighting_id not in leave_out and len(by_key[row.key]) < MAX_CANDIDATES_PER_KEY:
                 by_key[row.key].append(row.sighting_id)
     ids = sorted({sid for ids in by_key.values() for sid in ids})
     found: dict[int, Features] = {}
-    shown: set[tuple[object, ...]] = set()
+    shows: dict[int, tuple[object, ...]] = {}
     if check:
         story_of = _story_of(conn, ids)
     else:
-        found, story_of, shown = _load(conn, ids)
+        found, story_of, shows = _load(conn, ids)
     merged, informative = _stories_info(conn, set(story_of.values()))
     reading = _Reading(
         by_key=dict(by_key),
@@ -325,16 +523,17 @@ def _read(
         merged=merged,
         informative=informative,
         cannot=set(),
+        splits=_splits(conn, set(merged)),
         features=found,
-        shown=shown,
+        shows=shows,
     )
-    reading.cannot = _cannot_link(conn, reading)
+    reading.cannot = {frozenset((reading.live(a), reading.live(b))) for a, b in reading.splits}
     return reading
 
 
-def _candidates_query(conn: Connection, keys: Sequence[str], extra: int) -> tuple[Any, ...]:
+def _candidates_query(conn: Connection, keys: Sequence[str], own: Mapping[str, int] | int) -> tuple[Any, ...]:
     """The stored sightings of each key, newest first: all of them on SQLite; on PostgreSQL the newest
-    MAX_CANDIDATES_PER_KEY (plus ``extra``, for the caller's own sightings it leaves out), one backward walk of the
+    MAX_CANDIDATES_PER_KEY (plus the caller's own sightings of the key, which it leaves out), one backward walk of the
     (key, sighting_id) index per key. Without the limit, a key many sightings share (a date, a site's series title)
     returns more rows the bigger the database grows: measured at 18 ms a lookup after 50,000 sightings."""
     if conn.dialect.name != "postgresql":
@@ -342,11 +541,14 @@ def _candidates_query(conn: Connection, keys: Sequence[str], extra: int) -> tupl
         return (select(k.c.key, k.c.sighting_id).where(k.c.key.in_(keys)).order_by(k.c.sighting_id.desc()),)
     return (
         text(
-            "SELECT k.key, c.sighting_id FROM unnest(CAST(:keys AS text[])) AS k(key) CROSS JOIN LATERAL"
-            " (SELECT sighting_id FROM sighting_key WHERE sighting_key.key = k.key"
-            " ORDER BY sighting_id DESC LIMIT :cap) AS c ORDER BY k.key, c.sighting_id DESC"
+            "SELECT k.key, c.sighting_id FROM unnest(CAST(:keys AS text[]), CAST(:caps AS integer[])) AS k(key, cap)"
+            " CROSS JOIN LATERAL (SELECT sighting_id FROM sighting_key WHERE sighting_key.key = k.key"
+            " ORDER BY sighting_id DESC LIMIT k.cap) AS c ORDER BY k.key, c.sighting_id DESC"
         ),
-        {"keys": list(keys), "cap": MAX_CANDIDATES_PER_KEY + extra},
+        {
+            "keys": list(keys),
+            "caps": [MAX_CANDIDATES_PER_KEY + (own if isinstance(own, int) else own.get(key, 0)) for key in keys],
+        },
     )
 
 
@@ -368,13 +570,13 @@ def _stories_info(conn: Connection, story_ids: set[int]) -> tuple[dict[int, int 
     return merged, informative
 
 
-def _cannot_link(conn: Connection, reading: _Reading) -> set[frozenset[int]]:
-    """Pairs of stories the operator split apart (``story_override`` kind "split"), as surviving story ids."""
-    known = set(reading.merged)
+def _splits(conn: Connection, known: set[int]) -> set[tuple[int, int]]:
+    """Pairs of stories the operator split apart (``story_override`` kind "split") where one is among ``known``, as
+    stored (merges not followed)."""
     if not known:
         return set()
     o, a, b = schema.story_override, schema.sighting.alias("a"), schema.sighting.alias("b")
-    pairs: set[frozenset[int]] = set()
+    pairs: set[tuple[int, int]] = set()
     for part in chunks(sorted(known)):
         query = (
             select(a.c.story_id.label("sa"), b.c.story_id.label("sb"))
@@ -383,7 +585,7 @@ def _cannot_link(conn: Connection, reading: _Reading) -> set[frozenset[int]]:
         )
         for row in conn.execute(query):
             if row.sa is not None and row.sb is not None:
-                pairs.add(frozenset((reading.live(row.sa), reading.live(row.sb))))
+                pairs.add((row.sa, row.sb))
     return pairs
 
 
@@ -397,12 +599,14 @@ def _story_of(conn: Connection, ids: Sequence[int]) -> dict[int, int]:
     return found
 
 
-def _load(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, Features], dict[int, int], set[tuple[object, ...]]]:
+def _load(
+    conn: Connection, ids: Sequence[int]
+) -> tuple[dict[int, Features], dict[int, int], dict[int, tuple[object, ...]]]:
     """Stored sightings' features as the matcher sees them, their stories, and what each shows (see :func:`_shows`)."""
     s, src = schema.sighting, schema.source
     found: dict[int, Features] = {}
     story_of: dict[int, int] = {}
-    shown: set[tuple[object, ...]] = set()
+    shows: dict[int, tuple[object, ...]] = {}
     for part in chunks(list(ids)):
         query = (
             select(
@@ -426,58 +630,90 @@ def _load(conn: Connection, ids: Sequence[int]) -> tuple[dict[int, Features], di
         for row in conn.execute(query):
             found[row.id] = features(record(MatchInput, row))
             story_of[row.id] = row.story_id
-            shown.add(_shows(record(Member, row)))
-    return found, story_of, shown
+            shows[row.id] = _shows(record(Member, row))
+    return found, story_of, shows
 
 
 # ---- applying the plan ----------------------------------------------------------------------------------------
 
 
-def _new_stories(
-    conn: Connection, decided: Plan, members: dict[int, Member], *, now: datetime, uid_authority: str
-) -> dict[int, int]:
-    """Insert the stories born in this batch (one statement); returns each new sighting's story id."""
-    st = schema.story
-    groups: dict[int, list[int]] = defaultdict(list)
-    for pid, (kind, n) in decided.assign.items():
-        if kind == "group":
-            groups[n].append(pid)
-    order = sorted(groups)
-    rows = [
-        {
-            "uid": mint_uid(uid_authority, now),
-            "first_seen": now,
-            "updated": stamp(conn, now),
-            "informative": decided.informative.get(("group", n), False),
-            **story_values(canonical([members[pid] for pid in groups[n]])),
-        }
-        for n in order
-    ]
-    # RETURNING rows are matched by a unique column, not by order: asked to keep the order (sort_by_parameter_order)
-    # SQLAlchemy inserts one row per statement on SQLite; this way a batch is one multi-row INSERT.
-    by_uid = {row.uid: row.id for row in conn.execute(st.insert().returning(st.c.id, st.c.uid), rows)} if rows else {}
-    group_story = {n: by_uid[row["uid"]] for n, row in zip(order, rows, strict=True)}
-    return {pid: group_story[n] if kind == "group" else n for pid, (kind, n) in decided.assign.items()}
+def _new_stories(conn: Connection, planned: Sequence[_Planned], *, now: datetime, uid_authority: str) -> dict[int, int]:
+    """Insert the stories born in this batch (one statement); returns provisional story id -> real id."""
+    rows = []
+    provisional = []
+    for p in planned:
+        groups: dict[int, list[Member]] = defaultdict(list)
+        for f in p.source.fresh:
+            kind, n = p.plan.assign[f.incoming.id]
+            if kind == "group":
+                groups[n].append(f.member)
+        for n in sorted(groups):
+            provisional.append(p.story[("group", n)])
+            rows.append(
+                {
+                    "uid": mint_uid(uid_authority, now),
+                    "first_seen": now,
+                    "updated": stamp(conn, now),
+                    "informative": p.plan.informative.get(("group", n), False),
+                    **story_values(canonical(groups[n])),
+                }
+            )
+    if not rows:
+        return {}
+    columns = list(rows[0])  # every row has story_values' columns: a column it gains is written here too
+    values = [[row[c] for c in columns] for row in rows]
+    ids = _reserve_ids(conn, "story", len(rows))
+    if ids is not None:
+        columns.append("id")
+        for row_values, story_id in zip(values, ids, strict=True):
+            row_values.append(story_id)
+    # Matched back by uid: RETURNING promises no order.
+    by_uid = {r.uid: r.id for r in insert_many(conn, schema.story, columns, values, returning=("id", "uid"))}
+    real = {pid: by_uid[row["uid"]] for pid, row in zip(provisional, rows, strict=True)}
+    _in_order(real, "story")
+    return real
 
 
-def _settle_stored(
-    conn: Connection, decided: Plan, members: dict[int, Member], shown: set[tuple[object, ...]], now: datetime
-) -> None:
-    """Stored stories this batch touched: fold the merged ones, mark them informative, refresh what changed."""
+def _reserve_ids(conn: Connection, table: str, n: int) -> list[int] | None:
+    """On PostgreSQL, ``n`` ids from the table's sequence, ascending: rows inserted with them keep the order they were
+    planned in (the batch's later sources were planned on it), whatever order the server evaluates a multi-row
+    INSERT in. None on SQLite, where a multi-row INSERT numbers its rows in order (the rowid rule)."""
+    if conn.dialect.name != "postgresql":
+        return None
+    query = text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)")
+    return sorted(int(v) for v in conn.execute(query, {"table": table, "n": n}).scalars())
+
+
+def _settle_stored(conn: Connection, staged: _Staged, now: datetime) -> None:
+    """Stories the batch's sources found stored: for each source in order, fold the stories its plan merged, mark
+    those it joined informative, and refresh what changed, as of that source (the later sources' sightings left
+    out), as saving the sources one by one would have."""
     st = schema.story
-    joined: dict[int, list[int]] = defaultdict(list)  # stored story -> new sightings that joined it
-    for pid, (kind, n) in decided.assign.items():
-        if kind == "story":
-            joined[n].append(pid)
-    if decided.merges:
-        fold(conn, decided.merges, now)
-    for story_id in joined:
-        if decided.informative.get(("story", story_id)):
-            conn.execute(st.update().where(st.c.id == story_id, st.c.informative.is_(False)).values(informative=True))
-    # A story whose new sightings all repeat one it already had (the same teaser on another page of the site)
-    # shows the same thing: skip re-reading all its sightings. Anything else is recomputed.
-    touched = {story_id for story_id, pids in joined.items() if any(_shows(members[p]) not in shown for p in pids)}
-    refresh(conn, sorted(touched | set(decided.merges.values())), now)
+
+    def real(story_id: int) -> int:
+        return staged.stories.get(story_id, story_id)
+
+    for index, p in enumerate(staged.planned):
+        joined: dict[int, list[Member]] = defaultdict(list)  # stored story (world id) -> new sightings that joined it
+        for f in p.source.fresh:
+            kind, n = p.plan.assign[f.incoming.id]
+            if kind == "story":
+                joined[n].append(f.member)
+        if not joined and not p.plan.merges:
+            continue
+        merges = {real(loser): real(survivor) for loser, survivor in p.plan.merges.items()}
+        if merges:
+            fold(conn, merges, now)
+        for story_id in joined:
+            if p.plan.informative.get(("story", story_id)):
+                conn.execute(
+                    st.update().where(st.c.id == real(story_id), st.c.informative.is_(False)).values(informative=True)
+                )
+        # A story whose new sightings all repeat one it already had (the same teaser on another page of the site)
+        # shows the same thing: skip re-reading all its sightings. Anything else is recomputed.
+        touched = {real(story) for story, members in joined.items() if any(_shows(m) not in p.shown for m in members)}
+        later = {staged.sightings[sid] for q in staged.planned[index + 1 :] for sid in q.sightings}
+        refresh(conn, sorted(touched | set(merges.values())), now, leave_out=later)
 
 
 def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
@@ -516,8 +752,9 @@ def fold(conn: Connection, merges: dict[int, int], now: datetime) -> None:
         )
 
 
-def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
-    """Recompute the canonical fields of these stories from all their sightings; bump ``updated`` only on change."""
+def refresh(conn: Connection, story_ids: Sequence[int], now: datetime, *, leave_out: Set[int] = frozenset()) -> None:
+    """Recompute the canonical fields of these stories from all their sightings (but those in ``leave_out``); bump
+    ``updated`` only on change."""
     if not story_ids:
         return
     s, src, st = schema.sighting, schema.source, schema.story
@@ -532,7 +769,8 @@ def refresh(conn: Connection, story_ids: Sequence[int], now: datetime) -> None:
             .order_by(s.c.id)
         )
         for row in conn.execute(query):
-            members[row.story_id].append(record(Member, row))
+            if row.id not in leave_out:
+                members[row.story_id].append(record(Member, row))
         for row in conn.execute(select(st.c.id, st.c.content_hash).where(one_of(conn.dialect.name, st.c.id, part))):
             hashes[row.id] = row.content_hash
     for story_id in story_ids:
@@ -583,23 +821,25 @@ def story_values(fields: Canonical, overrides: Mapping[str, bool] | None = None)
     return values
 
 
-def _sighting_values(source_id: int, item: ParsedItem, now: datetime) -> dict[str, Any]:
-    return {
-        "source_id": source_id,
-        "key": item.key,
-        "kind": item.kind,
-        "position": item.position,
-        "title": item.title,
-        "title_derived": item.title_derived,
-        "published": item.published,
-        "raw_date": item.raw_date,
-        "summary": item.summary,
-        "content": item.content,
-        "link": item.link,
-        "author": item.author,
-        "tags": list(item.tags),
-        "topics": list(item.topics),
-        "first_seen": now,
-        "last_seen": now,
-        "story_id": None,
-    }
+#: The columns of a new sighting, in the order :func:`_stage` gives their values.
+_SIGHTING_COLUMNS = (
+    "source_id",
+    "key",
+    "kind",
+    "position",
+    "title",
+    "title_derived",
+    "published",
+    "raw_date",
+    "summary",
+    "content",
+    "link",
+    "author",
+    "tags",
+    "topics",
+    "first_seen",
+    "last_seen",
+    "story_id",
+    "match_rule",
+    "match_score",
+)

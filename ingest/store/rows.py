@@ -12,10 +12,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Integer, Row, Text, any_, bindparam
+from sqlalchemy import ColumnElement, Connection, Dialect, Integer, Row, Table, Text, any_, bindparam
 from sqlalchemy.dialects import postgresql
 
-__all__ = ["CHUNK", "MAX_HOPS", "aware", "chunks", "follow", "one_of", "record"]
+__all__ = ["CHUNK", "MAX_HOPS", "aware", "chunks", "follow", "insert_many", "one_of", "record", "update_many"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -53,6 +53,82 @@ def one_of(dialect: str, column: ColumnElement[Any], values: Sequence[str] | Seq
         return column.in_(values)
     item: type[Text] | type[Integer] = Text if values and isinstance(values[0], str) else Integer
     return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(item)))
+
+
+def insert_many(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]], returning: Sequence[str] = ()
+) -> list[Row[Any]]:
+    """Insert ``rows`` (values in the order of ``columns``) with few multi-row statements; returns the ``returning``
+    columns of each new row.
+
+    The values go through each column's own type (:class:`~ingest.store.schema.CleanText`, the UTC times, the tags'
+    JSON) as with a table insert, but straight to the driver: for the thousands of rows of a batch of feeds,
+    SQLAlchemy's generic handling of each parameter cost several times the insert itself."""
+    if not rows:
+        return []
+    processors, names, slot = _inserting(conn.dialect, table, tuple(columns))
+    tail = f" RETURNING {', '.join(returning)}" if returning else ""
+    found: list[Row[Any]] = []
+    per_statement = max(1, min(len(rows), _MAX_PARAMETERS // len(columns)))
+    for part in chunks(rows, per_statement):
+        processed = [_processed(p, column) for p, column in zip(processors, zip(*part, strict=True), strict=True)]
+        values = tuple(v for row in zip(*processed, strict=True) for v in row)
+        # Names from our own schema, values bound: nothing from outside is spliced into the text.
+        statement = f"INSERT INTO {table.name} ({names}) VALUES {', '.join([slot] * len(part))}{tail}"  # noqa: S608
+        result = conn.exec_driver_sql(statement, values)
+        if returning:
+            found += result.all()
+    return found
+
+
+def _processed(process: Callable[[Any], Any] | None, column: Sequence[Any]) -> Sequence[Any]:
+    """One column's values as the driver takes them. Anything but text is processed once per distinct value: the
+    times of a batch are mostly its ``now`` (turning an aware time into SQLite's text takes microseconds), its tags
+    mostly the same few."""
+    if process is None:
+        return column
+    if not isinstance(column[0], str):
+        done: dict[Any, Any] = {}
+        try:
+            return [done[v] if v in done else done.setdefault(v, process(v)) for v in column]
+        except TypeError:  # an unhashable value (a list of tags)
+            pass
+    return [process(v) for v in column]
+
+
+#: Bound parameters per statement: below SQLite's 32,766 and PostgreSQL's 65,535.
+_MAX_PARAMETERS = 30_000
+
+
+def update_many(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``UPDATE table SET column = value, ... WHERE id = ...`` for each row (the values of ``columns``, then the id),
+    as one executemany straight to the driver (see :func:`insert_many`)."""
+    if not rows:
+        return
+    processors, placeholders = _slots(conn.dialect, table, (*columns, "id"))
+    sets = ", ".join(f"{c} = {p}" for c, p in zip(columns, placeholders, strict=False))
+    processed = [_processed(p, column) for p, column in zip(processors, zip(*rows, strict=True), strict=True)]
+    # Names from our own schema, values bound: nothing from outside is spliced into the text.
+    statement = f"UPDATE {table.name} SET {sets} WHERE id = {placeholders[-1]}"  # noqa: S608
+    conn.exec_driver_sql(statement, list(zip(*processed, strict=True)))
+
+
+@cache
+def _inserting(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[list[Any], str, str]:
+    """Each column's value processor, the column list, and one row's placeholders."""
+    processors, placeholders = _slots(dialect, table, columns)
+    return processors, ", ".join(columns), "(" + ", ".join(placeholders) + ")"
+
+
+@cache
+def _slots(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> tuple[list[Any], list[str]]:
+    """Each column's value processor and placeholder (typed on PostgreSQL, where the driver sends text as
+    "unknown")."""
+    cols = [table.c[name] for name in columns]
+    processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+    if dialect.name == "postgresql":
+        return processors, [f"CAST(%s AS {c.type.compile(dialect=dialect)})" for c in cols]
+    return processors, ["?" for _ in cols]
 
 
 def follow(start: int, merged_into: Callable[[int], int | None], max_hops: int = MAX_HOPS) -> int | None:

@@ -4,20 +4,22 @@ one source brought (its items and its new state in ONE transaction).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, and_, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Row, Select, and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from ingest.core.errors import StoreError
 from ingest.core.links import parse_row_id
 from ingest.core.models import FeedState, ParsedItem, SaveResult, Source, SourceKind
 from ingest.core.urls import url_key
 from ingest.store import schema
 from ingest.store.base import StoreBase
-from ingest.store.clustering import save_items
-from ingest.store.rows import record
+from ingest.store.clustering import save_batch
+from ingest.store.rows import chunks, record
 
 __all__ = ["SourcesMixin"]
 
@@ -241,19 +243,70 @@ class SourcesMixin(StoreBase):
                 .values(lease_owner=None, lease_until=None)
             )
 
+    def known_keys(self, source_ids: Sequence[int]) -> dict[int, frozenset[str]]:
+        """The keys of the entries each feed carried when last stored (its sightings seen last): those the next fetch
+        of a feed most likely carries again, which its parse may skip (``parse_feed(known=...)``)."""
+        s = schema.sighting
+        found: dict[int, set[str]] = defaultdict(set)
+        with self.engine.connect() as conn:
+            for part in chunks(list(source_ids)):
+                latest = (
+                    select(s.c.source_id, func.max(s.c.last_seen).label("at"))
+                    .where(s.c.source_id.in_(part))
+                    .group_by(s.c.source_id)
+                    .subquery()
+                )
+                query = select(s.c.source_id, s.c.key).join(
+                    latest, and_(s.c.source_id == latest.c.source_id, s.c.last_seen == latest.c.at)
+                )
+                for row in conn.execute(query):
+                    found[row.source_id].add(row.key)
+        return {source_id: frozenset(keys) for source_id, keys in found.items()}
+
     def save_feed(self, source_id: int, items: Sequence[ParsedItem], state: FeedState, now: datetime) -> SaveResult:
         """One fetched feed: its new entries and its new state (validators included) in ONE transaction."""
-        with self.engine.begin() as conn:
-            result = self._save_items(conn, source_id, items, now) if items else SaveResult(0, 0, 0)
-            _write_feed_state(conn, source_id, state, now)
-            return result
+        return self.save_feeds([(source_id, items, state)], now)[0]
+
+    def save_feeds(
+        self,
+        feeds: Sequence[tuple[int, Sequence[ParsedItem], FeedState]],
+        now: datetime,
+        known: Mapping[int, Sequence[tuple[str, int]]] | None = None,
+    ) -> list[SaveResult]:
+        """Fetched feeds: each one's new entries and new state (validators included), all in ONE transaction. The
+        stories are those saving the feeds one by one, in this order, would make (:func:`save_batch`). ``known``: per
+        feed, the (key, position) of entries its parse skipped as stored already (``ParsedFeed.known``): marked seen.
+
+        A feed whose save fails (a bug, or a value the database refuses) must not cost the others their work: the
+        batch is rolled back and each feed saved in a transaction of its own, and the first failure raised once the
+        others are stored. The database itself failing (busy past the timeout, a full disk) is raised at once."""
+        known = known or {}
+        try:
+            with self.engine.begin() as conn:
+                return self._save_feeds(conn, feeds, now, known)
+        except StoreError:
+            raise
+        except Exception:
+            if len(feeds) == 1:
+                raise
+        failure: Exception | None = None
+        results = []
+        for feed in feeds:
+            try:
+                with self.engine.begin() as conn:
+                    results += self._save_feeds(conn, [feed], now, known)
+            except StoreError:
+                raise
+            except Exception as exc:
+                failure = failure or exc
+        assert failure is not None, "a batch that failed as a whole failed for one of its feeds"
+        raise failure
 
     def save_feed_states(self, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
         """The states of feeds that brought no entries (304s, errors, gone...), in one transaction for all."""
         if states:
             with self.engine.begin() as conn:
-                for source_id, state in states:
-                    _write_feed_state(conn, source_id, state, now)
+                _write_feed_states(conn, states, now)
 
     def record_source_error(self, source_id: int, message: str, now: datetime) -> None:
         """A failed read: the error is kept on the source; what it brought before stays."""
@@ -296,9 +349,29 @@ class SourcesMixin(StoreBase):
             )
             return result
 
+    def _save_feeds(
+        self,
+        conn: Connection,
+        feeds: Sequence[tuple[int, Sequence[ParsedItem], FeedState]],
+        now: datetime,
+        known: Mapping[int, Sequence[tuple[str, int]]],
+    ) -> list[SaveResult]:
+        with_entries = [source_id for source_id, items, _ in feeds if items or known.get(source_id)]
+        locations = _locations(conn, with_entries)
+        results = save_batch(
+            conn,
+            [(source_id, locations[source_id], items) for source_id, items, _ in feeds if source_id in locations],
+            now,
+            uid_authority=self.uid_authority,
+            known=known,
+        )
+        saved = iter(results)
+        _write_feed_states(conn, [(source_id, state) for source_id, _, state in feeds], now)
+        return [next(saved) if source_id in locations else SaveResult(0, 0, 0) for source_id, _, _ in feeds]
+
     def _save_items(self, conn: Connection, source_id: int, items: Sequence[ParsedItem], now: datetime) -> SaveResult:
-        location = conn.execute(select(schema.source.c.location).where(schema.source.c.id == source_id)).scalar_one()
-        return save_items(conn, source_id, location, items, now, uid_authority=self.uid_authority)
+        location = _locations(conn, [source_id])[source_id]
+        return save_batch(conn, [(source_id, location, items)], now, uid_authority=self.uid_authority)[0]
 
 
 #: A feed followed again (``feeds resume``, or added again): checked at once, its error streak forgotten.
@@ -312,9 +385,22 @@ _RESUMED: dict[str, Any] = {
 }
 
 
-def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: datetime) -> None:
-    """A feed's state after a fetch; ends the lease on it."""
+def _write_feed_states(conn: Connection, states: Sequence[tuple[int, FeedState]], now: datetime) -> None:
+    """Feeds' states after a fetch; ends the lease on each. One statement per shape of update (which columns it
+    sets), run for all the feeds of that shape: compiling an UPDATE cost more than running it."""
     src = schema.source
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for source_id, state in states:
+        values = _state_values(state, now)
+        shapes[tuple(values)].append({"_id": source_id, **{f"_{k}": v for k, v in values.items()}})
+    for columns, rows in shapes.items():
+        sets: dict[str, Any] = {c: bindparam(f"_{c}") for c in columns}
+        if "name" in sets:
+            sets["name"] = func.coalesce(src.c.name, sets["name"])
+        conn.execute(src.update().where(src.c.id == bindparam("_id")).values(sets), rows)
+
+
+def _state_values(state: FeedState, now: datetime) -> dict[str, Any]:
     values: dict[str, Any] = {
         "status": state.status,
         "last_status": state.last_status,
@@ -335,10 +421,10 @@ def _write_feed_state(conn: Connection, source_id: int, state: FeedState, now: d
     if state.url:
         values["url"] = state.url
     if state.title:
-        values["name"] = func.coalesce(src.c.name, state.title)
+        values["name"] = state.title  # kept only where the feed has no name yet (see _write_feed_states)
     if state.site_url:
         values["site_url"] = state.site_url
-    conn.execute(src.update().where(src.c.id == source_id).values(**values))
+    return values
 
 
 def _due_feeds(now: datetime, *, force: bool) -> ColumnElement[bool]:
@@ -362,6 +448,16 @@ def _sources_query() -> Select[Any]:
     si = schema.sighting
     count = select(func.count()).where(si.c.source_id == schema.source.c.id).scalar_subquery()
     return select(schema.source, count.label("sightings"))
+
+
+def _locations(conn: Connection, ids: Sequence[int]) -> dict[int, str]:
+    src = schema.source
+    found: dict[int, str] = {}
+    for part in chunks(ids):
+        found.update(
+            (row.id, row.location) for row in conn.execute(select(src.c.id, src.c.location).where(src.c.id.in_(part)))
+        )
+    return found
 
 
 def _source_row(conn: Connection, location: str) -> Row[Any] | None:

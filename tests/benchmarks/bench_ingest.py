@@ -13,7 +13,10 @@ every title and summary is distinct, so that no two entries are the same story.
 Each measurement runs in a child process of its own, with a fresh database: ours is
 ``ingest_feeds(store, settings, now, force=True)`` (default [fetch] settings, the loopback network trusted), reader is
 ``make_reader(db)``, ``add_feed`` for each feed and ``update_feeds(scheduled=False)``. Each does a first pass (all
-new) and a second pass (nothing changed: all 304), timed apart; adding the feeds is not timed. Ours and reader run
+new), a second pass (nothing changed: all 304) and a third (the steady state of a running service: every feed
+changed, with a new ETag and 1 new entry at the top among its 50, the oldest dropped), timed apart; adding the feeds
+is not timed. ``--postgres`` stores ours in PostgreSQL (a fresh schema per run, on the server
+``$NEWSLETTER_TEST_PG_URL`` names: ``scripts/with_postgres.sh`` starts one) instead of SQLite. Ours and reader run
 alternately, ``--repeat`` times each. Peak memory is the child's max RSS (and its own children's, were there any);
 the server's peak is reported apart and added to both sums. The server counts its 200s and 304s, so a second pass
 that was not all 304 shows. ``--profile`` runs ours once more at the smallest N under cProfile (each pass apart) and
@@ -39,17 +42,22 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 ENTRIES = 50
 HOSTS = 8
 NOW = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
-LAST_MODIFIED = "Tue, 30 Jun 2026 08:00:00 GMT"
+LAST_MODIFIED = ("Tue, 30 Jun 2026 08:00:00 GMT", "Tue, 30 Jun 2026 09:00:00 GMT")  # of version 1 and 2
 STATS_PATH = "/__stats"
+PG_URL_ENV = "NEWSLETTER_TEST_PG_URL"
+VERSION_PATH = "/__version/"  # + 1 or 2: which version of every feed is served from now on
 
 # --- the feeds -------------------------------------------------------------------------------------------------
 
@@ -70,8 +78,10 @@ class Site:
         rng = random.Random(seed)
         words = _vocabulary(rng, 4000)
         self.feeds = feeds
-        self.titles = [" ".join(rng.sample(words, 7)).capitalize() for _ in range(feeds * ENTRIES)]
-        self.leads = [" ".join(rng.sample(words, 14)) for _ in range(feeds * ENTRIES)]
+        # Entry e of feed f is index f * ENTRIES + e; the entry version 2 adds to feed f is feeds * ENTRIES + f.
+        self.titles = [" ".join(rng.sample(words, 7)).capitalize() for _ in range(feeds * (ENTRIES + 1))]
+        self.leads = [" ".join(rng.sample(words, 14)) for _ in range(feeds * (ENTRIES + 1))]
+        self.version = 1
         self.paragraphs = [self._paragraph(rng, words, n) for n in range(1024)]
 
     @staticmethod
@@ -83,8 +93,7 @@ class Site:
             f"the response rate was {n % 97}&#160;%.</p>"
         )
 
-    def entry_html(self, feed: int, entry: int) -> str:
-        index = feed * ENTRIES + entry
+    def entry_html(self, index: int) -> str:
         parts = [f"<p>{self.leads[index]}.</p>"]
         for k in range(6):
             parts.append(self.paragraphs[(index * 7919 + k * 104_729) % len(self.paragraphs)])
@@ -94,16 +103,22 @@ class Site:
     def body(self, feed: int) -> bytes:
         return self._rss(feed) if feed % 2 == 0 else self._atom(feed)
 
+    def entries(self, feed: int) -> list[tuple[str, int, int]]:
+        """(id suffix, index, day of June) of the feed's entries as served now, newest first in version 2."""
+        old = [(str(e), feed * ENTRIES + e, 1 + e % 28) for e in range(ENTRIES)]
+        if self.version == 1:
+            return old
+        return [("new2", self.feeds * ENTRIES + feed, 29), *old[:-1]]
+
     def _rss(self, feed: int) -> bytes:
         items = []
-        for e in range(ENTRIES):
-            index = feed * ENTRIES + e
-            link = f"https://bench{feed}.example/e/{e}"
+        for e, (name, index, day) in enumerate(self.entries(feed)):
+            link = f"https://bench{feed}.example/e/{name}"
             items.append(
                 f"<item><title>{self.titles[index]}</title><link>{link}</link><guid>{link}</guid>"
-                f"<pubDate>{1 + e % 28:02d} Jun 2026 10:{e:02d}:00 +0200</pubDate>"
+                f"<pubDate>{day:02d} Jun 2026 10:{e:02d}:00 +0200</pubDate>"
                 f"<dc:creator>Dr. Author {e}</dc:creator><category>Oncology</category>"
-                f"<description>{escape(self.entry_html(feed, e))}</description></item>"
+                f"<description>{escape(self.entry_html(index))}</description></item>"
             )
         return (
             '<?xml version="1.0" encoding="utf-8"?><rss version="2.0" xmlns:dc="http://purl.org/dc/elements/1.1/">'
@@ -113,14 +128,13 @@ class Site:
 
     def _atom(self, feed: int) -> bytes:
         items = []
-        for e in range(ENTRIES):
-            index = feed * ENTRIES + e
+        for e, (name, index, day) in enumerate(self.entries(feed)):
             items.append(
-                f"<entry><title>{self.titles[index]}</title><id>tag:bench{feed}.example,2026:{e}</id>"
-                f'<link rel="alternate" href="/e/{e}"/><updated>2026-06-{1 + e % 28:02d}T10:{e:02d}:00+02:00</updated>'
+                f"<entry><title>{self.titles[index]}</title><id>tag:bench{feed}.example,2026:{name}</id>"
+                f'<link rel="alternate" href="/e/{name}"/><updated>2026-06-{day:02d}T10:{e:02d}:00+02:00</updated>'
                 f"<author><name>Dr. Author {e}</name></author><category term='oncology'/>"
                 f"<summary>{self.leads[index]}.</summary>"
-                f'<content type="html">{escape(self.entry_html(feed, e))}</content></entry>'
+                f'<content type="html">{escape(self.entry_html(index))}</content></entry>'
             )
         return (
             '<?xml version="1.0" encoding="utf-8"?>'
@@ -167,14 +181,18 @@ class _Http(asyncio.Protocol):
             usage = resource.getrusage(resource.RUSAGE_SELF)
             stats = {**self.counts, "maxrss_kb": usage.ru_maxrss, "cpu_s": usage.ru_utime + usage.ru_stime}
             return _response(200, "application/json", json.dumps(stats).encode())
+        if path.startswith(VERSION_PATH):
+            self.site.version = int(path.removeprefix(VERSION_PATH))
+            return _response(200, "text/plain", b"ok")
         name = path.removeprefix("/feeds/").removesuffix(".xml")
         if not name.isdigit() or int(name) >= self.site.feeds:
             self.counts["404"] += 1
             return _response(404, "text/plain", b"not found")
         feed = int(name)
-        etag = f'"feed-{feed}-v1"'
-        validators = f"ETag: {etag}\r\nLast-Modified: {LAST_MODIFIED}\r\n"
-        if headers.get("if-none-match") == etag or headers.get("if-modified-since") == LAST_MODIFIED:
+        etag = f'"feed-{feed}-v{self.site.version}"'
+        modified = LAST_MODIFIED[self.site.version - 1]
+        validators = f"ETag: {etag}\r\nLast-Modified: {modified}\r\n"
+        if headers.get("if-none-match") == etag or headers.get("if-modified-since") == modified:
             self.counts["304"] += 1
             return f"HTTP/1.1 304 Not Modified\r\n{validators}\r\n".encode()
         self.counts["200"] += 1
@@ -201,6 +219,11 @@ async def _serve(feeds: int) -> None:
 
 def feed_urls(ports: list[int], feeds: int) -> list[str]:
     return [f"http://127.0.0.{1 + i % HOSTS}:{ports[i % HOSTS]}/feeds/{i}.xml" for i in range(feeds)]
+
+
+def serve_version(ports: list[int], version: int) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}{VERSION_PATH}{version}", timeout=10) as answer:
+        answer.read()
 
 
 def server_stats(ports: list[int]) -> dict[str, Any]:
@@ -270,15 +293,20 @@ def code_stamp() -> str:
     return digest.hexdigest()[:8]
 
 
-def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | None) -> dict[str, Any]:
+PASSES = ((1, NOW, 1), (2, NOW + timedelta(minutes=5), 1), (3, NOW + timedelta(minutes=10), 2))  # number, now, version
+
+
+def run_ours(
+    urls: list[str], ports: list[int], folder: Path, profile: Path | None, postgres: str | None
+) -> dict[str, Any]:
     from ingest.core.config import load_settings
     from ingest.feeds import ingest_feeds
     from ingest.store import Store
 
+    url = f"sqlite:///{folder}/ours.db" if postgres is None else postgres
     config = folder / "newsletter.toml"
     config.write_text(
-        f'[storage]\nurl = "sqlite:///{folder}/ours.db"\n\n[seeds]\ndirs = []\n\n'
-        '[fetch]\ntrusted_networks = ["127.0.0.0/8"]\n',
+        f'[storage]\nurl = "{url}"\n\n[seeds]\ndirs = []\n\n[fetch]\ntrusted_networks = ["127.0.0.0/8"]\n',
         encoding="utf-8",
     )
     settings = load_settings(config, environ={})
@@ -287,7 +315,8 @@ def run_ours(urls: list[str], ports: list[int], folder: Path, profile: Path | No
     for url in urls:
         store.upsert_feed(url, name=None, tags=[], interval=None, origin="cli", now=NOW)
     result: dict[str, Any] = {"code": code_stamp()}
-    for number, now in ((1, NOW), (2, NOW + timedelta(minutes=5))):
+    for number, now, version in PASSES:
+        serve_version(ports, version)
         before = server_stats(ports)
         profiler = cProfile.Profile() if profile is not None else None
         start = time.perf_counter()
@@ -321,7 +350,8 @@ def run_reader(urls: list[str], ports: list[int], folder: Path) -> dict[str, Any
     for url in urls:
         lib.add_feed(url)
     result: dict[str, Any] = {"version": reader_lib.__version__}
-    for number in (1, 2):
+    for number, _, version in PASSES:
+        serve_version(ports, version)
         before = server_stats(ports)
         start = time.perf_counter()
         lib.update_feeds(scheduled=False)
@@ -331,12 +361,11 @@ def run_reader(urls: list[str], ports: list[int], folder: Path) -> dict[str, Any
         errors = sum(1 for feed in lib.get_feeds() if feed.last_exception is not None)
         result[f"pass{number}"] = {
             "wall": wall,
-            "new": counts.total,
+            "new": counts.total - sum(result[f"pass{n}"]["new"] for n in range(1, number)),
             "errors": errors,
             "served_200": after.get("200", 0) - before.get("200", 0),
             "served_304": after.get("304", 0) - before.get("304", 0),
         }
-    result["pass2"]["new"] -= result["pass1"]["new"]
     lib.close()
     return {**result, **_peaks(children)}
 
@@ -345,11 +374,34 @@ def child(args: argparse.Namespace) -> None:
     ports = json.loads(args.ports)
     urls = feed_urls(ports, args.feeds[0])
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        if args.child == "ours":
-            result = run_ours(urls, ports, Path(tmp), args.profile_out)
+        if args.child == "ours" and args.postgres:
+            with pg_schema() as url:
+                result = run_ours(urls, ports, Path(tmp), args.profile_out, url)
+        elif args.child == "ours":
+            result = run_ours(urls, ports, Path(tmp), args.profile_out, None)
         else:
             result = run_reader(urls, ports, Path(tmp))
     print(json.dumps(result), flush=True)
+
+
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh schema on the PostgreSQL server $NEWSLETTER_TEST_PG_URL names, dropped afterwards: its URL."""
+    from sqlalchemy import create_engine, text
+
+    base = os.environ.get(PG_URL_ENV)
+    if not base:
+        raise SystemExit(f"--postgres needs {PG_URL_ENV} (scripts/with_postgres.sh starts a server and sets it)")
+    name = f"bench_{os.getpid()}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {name}"))
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
+        engine.dispose()
 
 
 # --- the orchestrator ------------------------------------------------------------------------------------------
@@ -380,11 +432,23 @@ def start_server(feeds: int) -> Server:
     return Server(process, json.loads(line)["ports"])
 
 
-def measure(which: str, feeds: int, server: Server, profile_out: Path | None = None) -> dict[str, Any]:
-    command = [sys.executable, __file__, "--child", which, "--feeds", str(feeds), "--ports", json.dumps(server.ports)]
+def measure(
+    which: str,
+    feeds: int,
+    server: Server,
+    profile_out: Path | None = None,
+    *,
+    postgres: bool = False,
+    python: str = sys.executable,
+) -> dict[str, Any]:
+    script = os.path.abspath(__file__)
+    command = [python, script, "--child", which, "--feeds", str(feeds), "--ports", json.dumps(server.ports)]
+    if postgres:
+        command.append("--postgres")
     if profile_out is not None:
         command += ["--profile-out", str(profile_out)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    # Run outside any checkout: a parse worker is started with ``-m``, which imports from the working folder first.
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tempfile.gettempdir())
     if done.returncode != 0:
         raise SystemExit(f"{which} failed:\n{done.stderr}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -457,24 +521,26 @@ def report(feeds: int, rows: list[tuple[str, dict[str, Any]]], server_kb: int, s
     entries = feeds * ENTRIES
     print(f"\nN={feeds} feeds, {entries} entries; server peak RSS {_mb(server_kb)} MB, server CPU {server_cpu:.1f} s")
     print(
-        f"{'run':10} {'pass 1 s':>9} {'entries/s':>10} {'pass 2 s':>9} {'feeds/s':>8} {'RSS MB':>7} "
-        f"{'+server':>8} {'new1':>6} {'200s':>5} {'304s':>5} {'err':>4} {'code':>8}"
+        f"{'run':10} {'pass 1 s':>9} {'entries/s':>10} {'pass 2 s':>9} {'feeds/s':>8} {'pass 3 s':>9} {'RSS MB':>7} "
+        f"{'+server':>8} {'new1':>6} {'2: 200s':>7} {'304s':>5} {'new3':>5} {'err':>4} {'code':>8}"
     )
     for name, r in rows:
-        p1, p2 = r["pass1"], r["pass2"]
+        p1, p2, p3 = r["pass1"], r["pass2"], r["pass3"]
         peak = r["maxrss_kb"] + r["children_maxrss_kb"]
         print(
             f"{name:10} {p1['wall']:9.2f} {entries / p1['wall']:10.0f} {p2['wall']:9.2f} {feeds / p2['wall']:8.0f} "
-            f"{_mb(peak):>7} {_mb(peak + server_kb):>8} {p1['new']:6d} {p2['served_200']:5d} {p2['served_304']:5d} "
-            f"{p1['errors'] + p2['errors']:4d} {r.get('code', ''):>8}"
+            f"{p3['wall']:9.2f} {_mb(peak):>7} {_mb(peak + server_kb):>8} {p1['new']:6d} {p2['served_200']:7d} "
+            f"{p2['served_304']:5d} {p3['new']:5d} {p1['errors'] + p2['errors'] + p3['errors']:4d} "
+            f"{r.get('code', ''):>8}"
         )
     ours = [r for name, r in rows if name.startswith("ours")]
-    theirs = [r for name, r in rows if name.startswith("reader")]
-    if ours and theirs:
-        for number in (1, 2):
-            best_ours = min(r[f"pass{number}"]["wall"] for r in ours)
-            best_theirs = min(r[f"pass{number}"]["wall"] for r in theirs)
-            print(f"pass {number}: reader / ours = {best_theirs / best_ours:.1f}x (best of each)")
+    for label in ("reader", "other"):
+        theirs = [r for name, r in rows if name.startswith(label)]
+        if ours and theirs:
+            for number in (1, 2, 3):
+                best_ours = min(r[f"pass{number}"]["wall"] for r in ours)
+                best_theirs = min(r[f"pass{number}"]["wall"] for r in theirs)
+                print(f"pass {number}: {label} / ours = {best_theirs / best_ours:.2f}x (best of each)")
 
 
 def main() -> None:
@@ -482,7 +548,13 @@ def main() -> None:
     ap.add_argument("--feeds", type=int, nargs="+", default=[200, 1000])
     ap.add_argument("--repeat", type=int, default=2, help="measurements of each, ours and reader alternately")
     ap.add_argument("--no-reader", action="store_true", help="measure ours only")
-    ap.add_argument("--profile", action="store_true", help="profile ours at the smallest N, both passes")
+    ap.add_argument(
+        "--also",
+        metavar="PYTHON",
+        help="measure ours with this interpreter too (another checkout's .venv/bin/python: main, say), as 'other'",
+    )
+    ap.add_argument("--profile", action="store_true", help="profile ours at the smallest N, every pass")
+    ap.add_argument("--postgres", action="store_true", help=f"ours on PostgreSQL (${PG_URL_ENV}), not SQLite")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child", choices=("ours", "reader"), help=argparse.SUPPRESS)
     ap.add_argument("--ports", help=argparse.SUPPRESS)
@@ -499,20 +571,23 @@ def main() -> None:
         try:
             rows: list[tuple[str, dict[str, Any]]] = []
             for attempt in range(1, args.repeat + 1):
-                order = ["ours", "reader"] if attempt % 2 else ["reader", "ours"]
+                order = ["ours", "other", "reader"] if attempt % 2 else ["reader", "other", "ours"]
                 for which in order:
-                    if which == "reader" and args.no_reader:
+                    if (which == "reader" and args.no_reader) or (which == "other" and not args.also):
                         continue
-                    result = measure(which, feeds, server)
+                    python = args.also if which == "other" else sys.executable
+                    kind = "ours" if which == "other" else which
+                    result = measure(kind, feeds, server, postgres=args.postgres, python=python)
                     rows.append((f"{which} #{attempt}", result))
                     print(f"  {which} #{attempt}: {json.dumps(result)}", file=sys.stderr, flush=True)
             stats = server_stats(server.ports)
             report(feeds, rows, server.peak_kb(), stats["cpu_s"])
             if args.profile and feeds == min(args.feeds):
                 with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
-                    measure("ours", feeds, server, profile_out=Path(tmp))
+                    measure("ours", feeds, server, profile_out=Path(tmp), postgres=args.postgres)
                     summarize_profile(Path(tmp) / "pass1.prof", "first pass (all new)", detail=True)
                     summarize_profile(Path(tmp) / "pass2.prof", "second pass (all 304)", detail=False)
+                    summarize_profile(Path(tmp) / "pass3.prof", "third pass (1 new entry a feed)", detail=True)
         finally:
             server.process.terminate()
             server.process.wait()
