@@ -1,7 +1,10 @@
 """One pass over the due feeds: fetch, parse, decide the source's new state, store entries and state together.
 
-Each feed is stored in its own transaction as soon as its fetch ends; one failing feed never stops the others and
-never deletes what it brought before. The clock (``now``) and the jitter's random source are passed in.
+A pipeline: a fetch thread leases the next batch of due feeds while those fetched are parsed and stored. Fetched feeds
+are stored :data:`SAVE_BATCH` to a transaction (feeds without entries, :data:`STATES_BATCH` to one), each with its
+new state, as saving them one by one would; a feed whose save fails falls back to a transaction of its own, so one
+failing feed never stops the others and never deletes what it brought before. Entries a feed carried when last stored
+are skipped by the parse and only marked seen. The clock (``now``) and the jitter's random source are passed in.
 """
 
 from __future__ import annotations
