@@ -71,6 +71,36 @@ class _Compiled:
     plain: re.Pattern[str] | None  # abbreviations that stay meaningful in an all-capitals text
     ambiguous: re.Pattern[str] | None  # the others: counted only where they cannot be emphasis
     exclude: re.Pattern[str] | None
+    # Gates (see Taxonomy.tag): a pattern can match only a text holding one of these words (lower case), or, for the
+    # stems, a word ending in one of them. None: no gate (a term with no letter or digit).
+    terms_first: frozenset[str] | None = None
+    plain_first: frozenset[str] | None = None
+    ambiguous_first: frozenset[str] | None = None
+    stem_ends: tuple[str, ...] = ()
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _first_words(words: Iterable[str]) -> frozenset[str] | None:
+    """The first word (lower case) of each of ``words``: a text the pattern matches holds one of them as a word."""
+    firsts = set()
+    for w in words:
+        found = _WORD.search(_fold(w).lower())
+        if found is None or found.start() > 0:  # a term opening with punctuation: no gate
+            return None
+        firsts.add(found.group())
+    return frozenset(firsts)
+
+
+def _text_words(text: str) -> set[str] | None:
+    """The words of an ASCII text, lower case, each also without a trailing plural "s" or "es" (terms match plurals);
+    None for any other text: lower() and the patterns' IGNORECASE agree letter for letter only in ASCII."""
+    if not text.isascii():
+        return None
+    words = set(_WORD.findall(text.lower()))
+    words.update([w[:-1] for w in words if w.endswith("s")] + [w[:-2] for w in words if w.endswith("es")])
+    return words
 
 
 @dataclass
@@ -91,6 +121,10 @@ class Taxonomy:
                 else None,
                 ambiguous=re.compile(_alternation(t.ambiguous, plural=False)) if t.ambiguous else None,
                 exclude=re.compile(_alternation(t.exclude, plural=False), re.IGNORECASE) if t.exclude else None,
+                terms_first=_first_words(t.terms),
+                plain_first=_first_words(set(t.abbreviations) - set(t.ambiguous)),
+                ambiguous_first=_first_words(t.ambiguous),
+                stem_ends=tuple(sorted({x.strip().lower() for x in t.stems if x.strip()})),
             )
             for t in self.topics
         ]
@@ -112,13 +146,25 @@ class Taxonomy:
         parts = [_fold(t).strip() for t in texts if t and t.strip()]
         text = "\n".join(parts)
         shouting = not any(c.islower() for c in text)
+        # Each pattern tries every position of the text (a story's blurbs run to kilobytes; tagging was two thirds of
+        # a first ingest pass): a set of the text's words tells first which patterns could match at all.
+        words = _text_words(text)
+
+        def could(first: frozenset[str] | None) -> bool:
+            return words is None or first is None or not first.isdisjoint(words)
+
+        def could_stem(ends: tuple[str, ...]) -> bool:
+            return words is None or any(w.endswith(ends) for w in words)
+
         found = []
         for c in self._compiled:
             hit = (
-                (c.terms is not None and c.terms.search(text))
-                or (c.stems is not None and c.stems.search(text))
-                or (c.plain is not None and c.plain.search(text))
-                or (not shouting and c.ambiguous is not None and _inside(c.ambiguous, text))
+                (c.terms is not None and could(c.terms_first) and c.terms.search(text))
+                or (c.stems is not None and could_stem(c.stem_ends) and c.stems.search(text))
+                or (c.plain is not None and could(c.plain_first) and c.plain.search(text))
+                or (
+                    not shouting and c.ambiguous is not None and could(c.ambiguous_first) and _inside(c.ambiguous, text)
+                )
             )
             if hit and not (c.exclude is not None and c.exclude.search(text)):
                 found.append(c.topic.slug)

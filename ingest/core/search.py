@@ -27,7 +27,10 @@ Clause = tuple[bool, tuple[str, ...]]
 
 
 def _fold(text: str) -> str:
-    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    folded = text.casefold()
+    if folded.isascii():  # nothing to decompose: the common case, and a character-by-character walk saved
+        return folded
+    decomposed = unicodedata.normalize("NFKD", folded)
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
@@ -39,6 +42,9 @@ def search_text(text: str) -> str:
     """``text`` as the space-separated tokens the search index holds."""
     tokens: list[str] = []
     for chunk in _fold(text).split():
+        if chunk.isalnum() and chunk.isascii():  # a plain word (most are): its own one token, no regex needed
+            tokens.append(chunk)
+            continue
         parts = _parts(chunk)
         tokens.extend(parts)
         if len(parts) > 1:
