@@ -916,10 +916,8 @@ def subscribers_set(app: App, email: str, topics: tuple[str, ...], all_topics: b
         raise UsageError("give --topic (one or more), --all-topics, or --cadence")
     chosen = subs.check_topics(topics, app.taxonomy.slugs)
     often = subs.check_cadence(cadence, app.settings) if cadence is not None else None
-    found = None
-    if often is not None:
-        found = subs.set_cadence(app.store, email, often)
-    if (topics or all_topics) and (found is not None or often is None):
+    found = subs.set_cadence(app.store, email, often) if often is not None else None
+    if topics or all_topics:
         found = subs.set_topics(app.store, email, chosen)
     if found is None:
         raise UsageError(f"no subscriber {email!r}; see `newsletter subscribers list`")

@@ -64,7 +64,7 @@ def status_view(store: Store, settings: Settings, now: datetime) -> StatusView:
     digests = store.digests(limit=1)
     last = digests[0] if digests else None
     # The daily digest counts once someone reads it: it is made only then.
-    daily = "daily" in settings.digest.cadences and bool(store.subscriber_windows("daily"))
+    daily = "daily" in settings.digest.cadences and store.has_subscribers("daily")
     upcoming = next_period(now, settings.digest, ("weekly", "daily") if daily else ("weekly",))
     return StatusView(
         sources=tuple(s for s in store.sources() if s.status != "removed"),

@@ -32,7 +32,6 @@ from ingest.fetch.fetcher import (
     ResultCallback,
     fetch_all,
     fetch_all_sync,
-    fetch_stream,
     fetch_stream_sync,
 )
 from ingest.fetch.headers import MAX_RETRY_AFTER, parse_max_age, parse_retry_after
@@ -48,7 +47,6 @@ __all__ = [
     "address_problem",
     "fetch_all",
     "fetch_all_sync",
-    "fetch_stream",
     "fetch_stream_sync",
     "parse_ip_host",
     "parse_max_age",

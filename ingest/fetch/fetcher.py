@@ -92,9 +92,7 @@ async def fetch_all(
     async def keep(index: int, result: FetchResult) -> None:
         results[index] = result
         if on_result is not None:
-            returned = on_result(result)
-            if inspect.isawaitable(returned):
-                await returned
+            await _notify(on_result, result)
 
     await _fetch_jobs(once, keep, config, clock=clock, trusted_networks=trusted_networks)
     done = [r for r in results if r is not None]
@@ -102,31 +100,11 @@ async def fetch_all(
     return done
 
 
-async def fetch_stream(
-    next_requests: Callable[[], Sequence[FetchRequest]],
-    config: FetchConfig,
-    *,
-    on_result: ResultCallback,
-    clock: Callable[[], datetime] = _utcnow,
-    trusted_networks: Iterable[str] = (),
-) -> None:
-    """Fetch the requests ``next_requests()`` hands out, batch after batch until it hands out none, as
-    :func:`fetch_all` fetches one list: at most ``config.concurrency`` at once, ``on_result`` as each ends.
-
-    One transport serves every batch, so connections kept alive by one batch serve the next. The next batch is asked
-    for as soon as the current one has no request left to start, while its last fetches are still running.
-    ``next_requests`` runs in a worker thread, so it may block: wait for room, read a database.
-    """
-
-    async def batches() -> Sequence[tuple[int, FetchRequest]]:
-        return [(0, request) for request in await asyncio.to_thread(next_requests)]
-
-    async def each(_: int, result: FetchResult) -> None:
-        returned = on_result(result)
-        if inspect.isawaitable(returned):
-            await returned
-
-    await _fetch_jobs(batches, each, config, clock=clock, trusted_networks=trusted_networks)
+async def _notify(on_result: ResultCallback, result: FetchResult) -> None:
+    """Call ``on_result``, awaiting what it returns when that is awaitable."""
+    returned = on_result(result)
+    if inspect.isawaitable(returned):
+        await returned
 
 
 async def _fetch_jobs(
@@ -198,10 +176,22 @@ def fetch_stream_sync(
     clock: Callable[[], datetime] = _utcnow,
     trusted_networks: Iterable[str] = (),
 ) -> None:
-    """:func:`fetch_stream` for callers without an event loop (the feed pass's fetch thread)."""
-    asyncio.run(
-        fetch_stream(next_requests, config, on_result=on_result, clock=clock, trusted_networks=trusted_networks)
-    )
+    """Fetch the requests ``next_requests()`` hands out, batch after batch until it hands out none, as
+    :func:`fetch_all` fetches one list: at most ``config.concurrency`` at once, ``on_result`` as each ends. For
+    callers without an event loop (the feed pass's fetch thread).
+
+    One transport serves every batch, so connections kept alive by one batch serve the next. The next batch is asked
+    for as soon as the current one has no request left to start, while its last fetches are still running.
+    ``next_requests`` runs in a worker thread, so it may block: wait for room, read a database.
+    """
+
+    async def batches() -> Sequence[tuple[int, FetchRequest]]:
+        return [(0, request) for request in await asyncio.to_thread(next_requests)]
+
+    async def each(_: int, result: FetchResult) -> None:
+        await _notify(on_result, result)
+
+    asyncio.run(_fetch_jobs(batches, each, config, clock=clock, trusted_networks=trusted_networks))
 
 
 def _headers_of(response: httpx.Response) -> Mapping[str, str]:

@@ -84,10 +84,11 @@ class DigestsMixin(StoreBase):
                 raise
             return found, False
 
-    def subscriber_topic_sets(self, cadence: Cadence = "weekly") -> list[tuple[str, ...]]:
-        """The distinct topic sets confirmed subscribers of ``cadence`` chose (each sorted), every topic (``()``) left
-        out."""
-        return sorted({topics for topics, _ in self.subscriber_windows(cadence)} - {()})
+    def has_subscribers(self, cadence: Cadence) -> bool:
+        """Whether any confirmed subscriber chose ``cadence`` (one row looked for, not all of them read)."""
+        query = select(_sub.c.id).where(_sub.c.status == "confirmed", _sub.c.cadence == cadence).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def subscriber_windows(self, cadence: Cadence) -> set[tuple[tuple[str, ...], datetime | None]]:
         """The distinct (topic set, where their last digest ended) of the confirmed subscribers of ``cadence``."""

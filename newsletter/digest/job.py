@@ -149,9 +149,11 @@ def _clock_from(now: datetime) -> Clock:
     return lambda: now + timedelta(seconds=time.monotonic() - start)
 
 
-def select_for(store: Store, settings: Settings, period: Period) -> Selection:
-    """The stories ``period``'s digest would carry, from the database as it is now."""
-    return select(store.candidates(floor_of(store, period), period.end, period.cadence), period, settings)
+def select_for(store: Store, settings: Settings, period: Period, since: datetime | None = None) -> Selection:
+    """The stories ``period``'s digest would carry, from the database as it is now (``since``: its floor, when
+    known already)."""
+    since = floor_of(store, period) if since is None else since
+    return select(store.candidates(since, period.end, period.cadence), period, settings)
 
 
 def floor_of(store: Store, period: Period) -> datetime:
@@ -186,7 +188,7 @@ def ensure_digest(
     if late > timedelta(hours=settings.digest.catch_up_hours):
         note = f"not sent: due {period.due_at:%Y-%m-%d %H:%M %Z}, {late.total_seconds() / 3600:.1f} h late"
         return store.create_digest(replace(base, status="skipped", note=note))
-    selection = select_for(store, settings, period)
+    selection = select_for(store, settings, period, since)
     if not selection.count and not settings.digest.send_empty:
         return store.create_digest(replace(base, status="empty", note="no new story"))
     rendered = compose.render_digest(selection, settings, topic_names=topic_names)
@@ -250,12 +252,11 @@ def send_due_digest(
     has deliveries due."""
     clock = clock or _clock_from(now)
     period = due_period(now, settings.digest)
-    digest, created = ensure_digest(store, settings, period, now, topic_names=topic_names)
-    daily = None
+    made = [(period, *ensure_digest(store, settings, period, now, topic_names=topic_names))]
     # Made only while someone chose it: no daily digest rows (and pages) for a newsletter nobody reads daily.
-    if "daily" in settings.digest.cadences and store.subscriber_windows("daily"):
+    if "daily" in settings.digest.cadences and store.has_subscribers("daily"):
         day = due_period(now, settings.digest, "daily")
-        daily = (day, *ensure_digest(store, settings, day, now, topic_names=topic_names))
+        made.append((day, *ensure_digest(store, settings, day, now, topic_names=topic_names)))
     runs: list[DeliveryRun] = []
     open_ = store.open_digests()
     if open_:
@@ -275,28 +276,13 @@ def send_due_digest(
             if own:
                 for t in active:
                     t.close()
-    after = store.digest_by_period(period.key) or digest
-    daily_report = None
-    if daily is not None:
-        day, made, day_created = daily
-        day_after = store.digest_by_period(day.key) or made
-        daily_report = DigestReport(
-            period=day.key,
-            status=day_after.status,
-            created=day_created,
-            stories=day_after.story_count,
-            runs=tuple(r for r in runs if r.period == day.key),
-            note=day_after.note,
-        )
-    return DigestReport(
-        period=period.key,
-        status=after.status,
-        created=created,
-        stories=after.story_count,
-        runs=tuple(runs),
-        note=after.note,
-        daily=daily_report,
-    )
+    reports = []
+    for due, digest, created in made:
+        after = store.digest_by_period(due.key) or digest
+        mine = runs if due.cadence == "weekly" else [r for r in runs if r.period == due.key]
+        reports.append(DigestReport(due.key, after.status, created, after.story_count, tuple(mine), after.note))
+    # The weekly report carries every run (older digests' retries too); the daily one its own.
+    return replace(reports[0], daily=reports[1] if len(reports) > 1 else None)
 
 
 def _preview_parts(

@@ -42,7 +42,6 @@ __all__ = [
     "next_due",
     "next_period",
     "period_containing",
-    "period_due_at",
     "period_for",
     "sections",
     "select",
@@ -177,12 +176,6 @@ def next_period(now: datetime, config: DigestConfig, cadences: Sequence[Cadence]
 def next_due(now: datetime, config: DigestConfig) -> datetime:
     """When the next weekly digest falls due after ``now``."""
     return next_period(now, config).due_at
-
-
-def period_due_at(due: datetime, config: DigestConfig) -> Period:
-    """The period whose digest falls due at ``due``: the week before the one ``due`` is in."""
-    before = period_containing(due, config).start - timedelta(seconds=1)
-    return period_containing(before, config)
 
 
 def daily_time(config: DigestConfig) -> time:
